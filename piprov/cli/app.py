@@ -1,0 +1,114 @@
+"""The root command group, shared output helpers and error-to-exit-code mapping."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import click
+from rich.console import Console
+
+from piprov.errors import PiprovError, ProblemList
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_CHANGES = 2
+EXIT_USAGE = 64
+EXIT_INTERRUPTED = 130
+
+# Data goes to stdout (pipeable, --json); progress and errors go to stderr.
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False)
+
+DEFAULT_INVENTORY = "inventory.yaml"
+
+
+def inventory_option(f: click.decorators.FC) -> click.decorators.FC:
+    """`-i/--inventory PATH`, also from $PIPROV_INVENTORY."""
+    return click.option(
+        "-i",
+        "--inventory",
+        "inventory_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=lambda: os.environ.get("PIPROV_INVENTORY", DEFAULT_INVENTORY),
+        show_default=f"$PIPROV_INVENTORY or {DEFAULT_INVENTORY}",
+        help="The inventory file describing the fleet.",
+    )(f)
+
+
+class ExitWith(Exception):
+    """Raised by a command to end with a specific exit code after printing."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="piprov")
+def cli() -> None:
+    """piprov turns a shelf of Raspberry Pis into a Kubernetes cluster, and keeps it that way.
+
+    \b
+    A typical first day:
+      piprov discover                 find the Pis on the LAN (mDNS)
+      piprov discover --add           put them in inventory.yaml
+      piprov plan                     see what `up` would change, and why
+      piprov up                       provision the whole cluster
+      piprov status                   node x component health
+      piprov kubeconfig > ~/.kube/config
+
+    Try it without hardware: `piprov lab up` boots virtual Pis on this machine
+    and `piprov lab inventory > inventory.yaml` points piprov at them.
+
+    \b
+    Exit codes: 0 ok / nothing to change, 1 error, 2 plan has changes,
+    64 bad command line, 130 interrupted.
+    """
+
+
+def report_error(e: PiprovError) -> None:
+    """Print a PiprovError for the person at the keyboard."""
+    if isinstance(e, ProblemList):
+        err.print(f"[bold red]error:[/] {_escape(e.message)}")
+        for p in e.problems:
+            err.print(f"  [red]•[/] {_escape(str(p))}")
+            if p.hint:
+                err.print(f"    [dim]{_escape(p.hint)}[/]")
+    else:
+        err.print(f"[bold red]error:[/] {_escape(str(e))}")
+    if e.hint:
+        err.print(f"[yellow]hint:[/] {_escape(e.hint)}")
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def run(argv: Sequence[str]) -> int:
+    """Run the CLI and return the exit code instead of raising SystemExit."""
+    try:
+        cli.main(args=list(argv), prog_name="piprov", standalone_mode=False)
+    except ExitWith as e:
+        return e.code
+    except PiprovError as e:
+        report_error(e)
+        return e.exit_code
+    except click.exceptions.Exit as e:
+        return int(e.exit_code)
+    except click.Abort:
+        err.print("[red]aborted[/]")
+        return EXIT_INTERRUPTED
+    except click.UsageError as e:
+        e.show()
+        return EXIT_USAGE
+    except click.ClickException as e:
+        e.show()
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        err.print("[red]interrupted[/]")
+        return EXIT_INTERRUPTED
+    return EXIT_OK

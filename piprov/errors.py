@@ -1,0 +1,119 @@
+"""The one exception tree of piprov.
+
+Every error a user can meet derives from :class:`PiprovError`. Messages are
+written for the person at the keyboard: they say what went wrong, where (host,
+file, line, column), and what to do next. Only the CLI turns them into output
+and exit codes; nothing here prints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Location:
+    """A place in a file, 1-based, as editors show it."""
+
+    file: str
+    line: int | None = None
+    column: int | None = None
+
+    def __str__(self) -> str:
+        parts = [self.file]
+        if self.line is not None:
+            parts.append(str(self.line))
+            if self.column is not None:
+                parts.append(str(self.column))
+        return ":".join(parts)
+
+
+class PiprovError(Exception):
+    """Root of every error piprov raises on purpose.
+
+    ``hint`` is the next step for the user; ``host`` names the node involved;
+    ``location`` the file position. ``exit_code`` is what the CLI returns.
+    """
+
+    exit_code = 1
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        host: str | None = None,
+        location: Location | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.host = host
+        self.location = location
+
+    def __str__(self) -> str:
+        prefix = ""
+        if self.location is not None:
+            prefix += f"{self.location}: "
+        if self.host is not None:
+            prefix += f"{self.host}: "
+        return prefix + self.message
+
+
+class ProblemList(PiprovError):
+    """Several independent problems found in one pass (e.g. validation).
+
+    Validation reports every problem at once so the user fixes them in one go.
+    """
+
+    def __init__(self, summary: str, problems: list[PiprovError], *, hint: str | None = None) -> None:
+        super().__init__(summary, hint=hint)
+        self.problems = problems
+
+    def __str__(self) -> str:
+        lines = [self.message] + [f"  {p}" for p in self.problems]
+        return "\n".join(lines)
+
+
+class InventoryError(PiprovError):
+    """The inventory file is missing, malformed or inconsistent."""
+
+
+class GraphError(PiprovError):
+    """The component graph in playbooks/ has a cycle or a dangling reference."""
+
+
+class RenderError(PiprovError):
+    """A template could not be rendered (missing variable, syntax error)."""
+
+
+class FactsError(PiprovError):
+    """A node's facts output could not be understood."""
+
+
+class TransportError(PiprovError):
+    """SSH to a node failed: unreachable, authentication, command error."""
+
+
+class HostKeyError(TransportError):
+    """A node's host key is unknown or has changed; nothing is done on it."""
+
+
+class HealthError(PiprovError):
+    """A health probe did not pass before its timeout."""
+
+
+class ApplyError(PiprovError):
+    """Applying a plan failed on one or more nodes."""
+
+
+class LockError(PiprovError):
+    """Another piprov run holds the lock."""
+
+
+class DiscoveryError(PiprovError):
+    """mDNS discovery could not run or returned unusable answers."""
+
+
+class ClusterError(PiprovError):
+    """The Kubernetes API refused or failed an operation (drain, delete...)."""

@@ -1,0 +1,23 @@
+"""Inventory: the YAML file describing the fleet, its model, loading and edits."""
+
+from piprov.inventory.model import (
+    ARCH_MAP,
+    ImageSettings,
+    ImageSpec,
+    Inventory,
+    NetworkSettings,
+    Node,
+    SshSettings,
+    image_arch,
+)
+
+__all__ = [
+    "ARCH_MAP",
+    "ImageSettings",
+    "ImageSpec",
+    "Inventory",
+    "NetworkSettings",
+    "Node",
+    "SshSettings",
+    "image_arch",
+]

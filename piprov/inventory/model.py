@@ -1,0 +1,131 @@
+"""The validated inventory: what the user says the fleet should be.
+
+These are plain frozen values. The loader (``piprov.inventory.load``) builds
+them from YAML and records where each node was defined so that later errors
+can point back at the file and line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Mapping
+
+from piprov.errors import Location, PiprovError
+
+Role = Literal["master", "worker"]
+HostKeyPolicy = Literal["strict", "tofu"]
+
+# Kernel machine names (uname -m) to the architecture suffix of the images
+# (etcd-arm, hyperkube-arm64, ...). Pis of 2016 were armv6l/armv7l.
+ARCH_MAP: Mapping[str, str] = {
+    "armv6l": "arm",
+    "armv7l": "arm",
+    "aarch64": "arm64",
+    "arm64": "arm64",
+    "x86_64": "amd64",
+    "amd64": "amd64",
+}
+
+IMAGE_COMPONENTS = ("etcd", "flannel", "hyperkube", "pause")
+
+
+def image_arch(machine: str) -> str:
+    """Map ``uname -m`` (or an image arch already) to the image suffix."""
+    try:
+        return ARCH_MAP[machine]
+    except KeyError:
+        known = ", ".join(sorted(ARCH_MAP))
+        raise PiprovError(
+            f"unsupported architecture {machine!r}",
+            hint=f"piprov knows {known}; set 'arch' on the node in the inventory to override",
+        ) from None
+
+
+@dataclass(frozen=True)
+class SshSettings:
+    user: str = "pirate"
+    port: int = 22
+    identity_file: str | None = None
+    host_key_policy: HostKeyPolicy = "strict"
+    connect_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    repository: str
+    tag: str
+
+
+@dataclass(frozen=True)
+class ImageSettings:
+    registry: str = "gcr.io/google_containers"
+    insecure_registries: tuple[str, ...] = ()
+    specs: Mapping[str, ImageSpec] = field(
+        default_factory=lambda: {
+            "etcd": ImageSpec("etcd", "2.1.1"),
+            "flannel": ImageSpec("flannel", "0.5.5"),
+            "hyperkube": ImageSpec("hyperkube", "v1.1.2"),
+            "pause": ImageSpec("pause", "2.0"),
+        }
+    )
+    # Per image-arch overrides, e.g. {"arm64": {"hyperkube": ImageSpec(...)}}.
+    arch_overrides: Mapping[str, Mapping[str, ImageSpec]] = field(default_factory=dict)
+
+    def ref(self, component: str, arch: str) -> str:
+        """Full image reference for ``component`` on image arch ``arch``.
+
+        ``registry/repository-arch:tag`` as the 2016 images were named.
+        """
+        spec = self.arch_overrides.get(arch, {}).get(component) or self.specs[component]
+        return f"{self.registry}/{spec.repository}-{arch}:{spec.tag}"
+
+
+@dataclass(frozen=True)
+class NetworkSettings:
+    flannel_network: str = "10.0.0.0/16"
+    flannel_subnet_len: int = 24
+    flannel_backend: str = "host-gw"
+    # None: let flannel derive it from the interface (what the seed did).
+    mtu: int | None = None
+    etcd_port: int = 4001
+    apiserver_port: int = 8080
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str  # the hostname piprov sets on the node
+    address: str
+    role: Role
+    ssh: SshSettings
+    arch: str | None = None  # override of the detected image arch
+    labels: Mapping[str, str] = field(default_factory=dict)
+    location: Location | None = None
+
+
+@dataclass(frozen=True)
+class Inventory:
+    path: Path
+    cluster_name: str
+    ssh: SshSettings
+    images: ImageSettings
+    network: NetworkSettings
+    nodes: tuple[Node, ...]
+    known_hosts: Path
+
+    @property
+    def master(self) -> Node:
+        return next(n for n in self.nodes if n.role == "master")
+
+    @property
+    def workers(self) -> tuple[Node, ...]:
+        return tuple(n for n in self.nodes if n.role == "worker")
+
+    def node(self, name_or_address: str) -> Node:
+        for n in self.nodes:
+            if name_or_address in (n.name, n.address):
+                return n
+        raise PiprovError(
+            f"no node named {name_or_address!r} in {self.path}",
+            hint="`piprov inventory list` shows the nodes",
+        )
