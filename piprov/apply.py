@@ -1,0 +1,133 @@
+"""Turn planned changes into one POSIX shell script per step, and run it safely.
+
+The script is what a node executes; it needs only sh, coreutils and systemd.
+Files are written the way an atomic editor would: into a temp file in the
+target's own directory (same filesystem, so rename is atomic), checked against
+the planned checksum, given mode and owner, flushed, then renamed over the
+target. A power cut leaves either the old file or the new one, plus at worst a
+``.piprov-tmp.*`` file that the next run removes.
+
+The script itself travels on stdin and is only executed once it has arrived
+whole (its checksum is verified on the node first): a dropped connection can
+never run half a script.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import posixpath
+import shlex
+from dataclasses import dataclass
+from typing import Iterable, Protocol, Sequence
+
+from piprov.transport import CommandResult, Transport
+
+TEMP_PREFIX = ".piprov-tmp."
+
+# Exit codes of the wrapper, chosen not to clash with sh's own.
+EXIT_SCRIPT_GARBLED = 98
+EXIT_NO_TEMP = 97
+
+
+class FileLike(Protocol):
+    path: str
+    content: bytes
+    mode: int
+    owner: str
+    group: str
+
+
+@dataclass(frozen=True)
+class ApplyOutcome:
+    ok: bool
+    result: CommandResult
+    failed_step: str | None  # what the script was doing when it stopped
+
+    @property
+    def detail(self) -> str:
+        if self.ok:
+            return ""
+        base = self.result.tail(6)
+        return f"{self.failed_step}: {base}" if self.failed_step else base
+
+
+def _q(s: str) -> str:
+    return shlex.quote(s)
+
+
+PRELUDE = """\
+set -u
+umask 022
+step() { PIPROV_STEP="$*"; }
+fail() { printf 'PIPROV-FAILED-STEP: %s\\n' "$PIPROV_STEP" >&2; exit 1; }
+"""
+
+
+def write_file(f: FileLike) -> str:
+    """Shell that writes one file atomically (see module docstring)."""
+    d = posixpath.dirname(f.path) or "/"
+    digest = hashlib.sha256(f.content).hexdigest()
+    payload = base64.encodebytes(f.content).decode("ascii")
+    mode = format(f.mode & 0o7777, "04o")
+    owner = f"{f.owner}:{f.group}"
+    return (
+        f"step write {_q(f.path)}\n"
+        f"mkdir -p {_q(d)} || fail\n"
+        f't=$(mktemp {_q(d + "/" + TEMP_PREFIX)}XXXXXX) || fail\n'
+        f"base64 -d > \"$t\" <<'PIPROV_EOF' || {{ rm -f \"$t\"; fail; }}\n"
+        f"{payload}"
+        "PIPROV_EOF\n"
+        f'[ "$(sha256sum < "$t" | cut -c1-64)" = {digest} ] || {{ rm -f "$t"; fail; }}\n'
+        f'chmod {mode} "$t" && chown {_q(owner)} "$t" && sync "$t" || {{ rm -f "$t"; fail; }}\n'
+        f'mv -f "$t" {_q(f.path)} || {{ rm -f "$t"; fail; }}\n'
+    )
+
+
+def remove_stale_temps(dirs: Iterable[str]) -> str:
+    """Shell removing temp files an interrupted earlier run left behind.
+
+    Only piprov's own prefix, only in directories piprov manages; the caller
+    holds the cluster lock, so no other run is writing them right now.
+    """
+    lines = []
+    for d in sorted(set(dirs)):
+        lines.append(f"rm -f {_q(d)}/{TEMP_PREFIX}* 2>/dev/null")
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def systemctl(verb: str, units: Sequence[str]) -> str:
+    if not units:
+        return ""
+    joined = " ".join(_q(u) for u in units)
+    return f"step systemctl {verb} {joined}\nsystemctl {verb} {joined} || fail\n"
+
+
+def wrap(body: str) -> str:
+    return PRELUDE + body + "exit 0\n"
+
+
+def runner_command(script: bytes) -> str:
+    """The command that receives ``script`` on stdin and runs it only if whole."""
+    digest = hashlib.sha256(script).hexdigest()
+    return (
+        f"f=$(mktemp /tmp/piprov-apply.XXXXXX) || exit {EXIT_NO_TEMP}; "
+        'cat > "$f"; '
+        f'if [ "$(sha256sum < "$f" | cut -c1-64)" = {digest} ]; then sh "$f"; rc=$?; '
+        f"else rc={EXIT_SCRIPT_GARBLED}; fi; "
+        'rm -f "$f"; exit $rc'
+    )
+
+
+def run_script(transport: Transport, script: str, *, timeout: float = 300) -> ApplyOutcome:
+    """Run ``script`` as root on the node in one round trip."""
+    data = script.encode()
+    res = transport.run(runner_command(data), sudo=True, stdin=data, timeout=timeout)
+    failed = None
+    if not res.ok:
+        if res.exit_code == EXIT_SCRIPT_GARBLED:
+            failed = "the script arrived incomplete and was not run"
+        for line in res.stderr.splitlines():
+            if line.startswith("PIPROV-FAILED-STEP: "):
+                failed = line.split(": ", 1)[1]
+    return ApplyOutcome(res.ok, res, failed)

@@ -1,0 +1,177 @@
+"""Health probes: is a component really up? Never a guess, never a fixed sleep.
+
+A probe is a kind plus a target (already rendered from the playbook):
+
+=============  ============================================  ====================
+kind           target                                        checked
+=============  ============================================  ====================
+unit           a systemd unit name                           on the node (SSH)
+docker_socket  a docker socket path                          on the node (SSH)
+file           a path that must exist and be non-empty      on the node (SSH)
+http           a URL that must answer 2xx                    from the controller
+node_ready     an apiserver URL .../api/v1/nodes/NAME        from the controller
+=============  ============================================  ====================
+
+Probes on the node poll *on the node*, inside one SSH command bounded by
+``timeout``, so a gate costs one round trip however long it waits. Probes from
+the controller poll with a short, growing interval. Either way the wait ends
+the moment the check passes. A probe never changes state.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Callable
+
+from piprov.errors import PiprovError, TransportError
+from piprov.transport import Transport
+
+SSH_KINDS = ("unit", "docker_socket", "file")
+HTTP_KINDS = ("http", "node_ready")
+KINDS = SSH_KINDS + HTTP_KINDS
+
+# How often a remote wait loop re-checks; the loop itself is bounded by
+# coreutils `timeout`, so this only sets the latency of noticing success.
+_REMOTE_POLL = "0.1"
+
+
+@dataclass(frozen=True)
+class Probe:
+    kind: str
+    target: str
+    timeout: float
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise PiprovError(f"unknown health probe kind {self.kind!r}; known: {', '.join(KINDS)}")
+
+    def describe(self) -> str:
+        return f"{self.kind} {self.target}"
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    probe: Probe
+    ok: bool
+    detail: str  # the last thing the probe saw: for the person reading a failure
+    seconds: float
+
+
+def check_command(probe: Probe) -> str:
+    """The shell test for an on-node probe (exit 0 = healthy)."""
+    t = shlex.quote(probe.target)
+    if probe.kind == "unit":
+        return f"systemctl is-active --quiet {t}"
+    if probe.kind == "docker_socket":
+        return f"docker -H unix://{t} version --format '{{{{.Server.Version}}}}' >/dev/null 2>&1"
+    if probe.kind == "file":
+        return f"test -s {t}"
+    raise PiprovError(f"probe kind {probe.kind!r} does not run on the node")
+
+
+def _remote_wait_command(probe: Probe) -> str:
+    check = check_command(probe)
+    wait = f"until {check}; do sleep {_REMOTE_POLL}; done"
+    secs = max(1, int(probe.timeout + 0.999))
+    # On failure, say what the node sees, so the summary can show it.
+    explain = {
+        "unit": f"systemctl status --no-pager --lines=5 {shlex.quote(probe.target)} 2>&1 | tail -n 8",
+        "docker_socket": f"docker -H unix://{shlex.quote(probe.target)} version 2>&1 | tail -n 3",
+        "file": f"ls -l {shlex.quote(probe.target)} 2>&1",
+    }[probe.kind]
+    return (
+        f"if timeout {secs} sh -c {shlex.quote(wait)}; then echo healthy; "
+        f"else {explain}; exit 1; fi"
+    )
+
+
+def wait_on_node(probe: Probe, transport: Transport) -> ProbeResult:
+    start = time.monotonic()
+    try:
+        res = transport.run(_remote_wait_command(probe), sudo=True, timeout=probe.timeout + 15)
+    except TransportError as e:
+        return ProbeResult(probe, False, str(e.message), time.monotonic() - start)
+    detail = res.tail(8) if not res.ok else "healthy"
+    if not res.ok and not detail:
+        detail = f"not healthy after {probe.timeout:g} s"
+    return ProbeResult(probe, res.ok, detail, time.monotonic() - start)
+
+
+HttpGet = Callable[[str, float], tuple[int, bytes]]
+
+
+def http_get(url: str, timeout: float) -> tuple[int, bytes]:
+    """GET ``url``; (status, body). Connection errors come back as status 0."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - URLs come from the playbook
+            return int(resp.status), bytes(resp.read(65536))
+    except urllib.error.HTTPError as e:
+        return int(e.code), bytes(e.read(4096) or b"")
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        reason = getattr(e, "reason", e)
+        return 0, str(reason).encode()
+
+
+def check_http_once(probe: Probe, get: HttpGet = http_get) -> tuple[bool, str]:
+    status, body = get(probe.target, min(5.0, max(0.5, probe.timeout)))
+    if probe.kind == "http":
+        if 200 <= status < 300:
+            return True, f"HTTP {status}"
+        return False, f"HTTP {status}: {body[:200].decode('utf-8', 'replace')}" if status else body.decode()
+    # node_ready: the Node object's Ready condition.
+    if status != 200:
+        return False, f"HTTP {status}: {body[:200].decode('utf-8', 'replace')}" if status else body.decode()
+    try:
+        node = json.loads(body)
+        conditions = node.get("status", {}).get("conditions", []) or []
+        ready = next((c for c in conditions if c.get("type") == "Ready"), None)
+    except (ValueError, AttributeError):
+        return False, "apiserver answered something that is not a Node object"
+    if ready is None:
+        return False, "node has no Ready condition yet"
+    if ready.get("status") == "True":
+        return True, "Ready"
+    return False, f"Ready={ready.get('status')}: {ready.get('reason', '')} {ready.get('message', '')}".strip()
+
+
+def wait_http(
+    probe: Probe,
+    *,
+    get: HttpGet = http_get,
+    cancel: threading.Event | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> ProbeResult:
+    start = clock()
+    deadline = start + probe.timeout
+    interval = 0.05
+    while True:
+        ok, detail = check_http_once(probe, get)
+        if ok:
+            return ProbeResult(probe, True, detail, clock() - start)
+        now = clock()
+        if now >= deadline or (cancel is not None and cancel.is_set()):
+            return ProbeResult(probe, False, detail, now - start)
+        # Poll quickly at first (most things come up within a second), then back off.
+        wait = min(interval, deadline - now)
+        if cancel is not None:
+            cancel.wait(wait)
+        else:
+            time.sleep(wait)
+        interval = min(interval * 1.5, 1.0)
+
+
+def wait_healthy(
+    probe: Probe, transport: Transport | None, *, cancel: threading.Event | None = None
+) -> ProbeResult:
+    """Block until ``probe`` passes or its timeout ends."""
+    if probe.kind in SSH_KINDS:
+        if transport is None:
+            raise PiprovError(f"probe {probe.describe()} needs a connection to the node")
+        return wait_on_node(probe, transport)
+    return wait_http(probe, cancel=cancel)

@@ -1,0 +1,184 @@
+"""Walk a dependency graph in parallel: each vertex starts the moment every
+vertex it depends on has finished well, and a failure stops only what depends
+on it.
+
+This module knows graphs and threads, not SSH or Kubernetes: the caller hands
+it a ``work`` function per vertex (apply + health gate, in ``provision``).
+Failures come back as data (a :class:`StepResult` per vertex), never as the
+first exception, so independent branches of the fleet finish their work.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Callable, Generic, Hashable, Iterable, Literal, Mapping, Sequence, TypeVar
+
+from piprov.errors import PiprovError
+
+V = TypeVar("V", bound=Hashable)
+
+Status = Literal["unchanged", "changed", "failed", "skipped"]
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What happened at one vertex (node x component)."""
+
+    node: str
+    component: str
+    status: Status
+    apply_seconds: float = 0.0
+    wait_seconds: float = 0.0
+    detail: str = ""  # why it failed / what it changed / which probe passed
+    started: float = 0.0  # monotonic clock, for the timeline
+    finished: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("unchanged", "changed")
+
+    @property
+    def seconds(self) -> float:
+        return self.apply_seconds + self.wait_seconds
+
+
+@dataclass(frozen=True)
+class Event:
+    """Progress, for a live view: kind is 'start', 'waiting' or 'done'."""
+
+    kind: Literal["start", "waiting", "done"]
+    node: str
+    component: str
+    result: StepResult | None = None
+    note: str = ""
+
+
+@dataclass
+class RunResult(Generic[V]):
+    steps: dict[V, StepResult] = field(default_factory=dict)
+    wall_seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return all(s.ok for s in self.steps.values())
+
+    @property
+    def failed(self) -> list[StepResult]:
+        return [s for s in self.steps.values() if s.status == "failed"]
+
+    @property
+    def skipped(self) -> list[StepResult]:
+        return [s for s in self.steps.values() if s.status == "skipped"]
+
+    @property
+    def changed(self) -> list[StepResult]:
+        return [s for s in self.steps.values() if s.status == "changed"]
+
+
+def critical_path(
+    vertices: Sequence[V], predecessors: Callable[[V], Iterable[V]], cost: Mapping[V, float]
+) -> tuple[float, list[V]]:
+    """The longest chain of dependent vertices by ``cost`` (vertices topologically ordered).
+
+    This is the least time any scheduler could take: the stack's own readiness
+    waits, one after another along its longest dependency chain.
+    """
+    best: dict[V, tuple[float, V | None]] = {}
+    for v in vertices:
+        preds = [p for p in predecessors(v) if p in best]
+        base, via = max(((best[p][0], p) for p in preds), default=(0.0, None), key=lambda t: t[0])
+        best[v] = (base + cost.get(v, 0.0), via)
+    if not best:
+        return 0.0, []
+    end = max(best, key=lambda v: best[v][0])
+    total = best[end][0]
+    chain: list[V] = []
+    cur: V | None = end
+    while cur is not None:
+        chain.append(cur)
+        cur = best[cur][1]
+    chain.reverse()
+    return total, chain
+
+
+def run_dag(
+    vertices: Sequence[V],
+    predecessors: Callable[[V], Iterable[V]],
+    work: Callable[[V], StepResult],
+    label: Callable[[V], tuple[str, str]],
+    *,
+    max_workers: int = 16,
+    on_event: Callable[[Event], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> RunResult[V]:
+    """Run ``work`` on every vertex, as parallel as the dependencies allow.
+
+    ``label(v)`` gives (node, component) for results and events. A vertex whose
+    dependency failed or was skipped is skipped with the reason; ``cancel``
+    (e.g. Ctrl-C) lets running steps finish and starts nothing new.
+    """
+    emit = on_event or (lambda e: None)
+    result: RunResult[V] = RunResult()
+    start = time.monotonic()
+    preds = {v: list(predecessors(v)) for v in vertices}
+    unknown = {p for ps in preds.values() for p in ps} - set(preds)
+    if unknown:
+        raise PiprovError(f"dependency graph refers to steps that are not in it: {sorted(map(str, unknown))}")
+    pending = list(vertices)
+    running: dict[Future[StepResult], V] = {}
+
+    def guarded(v: V) -> StepResult:
+        node, comp = label(v)
+        t0 = time.monotonic()
+        emit(Event("start", node, comp))
+        try:
+            r = work(v)
+        except PiprovError as e:
+            r = StepResult(node, comp, "failed", detail=str(e.message), started=t0, finished=time.monotonic())
+        except Exception as e:  # noqa: BLE001 - one vertex's bug must not hide the fleet's results
+            r = StepResult(
+                node, comp, "failed", detail=f"internal error: {type(e).__name__}: {e}",
+                started=t0, finished=time.monotonic(),
+            )
+        if not r.started:
+            r = StepResult(r.node, r.component, r.status, r.apply_seconds, r.wait_seconds, r.detail,
+                           t0, time.monotonic())
+        emit(Event("done", node, comp, r))
+        return r
+
+    with ThreadPoolExecutor(max_workers=max(1, max_workers), thread_name_prefix="piprov-step") as pool:
+        while pending or running:
+            progressed = True
+            while progressed:
+                progressed = False
+                for v in list(pending):
+                    ps = preds[v]
+                    if any(p not in result.steps for p in ps):
+                        continue
+                    pending.remove(v)
+                    progressed = True
+                    bad = [p for p in ps if not result.steps[p].ok]
+                    node, comp = label(v)
+                    if bad:
+                        b = result.steps[bad[0]]
+                        why = f"not started: {b.component} on {b.node} {'failed' if b.status == 'failed' else 'was skipped'}"
+                        result.steps[v] = StepResult(node, comp, "skipped", detail=why)
+                        emit(Event("done", node, comp, result.steps[v]))
+                    elif cancel is not None and cancel.is_set():
+                        result.steps[v] = StepResult(node, comp, "skipped", detail="not started: run interrupted")
+                        emit(Event("done", node, comp, result.steps[v]))
+                    else:
+                        running[pool.submit(guarded, v)] = v
+            if not running:
+                if pending:  # only possible with a cycle; graph validation prevents it
+                    raise PiprovError(f"dependency cycle among {sorted(map(str, pending))}")
+                break
+            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for fut in done:
+                v = running.pop(fut)
+                result.steps[v] = fut.result()
+    result.wall_seconds = time.monotonic() - start
+    return result
