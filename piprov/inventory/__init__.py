@@ -1,5 +1,7 @@
 """Inventory: the YAML file describing the fleet, its model, loading and edits."""
 
+from piprov.inventory.load import load, load_text
+
 from piprov.inventory.model import (
     ARCH_MAP,
     ImageSettings,
@@ -20,4 +22,6 @@ __all__ = [
     "Node",
     "SshSettings",
     "image_arch",
+    "load",
+    "load_text",
 ]

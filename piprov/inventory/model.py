@@ -101,6 +101,9 @@ class Node:
     arch: str | None = None  # override of the detected image arch
     labels: Mapping[str, str] = field(default_factory=dict)
     location: Location | None = None
+    # The MAC seen by `piprov discover --add`: lets discovery recognise a known
+    # Pi after its address changed (DHCP). Optional; never used to connect.
+    mac: str | None = None
 
 
 @dataclass(frozen=True)
