@@ -182,17 +182,19 @@ SCHEMA = Field(
             required=True,
             fields={"name": Field("str", required=True, check=_hostname)},
         ),
-        "ssh": Field("map", fields=_ssh_fields(True)),
+        "ssh": Field("map", nullable=True, fields=_ssh_fields(True)),
         "images": Field(
             "map",
+            nullable=True,
             fields={
                 "registry": Field("str", check=_regex(_REGISTRY_RE, "registry (host[:port][/path])")),
                 "insecure_registries": Field(
-                    "list", items=Field("str", check=_regex(_HOSTPORT_RE, "registry address (host:port)"))
+                    "list", nullable=True, items=Field("str", check=_regex(_HOSTPORT_RE, "registry address (host:port)"))
                 ),
                 **{c: _IMAGE_SPEC for c in IMAGE_COMPONENTS},
                 "arch_overrides": Field(
                     "dict",
+                    nullable=True,
                     key_check=_choice(IMAGE_ARCHES),
                     items=Field("map", fields={c: _IMAGE_SPEC for c in IMAGE_COMPONENTS}),
                 ),
@@ -200,6 +202,7 @@ SCHEMA = Field(
         ),
         "network": Field(
             "map",
+            nullable=True,
             fields={
                 "flannel_network": Field("str", check=_cidr),
                 "flannel_subnet_len": Field("int", check=_subnet_len),
@@ -222,10 +225,11 @@ SCHEMA = Field(
                     "mac": Field("str", check=_mac),
                     "labels": Field(
                         "dict",
+                        nullable=True,
                         key_check=_regex(_LABEL_KEY_RE, "Kubernetes label key"),
                         items=Field("str", check=_regex(_LABEL_VALUE_RE, "Kubernetes label value")),
                     ),
-                    "ssh": Field("map", fields=_ssh_fields(False)),
+                    "ssh": Field("map", nullable=True, fields=_ssh_fields(False)),
                 },
             ),
         ),
