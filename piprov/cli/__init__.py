@@ -16,6 +16,9 @@ from importlib.metadata import entry_points
 import click
 
 from piprov.cli.app import EXIT_USAGE, cli, run
+from piprov.cli.inventory_cmd import inventory
+
+cli.add_command(inventory)
 
 __all__ = ["cli", "main"]
 

@@ -389,9 +389,8 @@ class _Validator:
 
 
 def _node_label(i: int, item: Any) -> str:
-    if isinstance(item, Mapping) and isinstance(item.get("name"), str):
-        return f"nodes[{i}] ({item['name']})"
-    return f"nodes[{i}]"
+    name = item.get("name") if isinstance(item, Mapping) else None
+    return f"nodes[{name}]" if isinstance(name, str) and is_hostname_label(name) else f"nodes[{i}]"
 
 
 def _cross_checks(v: _Validator, doc: Mapping[Any, Any]) -> None:

@@ -55,7 +55,7 @@ def test_every_problem_reported_with_position() -> None:
         (21, 11, "'rpi_node_1' is not a valid host name"),
         (22, 14, "'192.168.1.300' is not a valid IP address"),
         (24, 5, "a second master"),
-        (25, 14, "'192.168.1.100' is already used by nodes[0] (rpi-master)"),
+        (25, 14, "'192.168.1.100' is already used by nodes[rpi-master]"),
         (27, 11, "'sparc' is not one of"),
         (28, 5, "missing required key 'address'"),
         (31, 13, "70000 is not a valid port"),

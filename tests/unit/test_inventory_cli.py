@@ -1,0 +1,74 @@
+"""`piprov inventory ...` end to end through the CLI entry (no root, no network)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from piprov.cli import cli  # noqa: F401  (registers the commands)
+from piprov.cli import app
+from piprov.cli.app import run
+
+EXAMPLE = Path(__file__).parents[2] / "inventory.example.yaml"
+DATA = Path(__file__).parent / "data" / "inventory"
+
+
+@pytest.fixture(autouse=True)
+def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Long temp paths would otherwise be folded across lines by rich.
+    monkeypatch.setattr(app.err, "width", 1000)
+
+
+@pytest.fixture
+def inv(tmp_path: Path) -> Path:
+    p = tmp_path / "inventory.yaml"
+    shutil.copy(EXAMPLE, p)
+    return p
+
+
+def test_list_json(inv: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["inventory", "list", "--json", "-i", str(inv)]) == 0
+    nodes = json.loads(capsys.readouterr().out)
+    assert [n["name"] for n in nodes] == ["rpi-master", "rpi-node-1", "rpi-node-2"]
+    assert nodes[2]["ssh"]["port"] == 2222
+
+
+def test_show_by_address(inv: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["inventory", "show", "192.168.1.101", "--json", "-i", str(inv)]) == 0
+    assert json.loads(capsys.readouterr().out)["labels"] == {"shelf": "top"}
+
+
+def test_edit_commands(inv: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    i = ["-i", str(inv)]
+    assert run(["inventory", "add", "rpi-node-3", "--address", "192.168.1.103", "--label", "shelf=low", *i]) == 0
+    assert run(["inventory", "set", "images.pause.tag", "3.0", *i]) == 0
+    assert run(["inventory", "set", "network.mtu", "1400", *i]) == 0
+    assert run(["inventory", "rename", "rpi-node-3", "rpi-node-9", *i]) == 0
+    assert run(["inventory", "remove", "rpi-node-1", *i]) == 0
+    assert run(["inventory", "validate", *i]) == 0
+    text = inv.read_text()
+    assert 'pause:     {repository: pause,     tag: "3.0"}' in text
+    assert "  mtu: 1400\n" in text and "  # mtu: 1472" in text
+    assert "- name: rpi-node-9\n" in text and "rpi-node-1" not in text
+
+
+def test_errors_exit_1_and_name_the_line(inv: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = inv.read_text()
+    assert run(["inventory", "set", "nodes.rpi-node-1.address", "192.168.1.100", "-i", str(inv)]) == 1
+    e = " ".join(capsys.readouterr().err.split())  # rich wraps lines
+    assert "not changed" in e and "inventory.yaml:53:14" in e
+    assert inv.read_text() == before
+    assert run(["inventory", "validate", "-i", str(DATA / "bad-many.yaml")]) == 1
+    assert "14 problems" in " ".join(capsys.readouterr().err.split())
+    assert run(["inventory", "set", "ssh.port", "abc", "-i", str(inv)]) == 1
+    assert run(["inventory", "add", "x", "-i", str(inv)]) == 64  # --address missing
+
+
+def test_export_to_file(inv: Path, tmp_path: Path) -> None:
+    out = tmp_path / "hosts.yaml"
+    assert run(["inventory", "export", "--format", "ansible", "-o", str(out), "-i", str(inv)]) == 0
+    assert "ansible_host: 192.168.1.100" in out.read_text()
+    assert run(["inventory", "export", "--format", "ansible", "-o", str(inv), "-i", str(inv)]) == 1
