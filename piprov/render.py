@@ -1,0 +1,229 @@
+"""Desired state of a node: its files rendered from templates/, its units, its keys.
+
+Pure: inventory + component graph + the node's image arch in, bytes out. The
+jinja environment is strict (an undefined variable is an error) and every
+error names the template and the line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+import jinja2
+
+from piprov.errors import RenderError
+from piprov.graph import Component, ComponentGraph, HealthCheck, ManagedFile, probe_context, render_expression
+from piprov.inventory.model import IMAGE_COMPONENTS, Inventory, Node, image_arch
+
+
+@dataclass(frozen=True)
+class DesiredFile:
+    path: str
+    content: bytes
+    mode: int
+    owner: str
+    group: str
+    component: str
+    template: str = ""
+    # Units restarted when this file's content changes.
+    restarts: tuple[str, ...] = ()
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.content).hexdigest()
+
+    @property
+    def is_unit_file(self) -> bool:
+        return self.path.startswith("/etc/systemd/system/")
+
+
+@dataclass(frozen=True)
+class DesiredNode:
+    node: Node
+    arch: str  # image arch: arm, arm64, amd64
+    hostname: str
+    files: list[DesiredFile]
+    units: dict[str, list[str]]  # component -> its units on this node, graph order
+    etcd_keys: dict[str, str]  # key -> value (master only)
+    # Command prefix reaching etcd on this node (``... etcdctl --endpoints=...``).
+    etcdctl: str | None = None
+    health: dict[str, tuple[HealthCheck, ...]] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.node.name
+
+    @property
+    def components(self) -> list[str]:
+        return list(self.units)
+
+    def files_for(self, component: str) -> list[DesiredFile]:
+        return [f for f in self.files if f.component == component]
+
+    @property
+    def paths(self) -> list[str]:
+        return [f.path for f in self.files]
+
+    @property
+    def all_units(self) -> list[str]:
+        return [u for us in self.units.values() for u in us]
+
+
+def node_image_arch(node: Node, machine: str) -> str:
+    """Image arch of a node: its inventory override, else what ``uname -m`` said."""
+    return image_arch(node.arch or machine)
+
+
+def template_environment(templates_dir: Path | None = None) -> jinja2.Environment:
+    from piprov import resources
+
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir or resources.templates_dir())),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+def template_context(inventory: Inventory, graph: ComponentGraph, node: Node, arch: str) -> dict[str, object]:
+    """Everything a template may use (see the top of playbooks/seed-stack.yaml)."""
+    ctx = probe_context(inventory, node)
+    ctx.update(
+        arch=arch,
+        images=types.SimpleNamespace(**{c: inventory.images.ref(c, arch) for c in IMAGE_COMPONENTS}),
+        insecure_registries=list(inventory.images.insecure_registries),
+        vars=dict(graph.vars),
+    )
+    return ctx
+
+
+def _template_line(exc: BaseException, template: str) -> int | None:
+    """The template line an error was raised from, from jinja's rewritten traceback."""
+    if isinstance(exc, jinja2.TemplateSyntaxError):
+        return exc.lineno
+    line: int | None = None
+    tb = exc.__traceback__
+    while tb is not None:
+        fname = tb.tb_frame.f_code.co_filename
+        if fname.endswith(".j2") or fname == "<template>":
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def _render(env: jinja2.Environment, template: str, ctx: Mapping[str, object]) -> str:
+    try:
+        return env.get_template(template).render(ctx)
+    except jinja2.TemplateNotFound as e:
+        raise RenderError(f"template {e.name!r} not found") from None
+    except jinja2.TemplateSyntaxError as e:
+        where = e.filename or e.name or template
+        raise RenderError(f"{where}:{e.lineno}: syntax error: {e.message}") from None
+    except (jinja2.TemplateError, TypeError, ValueError, AttributeError, KeyError) as e:
+        line = _template_line(e, template)
+        where = f"{template}:{line}" if line else template
+        raise RenderError(
+            f"{where}: {e}",
+            hint="a template refers to something the inventory or playbook does not define",
+        ) from None
+
+
+def render_file(
+    env: jinja2.Environment,
+    graph: ComponentGraph,
+    component: Component,
+    f: ManagedFile,
+    ctx: Mapping[str, object],
+    role: str,
+) -> DesiredFile:
+    local = dict(ctx, component=component.name, template=f.template, unit=f.unit)
+    after, requires = graph.unit_dependencies(component, role=role, unit=f.unit)
+    is_socket = f.unit is not None and f.unit.endswith(".socket")
+    local.update(
+        after=after if f.unit else [],
+        requires=requires if f.unit else [],
+        wants=[] if is_socket or not f.unit else graph.unit_wants(component),
+    )
+    text = _render(env, f.template, local)
+    return DesiredFile(
+        path=f.path,
+        content=text.encode("utf-8"),
+        mode=f.mode,
+        owner=f.owner,
+        group=f.group,
+        component=component.name,
+        template=f.template,
+        restarts=component.restart_triggers[f.path],
+    )
+
+
+def desired_state(
+    inventory: Inventory,
+    graph: ComponentGraph,
+    node: Node | str,
+    arch: str,
+    *,
+    templates_dir: Path | None = None,
+) -> DesiredNode:
+    """What ``node`` should look like. ``arch`` is an image arch or a ``uname -m``."""
+    if isinstance(node, str):
+        node = inventory.node(node)
+    arch = image_arch(arch)
+    env = template_environment(templates_dir)
+    ctx = template_context(inventory, graph, node, arch)
+    files: list[DesiredFile] = []
+    units: dict[str, list[str]] = {}
+    etcd_keys: dict[str, str] = {}
+    etcdctl: str | None = None
+    health: dict[str, tuple[HealthCheck, ...]] = {}
+    for c in graph.for_role(node.role):
+        units[c.name] = list(c.units)
+        for f in c.files:
+            files.append(render_file(env, graph, c, f, ctx, node.role))
+        health[c.name] = tuple(h.render(ctx) for h in c.health)
+        if c.etcd_keys is not None:
+            etcdctl = render_expression(c.etcd_keys.etcdctl, ctx).strip()
+            local = dict(ctx, component=c.name)
+            for key, template in c.etcd_keys.keys.items():
+                etcd_keys[key] = _render(env, template, local).strip()
+    return DesiredNode(
+        node=node,
+        arch=arch,
+        hostname=node.name,
+        files=files,
+        units=units,
+        etcd_keys=etcd_keys,
+        etcdctl=etcdctl,
+        health=health,
+    )
+
+
+def facts_command_for(inventory: Inventory, graph: ComponentGraph, node: Node | str) -> str:
+    """The one facts command for ``node``: its managed paths, units and etcd keys.
+
+    Paths and units do not depend on the node's arch, so this runs before the
+    facts (which tell the arch) are known.
+    """
+    from piprov.facts import facts_command
+
+    if isinstance(node, str):
+        node = inventory.node(node)
+    ctx = probe_context(inventory, node)
+    etcdctl: str | None = None
+    keys: list[str] = []
+    for c in graph.for_role(node.role):
+        if c.etcd_keys is not None:
+            etcdctl = render_expression(c.etcd_keys.etcdctl, ctx).strip()
+            keys.extend(c.etcd_keys.keys)
+    return facts_command(
+        graph.managed_paths(node.role),
+        list(dict.fromkeys(graph.managed_units(node.role))),
+        etcdctl=etcdctl,
+        etcd_keys=keys,
+    )
