@@ -1,0 +1,216 @@
+"""`piprov lab ...`: the virtual Pi lab on the command line.
+
+Plugged into piprov's CLI through the ``piprov.commands`` entry point, so the
+product never imports the lab.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from typing import Callable, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from piprov_lab.errors import LabError
+from piprov_lab.lab import Lab, default_name
+
+# Wide when piped, so tables are not truncated in logs and CI output.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, highlight=False)
+
+F = TypeVar("F", bound=Callable[..., object])
+
+
+def name_option(f: F) -> F:
+    return click.option(
+        "--name",
+        default=default_name,
+        show_default="$PIPROV_LAB or piprov",
+        help="Which lab (several can run side by side, each with its own bridge and subnet).",
+    )(f)
+
+
+def _lab(name: str) -> Lab:
+    return Lab(name, progress=lambda m: err.print(f"[dim]{m}[/]"))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def lab() -> None:
+    """A virtual Pi lab on this machine: try piprov without hardware.
+
+    \b
+    Nodes are systemd-nspawn containers that behave like freshly flashed
+    HypriotOS Pis (user pirate/hypriot, /boot/occidentalis.txt, avahi, docker,
+    Raspberry Pi MACs), each in its own network namespace on a private bridge.
+    Nothing the lab does leaves this machine. Needs root.
+
+    \b
+      piprov lab up --nodes 3 --decoys 2
+      piprov lab status
+      piprov lab inventory > inventory.yaml
+      piprov lab ssh pi1 -- uname -a
+      piprov lab down
+    """
+
+
+@lab.command()
+@name_option
+@click.option("--nodes", default=3, show_default=True, help="How many Pi-like nodes to boot.")
+@click.option("--decoys", default=0, show_default=True, help="Non-Pi mDNS hosts (a printer, a laptop...).")
+@click.option("--rtt", "rtt", default=0.0, show_default=True, help="Round-trip time to each node's SSH, in ms.")
+def up(name: str, nodes: int, decoys: int, rtt: float) -> None:
+    """Boot a lab; returns once every node's sshd answers."""
+    t0 = time.monotonic()
+    lb = _lab(name)
+    lb.up(nodes=nodes, decoys=decoys, rtt_ms=rtt)
+    err.print(f"lab [bold]{name}[/] is up: {nodes} nodes, {decoys} decoys in {time.monotonic() - t0:.1f} s")
+    err.print(f"[dim]next: piprov lab status --name {name}; piprov lab inventory --name {name} > inventory.yaml[/]")
+
+
+@lab.command()
+@name_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(name: str, as_json: bool) -> None:
+    """Show the lab's nodes (IP, MAC, mDNS name, state) and decoys."""
+    data = Lab(name).status()
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    t = Table(title=f"lab {name}: bridge {data['bridge']} {data['bridge_ip']}, registry {data['registry']}")
+    for col in ("node", "inventory", "IP", "MAC", "mDNS name", "state"):
+        t.add_column(col)
+    for n in data["nodes"]:  # type: ignore[attr-defined]
+        if not n["running"]:
+            state = "[red]stopped[/]"
+        elif n["partitioned"]:
+            state = "[yellow]partitioned[/]"
+        elif n["sshd"]:
+            state = "[green]running[/]"
+        else:
+            state = "[yellow]booting[/]"
+        extra = []
+        if n["rtt_ms"]:
+            extra.append(f"rtt {n['rtt_ms']:g} ms")
+        if n["loss_pct"]:
+            extra.append(f"loss {n['loss_pct']:g}%")
+        if extra:
+            state += f" ({', '.join(extra)})"
+        t.add_row(n["name"], n["inventory_name"], n["ip"], n["mac"], n["mdns_name"] or "-", state)
+    for d in data["decoys"]:  # type: ignore[attr-defined]
+        t.add_row(d["name"], f"({d['kind']})", d["ip"], d["mac"], "-", "running" if d["running"] else "stopped")
+    out.print(t)
+
+
+@lab.command(context_settings={"ignore_unknown_options": True})
+@name_option
+@click.argument("node")
+@click.argument("cmd", nargs=-1, type=click.UNPROCESSED)
+def ssh(name: str, node: str, cmd: tuple[str, ...]) -> None:
+    """Log in to NODE as pirate over SSH (lab key, pinned host key); optional -- CMD."""
+    lb = Lab(name)
+    if shutil.which("ssh") is None:
+        # No OpenSSH client: the nearest equivalent is a login shell as pirate.
+        argv = lb.exec_argv(node, ["su", "-l", "pirate", *(["-c", " ".join(cmd)] if cmd else [])])
+    else:
+        argv = lb.ssh_argv(node, list(cmd))
+        if sys.stdin.isatty() and not cmd:
+            argv.insert(1, "-t")
+    raise SystemExit(subprocess.call(argv))
+
+
+@lab.command(name="exec", context_settings={"ignore_unknown_options": True})
+@name_option
+@click.argument("node")
+@click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
+def exec_(name: str, node: str, cmd: tuple[str, ...]) -> None:
+    """Run CMD inside NODE as root (nsenter, no SSH): lab exec pi1 -- systemctl status."""
+    argv = Lab(name).exec_argv(node, list(cmd))
+    raise SystemExit(subprocess.call(argv))
+
+
+@lab.command()
+@name_option
+@click.argument("node")
+def kill(name: str, node: str) -> None:
+    """Power cut: stop NODE at once, no clean shutdown (its disk stays)."""
+    Lab(name).kill(node)
+    err.print(f"{node}: power cut")
+
+
+@lab.command()
+@name_option
+@click.argument("node")
+def start(name: str, node: str) -> None:
+    """Boot a stopped NODE again from its own disk."""
+    _lab(name).start(node)
+    err.print(f"{node}: up")
+
+
+@lab.command()
+@name_option
+@click.argument("node")
+def reboot(name: str, node: str) -> None:
+    """Reboot NODE cleanly (systemctl reboot inside it)."""
+    _lab(name).reboot(node)
+    err.print(f"{node}: rebooted")
+
+
+@lab.command(name="add-node")
+@name_option
+@click.option("--count", default=1, show_default=True, help="How many fresh nodes to add.")
+def add_node(name: str, count: int) -> None:
+    """Boot extra fresh nodes into a running lab."""
+    for i in _lab(name).add_nodes(count):
+        out.print(f"{i.name}\t{i.ip}\t{i.mac}")
+
+
+@lab.command()
+@name_option
+@click.option("--rtt", type=float, default=None, help="Round-trip time to the node's SSH port, in ms (0 = off).")
+@click.option("--loss", type=float, default=None, help="Packet loss per direction, in percent (0 = off).")
+@click.argument("node", required=False)
+def netem(name: str, rtt: float | None, loss: float | None, node: str | None) -> None:
+    """Add latency and/or packet loss to one node (or all)."""
+    if rtt is None and loss is None:
+        raise click.UsageError("give --rtt and/or --loss")
+    Lab(name).netem(rtt_ms=rtt, loss_pct=loss, node=node)
+
+
+@lab.command()
+@name_option
+@click.argument("node")
+@click.argument("state", type=click.Choice(["on", "off"]))
+def partition(name: str, node: str, state: str) -> None:
+    """Cut NODE off the LAN (on) or plug it back in (off), without stopping it."""
+    Lab(name).partition(node, state == "on")
+
+
+@lab.command()
+@name_option
+def inventory(name: str) -> None:
+    """Print an inventory YAML pointing at the lab's nodes (first = master)."""
+    click.echo(Lab(name).inventory_yaml(), nl=False)
+
+
+@lab.command()
+@name_option
+@click.option("--all", "all_", is_flag=True, help="Every lab on this machine, also ones left by a crash.")
+def down(name: str, all_: bool) -> None:
+    """Remove everything the lab made: processes, mounts, namespaces, links, rules."""
+    if all_:
+        names = Lab.down_all()
+        err.print(f"removed labs: {', '.join(names) or 'none (swept leftovers)'}")
+    else:
+        if not Lab(name).is_up and os.environ.get("PIPROV_LAB_QUIET") is None:
+            err.print(f"lab {name} was not up (swept leftovers, if any)")
+        Lab(name).down()
+
+
+__all__ = ["lab", "LabError"]

@@ -1,0 +1,778 @@
+"""The virtual Pi lab: boot, inspect, break and remove a fleet of Pi-like nodes.
+
+A node is a systemd-nspawn container (real systemd as PID 1, sshd, avahi,
+docker) on an overlay of the cached base image, in its own network namespace
+plugged into the lab's bridge. The lab's state lives in JSON on disk, so any
+process (``piprov lab status``, a test, a benchmark) can act on a lab another
+process booted. Typical use from a test::
+
+    lab = Lab("mytests")
+    lab.up(nodes=3, decoys=2)
+    lab.exec("pi1", "systemctl is-system-running --wait")
+    inventory = lab.inventory_yaml()
+    lab.down()
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import ipaddress
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+from piprov_lab import image, net
+from piprov_lab import state as st
+from piprov_lab.errors import LabError
+from piprov_lab.state import DecoyState, LabState, NodeState
+from piprov_lab.system import (
+    ProcRef,
+    alive,
+    children,
+    kill,
+    proc_ref,
+    require_root,
+    require_tools,
+    run,
+    spawn,
+    ssh_banner,
+    tcp_open,
+)
+
+Progress = Callable[[str], None]
+
+KUBECTL = "/opt/piprov-tools/usr/bin/kubectl"
+REGISTRY_PORT = 5000
+RELAY_PORT = 10022
+NODE_IP_OFFSET = 10  # pi1 = .11, pi2 = .12, ...
+DECOY_IP_OFFSET = 200
+PI_OUIS = ("b8:27:eb", "dc:a6:32", "e4:5f:01")  # Raspberry Pi Foundation / Trading
+DECOY_KINDS = ("printer", "laptop")
+DECOY_OUIS = {"printer": "00:80:77", "laptop": "3c:22:fb"}  # Brother, Apple
+NODE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+BOOT_TIMEOUT = 120.0
+
+
+class NodeCommandError(LabError):
+    """A command run inside a node (``Lab.exec``) failed; ``result`` has its output."""
+
+    def __init__(self, message: str, result: subprocess.CompletedProcess[str], *, host: str) -> None:
+        super().__init__(message, host=host)
+        self.result = result
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """What the lab knows about one node."""
+
+    name: str  # lab name: pi1, pi2, ...
+    inventory_name: str  # name in `lab inventory`: rpi-master, rpi-node-1, ...
+    ip: str
+    mac: str
+    mdns_name: str | None  # what avahi publishes now (black-pearl-2.local), None if unknown
+    running: bool
+    partitioned: bool
+    rtt_ms: float
+    loss_pct: float
+    pid1: int | None
+    netns: str
+
+
+def default_name() -> str:
+    return os.environ.get("PIPROV_LAB") or "piprov"
+
+
+def _mac(oui: str, *seed: object) -> str:
+    h = hashlib.sha1(repr(seed).encode()).digest()
+    return oui + "".join(f":{b:02x}" for b in h[:3])
+
+
+def _inventory_name(index: int) -> str:
+    return "rpi-master" if index == 1 else f"rpi-node-{index - 1}"
+
+
+class Lab:
+    """One named virtual Pi lab on this machine (several can run side by side)."""
+
+    def __init__(self, name: str | None = None, progress: Progress | None = None) -> None:
+        self.name = name or default_name()
+        st.check_name(self.name)
+        self.dir = st.lab_dir(self.name)
+        self._progress = progress
+
+    # ----------------------------------------------------------------- state
+    def _say(self, msg: str) -> None:
+        if self._progress is not None:
+            self._progress(msg)
+
+    def _state(self) -> LabState:
+        s = st.load(self.name)
+        if s is None:
+            raise LabError(
+                f"lab {self.name!r} is not up",
+                hint=f"start it with `piprov lab up --name {self.name}`",
+            )
+        return s
+
+    @property
+    def is_up(self) -> bool:
+        return st.load(self.name) is not None
+
+    @property
+    def bridge_ip(self) -> str:
+        return self._state().bridge_ip
+
+    @property
+    def registry(self) -> str:
+        return f"{self.bridge_ip}:{REGISTRY_PORT}"
+
+    @property
+    def identity_file(self) -> Path:
+        return self.dir / "ssh" / "id_ed25519"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.dir / "ssh" / "known_hosts"
+
+    @property
+    def kubectl(self) -> str:
+        return KUBECTL
+
+    @property
+    def nodes(self) -> list[NodeInfo]:
+        s = self._state()
+        return [self._info(n) for n in s.nodes]
+
+    def node(self, name: str) -> NodeInfo:
+        return self._info(self._find(self._state(), name))
+
+    def _find(self, s: LabState, name: str) -> NodeState:
+        for n in s.nodes:
+            if name in (n.name, n.ip, _inventory_name(n.index)):
+                return n
+        known = ", ".join(n.name for n in s.nodes) or "none"
+        raise LabError(
+            f"lab {self.name!r} has no node {name!r}",
+            hint=f"its nodes are: {known} (inventory names rpi-master, rpi-node-N and IPs work too)",
+        )
+
+    def _info(self, n: NodeState) -> NodeInfo:
+        pid1 = self._pid1(n)
+        return NodeInfo(
+            name=n.name,
+            inventory_name=_inventory_name(n.index),
+            ip=n.ip,
+            mac=n.mac,
+            mdns_name=self._mdns_name(pid1) if pid1 else None,
+            running=pid1 is not None,
+            partitioned=n.partitioned,
+            rtt_ms=n.rtt_ms,
+            loss_pct=n.loss_pct,
+            pid1=pid1,
+            netns=n.netns,
+        )
+
+    @staticmethod
+    def _pid1(n: NodeState) -> int | None:
+        if not alive(n.nspawn):
+            return None
+        assert n.nspawn is not None
+        kids = children(n.nspawn.pid)
+        return kids[0] if kids else None
+
+    @staticmethod
+    def _mdns_name(pid1: int) -> str | None:
+        # avahi renames on collisions (black-pearl-2); ask it over D-Bus what it holds now.
+        argv = ["nsenter", "-t", str(pid1), "-a", "busctl", "--system", "call", "org.freedesktop.Avahi",
+                "/", "org.freedesktop.Avahi.Server", "GetHostNameFqdn"]  # fmt: skip
+        try:
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=5)
+        except subprocess.TimeoutExpired:
+            return None
+        if out.returncode != 0 or not out.stdout.startswith("s "):
+            return None
+        return out.stdout[2:].strip().strip('"') or None
+
+    # ---------------------------------------------------------------- up/down
+    def up(self, nodes: int = 3, decoys: int = 0, rtt_ms: float = 0) -> None:
+        """Boot ``nodes`` Pi-like nodes and ``decoys`` non-Pi hosts; return once every sshd answers."""
+        if not 1 <= nodes <= DECOY_IP_OFFSET - NODE_IP_OFFSET - 1:
+            raise LabError(f"--nodes must be between 1 and {DECOY_IP_OFFSET - NODE_IP_OFFSET - 1}")
+        if not 0 <= decoys <= 50:
+            raise LabError("--decoys must be between 0 and 50")
+        if rtt_ms < 0:
+            raise LabError("--rtt must not be negative")
+        require_root()
+        require_tools("systemd-nspawn", "ip", "iptables", "nsenter", "ssh-keygen", "docker-registry", "mount")
+        with st.locked(self.name):
+            if st.load(self.name) is not None:
+                raise LabError(
+                    f"lab {self.name!r} is already up (or was left behind by a crash)",
+                    hint=f"`piprov lab status --name {self.name}` shows it; "
+                    f"`piprov lab down --name {self.name}` removes it",
+                )
+            base = image.ensure_base(self._progress)
+            if base.built_now:
+                self._say(f"node image built in {base.build_seconds:.0f} s")
+                in_use = {o.base for o in (st.load(x) for x in st.all_lab_names()) if o is not None}
+                image.remove_outdated(keep=in_use)
+            try:
+                s = self._create_lab(base.root, rtt_ms)
+                self._start_registry(s)
+                new = [self._create_node(s) for _ in range(nodes)]
+                for n in new:
+                    self._boot(s, n)
+                for i in range(decoys):
+                    self._create_decoy(s, DECOY_KINDS[i % len(DECOY_KINDS)])
+                self._fill_registry(s)
+                if rtt_ms:
+                    for n in new:
+                        self._apply_netem(s, n, rtt_ms, 0.0)
+                self._wait_ssh(s, new)
+            except BaseException:
+                self._say("lab up failed: removing what was made")
+                self._teardown(st.load(self.name))
+                raise
+
+    def _create_lab(self, base: Path, rtt_ms: float) -> LabState:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with st.global_lock():
+            taken = [o.subnet for o in (st.load(x) for x in st.all_lab_names()) if o is not None]
+            subnet = net.pick_subnet(self.name, taken)
+            bridge = net.bridge_name(self.name)
+            if net.link_exists(bridge):
+                raise LabError(
+                    f"network link {bridge} (the bridge of lab {self.name!r}) already exists",
+                    hint="`piprov lab down --all` removes links left behind by a crashed lab",
+                )
+            bridge_ip = str(subnet.network_address + 1)
+            s = LabState(name=self.name, dir=str(self.dir), subnet=str(subnet), bridge=bridge,
+                         bridge_ip=bridge_ip, base=str(base), rtt_ms=rtt_ms)  # fmt: skip
+            st.save(s)
+            self._say(f"lab {self.name}: bridge {bridge} {bridge_ip}/{subnet.prefixlen}")
+            net.create_bridge(bridge, bridge_ip, subnet.prefixlen)
+        if net.bridge_nf_active():
+            s.forward_rule = True
+            st.save(s)
+            net.add_forward_rule(bridge, self.name)
+        sshdir = self.dir / "ssh"
+        sshdir.mkdir(mode=0o700, exist_ok=True)
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"piprov-lab-{self.name}",
+             "-f", str(self.identity_file)])  # fmt: skip
+        self.known_hosts.write_text("")
+        return s
+
+    def down(self) -> None:
+        """Remove every process, mount, namespace, link and rule of this lab."""
+        require_root()
+        with st.locked(self.name):
+            s = st.load(self.name)
+            if s is None:
+                # Nothing recorded; still sweep what a crash between create and save may leave.
+                _sweep(lab=self.name)
+                return
+            self._teardown(s)
+
+    @staticmethod
+    def down_all() -> list[str]:
+        """Take down every lab on this machine, also ones whose process crashed."""
+        require_root()
+        names = st.all_lab_names()
+        for name in names:
+            Lab(name).down()
+        _sweep(lab=None)
+        return names
+
+    def _teardown(self, s: LabState | None) -> None:
+        if s is None:
+            _sweep(lab=self.name)
+            return
+        for n in s.nodes:
+            self._stop_node(n)
+            kill(n.relay)
+        for d in s.decoys:
+            kill(d.proc)
+        kill(s.registry)
+        for n in s.nodes:
+            _umount(Path(n.dir) / "root")
+            net.delete_host(n.netns, n.veth)
+        for d in s.decoys:
+            net.delete_host(d.netns, d.veth)
+        if s.forward_rule:
+            net.del_forward_rule(s.bridge, s.name)
+        net.delete_bridge(s.bridge)
+        _sweep(lab=self.name)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    # ------------------------------------------------------------------ nodes
+    def _create_node(self, s: LabState) -> NodeState:
+        index = max((n.index for n in s.nodes), default=0) + 1
+        name = f"pi{index}"
+        net_ = ipaddress.IPv4Network(s.subnet)
+        ip = str(net_.network_address + NODE_IP_OFFSET + index)
+        ndir = self.dir / "nodes" / name
+        n = NodeState(
+            name=name, index=index, ip=ip, mac=_mac(PI_OUIS[(index - 1) % len(PI_OUIS)], self.name, index),
+            netns=net.netns_name(self.name, name), veth=net.veth_name(self.name, "n", index), dir=str(ndir),
+            rtt_ms=0.0,
+        )  # fmt: skip
+        s.nodes.append(n)
+        st.save(s)
+        for sub in ("upper", "work", "root", "docker", "docker-bootstrap"):
+            (ndir / sub).mkdir(parents=True, exist_ok=True)
+        root = ndir / "root"
+        run(["mount", "-t", "overlay", "overlay", "-o",
+             f"lowerdir={s.base},upperdir={ndir / 'upper'},workdir={ndir / 'work'}", str(root)])  # fmt: skip
+        n.mounted = True
+        st.save(s)
+        self._personalise(s, n, root)
+        net.create_host(n.netns, n.veth, s.bridge, n.mac, n.ip, net_.prefixlen)
+        return n
+
+    def _personalise(self, s: LabState, n: NodeState, root: Path) -> None:
+        """Per-node files: own host key, the lab's login key, machine-id, registry name."""
+        key = root / "etc/ssh/ssh_host_ed25519_key"
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "root@black-pearl", "-f", str(key)])
+        n.host_key = " ".join(Path(f"{key}.pub").read_text().split()[:2])
+        uid, gid = _passwd_ids(root, "pirate")
+        sshdir = root / "home/pirate/.ssh"
+        sshdir.mkdir(mode=0o700, exist_ok=True)
+        auth = sshdir / "authorized_keys"
+        auth.write_text(Path(f"{self.identity_file}.pub").read_text())
+        auth.chmod(0o600)
+        for p in (sshdir, auth):
+            os.chown(p, uid, gid)
+        (root / "etc/machine-id").write_text(uuid.uuid4().hex + "\n")
+        hosts = root / "etc/hosts"
+        hosts.write_text(hosts.read_text() + f"{s.bridge_ip}\tpiprov-registry\n")
+        st.save(s)
+        self._write_known_hosts(s)
+
+    def _write_known_hosts(self, s: LabState) -> None:
+        lines = [f"{n.ip} {n.host_key}\n" for n in s.nodes if n.host_key]
+        tmp = self.known_hosts.with_suffix(".tmp")
+        tmp.write_text("".join(lines))
+        os.replace(tmp, self.known_hosts)
+
+    def _boot(self, s: LabState, n: NodeState) -> None:
+        ndir = Path(n.dir)
+        argv = [
+            "systemd-nspawn", "-D", str(ndir / "root"), "-b", "--register=no", "--keep-unit",
+            f"--network-namespace-path=/run/netns/{n.netns}", "-M", f"{self.name}-{n.name}",
+            "--capability=all", "--private-users=no", "--resolv-conf=off", "--timezone=off",
+            "--link-journal=no", "--console=read-only",
+            f"--bind={ndir / 'docker'}:/var/lib/docker",
+            f"--bind={ndir / 'docker-bootstrap'}:/var/lib/docker-bootstrap",
+        ]  # fmt: skip
+        env = dict(os.environ, SYSTEMD_SECCOMP="0", SYSTEMD_NSPAWN_API_VFS_WRITABLE="1")
+        n.nspawn = spawn(argv, ndir / "console.log", env=env)
+        st.save(s)
+
+    def _stop_node(self, n: NodeState) -> None:
+        """Power cut: SIGKILL the node's PID 1 (the kernel kills its whole PID namespace) and nspawn."""
+        pid1 = self._pid1(n)
+        if pid1 is not None:
+            try:
+                kill(proc_ref(pid1), signal.SIGKILL)
+            except LabError:
+                pass
+        kill(n.nspawn, signal.SIGKILL)
+        n.nspawn = None
+
+    def _wait_ssh(self, s: LabState, nodes: Sequence[NodeState], timeout: float = BOOT_TIMEOUT) -> None:
+        pending = {n.name: n for n in nodes if not n.partitioned}
+        deadline = time.monotonic() + timeout
+        self._say(f"waiting for sshd on {', '.join(pending)}")
+        with ThreadPoolExecutor(max_workers=max(1, min(16, len(pending)))) as pool:
+            while pending:
+                for n in list(pending.values()):
+                    if not alive(n.nspawn):
+                        log = Path(n.dir) / "console.log"
+                        tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
+                        raise LabError(f"node {n.name} stopped while booting; console:\n{tail}", host=n.name)
+                ready = list(pool.map(lambda n: ssh_banner(n.ip, timeout=0.3), pending.values()))
+                for n, ok in zip(list(pending.values()), ready):
+                    if ok:
+                        del pending[n.name]
+                if not pending:
+                    break
+                if time.monotonic() > deadline:
+                    raise LabError(f"sshd did not answer within {timeout:.0f} s on {', '.join(pending)}")
+                time.sleep(0.1)
+
+    # -------------------------------------------------------------- registry
+    def _start_registry(self, s: LabState) -> None:
+        rdir = self.dir / "registry"
+        (rdir / "data").mkdir(parents=True, exist_ok=True)
+        conf = rdir / "config.yml"
+        conf.write_text(
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n"
+            f"storage:\n  filesystem:\n    rootdirectory: {rdir / 'data'}\n  delete:\n    enabled: true\n"
+            f"http:\n  addr: {s.bridge_ip}:{REGISTRY_PORT}\n"
+        )
+        s.registry = spawn(["docker-registry", "serve", str(conf)], rdir / "registry.log")
+        st.save(s)
+        deadline = time.monotonic() + 20
+        url = f"http://{s.bridge_ip}:{REGISTRY_PORT}/v2/"
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            if not alive(s.registry) or time.monotonic() > deadline:
+                log = (rdir / "registry.log").read_text(errors="replace")[-800:]
+                raise LabError(f"the lab registry did not come up on {url}:\n{log}")
+            time.sleep(0.1)
+
+    def _fill_registry(self, s: LabState) -> None:
+        # The stand-ins helper owns piprov_lab.images; until it offers
+        # ensure_images the registry simply stays empty.
+        try:
+            images = importlib.import_module("piprov_lab.images")
+        except ImportError:
+            return
+        ensure: Callable[[str, Path], None] | None = getattr(images, "ensure_images", None)
+        if ensure is None:
+            return
+        self._say(f"filling the lab registry {s.bridge_ip}:{REGISTRY_PORT}")
+        ensure(f"{s.bridge_ip}:{REGISTRY_PORT}", image.CACHE_ROOT / "images")
+
+    # ---------------------------------------------------------------- decoys
+    def _create_decoy(self, s: LabState, kind: str) -> DecoyState:
+        index = len(s.decoys) + 1
+        net_ = ipaddress.IPv4Network(s.subnet)
+        d = DecoyState(
+            name=f"decoy{index}", kind=kind, ip=str(net_.network_address + DECOY_IP_OFFSET + index),
+            mac=_mac(DECOY_OUIS[kind], self.name, "decoy", index),
+            netns=net.netns_name(self.name, f"decoy{index}"), veth=net.veth_name(self.name, "d", index),
+        )  # fmt: skip
+        s.decoys.append(d)
+        st.save(s)
+        net.create_host(d.netns, d.veth, s.bridge, d.mac, d.ip, net_.prefixlen)
+        argv = ["ip", "netns", "exec", d.netns, sys.executable, "-m", "piprov_lab.decoy",
+                "--kind", kind, "--ip", d.ip, "--mac", d.mac, "--index", str(index)]  # fmt: skip
+        d.proc = spawn(argv, self.dir / "decoys" / f"{d.name}.log")
+        st.save(s)
+        return d
+
+    # ------------------------------------------------------------ power etc.
+    def kill(self, node: str) -> None:
+        """Power cut: no clean shutdown; the node's disk stays as it was."""
+        require_root()
+        with st.locked(self.name):
+            s = self._state()
+            n = self._find(s, node)
+            if self._pid1(n) is None and not alive(n.nspawn):
+                raise LabError(f"node {n.name} is not running", host=n.name)
+            self._stop_node(n)
+            st.save(s)
+
+    def start(self, node: str, wait: bool = True) -> None:
+        """Boot a stopped node again from its own disk."""
+        require_root()
+        with st.locked(self.name):
+            s = self._state()
+            n = self._find(s, node)
+            if alive(n.nspawn):
+                raise LabError(f"node {n.name} is already running", host=n.name)
+            self._boot(s, n)
+        if wait:
+            self._wait_ssh(s, [n])
+
+    def reboot(self, node: str, wait: bool = True) -> None:
+        """Clean reboot (systemctl reboot inside the node); nspawn boots it again."""
+        require_root()
+        s = self._state()
+        n = self._find(s, node)
+        old = self._pid1(n)
+        if old is None:
+            raise LabError(f"node {n.name} is not running", host=n.name)
+        self.exec(n.name, ["systemctl", "reboot"], check=False, timeout=30)
+        deadline = time.monotonic() + BOOT_TIMEOUT
+        while True:
+            new = self._pid1(n)
+            if new is not None and new != old:
+                break
+            if not alive(n.nspawn):
+                # nspawn ended instead of restarting the container: boot it ourselves.
+                with st.locked(self.name):
+                    self._boot(s, n)
+                break
+            if time.monotonic() > deadline:
+                raise LabError(f"node {n.name} did not come back from reboot", host=n.name)
+            time.sleep(0.1)
+        if wait:
+            self._wait_ssh(s, [n])
+
+    def add_nodes(self, count: int = 1) -> list[NodeInfo]:
+        """Boot ``count`` fresh nodes into the running lab (for rolling `node add` tests)."""
+        require_root()
+        if count < 1:
+            raise LabError("--count must be at least 1")
+        with st.locked(self.name):
+            s = self._state()
+            if len(s.nodes) + count > DECOY_IP_OFFSET - NODE_IP_OFFSET - 1:
+                raise LabError("the lab's /24 has no room for that many nodes")
+            new = [self._create_node(s) for _ in range(count)]
+            for n in new:
+                self._boot(s, n)
+                if s.rtt_ms:
+                    self._apply_netem(s, n, s.rtt_ms, 0.0)
+        self._wait_ssh(s, new)
+        return [self._info(n) for n in new]
+
+    def partition(self, node: str, on: bool) -> None:
+        """Cut (on=True) or restore the node's LAN link without stopping it."""
+        require_root()
+        with st.locked(self.name):
+            s = self._state()
+            n = self._find(s, node)
+            net.set_link(n.veth, up=not on)
+            n.partitioned = on
+            st.save(s)
+
+    def netem(self, rtt_ms: float | None = None, loss_pct: float | None = None, node: str | None = None) -> None:
+        """Set round-trip delay (userspace relay on port 22) and/or packet loss for one or all nodes."""
+        require_root()
+        if rtt_ms is not None and rtt_ms < 0:
+            raise LabError("--rtt must not be negative")
+        if loss_pct is not None and not 0 <= loss_pct < 100:
+            raise LabError("--loss must be a percentage from 0 up to (not including) 100")
+        with st.locked(self.name):
+            s = self._state()
+            targets = [self._find(s, node)] if node else list(s.nodes)
+            for n in targets:
+                self._apply_netem(
+                    s, n, n.rtt_ms if rtt_ms is None else rtt_ms, n.loss_pct if loss_pct is None else loss_pct
+                )
+            if node is None and rtt_ms is not None:
+                s.rtt_ms = rtt_ms
+            st.save(s)
+
+    def _apply_netem(self, s: LabState, n: NodeState, rtt_ms: float, loss_pct: float) -> None:
+        from piprov_lab import netem
+
+        netem.apply(self, s, n, rtt_ms, loss_pct)
+        st.save(s)
+
+    # ------------------------------------------------------------------ exec
+    def exec(
+        self,
+        node: str,
+        cmd: Sequence[str] | str,
+        check: bool = True,
+        timeout: float | None = 120,
+        input: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``cmd`` inside the node as root (nsenter into all its namespaces; no SSH).
+
+        A string runs through ``sh -c``. With ``check``, a non-zero exit raises
+        :class:`NodeCommandError` (a LabError) carrying the output.
+        """
+        argv = self.exec_argv(node, cmd)
+        try:
+            proc = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired as e:
+            raise LabError(f"`{_show(cmd)}` did not finish within {timeout} s", host=node) from e
+        if check and proc.returncode != 0:
+            raise NodeCommandError(
+                f"`{_show(cmd)}` failed (exit {proc.returncode}): {(proc.stderr or proc.stdout).strip()[-2000:]}",
+                proc,
+                host=node,
+            )
+        return proc
+
+    def exec_argv(self, node: str, cmd: Sequence[str] | str) -> list[str]:
+        """The host command line that runs ``cmd`` inside ``node`` (for interactive use)."""
+        require_root()
+        n = self._find(self._state(), node)
+        pid1 = self._pid1(n)
+        if pid1 is None:
+            raise LabError(f"node {n.name} is not running", host=n.name, hint=f"`piprov lab start {n.name}`")
+        inner = ["sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
+        return ["nsenter", "-t", str(pid1), "-a", "env", "-i", f"PATH={NODE_PATH}", "HOME=/root",
+                "LANG=C.UTF-8", "TERM=" + os.environ.get("TERM", "dumb"), *inner]  # fmt: skip
+
+    def ssh_argv(self, node: str, cmd: Sequence[str] = ()) -> list[str]:
+        """An OpenSSH command line that logs in to ``node`` as pirate with the lab's key."""
+        n = self._find(self._state(), node)
+        return ["ssh", "-i", str(self.identity_file), "-o", f"UserKnownHostsFile={self.known_hosts}",
+                "-o", "StrictHostKeyChecking=yes", "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR",
+                f"pirate@{n.ip}", *cmd]  # fmt: skip
+
+    # ------------------------------------------------------------- inventory
+    def inventory_yaml(self) -> str:
+        """An inventory (format of inventory.example.yaml) pointing at this lab's nodes."""
+        s = self._state()
+        reg = f"{s.bridge_ip}:{REGISTRY_PORT}"
+        lines = [
+            f"# piprov inventory for the virtual Pi lab {self.name!r} (from `piprov lab inventory`).",
+            "# Host keys are pinned in the lab's own known_hosts, so strict checking works.",
+            "",
+            "cluster:",
+            f"  name: lab-{self.name}",
+            "",
+            "ssh:",
+            "  user: pirate",
+            "  port: 22",
+            f"  identity_file: {self.identity_file}",
+            "  host_key_policy: strict",
+            f"  known_hosts: {self.known_hosts}",
+            "  connect_timeout: 10",
+            "",
+            "images:",
+            f"  registry: {reg}",
+            f'  insecure_registries: ["{reg}"]',
+            '  etcd:      {repository: etcd,      tag: "2.1.1"}',
+            '  flannel:   {repository: flannel,   tag: "0.5.5"}',
+            '  hyperkube: {repository: hyperkube, tag: "v1.1.2"}',
+            '  pause:     {repository: pause,     tag: "2.0"}',
+            "",
+            "network:",
+            "  flannel_network: 10.0.0.0/16",
+            "  flannel_subnet_len: 24",
+            "  flannel_backend: host-gw",
+            "  etcd_port: 4001",
+            "  apiserver_port: 8080",
+            "",
+            "nodes:",
+        ]
+        for n in s.nodes:
+            role = "master" if n.index == 1 else "worker"
+            lines += [f"  - name: {_inventory_name(n.index)}", f"    address: {n.ip}", f"    role: {role}"]
+        return "\n".join(lines) + "\n"
+
+    # ----------------------------------------------------------------- status
+    def status(self) -> dict[str, object]:
+        """Everything `lab status --json` prints."""
+        s = self._state()
+        return {
+            "name": self.name,
+            "subnet": s.subnet,
+            "bridge": s.bridge,
+            "bridge_ip": s.bridge_ip,
+            "registry": f"{s.bridge_ip}:{REGISTRY_PORT}",
+            "registry_running": alive(s.registry),
+            "identity_file": str(self.identity_file),
+            "known_hosts": str(self.known_hosts),
+            "nodes": [
+                {
+                    "name": i.name, "inventory_name": i.inventory_name, "ip": i.ip, "mac": i.mac,
+                    "mdns_name": i.mdns_name, "running": i.running, "partitioned": i.partitioned,
+                    "rtt_ms": i.rtt_ms, "loss_pct": i.loss_pct,
+                    "sshd": bool(i.running and not i.partitioned and ssh_banner(i.ip, timeout=0.3)),
+                }
+                for i in self.nodes
+            ],  # fmt: skip
+            "decoys": [
+                {"name": d.name, "kind": d.kind, "ip": d.ip, "mac": d.mac, "running": alive(d.proc)}
+                for d in s.decoys
+            ],
+        }
+
+
+def _show(cmd: Sequence[str] | str) -> str:
+    return cmd if isinstance(cmd, str) else shlex.join(cmd)
+
+
+def _passwd_ids(root: Path, user: str) -> tuple[int, int]:
+    for line in (root / "etc/passwd").read_text().splitlines():
+        f = line.split(":")
+        if f[0] == user:
+            return int(f[2]), int(f[3])
+    raise LabError(f"the node image has no user {user}")
+
+
+def _umount(path: Path) -> None:
+    if os.path.ismount(path):
+        if run(["umount", str(path)], check=False).returncode != 0:
+            run(["umount", "-l", str(path)], check=False)
+
+
+def _mounts_under(prefix: Path) -> list[str]:
+    out = []
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        mp = line.split()[1].replace("\\040", " ")
+        if mp.startswith(str(prefix) + "/"):
+            out.append(mp)
+    return sorted(out, key=len, reverse=True)
+
+
+def _sweep(lab: str | None) -> None:
+    """Remove leftovers by name pattern (after a crash, the state may not list them).
+
+    With ``lab`` only that lab's resources; with None every lab's.
+    """
+    root = st.lab_dir(lab) if lab else st.LAB_ROOT
+    # Processes still running from the lab's directories (nspawn of a half-recorded node...).
+    for pid in _pids_using(root):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for mp in _mounts_under(root):
+        _umount(Path(mp))
+    ns_prefix = net.netns_name(lab, "") if lab else net.NETNS_PREFIX
+    if Path("/run/netns").exists():
+        for ns in sorted(os.listdir("/run/netns")):
+            if ns.startswith(ns_prefix):
+                for pid in _pids_in_netns(ns):
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                run(["ip", "netns", "del", ns], check=False)
+    link_prefix = f"{net.LINK_PREFIX}{net.short_hash(lab)}" if lab else None
+    for link in sorted(os.listdir("/sys/class/net")):
+        if link_prefix is not None:
+            mine = link == link_prefix or (link.startswith(link_prefix) and link[len(link_prefix) :][:1] in "nd")
+        else:
+            mine = _is_lab_link(link)
+        if mine:
+            run(["ip", "link", "del", link], check=False)
+    rules = run(["iptables", "-w", "-S", "FORWARD"], check=False).stdout.splitlines()
+    tag = f"piprov-lab:{lab}" if lab else "piprov-lab:"
+    for r in rules:
+        if tag in r and r.startswith("-A "):
+            run(["iptables", "-w", "-D", *shlex.split(r)[1:]], check=False)
+
+
+def _is_lab_link(link: str) -> bool:
+    p = net.LINK_PREFIX
+    if not link.startswith(p) or len(link) < len(p) + 6:
+        return False
+    h, rest = link[len(p) : len(p) + 6], link[len(p) + 6 :]
+    return all(c in "0123456789abcdef" for c in h) and (rest == "" or (rest[0] in "nd" and rest[1:].isdigit()))
+
+
+def _pids_using(root: Path) -> Iterable[int]:
+    """Processes whose command line mentions a path under ``root`` (nspawn -D, registry...)."""
+    me = os.getpid()
+    needle = str(root).encode()
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit() or int(p.name) == me:
+            continue
+        try:
+            cmdline = (p / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if needle + b"/" in cmdline or cmdline.endswith(needle) or needle + b"\0" in cmdline:
+            yield int(p.name)
+
+
+def _pids_in_netns(ns: str) -> list[int]:
+    out = run(["ip", "netns", "pids", ns], check=False).stdout
+    return [int(x) for x in out.split() if x.isdigit()]

@@ -1,0 +1,148 @@
+"""A lab's state on disk (JSON), so another process sees a lab this one booted.
+
+Every resource is recorded *before* it is created, so `lab down` (or
+`lab down --all` after a crash) can find and remove it; removal tolerates
+resources that were never created.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from piprov_lab.errors import LabError
+from piprov_lab.system import ProcRef
+
+LAB_ROOT = Path(os.environ.get("PIPROV_LAB_ROOT", "/var/lib/piprov-lab"))
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
+
+
+def check_name(name: str) -> None:
+    if not NAME_RE.match(name):
+        raise LabError(
+            f"invalid lab name {name!r}",
+            hint="use 1-31 lowercase letters, digits and dashes, starting with a letter or digit",
+        )
+
+
+@dataclass
+class NodeState:
+    name: str
+    index: int
+    ip: str
+    mac: str
+    netns: str
+    veth: str
+    dir: str
+    host_key: str = ""
+    nspawn: ProcRef | None = None
+    relay: ProcRef | None = None
+    relay_port: int = 0
+    rtt_ms: float = 0.0
+    loss_pct: float = 0.0
+    partitioned: bool = False
+    mounted: bool = False
+
+
+@dataclass
+class DecoyState:
+    name: str
+    kind: str
+    ip: str
+    mac: str
+    netns: str
+    veth: str
+    proc: ProcRef | None = None
+
+
+@dataclass
+class LabState:
+    name: str
+    dir: str
+    subnet: str = ""
+    bridge: str = ""
+    bridge_ip: str = ""
+    base: str = ""
+    forward_rule: bool = False
+    rtt_ms: float = 0.0
+    registry: ProcRef | None = None
+    nodes: list[NodeState] = field(default_factory=list)
+    decoys: list[DecoyState] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> LabState:
+        d = json.loads(text)
+        nodes = []
+        for nd in d.pop("nodes", []):
+            nd["nspawn"] = ProcRef.from_json(nd.get("nspawn"))
+            nd["relay"] = ProcRef.from_json(nd.get("relay"))
+            nodes.append(NodeState(**nd))
+        decoys = []
+        for dd in d.pop("decoys", []):
+            dd["proc"] = ProcRef.from_json(dd.get("proc"))
+            decoys.append(DecoyState(**dd))
+        d["registry"] = ProcRef.from_json(d.get("registry"))
+        return cls(nodes=nodes, decoys=decoys, **d)
+
+
+def lab_dir(name: str) -> Path:
+    return LAB_ROOT / name
+
+
+def state_file(name: str) -> Path:
+    return lab_dir(name) / "state.json"
+
+
+def load(name: str) -> LabState | None:
+    try:
+        text = state_file(name).read_text()
+    except FileNotFoundError:
+        return None
+    try:
+        return LabState.from_json(text)
+    except (ValueError, TypeError, KeyError) as e:
+        raise LabError(
+            f"the state of lab {name!r} ({state_file(name)}) is unreadable: {e}",
+            hint="`piprov lab down --all` removes what the lab left behind",
+        ) from e
+
+
+def save(st: LabState) -> None:
+    path = state_file(st.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(st.to_json())
+    os.replace(tmp, path)
+
+
+def all_lab_names() -> list[str]:
+    if not LAB_ROOT.exists():
+        return []
+    return sorted(p.parent.name for p in LAB_ROOT.glob("*/state.json"))
+
+
+@contextmanager
+def locked(name: str) -> Iterator[None]:
+    """Serialise changes to one lab across processes."""
+    LAB_ROOT.mkdir(parents=True, exist_ok=True)
+    with open(LAB_ROOT / f".{name}.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+@contextmanager
+def global_lock() -> Iterator[None]:
+    """Serialise subnet/bridge allocation between labs coming up at once."""
+    LAB_ROOT.mkdir(parents=True, exist_ok=True)
+    with open(LAB_ROOT / ".alloc.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield

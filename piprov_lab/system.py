@@ -1,0 +1,197 @@
+"""Small host-side helpers: running tools, checking preconditions, tracking processes.
+
+The host has no systemd as PID 1, so the lab supervises its own long-lived
+processes (nspawn, registry, relays, decoys). A pid alone is not an identity
+(pids are reused), so every process is recorded as (pid, start time) and only
+signalled when both still match.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from piprov_lab.errors import LabError
+
+# Tool -> the Debian package that ships it, so the message can name the fix.
+TOOL_PACKAGES: dict[str, str] = {
+    "systemd-nspawn": "systemd-container",
+    "debootstrap": "debootstrap",
+    "ip": "iproute2",
+    "iptables": "iptables",
+    "nsenter": "util-linux",
+    "mount": "mount",
+    "ssh-keygen": "openssh-client",
+    "docker-registry": "docker-registry",
+}
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise LabError(
+            "the virtual Pi lab needs root (it creates network namespaces, mounts and containers)",
+            hint="run it again with sudo, or as root",
+        )
+
+
+def require_tools(*tools: str) -> None:
+    missing = [t for t in tools if _which(t) is None]
+    if missing:
+        pkgs = sorted({TOOL_PACKAGES.get(t, t) for t in missing})
+        raise LabError(
+            f"missing system tool{'s' if len(missing) > 1 else ''}: {', '.join(missing)}",
+            hint=f"install the Debian package{'s' if len(pkgs) > 1 else ''}: "
+            f"apt-get install {' '.join(pkgs)}  (or run scripts/setup.sh)",
+        )
+
+
+def _which(tool: str) -> str | None:
+    # root's PATH may lack /usr/sbin when started through sudo or a minimal env.
+    return shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin:/usr/bin:/bin")
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    check: bool = True,
+    input: str | None = None,
+    timeout: float | None = 120,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run a host command; on failure raise LabError carrying its stderr."""
+    try:
+        proc = subprocess.run(
+            list(argv),
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=dict(env) if env is not None else None,
+        )
+    except FileNotFoundError as e:
+        require_tools(argv[0])
+        raise LabError(f"cannot run {argv[0]}: {e}") from e
+    except subprocess.TimeoutExpired as e:
+        raise LabError(f"`{' '.join(argv)}` did not finish within {timeout} s") from e
+    if check and proc.returncode != 0:
+        detail = (proc.stderr or proc.stdout).strip()
+        raise LabError(f"`{' '.join(argv)}` failed (exit {proc.returncode}): {detail}")
+    return proc
+
+
+@dataclass(frozen=True)
+class ProcRef:
+    """A process the lab started: pid plus its kernel start time (pid reuse guard)."""
+
+    pid: int
+    start: int
+
+    @classmethod
+    def from_json(cls, data: object) -> ProcRef | None:
+        if isinstance(data, dict) and isinstance(data.get("pid"), int) and isinstance(data.get("start"), int):
+            return cls(data["pid"], data["start"])
+        return None
+
+
+def proc_start_time(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # comm (field 2) may contain spaces and parentheses: split after the last ')'.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return int(fields[19])  # field 22 of stat: starttime
+
+
+def proc_ref(pid: int) -> ProcRef:
+    start = proc_start_time(pid)
+    if start is None:
+        raise LabError(f"process {pid} exited right after it was started")
+    return ProcRef(pid, start)
+
+
+def alive(ref: ProcRef | None) -> bool:
+    if ref is None:
+        return False
+    if proc_start_time(ref.pid) != ref.start:
+        return False
+    try:
+        state = Path(f"/proc/{ref.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(x) for x in text.split()]
+
+
+def kill(ref: ProcRef | None, sig: int = signal.SIGTERM, *, wait: float = 5.0) -> None:
+    """Signal a recorded process (only if it is still the same one) and reap/wait for it."""
+    if not alive(ref):
+        return
+    assert ref is not None
+    try:
+        os.kill(ref.pid, sig)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        _reap(ref.pid)
+        if not alive(ref):
+            return
+        time.sleep(0.05)
+    if sig != signal.SIGKILL:
+        kill(ref, signal.SIGKILL, wait=wait)
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def spawn(argv: Sequence[str], log: Path, *, env: Mapping[str, str] | None = None) -> ProcRef:
+    """Start a long-lived process detached from us (own session), output to ``log``."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=dict(env) if env is not None else None,
+            close_fds=True,
+        )
+    return proc_ref(proc.pid)
+
+
+def ssh_banner(ip: str, port: int = 22, timeout: float = 0.5) -> bool:
+    """True when an SSH server answers with its version banner."""
+    try:
+        with socket.create_connection((ip, port), timeout=timeout) as s:
+            s.settimeout(timeout)
+            return s.recv(64).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
+def tcp_open(ip: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((ip, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
