@@ -17,7 +17,7 @@ import jinja2
 
 from piprov.errors import RenderError
 from piprov.graph import Component, ComponentGraph, HealthCheck, ManagedFile, probe_context, render_expression
-from piprov.inventory.model import IMAGE_COMPONENTS, Inventory, Node, image_arch
+from piprov.inventory.model import ARCH_MAP, IMAGE_COMPONENTS, Inventory, Node, image_arch
 
 
 @dataclass(frozen=True)
@@ -73,9 +73,14 @@ class DesiredNode:
         return [u for us in self.units.values() for u in us]
 
 
+def to_image_arch(arch: str) -> str:
+    """An image arch (arm, arm64, amd64) as is; a ``uname -m`` mapped through ARCH_MAP."""
+    return arch if arch in ARCH_MAP.values() else image_arch(arch)
+
+
 def node_image_arch(node: Node, machine: str) -> str:
     """Image arch of a node: its inventory override, else what ``uname -m`` said."""
-    return image_arch(node.arch or machine)
+    return to_image_arch(node.arch or machine)
 
 
 def template_environment(templates_dir: Path | None = None) -> jinja2.Environment:
@@ -174,7 +179,7 @@ def desired_state(
     """What ``node`` should look like. ``arch`` is an image arch or a ``uname -m``."""
     if isinstance(node, str):
         node = inventory.node(node)
-    arch = image_arch(arch)
+    arch = to_image_arch(arch)
     env = template_environment(templates_dir)
     ctx = template_context(inventory, graph, node, arch)
     files: list[DesiredFile] = []

@@ -1,0 +1,322 @@
+"""Planner: facts in, changes out, from the data files in data/plan/ (see its README)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from piprov.errors import FactsError
+from piprov.facts import EtcdKeyFacts, FileFacts, NodeFacts, UnitFacts, parse_facts
+from piprov.graph import ComponentGraph, load_graph
+from piprov.inventory.model import (
+    ImageSettings,
+    ImageSpec,
+    Inventory,
+    NetworkSettings,
+    Node,
+    SshSettings,
+)
+from piprov.plan import NodePlan, plan_cluster, plan_hostname, plan_node
+from piprov.render import DesiredNode, desired_state, node_image_arch
+
+CASES = sorted((Path(__file__).parent / "data" / "plan").glob("*.yaml"))
+
+
+def make_inventory(overrides: dict[str, Any] | None = None) -> Inventory:
+    """The test fleet: one master, an armv7l worker, an aarch64-overridden worker."""
+    o = overrides or {}
+    ssh = SshSettings()
+    specs = dict(ImageSettings().specs)
+    for name, tag in o.get("image_tags", {}).items():
+        specs[name] = ImageSpec(specs[name].repository, tag)
+    images = ImageSettings(
+        insecure_registries=tuple(o.get("insecure_registries", ())),
+        specs=specs,
+        arch_overrides={"arm64": {"hyperkube": ImageSpec("hyperkube", "v1.2.0")}},
+    )
+    return Inventory(
+        path=Path("inventory.yaml"),
+        cluster_name="pi-cluster",
+        ssh=ssh,
+        images=images,
+        network=NetworkSettings(**o.get("network", {})),
+        nodes=(
+            Node("rpi-master", o.get("master_address", "192.168.1.100"), "master", ssh),
+            Node("rpi-node-1", "192.168.1.101", "worker", ssh),
+            Node("rpi-node-2", "192.168.1.102", "worker", ssh, arch="aarch64"),
+        ),
+        known_hosts=Path("known_hosts"),
+    )
+
+
+@pytest.fixture(scope="module")
+def graph() -> ComponentGraph:
+    return load_graph()
+
+
+def _sha(b: bytes) -> str:
+    return hashlib.sha256(b).hexdigest()
+
+
+def _file(path: str, content: bytes, mode: int = 0o644, owner: str = "root", group: str = "root") -> FileFacts:
+    return FileFacts(path, True, _sha(content), mode, owner, group, len(content), content)
+
+
+def build_facts(spec: dict[str, Any], node_name: str, graph: ComponentGraph) -> NodeFacts:
+    """NodeFacts from a case's symbolic description."""
+    inv = make_inventory(spec.get("converged_with"))
+    node = inv.node(node_name)
+    converged = desired_state(inv, graph, node, node_image_arch(node, spec["machine"]))
+    fspec = spec.get("files", {})
+    default = fspec.get("default", "converged")
+    files: dict[str, FileFacts] = {}
+    for df in converged.files:
+        o = fspec.get(df.path, default)
+        if o == "missing":
+            files[df.path] = FileFacts(df.path, exists=False)
+        elif o == "converged":
+            files[df.path] = _file(df.path, df.content, df.mode, df.owner, df.group)
+        else:
+            content = o["content"].encode() if "content" in o else df.content
+            owner, _, group = o.get("owner", f"{df.owner}:{df.group}").partition(":")
+            files[df.path] = _file(df.path, content, int(o.get("mode", f"{df.mode:o}"), 8), owner, group)
+    hostname = spec["hostname"]
+    files["/etc/hostname"] = _file("/etc/hostname", (hostname + "\n").encode())
+    files["/etc/hosts"] = _file("/etc/hosts", spec["hosts"].encode())
+    if "occidentalis" in spec:
+        files["/boot/occidentalis.txt"] = _file("/boot/occidentalis.txt", spec["occidentalis"].encode(), 0o755)
+    else:
+        files["/boot/occidentalis.txt"] = FileFacts("/boot/occidentalis.txt", exists=False)
+
+    uspec = spec.get("units", {})
+    udefault = {"active": "active", "enabled": "enabled", **uspec.get("default", {})}
+    units = {}
+    for u in converged.all_units:
+        st = {**udefault, **uspec.get(u, {})}
+        units[u] = UnitFacts(u, st["active"], st["enabled"])
+
+    kspec = spec.get("etcd_keys", {})
+    keys = {}
+    for key, value in converged.etcd_keys.items():
+        o = kspec.get(key, kspec.get("default", "converged"))
+        if o == "converged":
+            keys[key] = EtcdKeyFacts(key, "ok", value)
+        elif o in ("missing", "unavailable"):
+            keys[key] = EtcdKeyFacts(key, o)
+        else:
+            keys[key] = EtcdKeyFacts(key, "ok", o["value"])
+    return NodeFacts(
+        host=node.address,
+        machine=spec["machine"],
+        hostname=hostname,
+        os_id="raspbian" if "occidentalis" in spec else "debian",
+        os_version="8",
+        files=files,
+        units=units,
+        etcd_keys=keys,
+    )
+
+
+def run_case(path: Path, graph: ComponentGraph) -> tuple[dict[str, Any], NodePlan]:
+    case = yaml.safe_load(path.read_text())
+    inv = make_inventory(case.get("inventory"))
+    node = inv.node(case["node"])
+    facts = build_facts(case["facts"], case["node"], graph)
+    desired = desired_state(inv, graph, node, node_image_arch(node, facts.machine))
+    return case, plan_node(desired, facts, graph)
+
+
+@pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
+def test_planner_case(path: Path, graph: ComponentGraph) -> None:
+    case, plan = run_case(path, graph)
+    expect = case["expect"]
+    assert plan.changed == expect["changed"], plan.reasons
+
+    hc = plan.hostname_change
+    if expect["hostname"] is None:
+        assert hc is None, hc and hc.reason
+    else:
+        assert hc is not None
+        for key, value in expect["hostname"].items():
+            if key == "files":
+                assert [f.path for f in hc.files] == value
+            else:
+                assert getattr(hc, key) == value, key
+
+    want = expect.get("components", {})
+    for cp in plan.components:
+        exp = want.get(cp.component)
+        if exp is None:
+            assert not cp.changed, f"{cp.component} should not change: {cp.reasons}"
+            assert cp.reasons and cp.reasons[0].startswith("no change")
+            continue
+        got = {
+            "files": [f.path for f in cp.files],
+            "daemon_reload": cp.daemon_reload,
+            "enable": cp.enable,
+            "restart": cp.restart,
+            "start": cp.start,
+            "etcd_keys": [k.key for k in cp.etcd_keys],
+        }
+        full = {"files": [], "daemon_reload": False, "enable": [], "restart": [], "start": [], "etcd_keys": [], **exp}
+        assert got == full, cp.component
+    assert set(want) <= {cp.component for cp in plan.components}
+
+    diffs = {f.path: f.diff for cp in plan.components for f in cp.files}
+    if hc is not None:
+        diffs.update({f.path: f.diff for f in hc.files})
+    for path_, lines in expect.get("diff_contains", {}).items():
+        diff_lines = diffs[path_].splitlines()
+        for line in lines:
+            assert line in diff_lines, f"{line!r} not in diff of {path_}:\n{diffs[path_]}"
+
+    reasons = "\n".join(plan.reasons)
+    for text in expect.get("reasons_contain", []):
+        assert text in reasons
+
+    # Whatever the case, the plan serialises to JSON.
+    json.dumps(plan.to_json())
+
+
+def test_no_change_says_why(graph: ComponentGraph) -> None:
+    _, plan = run_case(Path(__file__).parent / "data/plan/converged-master.yaml", graph)
+    assert plan.reasons == ["no change: every file, unit and key is as desired"]
+    assert all(not c.unit_commands() and not c.etcd_commands() for c in plan.components)
+
+
+def test_commands_of_a_fresh_node(graph: ComponentGraph) -> None:
+    _, plan = run_case(Path(__file__).parent / "data/plan/fresh-debian-master.yaml", graph)
+    etcd = plan.component("etcd")
+    assert etcd.unit_commands() == [
+        "systemctl daemon-reload",
+        "systemctl enable --quiet k8s-etcd.service",
+        "systemctl start k8s-etcd.service",
+    ]
+    (cmd,) = etcd.etcd_commands()
+    assert cmd.startswith("docker -H unix:///var/run/docker-bootstrap.sock exec k8s-etcd env ETCDCTL_API=2 etcdctl")
+    assert "set /coreos.com/network/config '{\"Backend\": {\"Type\": \"host-gw\"}" in cmd
+
+
+def test_restart_of_socket_is_one_transaction(graph: ComponentGraph) -> None:
+    _, plan = run_case(Path(__file__).parent / "data/plan/socket-file-changed.yaml", graph)
+    assert plan.component("docker-bootstrap").unit_commands() == [
+        "systemctl daemon-reload",
+        "systemctl restart docker-bootstrap.socket docker-bootstrap.service",
+    ]
+
+
+def test_to_json_has_no_file_contents(graph: ComponentGraph) -> None:
+    _, plan = run_case(Path(__file__).parent / "data/plan/fresh-hypriot-worker.yaml", graph)
+    doc = plan.to_json()
+
+    def keys(o: Any) -> set[str]:
+        if isinstance(o, dict):
+            return set(o) | {k for v in o.values() for k in keys(v)}
+        if isinstance(o, list):
+            return {k for v in o for k in keys(v)}
+        return set()
+
+    assert "content" not in keys(doc)
+    f = doc["components"][0]["files"][0]
+    assert set(f) == {"path", "mode", "owner", "old_sha256", "new_sha256", "reason", "diff"}
+    assert f["mode"] == "0644" and f["old_sha256"] is None
+
+
+def test_secret_files_have_no_diff_in_json(graph: ComponentGraph) -> None:
+    _, plan = run_case(Path(__file__).parent / "data/plan/fresh-hypriot-worker.yaml", graph)
+    change = plan.components[0].files[0]
+    secret = replace(change, mode=0o600)
+    assert secret.secret and secret.to_json()["diff"] is None
+
+
+def test_plan_cluster_keeps_going_past_a_bad_node(graph: ComponentGraph) -> None:
+    inv = make_inventory()
+    good = build_facts(
+        yaml.safe_load((Path(__file__).parent / "data/plan/converged-master.yaml").read_text())["facts"],
+        "rpi-master",
+        graph,
+    )
+    try:
+        parse_facts("192.168.1.102", "Permission denied\n")
+    except FactsError as e:
+        bad: FactsError = e
+    weird = replace(good, host="192.168.1.101", machine="mips")
+    plan = plan_cluster(inv, graph, {"rpi-master": good, "rpi-node-1": weird, "rpi-node-2": bad})
+    assert [n.node for n in plan.nodes] == ["rpi-master"]
+    assert not plan.changed
+    assert "192.168.1.102" in plan.errors["rpi-node-2"]
+    assert "rpi-node-1: unsupported architecture 'mips'" in plan.errors["rpi-node-1"]
+    assert plan.to_json()["errors"].keys() == {"rpi-node-1", "rpi-node-2"}
+
+
+def test_plan_cluster_missing_facts(graph: ComponentGraph) -> None:
+    plan = plan_cluster(make_inventory(), graph, {})
+    assert plan.nodes == [] and set(plan.errors) == {"rpi-master", "rpi-node-1", "rpi-node-2"}
+
+
+def _facts_with(files: dict[str, str], hostname: str) -> NodeFacts:
+    return NodeFacts(
+        host="h",
+        machine="armv7l",
+        hostname=hostname,
+        os_id="raspbian",
+        os_version="8",
+        files={p: _file(p, t.encode()) for p, t in files.items()},
+    )
+
+
+def test_hostname_keeps_other_occidentalis_lines() -> None:
+    facts = _facts_with(
+        {
+            "/boot/occidentalis.txt": "# comment\nwifi_ssid=lab\nhostname = old\n",
+            "/etc/hosts": "127.0.0.1 localhost\n127.0.1.1 old\n::1 ip6-localhost\n",
+            "/etc/hostname": "old\n",
+        },
+        "old",
+    )
+    hc = plan_hostname("rpi-node-1", facts)
+    assert hc is not None and hc.method == "occidentalis"
+    new = {f.path: f.content.decode() for f in hc.files}
+    assert new["/boot/occidentalis.txt"] == "# comment\nwifi_ssid=lab\nhostname=rpi-node-1\n"
+    assert new["/etc/hosts"] == "127.0.0.1 localhost\n127.0.1.1\trpi-node-1\n::1 ip6-localhost\n"
+    assert new["/etc/hostname"] == "rpi-node-1\n"
+    # FAT /boot: the file's own mode is kept, never forced to 0644.
+    occ = next(f for f in hc.files if f.path == "/boot/occidentalis.txt")
+    assert occ.mode == 0o644  # as reported by _file above
+    assert hc.commands[0] == "hostname rpi-node-1"
+
+
+def test_hostname_appends_to_occidentalis_without_hostname_line() -> None:
+    facts = _facts_with(
+        {"/boot/occidentalis.txt": "wifi_ssid=lab", "/etc/hosts": "127.0.1.1 n1\n", "/etc/hostname": "n1\n"},
+        "n1",
+    )
+    hc = plan_hostname("n1", facts)
+    assert hc is not None and hc.commands == []
+    assert [f.content.decode() for f in hc.files] == ["wifi_ssid=lab\nhostname=n1\n"]
+
+
+def test_hostname_too_big_hosts_file_is_an_error_naming_the_host() -> None:
+    facts = NodeFacts(
+        host="192.168.1.7",
+        machine="armv7l",
+        hostname="x",
+        os_id="",
+        os_version="",
+        files={"/etc/hosts": FileFacts("/etc/hosts", True, "0" * 64, 0o644, "root", "root", 10**6, None)},
+    )
+    with pytest.raises(FactsError, match="/etc/hosts") as e:
+        plan_hostname("y", facts)
+    assert e.value.host == "192.168.1.7"
+
+
+def test_desired_node_is_reused_by_plan(graph: ComponentGraph) -> None:
+    _, plan = run_case(Path(__file__).parent / "data/plan/converged-master.yaml", graph)
+    assert isinstance(plan.desired, DesiredNode)
+    assert plan.desired.health["etcd"][1].target == "http://192.168.1.100:4001/health"
