@@ -1,0 +1,268 @@
+"""Helpers shared by the stand-ins: Go-style flag parsing, logging, JSON over HTTP."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import socket
+import sys
+import time
+import urllib.parse
+from dataclasses import dataclass
+from typing import Any, Callable
+
+log = logging.getLogger("standin")
+
+
+def setup_logging(component: str) -> None:
+    """glog-like one-line records on stderr (what `docker logs` shows)."""
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.INFO,
+        format=f"%(asctime)s {component} %(levelname).1s %(message)s",
+        datefmt="%Y-%m-%dT%H:%M:%S",
+    )
+
+
+@dataclass
+class Flag:
+    name: str
+    default: Any
+    kind: type = str  # str, int, float or bool
+    help: str = ""
+
+
+def parse_flags(component: str, argv: list[str], flags: list[Flag]) -> dict[str, Any]:
+    """Parse flags the way Go's pflag does (``--a=b``, ``--a b``, ``-a=b``, bare bools).
+
+    Flags this stand-in does not implement are accepted and logged, never fatal:
+    the seed's units pass many 2016-era flags (``--v``, ``--logtostderr``,
+    ``--admission-control``...) that change nothing the lab can observe.
+    """
+    known = {f.name: f for f in flags}
+    values: dict[str, Any] = {f.name: f.default for f in flags}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        i += 1
+        if not arg.startswith("-") or arg in ("-", "--"):
+            log.info("%s: ignoring positional argument %r", component, arg)
+            continue
+        name, eq, value = arg.lstrip("-").partition("=")
+        name = name.replace("_", "-")
+        flag = known.get(name)
+        if flag is None:
+            log.info("%s: ignoring flag --%s (not implemented by this stand-in)", component, name)
+            continue
+        if not eq:
+            if flag.kind is bool:
+                value = "true"
+            elif i < len(argv):
+                value = argv[i]
+                i += 1
+            else:
+                raise SystemExit(f"{component}: flag --{name} needs a value")
+        try:
+            if flag.kind is bool:
+                values[name] = value.lower() in ("1", "t", "true", "yes")
+            elif flag.kind is int:
+                values[name] = int(value)
+            elif flag.kind is float:
+                values[name] = _duration(value)  # Go durations ("20s", "1m") or seconds
+            else:
+                values[name] = value
+        except ValueError:
+            raise SystemExit(f"{component}: invalid value {value!r} for flag --{name}") from None
+    return values
+
+
+def _duration(value: str) -> float:
+    """Go durations as seconds: "20s", "1m30s", "500ms", or a bare number of seconds."""
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+    total = 0.0
+    num = ""
+    i = 0
+    if value.replace(".", "", 1).isdigit():
+        return float(value)
+    while i < len(value):
+        c = value[i]
+        if c.isdigit() or c == ".":
+            num += c
+            i += 1
+            continue
+        unit = "ms" if value[i : i + 2] == "ms" else c
+        if unit not in units or not num:
+            raise ValueError(value)
+        total += float(num) * units[unit]
+        num = ""
+        i += len(unit)
+    if num:
+        raise ValueError(value)
+    return total
+
+
+def parse_duration(value: str) -> float:
+    return _duration(value)
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, body: Any, text: str = "") -> None:
+        super().__init__(f"HTTP {status}: {text or body}")
+        self.status = status
+        self.body = body
+
+
+class JSONClient:
+    """A tiny keep-alive HTTP/JSON client for one base URL (http://host:port)."""
+
+    def __init__(self, base: str, timeout: float = 10.0) -> None:
+        parsed = urllib.parse.urlsplit(base if "//" in base else "http://" + base)
+        self.host = parsed.hostname or "127.0.0.1"
+        self.port = parsed.port or 80
+        self.timeout = timeout
+        self._conn: http.client.HTTPConnection | None = None
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._conn is None:
+            self._conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        content_type: str = "application/json",
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
+        data: bytes | None
+        if body is None:
+            data = None
+        elif isinstance(body, bytes):
+            data = body
+        else:
+            data = json.dumps(body).encode()
+        hdrs = {"Accept": "application/json"}
+        if data is not None:
+            hdrs["Content-Type"] = content_type
+        hdrs.update(headers or {})
+        for attempt in (0, 1):
+            conn = self._connection()
+            try:
+                conn.request(method, path, body=data, headers=hdrs)
+                resp = conn.getresponse()
+                raw = resp.read()
+                break
+            except (http.client.HTTPException, OSError):
+                self.close()
+                # A keep-alive connection the server closed: retry once on a fresh one.
+                if attempt:
+                    raise
+        try:
+            parsed: Any = json.loads(raw) if raw else None
+        except ValueError:
+            parsed = raw.decode(errors="replace")
+        return resp.status, parsed
+
+    def call(self, method: str, path: str, body: Any = None, ok: tuple[int, ...] = (200, 201), **kw: Any) -> Any:
+        status, parsed = self.request(method, path, body, **kw)
+        if status not in ok:
+            message = parsed.get("message", "") if isinstance(parsed, dict) else str(parsed)
+            raise HTTPError(status, parsed, f"{method} {path}: {message}")
+        return parsed
+
+
+def wait_until(pred: Callable[[], bool], timeout: float, interval: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(interval)
+    return pred()
+
+
+def local_ip_towards(host: str, port: int) -> str | None:
+    """The local address the kernel would use to reach host (no packet is sent)."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect((host, port))
+            ip = s.getsockname()[0]
+            return str(ip)
+    except OSError:
+        return None
+
+
+class KubeClient:
+    """The few calls the stand-in controllers make to the apiserver (JSON, v1)."""
+
+    def __init__(self, master: str, timeout: float = 10.0) -> None:
+        self.master = master.split(",")[0].rstrip("/")
+        self.http = JSONClient(self.master, timeout)
+        self.lock = __import__("threading").Lock()
+
+    def call(self, method: str, path: str, body: Any = None, ok: tuple[int, ...] = (200, 201), **kw: Any) -> Any:
+        with self.lock:
+            return self.http.call(method, path, body, ok, **kw)
+
+    def request(self, method: str, path: str, body: Any = None, **kw: Any) -> tuple[int, Any]:
+        with self.lock:
+            return self.http.request(method, path, body, **kw)
+
+    def list(self, path: str, **query: str) -> list[dict[str, Any]]:
+        q = urllib.parse.urlencode({k.replace("_", ""): v for k, v in query.items() if v is not None})
+        items: list[dict[str, Any]] = self.call("GET", path + ("?" + q if q else "")).get("items") or []
+        return items
+
+    def healthy(self) -> bool:
+        try:
+            status, _ = self.request("GET", "/healthz")
+            return status == 200
+        except OSError:
+            return False
+
+
+def pod_path(pod: dict[str, Any], sub: str = "") -> str:
+    m = pod["metadata"]
+    return f"/api/v1/namespaces/{m.get('namespace', 'default')}/pods/{m['name']}" + (f"/{sub}" if sub else "")
+
+
+def serve_healthz(host: str, port: int, check: Callable[[], bool] | None = None,
+                  extra: Callable[[str], tuple[int, Any] | None] | None = None) -> None:
+    """Answer GET /healthz ("ok") on host:port from a daemon thread."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class H(BaseHTTPRequestHandler):
+        def log_message(self, *a: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            code, body = 404, b"404 page not found\n"
+            if self.path.split("?")[0] == "/healthz":
+                good = check() if check else True
+                code, body = (200, b"ok") if good else (500, b"unhealthy")
+            elif extra is not None:
+                got = extra(self.path)
+                if got is not None:
+                    code, payload = got
+                    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    ThreadingHTTPServer.allow_reuse_address = True
+    try:
+        server = ThreadingHTTPServer((host, port), H)
+    except OSError as exc:
+        log.warning("cannot serve /healthz on %s:%d: %s", host, port, exc)
+        return
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    log.info("serving /healthz on %s:%d", host, port)

@@ -1,0 +1,540 @@
+"""kubelet STAND-IN (``/hyperkube kubelet``).
+
+Not Kubernetes; the lab's stand-in for the kubelet of Kubernetes 1.1 with the
+docker runtime. Contract followed:
+
+* flags: ``--api-servers`` (comma list; optional: without it only static pods
+  run), ``--hostname-override`` (the node name; an IPv4 here is also the node's
+  InternalIP), ``--node-ip``, ``--config`` (static pod manifest directory, JSON or
+  YAML, one Pod per file, re-read every second), ``--pod-infra-container-image``
+  (default gcr.io/google_containers/pause:2.0), ``--allow-privileged``,
+  ``--docker-endpoint`` (default unix:///var/run/docker.sock), ``--port``
+  (default 10250), ``--healthz-port`` (default 10248), ``--healthz-bind-address``
+  (default 127.0.0.1), ``--node-status-update-frequency`` (default 5s; 10s in
+  Kubernetes), ``--root-dir`` (default /var/lib/kubelet); others are logged.
+* registers its Node once at start (labels ``kubernetes.io/hostname``,
+  ``kubernetes.io/os``, ``kubernetes.io/arch`` and their ``beta.`` forms, addresses
+  InternalIP + Hostname, capacity, nodeInfo with kubeletVersion and the docker
+  daemon's OS, kernel and version) and then posts the Ready condition with a fresh
+  ``lastHeartbeatTime`` every status period. Like the real kubelet it does not
+  register again if the Node is deleted while it runs.
+* runs pods as docker containers on the node's docker daemon, the way the
+  kubelet's dockertools did: one infra container (the pause image) per pod holding
+  the network namespace (the daemon's bridge gives it the pod IP, from the node's
+  flannel subnet), then each container with ``NetworkMode container:<infra>``;
+  ``hostNetwork``/``hostPID`` pods use the host's. Containers are named
+  ``k8s_<container>_<pod>_<namespace>_<uid>_<attempt>`` and labelled
+  ``io.kubernetes.pod.{name,namespace,uid}``, ``io.kubernetes.container.name``,
+  ``io.kubernetes.container.restartCount``, so a restarted kubelet adopts them.
+  ``command``/``args``/``env``/``workingDir``, ``securityContext.privileged``,
+  ``hostPath`` and ``emptyDir`` volumes (under ``--root-dir``, which must be the
+  same path on the node), ``restartPolicy`` (a dead container is replaced, with a
+  10 s back-off after the first restart), ``imagePullPolicy`` (IfNotPresent /
+  Always / Never).
+* static pods from ``--config``: run without the apiserver (so a master's kubelet
+  can start the apiserver itself); once the apiserver answers, a mirror pod
+  ``<name>-<node>`` (annotation ``kubernetes.io/config.mirror``) shows each one.
+* pods bound to the node (``fieldSelector=spec.nodeName=<node>``) are started;
+  containers of pods that are gone (deleted, evicted) are removed (SIGKILL).
+* reports pod status (``PUT pods/<name>/status``): phase, podIP, hostIP,
+  startTime, conditions (Initialized, Ready, ContainersReady, PodScheduled),
+  containerStatuses.
+* ``/healthz`` on 127.0.0.1:10248 and on :10250 (plain HTTP), plus ``/pods`` on
+  :10250 (the pods it runs, a PodList).
+
+Not covered: probes (a running container is ready), resource limits, cgroups,
+secrets/configmaps/other volume types, graceful termination, image garbage
+collection, logs/exec/port-forward on :10250 (and TLS there), CNI, node leases,
+eviction on resource pressure.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import ipaddress
+import json
+import logging
+import os
+import platform
+import socket
+import sys
+import threading
+import time
+from typing import Any
+
+from . import kobj
+from .common import Flag, HTTPError, KubeClient, local_ip_towards, parse_flags, pod_path, serve_healthz, setup_logging
+from .docker_api import Docker, DockerError
+
+log = logging.getLogger("standin")
+Obj = dict[str, Any]
+
+VERSION = os.environ.get("KUBE_VERSION", "v1.1.2")
+L_UID, L_NAME, L_NS, L_CNAME, L_RESTARTS = ("io.kubernetes.pod.uid", "io.kubernetes.pod.name",
+                                              "io.kubernetes.pod.namespace", "io.kubernetes.container.name",
+                                              "io.kubernetes.container.restartCount")
+MIRROR = "kubernetes.io/config.mirror"
+
+FLAGS = [
+    Flag("api-servers", ""),
+    Flag("hostname-override", ""),
+    Flag("node-ip", ""),
+    Flag("config", ""),
+    Flag("pod-infra-container-image", "gcr.io/google_containers/pause:2.0"),
+    Flag("allow-privileged", False, bool),
+    Flag("docker-endpoint", "unix:///var/run/docker.sock"),
+    Flag("port", 10250, int),
+    Flag("address", "0.0.0.0"),
+    Flag("healthz-port", 10248, int),
+    Flag("healthz-bind-address", "127.0.0.1"),
+    Flag("node-status-update-frequency", 5.0, float),
+    Flag("root-dir", "/var/lib/kubelet"),
+]
+
+
+def _arch() -> str:
+    m = platform.machine()
+    return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "armv6l": "arm"}.get(m, m)
+
+
+def load_manifest(path: str) -> Obj | None:
+    with open(path) as f:
+        text = f.read()
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        import yaml  # bundled in the image; JSON manifests need nothing else
+        doc = yaml.safe_load(text)
+    if not isinstance(doc, dict) or doc.get("kind", "Pod") != "Pod":
+        raise ValueError("not a Pod manifest")
+    return doc
+
+
+class Kubelet:
+    def __init__(self, opts: dict[str, Any], docker: Docker) -> None:
+        self.opts = opts
+        self.docker = docker
+        servers = [s for s in opts["api-servers"].split(",") if s]
+        self.api_url = servers[0] if servers else ""
+        self.kube = KubeClient(self.api_url) if self.api_url else None
+        self.beat_kube = KubeClient(self.api_url) if self.api_url else None
+        self.node_name = opts["hostname-override"] or socket.gethostname()
+        self.node_ip = self._node_ip()
+        self.registered = False
+        self.static: dict[str, Obj] = {}  # uid -> pod
+        self.api_pods: dict[str, Obj] = {}  # uid -> pod
+        self.bad_manifests: dict[str, float] = {}
+        self.last_status: dict[str, str] = {}
+        self.last_exit: dict[str, float] = {}
+        self.lock = threading.Lock()
+
+    def _node_ip(self) -> str:
+        for cand in (self.opts["node-ip"], self.opts["hostname-override"]):
+            try:
+                return str(ipaddress.IPv4Address(cand))
+            except ValueError:
+                pass
+        if self.api_url:
+            from urllib.parse import urlsplit
+            u = urlsplit(self.api_url)
+            ip = local_ip_towards(u.hostname or "127.0.0.1", u.port or 8080)
+            if ip and not ip.startswith("127."):
+                return ip
+        from .flanneld import choose_public_ip
+        return choose_public_ip("", "")[0]
+
+    # -- node --------------------------------------------------------------------
+    def node_status(self, old: Obj | None) -> Obj:
+        try:
+            info = self.docker.info()
+        except (OSError, DockerError):
+            info = {}
+        mem_kib = 0
+        try:
+            with open("/proc/meminfo") as f:
+                mem_kib = int(f.readline().split()[1])
+        except (OSError, ValueError, IndexError):
+            pass
+        cap = {"cpu": str(os.cpu_count() or 1), "memory": f"{mem_kib}Ki", "pods": "110"}
+        stamp = kobj.now_rfc3339()
+        status = copy.deepcopy((old or {}).get("status") or {})
+        status.update({
+            "capacity": cap, "allocatable": cap,
+            "addresses": [{"type": "InternalIP", "address": self.node_ip}, {"type": "Hostname", "address": self.node_name}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": self.opts["port"]}},
+            "nodeInfo": {"machineID": "", "systemUUID": "", "bootID": "", "kernelVersion": info.get("KernelVersion", ""),
+                         "osImage": info.get("OperatingSystem", ""), "containerRuntimeVersion":
+                         f"docker://{info.get('ServerVersion', '')}", "kubeletVersion": VERSION,
+                         "kubeProxyVersion": VERSION, "operatingSystem": "linux", "architecture": _arch()},
+        })
+        obj = {"status": status}
+        kobj.set_condition(obj, {"type": "Ready", "status": "True", "reason": "KubeletReady",
+                                 "message": "kubelet is posting ready status", "lastHeartbeatTime": stamp,
+                                 "lastTransitionTime": stamp})
+        return status
+
+    def register(self) -> bool:
+        assert self.beat_kube is not None
+        arch = _arch()
+        node = {"apiVersion": "v1", "kind": "Node",
+                "metadata": {"name": self.node_name, "labels": {
+                    "kubernetes.io/hostname": self.node_name, "kubernetes.io/os": "linux", "kubernetes.io/arch": arch,
+                    "beta.kubernetes.io/os": "linux", "beta.kubernetes.io/arch": arch}},
+                "spec": {"externalID": self.node_name}, "status": self.node_status(None)}
+        status, body = self.beat_kube.request("POST", "/api/v1/nodes", node)
+        if status in (200, 201):
+            log.info("registered node %s (%s)", self.node_name, self.node_ip)
+        elif status == 409:
+            log.info("node %s already registered; taking it over", self.node_name)
+        else:
+            log.warning("registering node %s failed: %s %s", self.node_name, status, body)
+            return False
+        self.registered = True
+        self.heartbeat()
+        return True
+
+    def heartbeat(self) -> None:
+        assert self.beat_kube is not None
+        status, node = self.beat_kube.request("GET", f"/api/v1/nodes/{self.node_name}")
+        if status == 404:
+            log.error("node %s not found: it was deleted; not registering again until restarted", self.node_name)
+            return
+        if status != 200:
+            raise HTTPError(status, node)
+        node["status"] = self.node_status(node)
+        code, body = self.beat_kube.request("PUT", f"/api/v1/nodes/{self.node_name}/status", node)
+        if code != 200:
+            log.warning("node status update failed: %s %s", code, body)
+
+    def heartbeat_loop(self) -> None:
+        period = float(self.opts["node-status-update-frequency"])
+        while True:
+            try:
+                if not self.registered:
+                    self.register()
+                else:
+                    self.heartbeat()
+            except (HTTPError, OSError) as exc:
+                log.info("apiserver %s not reachable yet: %s", self.api_url, exc)
+            time.sleep(period if self.registered else 1.0)
+
+    # -- desired pods ----------------------------------------------------------------
+    def read_static(self) -> None:
+        d = self.opts["config"]
+        pods: dict[str, Obj] = {}
+        if d and os.path.isdir(d):
+            for fn in sorted(os.listdir(d)):
+                path = os.path.join(d, fn)
+                if fn.startswith(".") or not os.path.isfile(path):
+                    continue
+                try:
+                    pod = load_manifest(path)
+                except Exception as exc:  # noqa: BLE001 - a bad file is logged, the rest still run
+                    mtime = os.path.getmtime(path)
+                    if self.bad_manifests.get(path) != mtime:
+                        self.bad_manifests[path] = mtime
+                        log.warning("ignoring manifest %s: %s", path, exc)
+                    continue
+                assert pod is not None
+                meta = pod.setdefault("metadata", {})
+                meta.setdefault("namespace", "default")
+                digest = hashlib.md5((json.dumps(pod, sort_keys=True) + self.node_name).encode()).hexdigest()
+                meta["name"] = f"{meta.get('name', fn.split('.')[0])}-{self.node_name}"
+                meta["uid"] = digest
+                meta.setdefault("annotations", {}).update({
+                    "kubernetes.io/config.hash": digest, MIRROR: digest, "kubernetes.io/config.source": "file"})
+                pod.setdefault("spec", {})["nodeName"] = self.node_name
+                pods[digest] = pod
+        with self.lock:
+            self.static = pods
+
+    def read_api(self) -> list[Obj] | None:
+        if self.kube is None:
+            return None
+        try:
+            pods = self.kube.list("/api/v1/pods", fieldSelector=f"spec.nodeName={self.node_name}")
+        except (HTTPError, OSError):
+            return None
+        with self.lock:
+            self.api_pods = {p["metadata"]["uid"]: p for p in pods
+                             if MIRROR not in (p["metadata"].get("annotations") or {}) and kobj.pod_active(p)}
+        return pods
+
+    # -- containers ------------------------------------------------------------------
+    def ensure_image(self, image: str, policy: str) -> None:
+        if policy == "Never":
+            return
+        if policy == "Always" or not self.docker.has_image(image):
+            log.info("pulling %s", image)
+            self.docker.pull(image)
+
+    def volume_binds(self, pod: Obj, c: Obj) -> list[str]:
+        vols = {v.get("name"): v for v in pod["spec"].get("volumes") or []}
+        binds = []
+        for m in c.get("volumeMounts") or []:
+            v = vols.get(m.get("name"))
+            if v is None:
+                continue
+            if "hostPath" in v:
+                src = v["hostPath"]["path"]
+            elif "emptyDir" in v:
+                src = os.path.join(self.opts["root-dir"], "pods", pod["metadata"]["uid"], "volumes",
+                                   "kubernetes.io~empty-dir", v["name"])
+                os.makedirs(src, exist_ok=True)
+            else:
+                log.warning("pod %s: volume %s: only hostPath and emptyDir are supported", pod["metadata"]["name"], v.get("name"))
+                continue
+            binds.append(f"{src}:{m['mountPath']}" + (":ro" if m.get("readOnly") else ""))
+        return binds
+
+    def labels(self, pod: Obj, cname: str, restarts: int) -> dict[str, str]:
+        m = pod["metadata"]
+        return {L_UID: m["uid"], L_NAME: m["name"], L_NS: m.get("namespace", "default"), L_CNAME: cname,
+                L_RESTARTS: str(restarts)}
+
+    def cname(self, pod: Obj, c: str, attempt: int) -> str:
+        m = pod["metadata"]
+        return f"k8s_{c}_{m['name']}_{m.get('namespace', 'default')}_{m['uid']}_{attempt}"
+
+    def start_infra(self, pod: Obj) -> str:
+        image = self.opts["pod-infra-container-image"]
+        self.ensure_image(image, "IfNotPresent")
+        spec = pod["spec"]
+        host = {"NetworkMode": "host" if spec.get("hostNetwork") else "bridge",
+                "PidMode": "host" if spec.get("hostPID") else ""}
+        cid = self.docker.create(self.cname(pod, "POD", 0), {
+            "Image": image, "Labels": {**self.labels(pod, "POD", 0), "io.kubernetes.docker.type": "podsandbox"},
+            "Hostname": pod["metadata"]["name"][:63] if not spec.get("hostNetwork") else None, "HostConfig": host})
+        self.docker.start(cid)
+        return cid
+
+    def start_container(self, pod: Obj, c: Obj, infra: str, restarts: int) -> None:
+        spec = pod["spec"]
+        privileged = bool((c.get("securityContext") or {}).get("privileged"))
+        if privileged and not self.opts["allow-privileged"]:
+            raise DockerError(403, f"container {c['name']}: privileged mode needs --allow-privileged=true")
+        self.ensure_image(c["image"], c.get("imagePullPolicy", "IfNotPresent"))
+        host: Obj = {"NetworkMode": "host" if spec.get("hostNetwork") else f"container:{infra}",
+                     "PidMode": "host" if spec.get("hostPID") else "", "Privileged": privileged,
+                     "Binds": self.volume_binds(pod, c)}
+        config: Obj = {"Image": c["image"], "Labels": {**self.labels(pod, c["name"], restarts),
+                                                       "io.kubernetes.docker.type": "container"},
+                       "Env": [f"{e['name']}={e.get('value', '')}" for e in c.get("env") or [] if "name" in e],
+                       "HostConfig": host}
+        if c.get("command"):
+            config["Entrypoint"] = c["command"]
+            config["Cmd"] = c.get("args") or []
+        elif c.get("args"):
+            config["Cmd"] = c["args"]
+        if c.get("workingDir"):
+            config["WorkingDir"] = c["workingDir"]
+        cid = self.docker.create(self.cname(pod, c["name"], restarts), config)
+        self.docker.start(cid)
+        log.info("started container %s of pod %s/%s", c["name"], pod["metadata"].get("namespace"), pod["metadata"]["name"])
+
+    def sync_pod(self, pod: Obj, existing: list[Obj]) -> None:
+        by_name: dict[str, Obj] = {}
+        for ctr in existing:
+            name = ctr["Labels"].get(L_CNAME, "")
+            old = by_name.get(name)
+            if old is None or int(ctr["Labels"].get(L_RESTARTS, 0)) > int(old["Labels"].get(L_RESTARTS, 0)):
+                if old is not None:
+                    self.docker.remove(old["Id"])
+                by_name[name] = ctr
+            else:
+                self.docker.remove(ctr["Id"])
+        infra = by_name.get("POD")
+        if infra is not None and infra["State"] != "running":
+            log.info("pod %s: infra container died; recreating the pod's containers", pod["metadata"]["name"])
+            for ctr in by_name.values():
+                self.docker.remove(ctr["Id"])
+            by_name, infra = {}, None
+        infra_id = infra["Id"] if infra else self.start_infra(pod)
+        policy = pod["spec"].get("restartPolicy", "Always")
+        for c in pod["spec"].get("containers") or []:
+            ctr = by_name.get(c["name"])
+            if ctr is None:
+                self.start_container(pod, c, infra_id, 0)
+                continue
+            if ctr["State"] in ("running", "created", "restarting"):
+                continue
+            code = self.exit_code(ctr)
+            if policy == "Never" or (policy == "OnFailure" and code == 0):
+                continue
+            restarts = int(ctr["Labels"].get(L_RESTARTS, 0))
+            first_seen = self.last_exit.setdefault(ctr["Id"], time.monotonic())
+            if restarts > 0 and time.monotonic() - first_seen < 10:
+                continue  # back-off
+            self.docker.remove(ctr["Id"])
+            self.last_exit.pop(ctr["Id"], None)
+            self.start_container(pod, c, infra_id, restarts + 1)
+
+    @staticmethod
+    def exit_code(ctr: Obj) -> int:
+        status = str(ctr.get("Status", ""))
+        try:
+            return int(status.split("(")[1].split(")")[0]) if "(" in status else 0
+        except (IndexError, ValueError):
+            return 1
+
+    def sync(self) -> None:
+        self.read_static()
+        api_list = self.read_api()
+        with self.lock:
+            desired = {**self.api_pods, **self.static}
+        containers = self.docker.containers(L_UID)
+        by_pod: dict[str, list[Obj]] = {}
+        for ctr in containers:
+            by_pod.setdefault(ctr["Labels"][L_UID], []).append(ctr)
+        for uid, ctrs in by_pod.items():
+            if uid not in desired:
+                for ctr in ctrs:
+                    self.docker.remove(ctr["Id"])
+                log.info("removed containers of pod %s/%s (no longer wanted)", ctrs[0]["Labels"].get(L_NS),
+                         ctrs[0]["Labels"].get(L_NAME))
+        for uid, pod in desired.items():
+            try:
+                self.sync_pod(pod, by_pod.get(uid, []))
+            except (DockerError, OSError) as exc:
+                log.warning("pod %s/%s: %s", pod["metadata"].get("namespace"), pod["metadata"]["name"], exc)
+        if api_list is not None:
+            self.report(desired, api_list)
+
+    # -- status ------------------------------------------------------------------------
+    def pod_status(self, pod: Obj) -> Obj:
+        ctrs = {c["Labels"].get(L_CNAME): c for c in self.docker.containers(f"{L_UID}={pod['metadata']['uid']}")}
+        infra = ctrs.get("POD")
+        ip = self.node_ip if pod["spec"].get("hostNetwork") else ""
+        started = None
+        if infra:
+            details = self.docker.inspect(infra["Id"]) or {}
+            started = (details.get("State") or {}).get("StartedAt", "")[:19] + "Z"
+            if not ip:
+                ip = ((details.get("NetworkSettings") or {}).get("IPAddress")) or ""
+        statuses, running, done_ok, total = [], 0, 0, 0
+        for c in pod["spec"].get("containers") or []:
+            total += 1
+            ctr = ctrs.get(c["name"])
+            st: Obj = {"name": c["name"], "image": c["image"], "ready": False,
+                       "restartCount": int(ctr["Labels"].get(L_RESTARTS, 0)) if ctr else 0,
+                       "imageID": "", "started": False}
+            if ctr is None:
+                st["state"] = {"waiting": {"reason": "ContainerCreating"}}
+            else:
+                st["containerID"] = f"docker://{ctr['Id']}"
+                st["imageID"] = f"docker-pullable://{ctr.get('Image', '')}"
+                details = self.docker.inspect(ctr["Id"]) or {}
+                state = details.get("State") or {}
+                if state.get("Running"):
+                    st["state"] = {"running": {"startedAt": state.get("StartedAt", "")[:19] + "Z"}}
+                    st["ready"] = st["started"] = True
+                    running += 1
+                else:
+                    code = int(state.get("ExitCode", 0))
+                    done_ok += code == 0
+                    st["state"] = {"terminated": {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
+                                                  "startedAt": state.get("StartedAt", "")[:19] + "Z",
+                                                  "finishedAt": state.get("FinishedAt", "")[:19] + "Z"}}
+            statuses.append(st)
+        policy = pod["spec"].get("restartPolicy", "Always")
+        if running == total and total:
+            phase = "Running"
+        elif policy != "Always" and done_ok == total and total:
+            phase = "Succeeded"
+        elif running:
+            phase = "Running"
+        elif policy == "Never" and len([s for s in statuses if "terminated" in s["state"]]) == total:
+            phase = "Failed"
+        else:
+            phase = "Pending" if not infra else "Running" if any("terminated" in s["state"] for s in statuses) else "Pending"
+        ready = running == total and total > 0
+        stamp = kobj.now_rfc3339()
+        out = {"phase": phase, "hostIP": self.node_ip, "podIP": ip or None, "startTime": started,
+               "qosClass": "BestEffort", "containerStatuses": statuses, "conditions": []}
+        if ip:
+            out["podIPs"] = [{"ip": ip}]
+        holder = {"status": {"conditions": copy.deepcopy((pod.get("status") or {}).get("conditions") or [])}}
+        for ctype, ok in (("Initialized", True), ("Ready", ready), ("ContainersReady", ready), ("PodScheduled", True)):
+            kobj.set_condition(holder, {"type": ctype, "status": "True" if ok else "False", "lastProbeTime": None,
+                                        "lastTransitionTime": stamp})
+        out["conditions"] = holder["status"]["conditions"]
+        return out
+
+    def report(self, desired: dict[str, Obj], api_list: list[Obj]) -> None:
+        assert self.kube is not None
+        in_api = {p["metadata"]["name"] + "/" + p["metadata"].get("namespace", ""): p for p in api_list}
+        for uid, pod in desired.items():
+            key = pod["metadata"]["name"] + "/" + pod["metadata"].get("namespace", "")
+            target = in_api.get(key)
+            if uid in self.static:
+                if target is not None and (target["metadata"].get("annotations") or {}).get(MIRROR) != uid:
+                    self.kube.request("DELETE", pod_path(target))
+                    target = None
+                if target is None:
+                    if not self.registered:
+                        continue
+                    mirror = copy.deepcopy(pod)
+                    mirror["metadata"].pop("uid", None)
+                    code, target = self.kube.request("POST", f"/api/v1/namespaces/{pod['metadata']['namespace']}/pods", mirror)
+                    if code != 201:
+                        continue
+                    log.info("created mirror pod %s", key)
+            if target is None or target["metadata"]["uid"] != uid and uid not in self.static:
+                continue
+            try:
+                status = self.pod_status(pod)
+            except (DockerError, OSError):
+                continue
+            # Keep conditions set by others (the node controller's NodeNotReady) out of the comparison.
+            digest = json.dumps({k: v for k, v in status.items() if k != "conditions"}, sort_keys=True) + str(
+                [(c["type"], c["status"]) for c in status["conditions"]])
+            current = target.get("status") or {}
+            cur_digest = json.dumps({k: v for k, v in current.items() if k in status and k != "conditions"},
+                                    sort_keys=True) + str([(c.get("type"), c.get("status"))
+                                                           for c in current.get("conditions") or []])
+            if digest == cur_digest and self.last_status.get(uid) == digest:
+                continue
+            new = copy.deepcopy(target)
+            new["status"] = {**current, **status}
+            code, _ = self.kube.request("PUT", pod_path(target, "status"), new)
+            if code == 200:
+                self.last_status[uid] = digest
+
+    def pods_endpoint(self, path: str) -> tuple[int, Any] | None:
+        if path.split("?")[0] != "/pods":
+            return None
+        with self.lock:
+            items = list(self.static.values()) + list(self.api_pods.values())
+        return 200, {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items}
+
+
+def main(argv: list[str]) -> None:
+    setup_logging("kubelet")
+    opts = parse_flags("kubelet", argv, FLAGS)
+    docker = Docker(opts["docker-endpoint"])
+    k = Kubelet(opts, docker)
+    log.info("kubelet stand-in: node %s (%s), api %s, manifests %s", k.node_name, k.node_ip,
+             k.api_url or "none", opts["config"] or "none")
+
+    def docker_ok() -> bool:
+        try:
+            docker.version()
+            return True
+        except (OSError, DockerError):
+            return False
+
+    serve_healthz(opts["healthz-bind-address"], opts["healthz-port"], docker_ok)
+    serve_healthz(opts["address"], opts["port"], docker_ok, k.pods_endpoint)
+    if k.kube is not None:
+        threading.Thread(target=k.heartbeat_loop, daemon=True).start()
+    while True:
+        try:
+            k.sync()
+        except (DockerError, OSError, HTTPError) as exc:
+            log.warning("sync failed: %s", exc)
+        time.sleep(1.0)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
