@@ -54,7 +54,6 @@ Progress = Callable[[str], None]
 
 KUBECTL = "/opt/piprov-tools/usr/bin/kubectl"
 REGISTRY_PORT = 5000
-RELAY_PORT = 10022
 NODE_IP_OFFSET = 10  # pi1 = .11, pi2 = .12, ...
 DECOY_IP_OFFSET = 200
 PI_OUIS = ("b8:27:eb", "dc:a6:32", "e4:5f:01")  # Raspberry Pi Foundation / Trading

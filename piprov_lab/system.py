@@ -164,19 +164,28 @@ def _reap(pid: int) -> None:
 
 
 def spawn(argv: Sequence[str], log: Path, *, env: Mapping[str, str] | None = None) -> ProcRef:
-    """Start a long-lived process detached from us (own session), output to ``log``."""
+    """Start a long-lived process detached from us (own session), output to ``log``.
+
+    A shell starts it in the background and exits, so the process is adopted
+    by init: whoever stops it later (this process, or `piprov lab down` from
+    another one) never leaves a zombie behind in a long-running parent.
+    """
     log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            list(argv),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env=dict(env) if env is not None else None,
-            close_fds=True,
-        )
-    return proc_ref(proc.pid)
+    launcher = 'log=$1; shift; "$@" </dev/null >>"$log" 2>&1 & echo $!'
+    proc = subprocess.run(
+        ["sh", "-c", launcher, "sh", str(log), *argv],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        start_new_session=True,
+        env=dict(env) if env is not None else None,
+        timeout=30,
+    )
+    try:
+        pid = int(proc.stdout.strip())
+    except ValueError:
+        raise LabError(f"could not start {argv[0]}: {proc.stderr.strip()}") from None
+    return proc_ref(pid)
 
 
 def ssh_banner(ip: str, port: int = 22, timeout: float = 0.5) -> bool:
