@@ -16,9 +16,11 @@ from importlib.metadata import entry_points
 import click
 
 from piprov.cli.app import EXIT_USAGE, cli, run
+from piprov.cli.discover_cmd import discover_cmd
 from piprov.cli.inventory_cmd import inventory
 
 cli.add_command(inventory)
+cli.add_command(discover_cmd)
 
 __all__ = ["cli", "main"]
 

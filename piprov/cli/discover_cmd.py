@@ -1,0 +1,158 @@
+"""`piprov discover`: find the Pis on the LAN over mDNS and, with --add, put them in the inventory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.markup import escape
+from rich.table import Table
+
+from piprov.cli.app import err, inventory_option, out
+from piprov.discover import DiscoveryResult, Host, discover, inventory_match, plan_additions
+from piprov.errors import InventoryError, PiprovError
+from piprov.inventory import Inventory, edit, load
+from piprov.inventory.edit import NewNode
+from piprov.inventory.load import ROLES
+
+
+def _load_optional(path: Path) -> Inventory | None:
+    try:
+        return load(path)
+    except InventoryError as e:
+        if "does not exist" in e.message:
+            return None
+        raise
+
+
+@click.command("discover")
+@click.option("--timeout", default=5.0, show_default=True, type=click.FloatRange(0.2, 120), help="Give up after S seconds.")
+@click.option(
+    "--quiet-period",
+    "quiet",
+    default=0.7,
+    show_default=True,
+    type=click.FloatRange(0.05, 30),
+    help="Stop once no answer changed for this long.",
+)
+@click.option("--all", "all_", is_flag=True, help="Also browse printers, laptops... and show non-Pi devices.")
+@click.option("--json", "as_json", is_flag=True, help="Print the records as JSON.")
+@click.option(
+    "--interface",
+    "interfaces",
+    multiple=True,
+    metavar="ADDR",
+    help="Browse on the interface with this local IP address (repeatable; default: all).",
+)
+@click.option("--add", is_flag=True, help="Add the new Pis to the inventory with planned host names.")
+@click.option("--role", type=click.Choice(ROLES), default="worker", show_default=True, help="Role of added nodes.")
+@click.option("--name-pattern", default="rpi-node-{n}", show_default=True, help="Names for added nodes; {n} = next free number.")
+@inventory_option
+def discover_cmd(
+    timeout: float,
+    quiet: float,
+    all_: bool,
+    as_json: bool,
+    interfaces: tuple[str, ...],
+    add: bool,
+    role: str,
+    name_pattern: str,
+    inventory_path: Path,
+) -> None:
+    """Find Raspberry Pis on the LAN (mDNS) and tell them from other devices.
+
+    \b
+    Browses _workstation._tcp and _ssh._tcp (what HypriotOS's avahi announces),
+    merges each host's services into one record and classifies it by the MAC's
+    vendor prefix (Raspberry Pi Foundation/Trading) or, without a MAC, by the
+    HypriotOS name black-pearl. Stops as soon as answers stop changing.
+    Answers that cannot be trusted (odd host names, addresses off the local
+    subnet, one name claimed by two devices) are listed with the reason.
+
+    \b
+    Examples:
+      piprov discover                      the Pis, marked if in inventory.yaml
+      piprov discover --all --json         every device, as JSON
+      piprov discover --add                append new Pis as rpi-node-N workers
+      piprov discover --interface 10.0.0.1 browse one interface only
+
+    --add leaves Pis already in the inventory (same address or MAC) alone and
+    writes only the planned name, the address and the MAC; `piprov up` then
+    sets the host names.
+    """
+    if role == "master" and add:
+        raise PiprovError("--add --role master: the inventory already names its master", hint="add workers, then edit by hand")
+    inv = _load_optional(inventory_path)
+    if add and inv is None:
+        raise InventoryError(
+            f"--add needs an inventory with the master in it; {inventory_path} does not exist",
+            hint="start from inventory.example.yaml (or `piprov inventory add` after creating one)",
+        )
+    if not as_json:
+        err.print(f"[dim]browsing mDNS on {', '.join(interfaces) or 'all interfaces'} (up to {timeout:g} s)...[/]")
+    result = discover(interfaces, timeout=timeout, quiet=quiet, all_types=all_)
+
+    added: list[NewNode] = []
+    if add:
+        def plan(current: Inventory) -> list[NewNode]:
+            added[:] = plan_additions(result.hosts, current, pattern=name_pattern, role=role)
+            return added
+
+        inv = edit.add_nodes(inventory_path, plan, what="discover --add")
+
+    if as_json:
+        data = result.as_dict()
+        for h in data["hosts"]:
+            host = next(x for x in result.hosts if x.hostname == h["hostname"])
+            h["inventory_node"], h["inventory_note"] = inventory_match(host, inv)
+        if not all_:
+            data["hosts"] = [h for h in data["hosts"] if h["kind"] == "pi"]
+        data["added"] = [n.as_mapping() for n in added]
+        out.print_json(json.dumps(data))
+        return
+    _print_table(result, inv, all_, inventory_path)
+    for n in added:
+        err.print(f"[green]added[/] {n.name} ({n.address}, {n.role}) to {escape(str(inventory_path))}")
+    if add and not added:
+        err.print("nothing to add: every Pi found is already in the inventory")
+
+
+def _print_table(result: DiscoveryResult, inv: Inventory | None, all_: bool, inventory_path: Path) -> None:
+    shown: list[Host] = [h for h in result.hosts if all_ or h.is_pi]
+    t = Table(title_justify="left")
+    t.add_column("NAME", overflow="fold")
+    t.add_column("ADDRESS", no_wrap=True, min_width=15)
+    t.add_column("MAC", no_wrap=True, min_width=17)
+    t.add_column("KIND")
+    t.add_column("SERVICES", overflow="fold")
+    t.add_column("INVENTORY", overflow="fold")
+    notes: list[str] = []
+    for h in shown:
+        node, note = inventory_match(h, inv)
+        where = "-" if inv is None else (escape(node) if node else "[yellow]no[/]")
+        if note:
+            notes.append(f"{h.hostname}: {note}")
+            where += " [yellow](!)[/]"
+        if h.is_pi:
+            kind = "[bold green]Pi[/]" + ("" if h.mac else " [dim](name)[/]")
+        else:
+            kind = "other"
+        notes.extend(f"{h.hostname}: {w}" for w in h.warnings)
+        services = ", ".join(x.split(".")[0].lstrip("_") for x in h.services)
+        t.add_row(escape(h.hostname), "\n".join(h.addresses), h.mac or "-", kind, services, where)
+    out.print(t)
+    for n in notes:
+        err.print(f"[yellow]note[/] {escape(n)}")
+    for r in result.rejected:
+        err.print(f"[yellow]ignored[/] {escape(r.what)}: {escape(r.reason)}")
+    others = len(result.hosts) - len(result.pis)
+    ending = "answers settled" if result.settled else "timeout"
+    summary = f"{len(result.pis)} Pi{'s' if len(result.pis) != 1 else ''}"
+    if others and not all_:
+        summary += f" ({others} other device{'s' if others != 1 else ''} hidden; --all shows them)"
+    elif others:
+        summary += f", {others} other device{'s' if others != 1 else ''}"
+    err.print(f"{summary} in {result.duration:.1f} s ({ending})")
+    if inv is None:
+        err.print(f"[dim]{escape(str(inventory_path))} does not exist: not checking which hosts are known[/]")
