@@ -732,8 +732,11 @@ def load_graph(playbooks_dir: Path | None = None, *, templates_dir: Path | None 
             doc = loader.get_single_data()
         except yaml.MarkedYAMLError as e:
             mark = e.problem_mark
+            context = ""
+            if e.context and e.context_mark is not None and (mark is None or e.context_mark.line != mark.line):
+                context = f" ({e.context} started at line {e.context_mark.line + 1})"
             raise GraphError(
-                f"invalid YAML: {e.problem}",
+                f"invalid YAML: {e.problem}{context}",
                 location=Location(str(path), mark.line + 1 if mark else None, mark.column + 1 if mark else None),
             ) from None
         finally:

@@ -1,0 +1,131 @@
+"""Facts: the one command runs under real POSIX shells; the parser rejects garbage by name."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from piprov.errors import FactsError
+from piprov.facts import BEGIN, MAX_CONTENT, facts_command, parse_facts
+
+DATA = Path(__file__).parent / "data" / "facts"
+GARBAGE = yaml.safe_load((DATA / "cases.yaml").read_text())
+SHELLS = [s for s in (["dash"], ["busybox", "sh"]) if shutil.which(s[0])]
+
+
+def test_parse_good_output() -> None:
+    facts = parse_facts("192.168.1.101", (DATA / "good-hypriot.txt").read_text())
+    assert facts.host == "192.168.1.101"
+    assert (facts.machine, facts.hostname, facts.os_id, facts.os_version) == ("armv7l", "black-pearl", "raspbian", "8")
+    assert [a.cidr for a in facts.addresses] == ["127.0.0.1/8", "192.168.1.101/24"]
+    assert facts.addresses[1].ip == "192.168.1.101"
+    assert facts.is_hypriot and facts.occidentalis == "hostname=black-pearl\n"
+    hostname = facts.file("/etc/hostname")
+    assert hostname.exists and hostname.content == b"hello\n" and hostname.mode == 0o644
+    assert facts.file("/etc/hosts").content == b""
+    assert not facts.file("/etc/kubernetes/k8s.conf").exists
+    big = facts.file("/etc/kubernetes/big.json")
+    assert big.exists and big.content is None and big.size == 100000 and big.owner == "pirate"
+    assert not facts.file("/etc/kubernetes/manifests").is_regular
+    assert not facts.file("/never/asked").exists
+    assert facts.unit("docker-bootstrap.service").is_active
+    flannel = facts.unit("k8s-flannel.service")
+    assert flannel.is_failed and not flannel.is_enabled
+    assert facts.unit("docker.service").enabled == "not-found"
+    assert facts.unit("never.service").active == "unknown"
+    assert facts.etcd_keys["/coreos.com/network/config"].value == '{"Network": "10.0.0.0/16"}'
+    assert facts.etcd_keys["/other/key"].state == "missing"
+    assert facts.etcd_keys["/third/key"].state == "unavailable"
+
+
+def test_crlf_output_from_a_pty_parses() -> None:
+    text = (DATA / "good-hypriot.txt").read_text().replace("\n", "\r\n")
+    assert parse_facts("h", text).hostname == "black-pearl"
+
+
+@pytest.mark.parametrize("case", GARBAGE, ids=[c["name"] for c in GARBAGE])
+def test_garbage_is_an_error_naming_the_host(case: dict[str, object]) -> None:
+    with pytest.raises(FactsError) as e:
+        parse_facts("rpi-node-7", str(case["output"]))
+    assert e.value.host == "rpi-node-7"
+    assert str(e.value).startswith("rpi-node-7: cannot understand the facts output")
+    for text in case["error"]:  # type: ignore[attr-defined]
+        assert text in str(e.value)
+    assert e.value.hint
+
+
+def test_every_prefix_of_good_output_is_rejected() -> None:
+    """Truncation anywhere (a cut SSH session) is caught, never half-parsed."""
+    text = (DATA / "good-hypriot.txt").read_text()
+    end = text.index("PIPROV-FACTS-END")
+    for cut in range(0, end, 7):
+        with pytest.raises(FactsError):
+            parse_facts("h", text[:cut])
+
+
+def test_command_refuses_unsafe_arguments() -> None:
+    with pytest.raises(FactsError):
+        facts_command(["/etc/x; rm -rf /"], [])
+    with pytest.raises(FactsError):
+        facts_command(["relative/path"], [])
+    with pytest.raises(FactsError):
+        facts_command([], ["docker.service && reboot"])
+    with pytest.raises(FactsError):
+        facts_command([], [], etcdctl="etcdctl", etcd_keys=["not a key"])
+
+
+def test_command_is_one_script_without_bashisms() -> None:
+    cmd = facts_command(["/etc/kubernetes/k8s.conf"], ["docker.service"])
+    assert "[[" not in cmd and "function " not in cmd and "<(" not in cmd
+    assert BEGIN in cmd
+    # The host files hostname planning edits are always read.
+    for p in ("/boot/occidentalis.txt", "/etc/hostname", "/etc/hosts"):
+        assert f"f {p}\n" in cmd
+
+
+@pytest.mark.parametrize("shell", SHELLS, ids=[s[0] for s in SHELLS])
+def test_command_runs_under_a_posix_shell(shell: list[str], tmp_path: Path) -> None:
+    small = tmp_path / "small.conf"
+    small.write_text("K8S_MASTER_IP=10.0.0.1\n")
+    small.chmod(0o640)
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(MAX_CONTENT + 1))
+    binary = tmp_path / "bin"
+    binary.write_bytes(bytes(range(256)))
+    (tmp_path / "adir").mkdir()
+    # A stand-in etcdctl: answers one key, says "Key not found" for another, breaks on the third.
+    fake = tmp_path / "etcdctl"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'case "$2" in\n'
+        '  /a) printf \'%s\\n\' \'{"Network": "10.0.0.0/16"}\' ;;\n'
+        "  /b) echo 'Error:  100: Key not found (/b) [7]' >&2; exit 4 ;;\n"
+        "  *) echo 'cannot connect' >&2; exit 1 ;;\n"
+        "esac\n"
+    )
+    fake.chmod(0o755)
+    paths = [str(p) for p in (small, empty, big, binary, tmp_path / "adir", tmp_path / "missing")]
+    cmd = facts_command(paths, ["docker.service"], etcdctl=str(fake), etcd_keys=["/a", "/b", "/c"])
+    out = subprocess.run([*shell, "-c", cmd], capture_output=True, text=True, timeout=60)
+    facts = parse_facts("localhost", out.stdout)
+    assert facts.machine == os.uname().machine
+    assert facts.hostname == os.uname().nodename
+    f = facts.file(str(small))
+    assert f.content == b"K8S_MASTER_IP=10.0.0.1\n" and f.mode == 0o640 and f.owner == "root"
+    assert facts.file(str(empty)).content == b"" and facts.file(str(empty)).size == 0
+    assert facts.file(str(big)).content is None and facts.file(str(big)).size == MAX_CONTENT + 1
+    assert facts.file(str(binary)).content == bytes(range(256))
+    assert not facts.file(str(tmp_path / "adir")).is_regular
+    assert not facts.file(str(tmp_path / "missing")).exists
+    assert "docker.service" in facts.units
+    assert facts.etcd_keys["/a"].value == '{"Network": "10.0.0.0/16"}'
+    assert facts.etcd_keys["/b"].state == "missing"
+    assert facts.etcd_keys["/c"].state == "unavailable"
+    assert any(a.ip == "127.0.0.1" for a in facts.addresses) or not shutil.which("ip")

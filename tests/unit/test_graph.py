@@ -1,0 +1,184 @@
+"""The component graph: validation cases from data/graph/, the seed stack, the node DAG."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from piprov.errors import GraphError
+from piprov.graph import ComponentGraph, Vertex, load_graph
+from piprov.inventory.model import ImageSettings, Inventory, NetworkSettings, Node, SshSettings
+
+DATA = Path(__file__).parent / "data" / "graph"
+CASES = sorted(DATA.glob("*.yaml"))
+
+
+def make_inventory(workers: int = 2) -> Inventory:
+    ssh = SshSettings()
+    nodes = [Node("rpi-master", "192.168.1.100", "master", ssh)]
+    nodes += [Node(f"rpi-node-{i}", f"192.168.1.{100 + i}", "worker", ssh) for i in range(1, workers + 1)]
+    return Inventory(
+        path=Path("inventory.yaml"),
+        cluster_name="pi-cluster",
+        ssh=ssh,
+        images=ImageSettings(),
+        network=NetworkSettings(),
+        nodes=tuple(nodes),
+        known_hosts=Path("known_hosts"),
+    )
+
+
+@pytest.fixture(scope="module")
+def graph() -> ComponentGraph:
+    return load_graph()
+
+
+@pytest.mark.parametrize("case", CASES, ids=[p.stem for p in CASES])
+def test_invalid_playbook_is_an_error_naming_it(case: Path, tmp_path: Path) -> None:
+    text = case.read_text()
+    expected = re.search(r"^# error: (.*)$", text, re.M)
+    line = re.search(r"^# line: (\d+)$", text, re.M)
+    assert expected, f"{case.name} has no '# error:' line"
+    playbooks = tmp_path / "playbooks"
+    templates = tmp_path / "templates"
+    playbooks.mkdir()
+    templates.mkdir()
+    (templates / "present.j2").write_text("x\n")
+    shutil.copy(case, playbooks / "stack.yaml")
+    with pytest.raises(GraphError) as e:
+        load_graph(playbooks, templates_dir=templates)
+    assert expected.group(1) in str(e.value)
+    assert e.value.location is not None and e.value.location.file.endswith("stack.yaml")
+    if line:
+        assert e.value.location.line == int(line.group(1)), str(e.value)
+
+
+def test_no_playbooks_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(GraphError, match="no playbooks"):
+        load_graph(tmp_path)
+
+
+def test_two_playbooks_make_one_graph(tmp_path: Path) -> None:
+    (tmp_path / "templates").mkdir()
+    pb = tmp_path / "playbooks"
+    pb.mkdir()
+    h = "    health: [{probe: unit, target: x.service}]\n"
+    (pb / "a.yaml").write_text("components:\n  - name: b\n    roles: [worker]\n    requires: [a]\n" + h)
+    (pb / "b.yaml").write_text("vars: {x: 1}\ncomponents:\n  - name: a\n    roles: [worker, master]\n" + h)
+    g = load_graph(pb)
+    assert g.names == ["a", "b"]  # topological, across files
+    assert g.vars == {"x": 1}
+
+
+def test_seed_stack(graph: ComponentGraph) -> None:
+    assert graph.names == ["docker-bootstrap", "etcd", "flannel", "docker", "kube-master", "kube-worker"]
+    assert [c.name for c in graph.for_role("master")] == [
+        "docker-bootstrap", "etcd", "flannel", "docker", "kube-master",
+    ]
+    assert [c.name for c in graph.for_role("worker")] == ["docker-bootstrap", "flannel", "docker", "kube-worker"]
+    assert graph.component("docker-bootstrap").units == ("docker-bootstrap.socket", "docker-bootstrap.service")
+    assert graph.component("etcd").roles == ("master",)
+    assert graph.component("etcd").etcd_keys is not None
+    with pytest.raises(GraphError, match="no component named 'nope'"):
+        graph.component("nope")
+
+
+def test_every_component_has_a_health_gate_and_owns_its_unit_files(graph: ComponentGraph) -> None:
+    for c in graph.components:
+        assert c.health
+        unit_files = {f.unit for f in c.files if f.unit}
+        assert unit_files == set(c.units), c.name
+
+
+def test_restart_triggers(graph: ComponentGraph) -> None:
+    flannel = graph.component("flannel").restart_triggers
+    assert flannel["/etc/kubernetes/k8s.conf"] == ("k8s-flannel.service",)
+    boot = graph.component("docker-bootstrap").restart_triggers
+    assert boot["/etc/systemd/system/docker-bootstrap.socket"] == ("docker-bootstrap.socket", "docker-bootstrap.service")
+    master = graph.component("kube-master").restart_triggers
+    assert master["/etc/kubernetes/manifests/kube-apiserver.json"] == ()  # the kubelet watches the directory
+
+
+def test_unit_dependencies_come_from_the_graph(graph: ComponentGraph) -> None:
+    assert graph.unit_dependencies("etcd") == (
+        ["docker-bootstrap.socket", "docker-bootstrap.service"],
+        ["docker-bootstrap.service"],
+    )
+    assert graph.unit_dependencies("docker", unit="docker.service") == (
+        ["docker.socket", "k8s-flannel.service"],
+        ["docker.socket", "k8s-flannel.service"],
+    )
+    # A socket listens without waiting for anything.
+    assert graph.unit_dependencies("docker", unit="docker.socket") == ([], [])
+    # The master's etcd: a network dependency. On the master it orders the start
+    # (After=) without tying restarts together (no Requires=); on workers, nothing.
+    after, requires = graph.unit_dependencies("flannel", role="master")
+    assert "k8s-etcd.service" in after and "k8s-etcd.service" not in requires
+    after, requires = graph.unit_dependencies("flannel", role="worker")
+    assert "k8s-etcd.service" not in after
+    assert graph.unit_dependencies("docker-bootstrap", unit="docker-bootstrap.service") == (
+        ["network-online.target", "docker-bootstrap.socket"],
+        ["docker-bootstrap.socket"],
+    )
+    assert graph.unit_wants("docker-bootstrap") == ["network-online.target"]
+
+
+def test_managed_paths_and_units(graph: ComponentGraph) -> None:
+    assert "/etc/kubernetes/manifests/kube-apiserver.json" in graph.managed_paths("master")
+    assert "/etc/kubernetes/manifests/kube-apiserver.json" not in graph.managed_paths("worker")
+    assert graph.managed_units("worker") == [
+        "docker-bootstrap.socket", "docker-bootstrap.service", "k8s-flannel.service",
+        "docker.socket", "docker.service", "k8s-worker.service", "k8s-proxy.service",
+    ]
+
+
+def test_node_dag(graph: ComponentGraph) -> None:
+    dag = graph.node_dag(make_inventory(workers=2))
+    order = dag.topological()
+    assert len(order) == 5 + 4 * 2
+    pos = {v: i for i, v in enumerate(order)}
+    for e in dag.edges:
+        assert pos[e.required] < pos[e.dependent]
+    w1_flannel = Vertex("rpi-node-1", "flannel")
+    assert set(dag.predecessors(w1_flannel)) == {
+        Vertex("rpi-node-1", "docker-bootstrap"),
+        Vertex("rpi-master", "etcd"),
+    }
+    # The edge from the master's etcd carries etcd's health gate, rendered for the master.
+    (edge,) = [e for e in dag.edges_into(w1_flannel) if e.required.component == "etcd"]
+    assert [(h.probe, h.target) for h in edge.gate] == [
+        ("unit", "k8s-etcd.service"),
+        ("http", "http://192.168.1.100:4001/health"),
+    ]
+    assert dag.health[Vertex("rpi-node-2", "kube-worker")][0].target == "192.168.1.102"
+    assert set(dag.successors(Vertex("rpi-master", "kube-master"))) == {
+        Vertex("rpi-node-1", "kube-worker"),
+        Vertex("rpi-node-2", "kube-worker"),
+    }
+    # A failed etcd stops every flannel, docker and kubelet, but no docker-bootstrap.
+    stopped = dag.descendants(Vertex("rpi-master", "etcd"))
+    assert Vertex("rpi-node-2", "kube-worker") in stopped
+    assert not any(v.component == "docker-bootstrap" for v in stopped)
+    # Layer by layer: every docker-bootstrap comes first.
+    assert [v.component for v in order[:3]] == ["docker-bootstrap"] * 3
+
+
+def test_dag_renderings(graph: ComponentGraph) -> None:
+    dag = graph.node_dag(make_inventory(workers=1))
+    text = dag.to_text()
+    assert "rpi-node-1/flannel  <- rpi-node-1/docker-bootstrap, rpi-master/etcd" in text
+    assert "health: node_ready 192.168.1.101 (timeout 300s)" in text
+    dot = dag.to_dot()
+    assert dot.startswith("digraph piprov {") and dot.rstrip().endswith("}")
+    assert '"rpi-master/etcd" -> "rpi-node-1/flannel" [label="unit, http"];' in dot
+    assert dot.count("subgraph cluster_") == 2
+
+
+def test_master_only_inventory(graph: ComponentGraph) -> None:
+    dag = graph.node_dag(make_inventory(workers=0))
+    assert [v.component for v in dag.topological()] == [
+        "docker-bootstrap", "etcd", "flannel", "docker", "kube-master",
+    ]
