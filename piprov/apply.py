@@ -31,11 +31,16 @@ EXIT_NO_TEMP = 97
 
 
 class FileLike(Protocol):
-    path: str
-    content: bytes
-    mode: int
-    owner: str
-    group: str
+    @property
+    def path(self) -> str: ...
+    @property
+    def content(self) -> bytes: ...
+    @property
+    def mode(self) -> int: ...
+    @property
+    def owner(self) -> str: ...
+    @property
+    def group(self) -> str: ...
 
 
 @dataclass(frozen=True)

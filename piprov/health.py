@@ -6,7 +6,7 @@ A probe is a kind plus a target (already rendered from the playbook):
 kind           target                                        checked
 =============  ============================================  ====================
 unit           a systemd unit name                           on the node (SSH)
-docker_socket  a docker socket path                          on the node (SSH)
+docker_socket  a docker host (unix:///...)                         on the node (SSH)
 file           a path that must exist and be non-empty      on the node (SSH)
 http           a URL that must answer 2xx                    from the controller
 node_ready     an apiserver URL .../api/v1/nodes/NAME        from the controller
@@ -69,10 +69,15 @@ def check_command(probe: Probe) -> str:
     if probe.kind == "unit":
         return f"systemctl is-active --quiet {t}"
     if probe.kind == "docker_socket":
-        return f"docker -H unix://{t} version --format '{{{{.Server.Version}}}}' >/dev/null 2>&1"
+        return f"docker -H {_docker_host(probe.target)} version --format '{{{{.Server.Version}}}}' >/dev/null 2>&1"
     if probe.kind == "file":
         return f"test -s {t}"
     raise PiprovError(f"probe kind {probe.kind!r} does not run on the node")
+
+
+def _docker_host(target: str) -> str:
+    """A docker -H value: playbooks give a URL, a bare path means a unix socket."""
+    return shlex.quote(target if "://" in target else f"unix://{target}")
 
 
 def _remote_wait_command(probe: Probe) -> str:
@@ -82,7 +87,7 @@ def _remote_wait_command(probe: Probe) -> str:
     # On failure, say what the node sees, so the summary can show it.
     explain = {
         "unit": f"systemctl status --no-pager --lines=5 {shlex.quote(probe.target)} 2>&1 | tail -n 8",
-        "docker_socket": f"docker -H unix://{shlex.quote(probe.target)} version 2>&1 | tail -n 3",
+        "docker_socket": f"docker -H {_docker_host(probe.target)} version 2>&1 | tail -n 3",
         "file": f"ls -l {shlex.quote(probe.target)} 2>&1",
     }[probe.kind]
     return (

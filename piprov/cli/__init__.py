@@ -16,9 +16,12 @@ from importlib.metadata import entry_points
 import click
 
 from piprov.cli.app import EXIT_USAGE, cli, run
+from piprov.cli.cluster import graph_cmd, kubeconfig_cmd, plan_cmd, status_cmd, up_cmd
 from piprov.cli.discover_cmd import discover_cmd
 from piprov.cli.inventory_cmd import inventory
 
+for _command in (up_cmd, plan_cmd, status_cmd, graph_cmd, kubeconfig_cmd):
+    cli.add_command(_command)
 cli.add_command(inventory)
 cli.add_command(discover_cmd)
 

@@ -1,0 +1,421 @@
+"""Commands on the whole cluster: plan, up, status, graph, kubeconfig."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.live import Live
+from rich.markup import escape
+from rich.syntax import Syntax
+from rich.table import Table
+
+from piprov.cli.app import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, ExitWith, err, inventory_option, out
+from piprov.facts import NodeFacts
+from piprov.graph import ComponentGraph, Vertex, load_graph
+from piprov.inventory import Inventory, load
+from piprov.orchestrate import Event, StepResult
+from piprov.plan import NodePlan, Plan
+from piprov.provision import ApplyReport, Fleet, apply_plan, gather_facts, make_plan, run_lock
+
+trust_option = click.option(
+    "--trust-new-hosts",
+    is_flag=True,
+    help="Pin the host key of nodes seen for the first time (trust on first use). "
+    "A CHANGED key still stops work on that node.",
+)
+
+SYMBOL = {
+    "pending": "[dim]·[/]",
+    "running": "[cyan]…[/]",
+    "unchanged": "[green]=[/]",
+    "changed": "[bold green]✓[/]",
+    "failed": "[bold red]✗[/]",
+    "skipped": "[yellow]–[/]",
+}
+
+
+def _load(path: Path) -> tuple[Inventory, ComponentGraph]:
+    return load(path), load_graph()
+
+
+def _facts_and_plan(inventory: Inventory, graph: ComponentGraph, fleet: Fleet) -> tuple[dict[str, Any], Plan]:
+    with err.status("reading facts from every node (one SSH command each)…"):
+        facts = gather_facts(inventory, graph, fleet)
+    return facts, make_plan(inventory, graph, facts)
+
+
+# -- plan -----------------------------------------------------------------------------------------
+
+
+def print_plan(plan: Plan, *, diffs: bool = True) -> None:
+    for np in plan.nodes:
+        if not np.changed:
+            out.print(f"[bold]{escape(np.node)}[/] ({np.address}): [green]no change[/]")
+            continue
+        out.print(f"[bold]{escape(np.node)}[/] ({np.address}):")
+        if np.hostname_change:
+            hc = np.hostname_change
+            out.print(f"  [yellow]~[/] hostname {escape(hc.old)} -> {escape(hc.new)} ({hc.method})")
+        for cp in np.components:
+            if not cp.changed:
+                continue
+            out.print(f"  [yellow]~[/] [bold]{cp.component}[/]")
+            for f in cp.files:
+                sign = "+" if f.old_sha256 is None else "~"
+                out.print(f"      {sign} {escape(f.path)}  [dim]({escape(f.reason)})[/]")
+                if diffs and f.diff and not f.secret:
+                    out.print(Syntax(f.diff.rstrip("\n"), "diff", theme="ansi_dark", background_color="default"))
+            if cp.daemon_reload:
+                out.print("      systemctl daemon-reload")
+            for verb, units in (("enable", cp.enable), ("restart", cp.restart), ("start", cp.start)):
+                if units:
+                    out.print(f"      [magenta]{verb}[/] {' '.join(units)}")
+            for k in cp.etcd_keys:
+                out.print(f"      etcd key {escape(k.key)} [dim]({escape(k.reason)})[/]")
+    for node, why in plan.errors.items():
+        out.print(f"[bold]{escape(node)}[/]: [red]cannot plan[/]: {escape(why)}")
+
+
+def plan_summary(plan: Plan) -> str:
+    changed = [n for n in plan.nodes if n.changed]
+    restarts = sum(len(c.restart) for n in plan.nodes for c in n.components)
+    files = sum(len(c.files) for n in plan.nodes for c in n.components)
+    return (
+        f"{len(changed)} of {len(plan.nodes) + len(plan.errors)} nodes to change: "
+        f"{files} files, {restarts} unit restarts"
+        + (f"; {len(plan.errors)} nodes could not be planned" if plan.errors else "")
+    )
+
+
+@click.command("plan")
+@inventory_option
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON (no file contents of secrets).")
+@click.option("--no-diff", is_flag=True, help="List changed files without their diffs.")
+@trust_option
+def plan_cmd(inventory_path: Path, as_json: bool, no_diff: bool, trust_new_hosts: bool) -> None:
+    """Show what `piprov up` would change on every node, and why. Changes nothing.
+
+    Reads each node's facts with one SSH command, then compares them with the
+    inventory rendered through the templates: file diffs, units that would be
+    enabled, restarted or started, the hostname.
+
+    \b
+    Exit code: 0 nothing to change, 2 changes to make, 1 error
+    (like terraform plan -detailed-exitcode), so scripts can tell drift.
+    """
+    inventory, graph = _load(inventory_path)
+    with Fleet.connect(inventory, policy="tofu" if trust_new_hosts else None) as fleet:
+        _, plan = _facts_and_plan(inventory, graph, fleet)
+    if as_json:
+        out.print_json(json.dumps(_plan_json(plan)))
+    else:
+        print_plan(plan, diffs=not no_diff)
+        err.print(plan_summary(plan))
+    if plan.errors:
+        raise ExitWith(EXIT_ERROR)
+    raise ExitWith(EXIT_CHANGES if plan.changed else EXIT_OK)
+
+
+def _plan_json(plan: Plan) -> dict[str, Any]:
+    return {
+        "changed": plan.changed,
+        "nodes": [n.to_json() for n in plan.nodes],
+        "errors": dict(plan.errors),
+    }
+
+
+# -- up ---------------------------------------------------------------------------------------------
+
+
+class Progress:
+    """Live node x component grid on a terminal; one line per finished step otherwise."""
+
+    def __init__(self, inventory: Inventory, graph: ComponentGraph, live: bool) -> None:
+        self.nodes = [n.name for n in inventory.nodes]
+        self.components = [c.name for c in graph.components]
+        self.state: dict[tuple[str, str], str] = {}
+        for n in inventory.nodes:
+            for c in graph.for_role(n.role):
+                self.state[(n.name, c.name)] = "pending"
+        self.lock = threading.Lock()
+        self.live: Live | None = Live(self.table(), console=err, refresh_per_second=8, transient=False) if live else None
+
+    def table(self) -> Table:
+        t = Table(title="piprov up", title_justify="left", show_edge=False, pad_edge=False)
+        t.add_column("node")
+        for c in self.components:
+            t.add_column(c, justify="center")
+        for n in self.nodes:
+            t.add_row(n, *(SYMBOL.get(self.state.get((n, c), ""), "") for c in self.components))
+        return t
+
+    def __call__(self, e: Event) -> None:
+        with self.lock:
+            if e.kind == "start":
+                self.state[(e.node, e.component)] = "running"
+            elif e.kind == "done" and e.result is not None:
+                self.state[(e.node, e.component)] = e.result.status
+                if self.live is None and e.result.status != "unchanged":
+                    r = e.result
+                    err.print(f"{SYMBOL[r.status]} {escape(r.node)} {r.component}: {r.status}"
+                              f" [dim]{r.seconds:.1f}s {escape(r.detail[:100])}[/]")
+            if self.live is not None:
+                self.live.update(self.table())
+
+    def __enter__(self) -> Progress:
+        if self.live is not None:
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.live is not None:
+            self.live.__exit__(None, None, None)
+
+
+def print_report(report: ApplyReport) -> None:
+    steps = list(report.run.steps.values())
+    changed = [s for s in steps if s.status == "changed"]
+    if changed:
+        t = Table(title="steps that changed something", title_justify="left", show_edge=False)
+        for col in ("node", "component", "apply s", "health wait s", "what"):
+            t.add_column(col)
+        for s in sorted(changed, key=lambda s: s.started):
+            t.add_row(escape(s.node), s.component, f"{s.apply_seconds:.1f}", f"{s.wait_seconds:.1f}",
+                      escape(s.detail[:80]))
+        err.print(t)
+    for s in report.run.failed:
+        err.print(f"[bold red]✗ {escape(s.node)} / {s.component}[/]: {escape(s.detail)}")
+    skipped = report.run.skipped
+    if skipped:
+        err.print(f"[yellow]{len(skipped)} steps not started[/] because something they depend on failed:")
+        for s in skipped:
+            err.print(f"  – {escape(s.node)} / {s.component}: {escape(s.detail)}")
+    cp, chain = report.critical_path()
+    wall = report.run.wall_seconds
+    trips = ", ".join(f"{n}={c}" for n, c in report.round_trips.items())
+    err.print(
+        f"[bold]{len(changed)} changed, {len(steps) - len(changed) - len(report.run.failed) - len(skipped)} unchanged, "
+        f"{len(report.run.failed)} failed, {len(skipped)} skipped[/] in {wall:.1f} s "
+        f"(critical path {cp:.1f} s: {' -> '.join(str(v) for v in chain) or '-'}); SSH round trips: {trips}"
+    )
+
+
+def report_json(report: ApplyReport, plan: Plan) -> dict[str, Any]:
+    def step(v: Vertex, s: StepResult) -> dict[str, Any]:
+        return {
+            "node": s.node, "component": s.component, "status": s.status,
+            "apply_seconds": round(s.apply_seconds, 3), "wait_seconds": round(s.wait_seconds, 3),
+            "detail": s.detail,
+        }
+
+    cp, chain = report.critical_path()
+    return {
+        "ok": report.run.ok,
+        "wall_seconds": round(report.run.wall_seconds, 3),
+        "critical_path_seconds": round(cp, 3),
+        "critical_path": [str(v) for v in chain],
+        "round_trips": report.round_trips,
+        "steps": [step(v, s) for v, s in report.run.steps.items()],
+        "plan_errors": dict(plan.errors),
+    }
+
+
+@click.command("up")
+@inventory_option
+@trust_option
+@click.option("--json", "as_json", is_flag=True, help="Print the run's result as JSON on stdout.")
+@click.option("--plan/--no-plan", "show_plan", default=True, help="Show the plan before applying it.")
+def up_cmd(inventory_path: Path, trust_new_hosts: bool, as_json: bool, show_plan: bool) -> None:
+    """Provision the whole cluster: make every node as the inventory says.
+
+    \b
+    1. read every node's facts (one SSH command per node, in parallel)
+    2. plan: what differs from the inventory rendered through templates/
+    3. apply along ONE dependency graph (playbooks/), node x component, in
+       parallel where independent; each step waits on real health checks
+       (unit active, socket answers, /health, node Ready), never on a sleep.
+
+    A re-run with nothing to change changes nothing and restarts nothing.
+    A failed step stops only what depends on it; the summary names node,
+    component and the last probe output. Only one `up` runs per cluster.
+    """
+    inventory, graph = _load(inventory_path)
+    with run_lock(inventory), Fleet.connect(inventory, policy="tofu" if trust_new_hosts else None) as fleet:
+        _, plan = _facts_and_plan(inventory, graph, fleet)
+        if not plan.changed and not plan.errors:
+            err.print(f"[green]nothing to do[/]: all {len(plan.nodes)} nodes are as the inventory says "
+                      f"({sum(fleet.round_trips().values())} SSH round trips)")
+            if as_json:
+                out.print_json(json.dumps({"ok": True, "changed": False, "round_trips": fleet.round_trips()}))
+            return
+        if show_plan and not as_json:
+            print_plan(plan, diffs=False)
+        err.print(plan_summary(plan))
+        cancel = threading.Event()
+        progress = Progress(inventory, graph, live=err.is_terminal and not as_json)
+        try:
+            with progress:
+                report = apply_plan(inventory, graph, plan, fleet, on_event=progress, cancel=cancel)
+        except KeyboardInterrupt:
+            cancel.set()
+            raise
+    print_report(report)
+    if as_json:
+        out.print_json(json.dumps(report_json(report, plan)))
+    if not report.run.ok or plan.errors:
+        for node, why in plan.errors.items():
+            err.print(f"[bold red]✗ {escape(node)}[/]: {escape(why)}")
+        raise ExitWith(EXIT_ERROR)
+
+
+# -- status -------------------------------------------------------------------------------------------
+
+
+def _component_state(facts: NodeFacts, units: list[str]) -> str:
+    states = [facts.units[u].active if u in facts.units else "unknown" for u in units]
+    if all(s == "active" for s in states):
+        return "active"
+    bad = [f"{u}={s}" for u, s in zip(units, states) if s != "active"]
+    return ", ".join(bad)
+
+
+@click.command("status")
+@inventory_option
+@click.option("--json", "as_json", is_flag=True, help="Print node x component health as JSON.")
+@trust_option
+def status_cmd(inventory_path: Path, as_json: bool, trust_new_hosts: bool) -> None:
+    """Show node x component health: units active, node Ready in Kubernetes.
+
+    Exit code 0 when every component is active and every node Ready, 1 otherwise.
+    """
+    from piprov.kubeapi import KubeApi, is_ready, is_unschedulable
+    from piprov.errors import PiprovError
+
+    inventory, graph = _load(inventory_path)
+    with Fleet.connect(inventory, policy="tofu" if trust_new_hosts else None) as fleet:
+        with err.status("reading facts…"):
+            facts = gather_facts(inventory, graph, fleet)
+    api = KubeApi(f"http://{inventory.master.address}:{inventory.network.apiserver_port}", timeout=3)
+    k8s: dict[str, Any] = {}
+    api_error = ""
+    try:
+        k8s = {n["metadata"]["name"]: n for n in api.nodes()}
+    except PiprovError as e:
+        api_error = e.message
+    rows: list[dict[str, Any]] = []
+    healthy = True
+    for node in inventory.nodes:
+        f = facts.get(node.name)
+        row: dict[str, Any] = {"node": node.name, "address": node.address, "role": node.role}
+        if not isinstance(f, NodeFacts):
+            row["error"] = str(f)
+            healthy = False
+        else:
+            row["hostname"] = f.hostname
+            row["components"] = {}
+            for c in graph.for_role(node.role):
+                state = _component_state(f, list(c.units))
+                row["components"][c.name] = state
+                healthy &= state == "active"
+        kn = k8s.get(node.address) or k8s.get(node.name)
+        row["kubernetes"] = (
+            ("Ready" if is_ready(kn) else "NotReady") + (",SchedulingDisabled" if is_unschedulable(kn) else "")
+            if kn else ("unknown" if api_error else "not registered")
+        )
+        healthy &= row["kubernetes"].startswith("Ready")
+        rows.append(row)
+    if as_json:
+        out.print_json(json.dumps({"healthy": healthy, "nodes": rows, "api_error": api_error or None}))
+    else:
+        t = Table(show_edge=False)
+        comps = [c.name for c in graph.components]
+        for col in ["node", "address", "role", *comps, "kubernetes"]:
+            t.add_column(col)
+        for r in rows:
+            if "error" in r:
+                t.add_row(escape(r["node"]), r["address"], r["role"], f"[red]{escape(r['error'][:60])}[/]",
+                          *[""] * (len(comps) - 1), r["kubernetes"])
+                continue
+            cells = []
+            for name in comps:
+                s = r["components"].get(name)
+                cells.append("" if s is None else "[green]active[/]" if s == "active" else f"[red]{escape(s)}[/]")
+            k = r["kubernetes"]
+            t.add_row(escape(r["node"]), r["address"], r["role"], *cells,
+                      f"[green]{k}[/]" if k.startswith("Ready") else f"[red]{k}[/]")
+        out.print(t)
+        if api_error:
+            err.print(f"[yellow]Kubernetes API: {escape(api_error)}[/]")
+    if not healthy:
+        raise ExitWith(EXIT_ERROR)
+
+
+# -- graph ------------------------------------------------------------------------------------------------
+
+
+@click.command("graph")
+@inventory_option
+@click.option("--dot", is_flag=True, help="Graphviz DOT (pipe into `dot -Tsvg`).")
+@click.option("--components", is_flag=True, help="The component graph alone, without the inventory's nodes.")
+def graph_cmd(inventory_path: Path, dot: bool, components: bool) -> None:
+    """Print the dependency graph that orders `piprov up` and the units' After=/Requires=.
+
+    Without --components: every (node, component) step, what it waits for and
+    its health checks, for the nodes of the inventory.
+    """
+    graph = load_graph()
+    if components or not inventory_path.exists():
+        for c in graph.components:
+            req = ", ".join(str(r) for r in c.requires) or "-"
+            out.print(f"{c.name} [{', '.join(c.roles)}] requires: {req}; units: {', '.join(c.units)}")
+        return
+    dag = graph.node_dag(load(inventory_path))
+    sys.stdout.write(dag.to_dot() if dot else dag.to_text())
+
+
+# -- kubeconfig --------------------------------------------------------------------------------------------
+
+
+def kubeconfig_text(inventory: Inventory) -> str:
+    server = f"http://{inventory.master.address}:{inventory.network.apiserver_port}"
+    name = inventory.cluster_name
+    return (
+        "apiVersion: v1\nkind: Config\n"
+        f"clusters:\n- name: {json.dumps(name)}\n  cluster:\n    server: {json.dumps(server)}\n"
+        f"contexts:\n- name: {json.dumps(name)}\n  context:\n    cluster: {json.dumps(name)}\n    user: admin\n"
+        f"current-context: {json.dumps(name)}\n"
+        "users:\n- name: admin\n  user: {}\n"
+    )
+
+
+@click.command("kubeconfig")
+@inventory_option
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write to this file (atomically) instead of stdout.")
+def kubeconfig_cmd(inventory_path: Path, output: Path | None) -> None:
+    """Write a kubeconfig for kubectl pointing at the cluster's apiserver.
+
+    The 2016 stack serves the API on the master's insecure port 8080, so
+    there are no credentials in it: keep the cluster on a trusted LAN.
+
+    \b
+      piprov kubeconfig -o ~/.kube/config && kubectl get nodes
+    """
+    text = kubeconfig_text(load(inventory_path))
+    if output is None:
+        sys.stdout.write(text)
+        return
+    import os
+    import tempfile
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, output)
+    err.print(f"wrote {output}")

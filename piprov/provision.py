@@ -1,0 +1,256 @@
+"""The main job, end to end: facts -> plan -> apply along the one graph.
+
+``gather_facts`` reads every node in parallel, one SSH command each.
+``make_plan`` is the pure planner over those facts. ``apply_plan`` walks the
+node x component DAG (``orchestrate.run_dag``): each vertex writes its files,
+reloads/enables/(re)starts its units in ONE round trip, then waits on its
+health checks; dependents start only after that. An unchanged vertex costs
+nothing: a no-op run is one SSH command per node.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Mapping
+
+from piprov import apply as sh
+from piprov.errors import FactsError, PiprovError
+from piprov.facts import NodeFacts, parse_facts
+from piprov.graph import ComponentGraph, HealthCheck, NodeDag, Vertex
+from piprov.health import Probe, ProbeResult, wait_healthy
+from piprov.inventory.model import HostKeyPolicy, Inventory, Node
+from piprov.lock import FileLock
+from piprov.orchestrate import Event, RunResult, StepResult, critical_path, run_dag
+from piprov.plan import ComponentPlan, NodePlan, Plan, plan_cluster
+from piprov.render import facts_command_for
+from piprov.transport import SshTransport, Transport
+
+FACTS_TIMEOUT = 60.0
+APPLY_TIMEOUT = 600.0  # first start pulls images over the LAN
+
+
+def run_lock(inventory: Inventory) -> FileLock:
+    """The lock that keeps two `piprov up` off one cluster at the same time."""
+    path = inventory.path.resolve()
+    return FileLock(path.with_name(path.name + ".up.lock"), what=f"piprov up on {inventory.cluster_name}")
+
+
+@dataclass
+class Fleet:
+    """Open transports to the inventory's nodes; closed with the fleet."""
+
+    inventory: Inventory
+    transports: dict[str, Transport]
+
+    @classmethod
+    def connect(
+        cls,
+        inventory: Inventory,
+        names: Iterable[str] | None = None,
+        *,
+        policy: HostKeyPolicy | None = None,
+        password: str | None = None,
+    ) -> Fleet:
+        wanted = set(names) if names is not None else None
+        ts: dict[str, Transport] = {}
+        for node in inventory.nodes:
+            if wanted is None or node.name in wanted:
+                ts[node.name] = SshTransport(node, inventory.known_hosts, policy=policy, password=password)
+        return cls(inventory, ts)
+
+    def close(self) -> None:
+        for t in self.transports.values():
+            t.close()
+
+    def __enter__(self) -> Fleet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def round_trips(self) -> dict[str, int]:
+        return {name: t.round_trips for name, t in self.transports.items()}
+
+
+def parallel(names: Iterable[str], fn: Callable[[str], object], max_workers: int = 32) -> dict[str, object]:
+    """Run ``fn(name)`` for every name at once; results or PiprovErrors by name."""
+    names = list(names)
+    out: dict[str, object] = {}
+    if not names:
+        return out
+
+    def guarded(n: str) -> object:
+        try:
+            return fn(n)
+        except PiprovError as e:
+            e.host = e.host or n
+            return e
+
+    with ThreadPoolExecutor(max_workers=min(max_workers, len(names)), thread_name_prefix="piprov-node") as pool:
+        for n, r in zip(names, pool.map(guarded, names)):
+            out[n] = r
+    return out
+
+
+def gather_facts(
+    inventory: Inventory, graph: ComponentGraph, fleet: Fleet
+) -> dict[str, NodeFacts | PiprovError]:
+    """Every node's facts, one SSH command each, in parallel."""
+
+    def one(name: str) -> NodeFacts:
+        res = fleet.transports[name].run(facts_command_for(inventory, graph, name), sudo=True, timeout=FACTS_TIMEOUT)
+        if not res.ok:
+            raise FactsError(
+                f"the facts command failed (exit {res.exit_code}): {res.tail(3) or 'no output'}",
+                host=name,
+                hint="piprov needs passwordless sudo for the SSH user on every node",
+            )
+        return parse_facts(name, res.stdout)
+
+    results = parallel(fleet.transports, one)
+    return {n: r for n, r in results.items() if isinstance(r, (NodeFacts, PiprovError))}
+
+
+def make_plan(
+    inventory: Inventory, graph: ComponentGraph, facts: Mapping[str, NodeFacts | PiprovError]
+) -> Plan:
+    return plan_cluster(inventory, graph, facts)
+
+
+def to_probe(check: HealthCheck, inventory: Inventory) -> Probe:
+    target = check.target
+    if check.probe == "node_ready":
+        # Kubernetes names the node by what its kubelet registered (the node's
+        # address, as the seed's --hostname-override did).
+        m = inventory.master
+        target = f"http://{m.address}:{inventory.network.apiserver_port}/api/v1/nodes/{target}"
+    return Probe(check.probe, target, float(check.timeout))
+
+
+def component_script(cp: ComponentPlan) -> str:
+    """Files, then systemd, in one script: the component's whole change."""
+    body = "".join(sh.write_file(f) for f in cp.files)
+    for cmd in cp.unit_commands():
+        body += f"step {cmd}\n{cmd} || fail\n"
+    return body
+
+
+def prelude_script(np: NodePlan) -> str:
+    """Once per node, before its first component: clean up after interrupted
+    runs and set the hostname (files first, so sudo keeps resolving it)."""
+    desired = np.desired
+    dirs = {p.rsplit("/", 1)[0] or "/" for p in (desired.paths if desired else [])}
+    body = sh.remove_stale_temps(dirs)
+    hc = np.hostname_change
+    if hc is not None:
+        body += "".join(sh.write_file(f) for f in hc.files)
+        for cmd in hc.commands:
+            body += f"step {cmd}\n{cmd} || fail\n"
+    return body
+
+
+@dataclass
+class _NodeState:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    prelude_done: bool = False
+
+
+@dataclass
+class ApplyReport:
+    run: RunResult[Vertex]
+    dag: NodeDag
+    probes: dict[Vertex, list[ProbeResult]]
+    round_trips: dict[str, int]
+
+    def critical_path(self) -> tuple[float, list[Vertex]]:
+        cost = {v: s.seconds for v, s in self.run.steps.items()}
+        return critical_path(self.dag.topological(), self.dag.predecessors, cost)
+
+
+def apply_plan(
+    inventory: Inventory,
+    graph: ComponentGraph,
+    plan: Plan,
+    fleet: Fleet,
+    *,
+    on_event: Callable[[Event], None] | None = None,
+    cancel: threading.Event | None = None,
+    only_nodes: Iterable[str] | None = None,
+) -> ApplyReport:
+    """Apply ``plan`` along the node x component DAG; failures come back as data."""
+    dag = graph.node_dag(inventory)
+    plans = {np.node: np for np in plan.nodes}
+    scope = set(only_nodes) if only_nodes is not None else None
+    states = {n.name: _NodeState() for n in inventory.nodes}
+    probes: dict[Vertex, list[ProbeResult]] = {}
+
+    def work(v: Vertex) -> StepResult:
+        if v.node in plan.errors:
+            return StepResult(v.node, v.component, "failed", detail=plan.errors[v.node])
+        np = plans.get(v.node)
+        if np is None or (scope is not None and v.node not in scope):
+            return StepResult(v.node, v.component, "unchanged", detail="not in this run")
+        cp = np.component(v.component)
+        transport = fleet.transports[v.node]
+        state = states[v.node]
+        t0 = time.monotonic()
+        with state.lock:
+            script = ""
+            if not state.prelude_done:
+                state.prelude_done = True
+                if np.changed:
+                    script += prelude_script(np)
+            if cp.changed:
+                script += component_script(cp)
+            if script:
+                out = sh.run_script(transport, sh.wrap(script), timeout=APPLY_TIMEOUT)
+                if not out.ok:
+                    return StepResult(v.node, v.component, "failed", time.monotonic() - t0,
+                                      detail=f"apply failed: {out.detail}", started=t0, finished=time.monotonic())
+        applied = time.monotonic()
+        if not cp.changed:
+            return StepResult(v.node, v.component, "unchanged", applied - t0,
+                              detail="no change: files, units and keys as desired", started=t0, finished=applied)
+        results: list[ProbeResult] = []
+        for check in dag.health.get(v, ()):
+            r = wait_healthy(to_probe(check, inventory), transport, cancel=cancel)
+            results.append(r)
+            if not r.ok:
+                probes[v] = results
+                return StepResult(
+                    v.node, v.component, "failed", applied - t0, time.monotonic() - applied,
+                    detail=f"not healthy after {check.timeout:g} s: {r.probe.describe()}: {r.detail}",
+                    started=t0, finished=time.monotonic(),
+                )
+        probes[v] = results
+        waited = time.monotonic() - applied
+        if cp.etcd_keys:
+            body = "".join(f"step {c}\n{c} || fail\n" for c in cp.etcd_commands())
+            out = sh.run_script(transport, sh.wrap(body), timeout=60)
+            if not out.ok:
+                return StepResult(v.node, v.component, "failed", time.monotonic() - t0 - waited, waited,
+                                  detail=f"writing etcd keys failed: {out.detail}", started=t0,
+                                  finished=time.monotonic())
+        done = time.monotonic()
+        what = ", ".join(cp.reasons[:2]) + (" ..." if len(cp.reasons) > 2 else "")
+        return StepResult(v.node, v.component, "changed", done - t0 - waited, waited, detail=what,
+                          started=t0, finished=done)
+
+    run = run_dag(
+        dag.topological(),
+        dag.predecessors,
+        work,
+        lambda v: (v.node, v.component),
+        max_workers=max(4, 2 * len(inventory.nodes)),
+        on_event=on_event,
+        cancel=cancel,
+    )
+    return ApplyReport(run, dag, probes, fleet.round_trips())
+
+
+def inventory_dir(inventory: Inventory) -> Path:
+    return inventory.path.resolve().parent
