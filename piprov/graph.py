@@ -49,7 +49,8 @@ class HealthCheck:
     (target: a docker host URL answering ``docker -H TARGET version`` on the
     node), ``file`` (target: a path, non-empty on the node), ``http`` (target:
     a URL fetched from the controller, 200 expected), ``node_ready`` (target:
-    the Kubernetes node name, Ready according to the apiserver).
+    the apiserver URL of the Node, ``.../api/v1/nodes/NAME``, whose Ready
+    condition must be True).
     """
 
     probe: ProbeKind

@@ -82,8 +82,10 @@ def test_render_per_role_and_arch(graph: ComponentGraph, role: str, machine: str
     assert len(texts) == len(d.files), "a path is rendered twice"
 
     for path, text in texts.items():
-        # No readiness guessed by sleeping, in any file.
-        assert not re.search(r"\bsleep\b", text), path
+        # No readiness guessed by sleeping, in any file: no `sleep` command at
+        # all (tail's --sleep-interval is a check interval, not a guess).
+        assert not re.search(r"sleep [0-9]", text), path
+        assert not re.search(r"(?:^|[\s;&|('\"])sleep(?:\s|$)", text, re.M), path
         assert "{{" not in text and "{%" not in text, path
         assert text.endswith("\n"), path
         for ref in re.findall(rf"{re.escape(REGISTRY)}/[\w.-]+:[\w.-]+", text):
@@ -200,7 +202,7 @@ def test_desired_node_metadata(graph: ComponentGraph) -> None:
         "/etc/systemd/system/k8s-flannel.service",
     ]
     assert all(f.mode == 0o644 and f.owner == "root" and f.group == "root" for f in d.files)
-    assert d.health["kube-worker"][0].target == "192.168.1.101"
+    assert d.health["kube-worker"][0].target == "http://192.168.1.100:8080/api/v1/nodes/192.168.1.101"
 
 
 def test_unsupported_arch_is_an_error(graph: ComponentGraph) -> None:
