@@ -13,6 +13,7 @@ import difflib
 import hashlib
 import shlex
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Mapping
 
 from piprov.errors import FactsError, PiprovError
@@ -167,6 +168,12 @@ class NodePlan:
             if c.component == name:
                 return c
         raise KeyError(name)
+
+    @property
+    def all_files(self) -> list[FileChange]:
+        """Every file this node's plan writes: hostname files first, then by component."""
+        head = self.hostname_change.files if self.hostname_change else []
+        return [*head, *(f for c in self.components for f in c.files)]
 
     @property
     def reasons(self) -> list[str]:
@@ -483,7 +490,7 @@ def plan_cluster(
     graph: ComponentGraph,
     facts: Mapping[str, NodeFacts | PiprovError],
     *,
-    templates_dir: Any = None,
+    templates_dir: Path | None = None,
 ) -> Plan:
     """Plan every node of the inventory from its facts (keyed by node name).
 

@@ -7,6 +7,7 @@ error names the template and the line.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import types
 from dataclasses import dataclass, field
@@ -86,8 +87,15 @@ def node_image_arch(node: Node, machine: str) -> str:
 def template_environment(templates_dir: Path | None = None) -> jinja2.Environment:
     from piprov import resources
 
+    return _environment(Path(templates_dir or resources.templates_dir()).resolve())
+
+
+@functools.lru_cache(maxsize=8)
+def _environment(templates_dir: Path) -> jinja2.Environment:
+    # One environment per directory: jinja caches compiled templates in it, so
+    # rendering a fleet compiles each template once.
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(templates_dir or resources.templates_dir())),
+        loader=jinja2.FileSystemLoader(str(templates_dir)),
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         trim_blocks=True,

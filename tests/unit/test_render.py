@@ -95,6 +95,8 @@ def test_render_per_role_and_arch(graph: ComponentGraph, role: str, machine: str
         if not f.is_unit_file:
             continue
         unit = f.path.rsplit("/", 1)[1]
+        # systemd expands %x specifiers in unit files: a stray % would be rewritten.
+        assert "%" not in texts[f.path].replace("%%", ""), unit
         u = unit_file(texts[f.path])
         assert values(u, "Install", "WantedBy"), f"{unit} is not enabled at boot"
         comp = graph.component(f.component)
