@@ -193,7 +193,8 @@ def test_no_change_says_why(graph: ComponentGraph) -> None:
 def test_commands_of_a_fresh_node(graph: ComponentGraph) -> None:
     _, plan = run_case(Path(__file__).parent / "data/plan/fresh-debian-master.yaml", graph)
     paths = [f.path for f in plan.all_files]
-    assert paths[:2] == ["/etc/hosts", "/etc/hostname"] and len(paths) == 2 + 13
+    assert paths[:2] == ["/etc/hosts", "/etc/hostname"]
+    assert paths[2:] == graph.managed_paths("master")
     etcd = plan.component("etcd")
     assert etcd.unit_commands() == [
         "systemctl daemon-reload",
