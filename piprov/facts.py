@@ -13,6 +13,7 @@ records::
     unit <name> <is-active> <is-enabled>
     etcdkey <key> ok <base64|!empty> | etcdkey <key> missing | etcdkey <key> unavailable
     addr <ifname> <address/len>
+    bin <name> <absolute path | ->      (``command -v`` under sudo's PATH)
     PIPROV-FACTS-END <number of records>
 
 The record count and the checksum of every file's content let the parser tell
@@ -127,6 +128,8 @@ class NodeFacts:
     units: Mapping[str, UnitFacts] = field(default_factory=dict)
     etcd_keys: Mapping[str, EtcdKeyFacts] = field(default_factory=dict)
     addresses: tuple[Address, ...] = ()
+    # Program name -> absolute path on the node, None when not installed.
+    binaries: Mapping[str, str | None] = field(default_factory=dict)
 
     def file(self, path: str) -> FileFacts:
         """Facts of ``path``; a path the command did not ask about counts as missing."""
@@ -182,6 +185,10 @@ _ETCD_FN = r"""k() {
 }
 """
 
+# Programs the units run, located on the node: docker-ce (HypriotOS) puts the
+# daemon in /usr/bin, Debian's docker.io in /usr/sbin.
+BINARIES = ("docker", "dockerd")
+
 _TAIL = r"""r "uname $(uname -m)"
 r "hostname $(uname -n)"
 if [ -r /etc/os-release ]; then r "osrelease $(b64 < /etc/os-release)"; else r "osrelease -"; fi
@@ -190,6 +197,10 @@ while read -r _ ifc _ cidr _; do
 done <<PIPROV_ADDRS
 $(ip -o -4 addr show 2>/dev/null)
 PIPROV_ADDRS
+for b in BINARIES; do
+  p=$(command -v "$b" 2>/dev/null) && case "$p" in /*) ;; *) p=- ;; esac || p=-
+  r "bin $b $p"
+done
 """
 
 
@@ -222,7 +233,7 @@ def facts_command(
             raise FactsError(f"etcdctl command {etcdctl!r} must be one line without quotes")
         parts.append(_ETCD_FN.replace("ETCDCTL", etcdctl))
     parts.append(f"printf '%s\\n' {shlex.quote(BEGIN)}\n")
-    parts.append(_TAIL)
+    parts.append(_TAIL.replace("BINARIES", " ".join(BINARIES)))
     parts.extend(f"f {p}\n" for p in all_paths)
     parts.extend(f"u {u}\n" for u in dict.fromkeys(units))
     if etcdctl:
@@ -278,6 +289,7 @@ def parse_facts(host: str, output: str) -> NodeFacts:
     units: dict[str, UnitFacts] = {}
     keys: dict[str, EtcdKeyFacts] = {}
     addrs: list[Address] = []
+    binaries: dict[str, str | None] = {}
 
     def b64(field_: str, lineno: int) -> bytes:
         try:
@@ -336,6 +348,13 @@ def parse_facts(host: str, output: str) -> NodeFacts:
                 keys[f[1]] = EtcdKeyFacts(f[1], "missing" if f[2] == "missing" else "unavailable")
             else:
                 raise bad
+        elif kind == "bin" and len(f) == 3 and _WORD_RE.match(f[1]):
+            if f[2] == "-":
+                binaries[f[1]] = None
+            elif _PATH_RE.match(f[2]):
+                binaries[f[1]] = f[2]
+            else:
+                raise bad
         elif kind == "addr" and len(f) == 3 and re.fullmatch(r"[0-9.]+/[0-9]{1,2}", f[2]):
             addrs.append(Address(f[1], f[2]))
         else:
@@ -355,6 +374,7 @@ def parse_facts(host: str, output: str) -> NodeFacts:
         units=units,
         etcd_keys=keys,
         addresses=tuple(addrs),
+        binaries=binaries,
     )
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal, Mapping
 
 from piprov.errors import FactsError, PiprovError
-from piprov.facts import OCCIDENTALIS, FileFacts, NodeFacts
+from piprov.facts import BINARIES, OCCIDENTALIS, FileFacts, NodeFacts
 from piprov.graph import ComponentGraph
 from piprov.inventory.model import Inventory
 from piprov.render import DesiredFile, DesiredNode, desired_state, node_image_arch
@@ -513,7 +513,18 @@ def plan_cluster(
         except PiprovError as e:
             errors[node.name] = f"{node.name}: {e}"
             continue
-        desired = desired_state(inventory, graph, node, arch, templates_dir=templates_dir)
+        missing = [b for b in BINARIES if f.binaries.get(b, "") is None]
+        if missing:
+            errors[node.name] = str(
+                PiprovError(
+                    f"docker is not installed: no {' or '.join(missing)} in sudo's PATH",
+                    host=f.host,
+                    hint="piprov needs docker on every node (HypriotOS ships it; on Debian: apt install docker.io)",
+                )
+            )
+            continue
+        found = {b: p for b, p in f.binaries.items() if p is not None}
+        desired = desired_state(inventory, graph, node, arch, binaries=found, templates_dir=templates_dir)
         try:
             nodes.append(plan_node(desired, f, graph))
         except FactsError as e:

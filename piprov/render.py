@@ -104,11 +104,23 @@ def _environment(templates_dir: Path) -> jinja2.Environment:
     )
 
 
-def template_context(inventory: Inventory, graph: ComponentGraph, node: Node, arch: str) -> dict[str, object]:
+# Where the programs the units run live when the facts do not say (docker-ce,
+# as on HypriotOS). Debian's docker.io has /usr/sbin/dockerd: the facts tell.
+DEFAULT_BINARIES: Mapping[str, str] = {"docker": "/usr/bin/docker", "dockerd": "/usr/bin/dockerd"}
+
+
+def template_context(
+    inventory: Inventory,
+    graph: ComponentGraph,
+    node: Node,
+    arch: str,
+    binaries: Mapping[str, str] | None = None,
+) -> dict[str, object]:
     """Everything a template may use (see the top of playbooks/seed-stack.yaml)."""
     ctx = probe_context(inventory, node)
     ctx.update(
         arch=arch,
+        bin=types.SimpleNamespace(**{**DEFAULT_BINARIES, **(binaries or {})}),
         images=types.SimpleNamespace(**{c: inventory.images.ref(c, arch) for c in IMAGE_COMPONENTS}),
         insecure_registries=list(inventory.images.insecure_registries),
         vars=dict(graph.vars),
@@ -182,14 +194,19 @@ def desired_state(
     node: Node | str,
     arch: str,
     *,
+    binaries: Mapping[str, str] | None = None,
     templates_dir: Path | None = None,
 ) -> DesiredNode:
-    """What ``node`` should look like. ``arch`` is an image arch or a ``uname -m``."""
+    """What ``node`` should look like. ``arch`` is an image arch or a ``uname -m``.
+
+    ``binaries`` maps program names (docker, dockerd) to their paths on the
+    node, from :attr:`piprov.facts.NodeFacts.binaries`; see DEFAULT_BINARIES.
+    """
     if isinstance(node, str):
         node = inventory.node(node)
     arch = to_image_arch(arch)
     env = template_environment(templates_dir)
-    ctx = template_context(inventory, graph, node, arch)
+    ctx = template_context(inventory, graph, node, arch, binaries)
     files: list[DesiredFile] = []
     units: dict[str, list[str]] = {}
     etcd_keys: dict[str, str] = {}

@@ -41,6 +41,7 @@ def test_parse_good_output() -> None:
     assert facts.etcd_keys["/coreos.com/network/config"].value == '{"Network": "10.0.0.0/16"}'
     assert facts.etcd_keys["/other/key"].state == "missing"
     assert facts.etcd_keys["/third/key"].state == "unavailable"
+    assert facts.binaries == {"docker": "/usr/bin/docker", "dockerd": None}
 
 
 def test_crlf_output_from_a_pty_parses() -> None:
@@ -129,3 +130,6 @@ def test_command_runs_under_a_posix_shell(shell: list[str], tmp_path: Path) -> N
     assert facts.etcd_keys["/b"].state == "missing"
     assert facts.etcd_keys["/c"].state == "unavailable"
     assert any(a.ip == "127.0.0.1" for a in facts.addresses) or not shutil.which("ip")
+    assert set(facts.binaries) == {"docker", "dockerd"}
+    for name, found in facts.binaries.items():
+        assert found is None or found.startswith("/")

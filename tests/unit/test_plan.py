@@ -323,3 +323,20 @@ def test_desired_node_is_reused_by_plan(graph: ComponentGraph) -> None:
     _, plan = run_case(Path(__file__).parent / "data/plan/converged-master.yaml", graph)
     assert isinstance(plan.desired, DesiredNode)
     assert plan.desired.health["etcd"][1].target == "http://192.168.1.100:4001/health"
+
+
+def test_plan_cluster_names_a_node_without_docker(graph: ComponentGraph) -> None:
+    spec = yaml.safe_load((Path(__file__).parent / "data/plan/converged-master.yaml").read_text())["facts"]
+    facts = replace(build_facts(spec, "rpi-master", graph), binaries={"docker": None, "dockerd": None})
+    plan = plan_cluster(make_inventory(), graph, {"rpi-master": facts})
+    assert plan.errors["rpi-master"] == "192.168.1.100: docker is not installed: no docker or dockerd in sudo's PATH"
+
+
+def test_plan_cluster_uses_the_nodes_dockerd(graph: ComponentGraph) -> None:
+    spec = yaml.safe_load((Path(__file__).parent / "data/plan/converged-master.yaml").read_text())["facts"]
+    facts = replace(build_facts(spec, "rpi-master", graph), binaries={"docker": "/usr/bin/docker", "dockerd": "/usr/sbin/dockerd"})
+    plan = plan_cluster(make_inventory(), graph, {"rpi-master": facts})
+    docker = plan.node("rpi-master").component("docker")
+    assert [f.path for f in docker.files] == ["/etc/systemd/system/docker.service"]
+    assert "+ExecStart=/usr/sbin/dockerd -H fd:// --bridge=cbr0 --mtu=${FLANNEL_MTU} --ip-masq=false" in docker.files[0].diff
+    assert docker.restart == ["docker.service"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -267,3 +268,33 @@ def test_facts_command_for_asks_what_the_plan_needs(graph: ComponentGraph) -> No
     assert "u k8s-etcd.service\n" in master and "u k8s-worker.service\n" in worker
     assert "k /coreos.com/network/config\n" in master and "k /coreos" not in worker
     assert worker.count("u k8s-proxy.service\n") == 1
+
+
+def test_binaries_from_facts_reach_the_units(graph: ComponentGraph) -> None:
+    d = desired_state(make_inventory(), graph, "rpi-node-1", "x86_64", binaries={"dockerd": "/usr/sbin/dockerd"})
+    texts = {f.path: f.content.decode() for f in d.files}
+    assert "ExecStart=/usr/sbin/dockerd -H fd://" in texts["/etc/systemd/system/docker.service"]
+    assert "ExecStart=/usr/sbin/dockerd -H fd://" in texts["/etc/systemd/system/docker-bootstrap.service"]
+    assert "ExecStart=/usr/bin/docker -H unix:///var/run/docker.sock run" in texts["/etc/systemd/system/k8s-worker.service"]
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="needs systemd-analyze (package systemd)")
+@pytest.mark.parametrize("role", ["master", "worker"])
+def test_units_pass_systemd_analyze_verify(graph: ComponentGraph, role: str, tmp_path: Path) -> None:
+    """systemd's own parser reads every rendered unit without a complaint."""
+    binaries = {b: p for b in ("docker", "dockerd") if (p := shutil.which(b, path="/usr/sbin:/usr/bin:/sbin:/bin"))}
+    if len(binaries) < 2:
+        pytest.skip("needs docker and dockerd installed (verify checks that ExecStart= programs exist)")
+    d = desired_state(make_inventory(), graph, "rpi-master" if role == "master" else "rpi-node-1", "x86_64",
+                      binaries=binaries)
+    paths = []
+    for f in d.files:
+        if f.is_unit_file:
+            p = tmp_path / f.path.rsplit("/", 1)[1]
+            p.write_bytes(f.content)
+            paths.append(str(p))
+    res = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", *paths],
+        capture_output=True, text=True, timeout=60, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "SYSTEMD_LOG_LEVEL": "notice"},
+    )
+    assert res.returncode == 0 and not res.stdout.strip() and not res.stderr.strip(), res.stdout + res.stderr
