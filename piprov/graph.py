@@ -202,6 +202,28 @@ class NodeDag:
                     stack.append(s)
         return seen
 
+    def critical_path(self, durations: Mapping[Vertex, float]) -> tuple[float, list[Vertex]]:
+        """The longest chain by ``durations`` (e.g. measured readiness waits).
+
+        Returns its total and its vertices in order; vertices without a duration
+        count as 0. This is the floor any schedule of the DAG can reach.
+        """
+        best: dict[Vertex, tuple[float, Vertex | None]] = {}
+        for v in self.vertices:
+            preds = self.predecessors(v)
+            start, via = max(((best[p][0], p) for p in preds), default=(0.0, None), key=lambda t: t[0])
+            best[v] = (start + durations.get(v, 0.0), via)
+        if not best:
+            return 0.0, []
+        end = max(self.vertices, key=lambda v: best[v][0])
+        total = best[end][0]
+        chain: list[Vertex] = []
+        cur: Vertex | None = end
+        while cur is not None:
+            chain.append(cur)
+            cur = best[cur][1]
+        return total, chain[::-1]
+
     def to_text(self) -> str:
         lines: list[str] = []
         for v in self.vertices:
@@ -300,6 +322,27 @@ class ComponentGraph:
 
     def managed_units(self, role: str) -> list[str]:
         return [u for c in self.for_role(role) for u in c.units]
+
+    def to_text(self) -> str:
+        """The component graph alone (no inventory): what runs where, after what."""
+        lines: list[str] = []
+        for c in self.components:
+            reqs = ", ".join(str(r) for r in c.requires) or "(nothing)"
+            lines.append(f"{c.name} [{', '.join(c.roles)}] requires {reqs}")
+            lines.append(f"    units: {' '.join(c.units) or '-'}")
+            lines.append(f"    health: {'; '.join(str(h) for h in c.health)}")
+        return "\n".join(lines) + "\n"
+
+    def to_dot(self) -> str:
+        lines = ["digraph components {", "  rankdir=LR;", "  node [shape=box];"]
+        for c in self.components:
+            lines.append(f'  "{c.name}" [label="{c.name}\\n({", ".join(c.roles)})"];')
+        for c in self.components:
+            for r in c.requires:
+                style = "" if r.on == "same" else f' [style=dashed, label="on {r.on}"]'
+                lines.append(f'  "{r.component}" -> "{c.name}"{style};')
+        lines.append("}")
+        return "\n".join(lines) + "\n"
 
     def node_dag(self, inventory: Inventory) -> NodeDag:
         """(node x component) vertices, edges from each requirement, gated by its health."""

@@ -184,3 +184,29 @@ def test_master_only_inventory(graph: ComponentGraph) -> None:
     assert [v.component for v in dag.topological()] == [
         "docker-bootstrap", "etcd", "flannel", "docker", "kube-master",
     ]
+
+
+def test_component_graph_renderings(graph: ComponentGraph) -> None:
+    text = graph.to_text()
+    assert "flannel [master, worker] requires docker-bootstrap, etcd on master" in text
+    assert "    units: docker-bootstrap.socket docker-bootstrap.service" in text
+    dot = graph.to_dot()
+    assert '"etcd" -> "flannel" [style=dashed, label="on master"];' in dot
+    assert '"docker-bootstrap" -> "etcd";' in dot
+    assert '"flannel" [label="flannel\\n(master, worker)"];' in dot
+
+
+def test_critical_path(graph: ComponentGraph) -> None:
+    dag = graph.node_dag(make_inventory(workers=2))
+    waits = {v: 1.0 for v in dag.vertices}
+    waits[Vertex("rpi-node-2", "docker")] = 10.0
+    total, chain = dag.critical_path(waits)
+    assert chain == [
+        Vertex("rpi-master", "docker-bootstrap"),
+        Vertex("rpi-master", "etcd"),
+        Vertex("rpi-node-2", "flannel"),
+        Vertex("rpi-node-2", "docker"),
+        Vertex("rpi-node-2", "kube-worker"),
+    ]
+    assert total == 14.0
+    assert dag.critical_path({}) [0] == 0.0
