@@ -106,6 +106,7 @@ class ComponentPlan:
     component: str
     files: list[FileChange] = field(default_factory=list)
     daemon_reload: bool = False
+    unmask: list[str] = field(default_factory=list)
     enable: list[str] = field(default_factory=list)
     restart: list[str] = field(default_factory=list)
     start: list[str] = field(default_factory=list)
@@ -114,7 +115,9 @@ class ComponentPlan:
 
     @property
     def changed(self) -> bool:
-        return bool(self.files or self.daemon_reload or self.enable or self.restart or self.start or self.etcd_keys)
+        return bool(
+            self.files or self.daemon_reload or self.unmask or self.enable or self.restart or self.start or self.etcd_keys
+        )
 
     def unit_commands(self) -> list[str]:
         """systemctl commands to run after the files are in place, in order.
@@ -123,7 +126,9 @@ class ComponentPlan:
         must be one transaction.
         """
         cmds: list[str] = []
-        if self.daemon_reload:
+        if self.unmask:
+            cmds.append("systemctl unmask --quiet " + " ".join(self.unmask))
+        if self.daemon_reload or self.unmask:
             cmds.append("systemctl daemon-reload")
         if self.enable:
             cmds.append("systemctl enable --quiet " + " ".join(self.enable))
@@ -144,6 +149,7 @@ class ComponentPlan:
             "reasons": list(self.reasons),
             "files": [f.to_json() for f in self.files],
             "daemon_reload": self.daemon_reload,
+            "unmask": list(self.unmask),
             "enable": list(self.enable),
             "restart": list(self.restart),
             "start": list(self.start),
@@ -419,6 +425,9 @@ def plan_node(desired: DesiredNode, facts: NodeFacts, graph: ComponentGraph) -> 
 
         for u in units:
             uf = facts.unit(u)
+            if uf.enabled in ("masked", "masked-runtime"):
+                cp.unmask.append(u)
+                cp.reasons.append(f"{u} is masked: unmask it (piprov manages it)")
             if not uf.is_enabled:
                 cp.enable.append(u)
                 state = "not installed" if uf.enabled == "not-found" else uf.enabled

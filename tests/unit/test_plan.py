@@ -159,12 +159,13 @@ def test_planner_case(path: Path, graph: ComponentGraph) -> None:
         got = {
             "files": [f.path for f in cp.files],
             "daemon_reload": cp.daemon_reload,
+            "unmask": cp.unmask,
             "enable": cp.enable,
             "restart": cp.restart,
             "start": cp.start,
             "etcd_keys": [k.key for k in cp.etcd_keys],
         }
-        full = {"files": [], "daemon_reload": False, "enable": [], "restart": [], "start": [], "etcd_keys": [], **exp}
+        full = {"files": [], "daemon_reload": False, "unmask": [], "enable": [], "restart": [], "start": [], "etcd_keys": [], **exp}
         assert got == full, cp.component
     assert set(want) <= {cp.component for cp in plan.components}
 
@@ -204,6 +205,16 @@ def test_commands_of_a_fresh_node(graph: ComponentGraph) -> None:
     (cmd,) = etcd.etcd_commands()
     assert cmd.startswith("docker -H unix:///var/run/docker-bootstrap.sock exec k8s-etcd env ETCDCTL_API=2 etcdctl")
     assert "set /coreos.com/network/config '{\"Backend\": {\"Type\": \"host-gw\"}" in cmd
+
+
+def test_masked_unit_commands(graph: ComponentGraph) -> None:
+    _, plan = run_case(Path(__file__).parent / "data/plan/unit-masked.yaml", graph)
+    assert plan.component("docker").unit_commands() == [
+        "systemctl unmask --quiet docker.service",
+        "systemctl daemon-reload",
+        "systemctl enable --quiet docker.service",
+        "systemctl start docker.service",
+    ]
 
 
 def test_restart_of_socket_is_one_transaction(graph: ComponentGraph) -> None:
