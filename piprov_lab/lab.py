@@ -19,6 +19,7 @@ import hashlib
 import importlib
 import ipaddress
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -42,6 +43,7 @@ from piprov_lab.system import (
     children,
     kill,
     proc_ref,
+    raise_inotify_limits,
     require_root,
     require_tools,
     run,
@@ -365,6 +367,7 @@ class Lab:
         os.replace(tmp, self.known_hosts)
 
     def _boot(self, s: LabState, n: NodeState) -> None:
+        raise_inotify_limits()
         ndir = Path(n.dir)
         argv = [
             "systemd-nspawn", "-D", str(ndir / "root"), "-b", "--register=no", "--keep-unit",
@@ -398,8 +401,13 @@ class Lab:
                 for n in list(pending.values()):
                     if not alive(n.nspawn):
                         log = Path(n.dir) / "console.log"
-                        tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
-                        raise LabError(f"node {n.name} stopped while booting; console:\n{tail}", host=n.name)
+                        text = log.read_text(errors="replace") if log.exists() else ""
+                        text = re.sub(r"\x1b\[[0-9;]*m", "", text)
+                        tail = "\n".join(ln for ln in text.splitlines()[-30:] if ln.strip())
+                        raise LabError(
+                            f"node {n.name} stopped while booting; its console ({log}) ends with:\n{tail}",
+                            host=n.name,
+                        )
                 ready = list(pool.map(lambda n: ssh_banner(n.ip, timeout=0.3), pending.values()))
                 for n, ok in zip(list(pending.values()), ready):
                     if ok:
@@ -594,6 +602,24 @@ class Lab:
             )
         return proc
 
+    def put_file(self, node: str, dest: str, data: bytes | str, mode: int = 0o644) -> None:
+        """Write ``data`` to ``dest`` inside the node (as root), atomically (temp file + rename)."""
+        raw = data.encode() if isinstance(data, str) else data
+        script = 'set -e; t="$1.lab-tmp.$$"; cat > "$t"; chmod "$2" "$t"; mv -f "$t" "$1"'
+        argv = self.exec_argv(node, ["sh", "-c", script, "sh", dest, f"{mode:o}"])
+        proc = subprocess.run(argv, input=raw, capture_output=True, timeout=120)
+        if proc.returncode != 0:
+            raise LabError(f"cannot write {dest}: {proc.stderr.decode(errors='replace').strip()}", host=node)
+
+    def wait_booted(self, node: str | None = None, timeout: float = 60) -> None:
+        """Wait until systemd in the node(s) finished booting (running or degraded)."""
+        names = [node] if node else [n.name for n in self._state().nodes]
+        for name in names:
+            proc = self.exec(name, ["timeout", str(int(timeout)), "systemctl", "is-system-running", "--wait"],
+                             check=False, timeout=timeout + 5)  # fmt: skip
+            if proc.stdout.strip() not in ("running", "degraded"):
+                raise LabError(f"node did not finish booting: {proc.stdout.strip() or proc.stderr.strip()}", host=name)
+
     def exec_argv(self, node: str, cmd: Sequence[str] | str) -> list[str]:
         """The host command line that runs ``cmd`` inside ``node`` (for interactive use)."""
         require_root()
@@ -635,10 +661,7 @@ class Lab:
             "images:",
             f"  registry: {reg}",
             f'  insecure_registries: ["{reg}"]',
-            '  etcd:      {repository: etcd,      tag: "2.1.1"}',
-            '  flannel:   {repository: flannel,   tag: "0.5.5"}',
-            '  hyperkube: {repository: hyperkube, tag: "v1.1.2"}',
-            '  pause:     {repository: pause,     tag: "2.0"}',
+            *[f'  {c + ":":<10} {{repository: {r}, tag: "{t}"}}' for c, (r, t) in _lab_images().items()],
             "",
             "network:",
             "  flannel_network: 10.0.0.0/16",
@@ -683,8 +706,24 @@ class Lab:
         }
 
 
+def _lab_images() -> dict[str, tuple[str, str]]:
+    """component -> (repository without the -arch suffix, tag) as the lab registry serves them."""
+    specs = {"etcd": ("etcd", "2.1.1"), "flannel": ("flannel", "0.5.5"),
+             "hyperkube": ("hyperkube", "v1.1.2"), "pause": ("pause", "2.0")}  # fmt: skip
+    try:
+        served: dict[str, tuple[str, str]] = getattr(importlib.import_module("piprov_lab.images"), "IMAGES", {})
+    except ImportError:
+        served = {}
+    for comp in specs:
+        if comp in served:
+            repo, tag = served[comp]
+            specs[comp] = (repo.removesuffix("-amd64"), tag)
+    return specs
+
+
 def _show(cmd: Sequence[str] | str) -> str:
-    return cmd if isinstance(cmd, str) else shlex.join(cmd)
+    text = " ".join((cmd if isinstance(cmd, str) else shlex.join(cmd)).split())
+    return text if len(text) <= 160 else text[:157] + "..."
 
 
 def _passwd_ids(root: Path, user: str) -> tuple[int, int]:

@@ -57,6 +57,26 @@ def _which(tool: str) -> str | None:
     return shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin:/usr/bin:/bin")
 
 
+# Every node's systemd, journald, dbus and avahi each hold inotify instances;
+# the kernel default (128 per user, and all nodes run as root) is exhausted by
+# a few labs and a node's PID 1 then dies at boot with "Too many open files".
+INOTIFY_MINIMUM = {"max_user_instances": 8192, "max_user_watches": 1048576}
+
+
+def raise_inotify_limits() -> None:
+    """Raise the host's inotify limits to what a fleet of nodes needs (never lowers them)."""
+    for key, want in INOTIFY_MINIMUM.items():
+        path = Path("/proc/sys/fs/inotify") / key
+        try:
+            if int(path.read_text()) < want:
+                path.write_text(str(want))
+        except (OSError, ValueError) as e:
+            raise LabError(
+                f"cannot raise fs.inotify.{key} to {want}: {e}",
+                hint=f"run `sysctl -w fs.inotify.{key}={want}`; nodes fail to boot below it",
+            ) from e
+
+
 def run(
     argv: Sequence[str],
     *,
