@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 import urllib.parse
 from dataclasses import dataclass
@@ -74,8 +75,18 @@ class Etcd2:
         if not self.endpoints:
             raise ValueError("no etcd endpoints given")
         self.timeout = timeout
-        self._clients = [JSONClient(e, timeout) for e in self.endpoints]
+        # One keep-alive connection per endpoint and thread: the apiserver serves
+        # requests from many threads and http.client connections are not shareable.
+        self._local = threading.local()
         self._current = 0
+
+    @property
+    def _clients(self) -> list[JSONClient]:
+        clients: list[JSONClient] | None = getattr(self._local, "clients", None)
+        if clients is None:
+            clients = [JSONClient(e, self.timeout) for e in self.endpoints]
+            self._local.clients = clients
+        return clients
 
     def _do(self, method: str, key: str, params: dict[str, str] | None = None,
             form: dict[str, str] | None = None, timeout: float | None = None) -> tuple[int, Any, int]:

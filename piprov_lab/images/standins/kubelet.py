@@ -11,7 +11,9 @@ docker runtime. Contract followed:
   ``--docker-endpoint`` (default unix:///var/run/docker.sock), ``--port``
   (default 10250), ``--healthz-port`` (default 10248), ``--healthz-bind-address``
   (default 127.0.0.1), ``--node-status-update-frequency`` (default 5s; 10s in
-  Kubernetes), ``--root-dir`` (default /var/lib/kubelet); others are logged.
+  Kubernetes), ``--root-dir`` (default /var/lib/kubelet), ``--register-schedulable``
+  (default true; false registers the Node with ``spec.unschedulable``, as a
+  master's kubelet did to keep workloads off it); others are logged.
 * registers its Node once at start (labels ``kubernetes.io/hostname``,
   ``kubernetes.io/os``, ``kubernetes.io/arch`` and their ``beta.`` forms, addresses
   InternalIP + Hostname, capacity, nodeInfo with kubeletVersion and the docker
@@ -90,6 +92,7 @@ FLAGS = [
     Flag("healthz-bind-address", "127.0.0.1"),
     Flag("node-status-update-frequency", 5.0, float),
     Flag("root-dir", "/var/lib/kubelet"),
+    Flag("register-schedulable", True, bool),
 ]
 
 
@@ -181,7 +184,8 @@ class Kubelet:
                 "metadata": {"name": self.node_name, "labels": {
                     "kubernetes.io/hostname": self.node_name, "kubernetes.io/os": "linux", "kubernetes.io/arch": arch,
                     "beta.kubernetes.io/os": "linux", "beta.kubernetes.io/arch": arch}},
-                "spec": {"externalID": self.node_name}, "status": self.node_status(None)}
+                "spec": {"externalID": self.node_name, **({} if self.opts["register-schedulable"] else {"unschedulable": True})},
+                "status": self.node_status(None)}
         status, body = self.beat_kube.request("POST", "/api/v1/nodes", node)
         if status in (200, 201):
             log.info("registered node %s (%s)", self.node_name, self.node_ip)
