@@ -136,6 +136,13 @@ echo 'pirate:hypriot' | chpasswd
 echo 'pirate ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/010_pirate-nopasswd
 chmod 0440 /etc/sudoers.d/010_pirate-nopasswd
 sed -i 's/^#\?publish-workstation=.*/publish-workstation=yes/' /etc/avahi/avahi-daemon.conf
+# avahi breaks simultaneous-probe ties record by record: nodes booted in the
+# same instant can each win one of A/AAAA and lose the other, and then rename
+# in lockstep (black-pearl-16 on every node, seen by the discovery tests). Real
+# Pis are not powered on in the same millisecond; with IPv4-only mDNS the
+# tie-break has one record to compare (no AAAA, not even over IPv4).
+sed -i -e 's/^#\?use-ipv6=.*/use-ipv6=no/' -e 's/^#\?publish-aaaa-on-ipv4=.*/publish-aaaa-on-ipv4=no/' \
+  /etc/avahi/avahi-daemon.conf
 cp /usr/share/doc/avahi-daemon/examples/ssh.service /etc/avahi/services/ssh.service
 rm -f /etc/ssh/ssh_host_*
 chmod 0755 /usr/local/sbin/device-init /usr/local/sbin/cgroup-rw
