@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,32 +26,44 @@ pytestmark = pytest.mark.lab
 PIPROV = str(Path(sys.executable).with_name("piprov"))
 
 
-def settle_mdns_names(lab: object, timeout: float = 60.0) -> None:
-    """Wait until every node holds a distinct mDNS host name.
+def avahi_state(lab: Any, node: str) -> int:
+    """avahi's server state in a node: 2 = running (host name established), 1 registering, 3 collision."""
+    p = lab.exec(node, "busctl --system call org.freedesktop.Avahi / org.freedesktop.Avahi.Server GetState", check=False)
+    out = p.stdout.strip()
+    return int(out[2:]) if out.startswith("i ") and out[2:].isdigit() else -1
+
+
+def settle_mdns_names(lab: Any, timeout: float = 120.0) -> float:
+    """Wait until every node's avahi is running with a distinct host name.
 
     Nodes booted in the same instant can keep colliding in lockstep (avahi's
-    per-record tie-break); real Pis are never powered on in the same
-    millisecond. If names have not settled after a while, restart avahi node by
-    node, a beat apart, as staggered power-ons would.
+    simultaneous-probe tie-break fails, and after 15 conflicts it retries every
+    20 s, again all at once); real Pis are never powered on in the same
+    instant. A node still colliding after a while gets its avahi restarted,
+    one node at a time, 1.5 s apart (longer than a probe), as staggered
+    power-ons would. Names must be distinct AND every avahi in the running
+    state: distinct names alone can be a snapshot taken mid-loop.
     """
-    deadline = time.monotonic() + timeout
-    restarted = False
-    start = time.monotonic()
-    while time.monotonic() < deadline:
-        names = [n.mdns_name for n in lab.nodes]  # type: ignore[attr-defined]
-        if all(names) and len(set(names)) == len(names):
-            return
-        if not restarted and time.monotonic() - start > 10:
-            for n in lab.nodes:  # type: ignore[attr-defined]
-                lab.exec(n.name, "systemctl restart avahi-daemon")  # type: ignore[attr-defined]
-                time.sleep(0.3)
-            restarted = True
+    t0 = time.monotonic()
+    last_kick = t0
+    while time.monotonic() - t0 < timeout:
+        nodes = list(lab.nodes)
+        names = [n.mdns_name for n in nodes]
+        states = {n.name: avahi_state(lab, n.name) for n in nodes}
+        if all(names) and len(set(names)) == len(names) and all(s == 2 for s in states.values()):
+            return time.monotonic() - t0
+        if time.monotonic() - last_kick > 8:
+            for name, s in states.items():
+                if s != 2:
+                    lab.exec(name, "systemctl restart avahi-daemon")
+                    time.sleep(1.5)
+            last_kick = time.monotonic()
         time.sleep(0.5)
-    raise AssertionError(f"mDNS names did not settle: {[n.mdns_name for n in lab.nodes]}")  # type: ignore[attr-defined]
+    raise AssertionError(f"mDNS names did not settle: {[n.mdns_name for n in lab.nodes]}")
 
 
 @pytest.fixture(scope="module")
-def lab() -> Iterator[object]:
+def lab() -> Iterator[Any]:
     if os.geteuid() != 0:
         pytest.skip("lab tests need root")
     from piprov_lab.lab import Lab
@@ -64,19 +77,19 @@ def lab() -> Iterator[object]:
         lb.down()
 
 
-def discover(lab: object, *args: str) -> dict[str, object]:
-    argv = [PIPROV, "discover", "--json", "--interface", lab.bridge_ip, *args]  # type: ignore[attr-defined]
+def discover(lab: Any, *args: str) -> dict[str, Any]:
+    argv = [PIPROV, "discover", "--json", "--interface", lab.bridge_ip, *args]
     p = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
-    data: dict[str, object] = json.loads(p.stdout)
+    data: dict[str, Any] = json.loads(p.stdout)
     return data
 
 
-def test_lists_exactly_the_pis(lab: object, tmp_path: Path) -> None:
+def test_lists_exactly_the_pis(lab: Any, tmp_path: Path) -> None:
     data = discover(lab, "-i", str(tmp_path / "none.yaml"))
     hosts = data["hosts"]
     assert isinstance(hosts, list)
-    nodes = {n.ip: n for n in lab.nodes}  # type: ignore[attr-defined]
+    nodes = {n.ip: n for n in lab.nodes}
     assert {h["address"] for h in hosts} == set(nodes), hosts
     for h in hosts:
         node = nodes[h["address"]]
@@ -90,12 +103,12 @@ def test_lists_exactly_the_pis(lab: object, tmp_path: Path) -> None:
     assert data["settled"] is True
 
 
-def test_all_shows_the_decoys_as_other(lab: object, tmp_path: Path) -> None:
+def test_all_shows_the_decoys_as_other(lab: Any, tmp_path: Path) -> None:
     data = discover(lab, "--all", "-i", str(tmp_path / "none.yaml"))
     hosts = data["hosts"]
     assert isinstance(hosts, list)
-    pis = {n.ip for n in lab.nodes}  # type: ignore[attr-defined]
-    decoys = {d["ip"]: d for d in lab.status()["decoys"]}  # type: ignore[attr-defined]
+    pis = {n.ip for n in lab.nodes}
+    decoys = {d["ip"]: d for d in lab.status()["decoys"]}
     by_addr = {h["address"]: h for h in hosts}
     assert set(by_addr) == pis | set(decoys)
     for ip, d in decoys.items():
@@ -106,9 +119,9 @@ def test_all_shows_the_decoys_as_other(lab: object, tmp_path: Path) -> None:
     assert "_workstation._tcp" in laptop["services"]
 
 
-def test_add_grows_an_inventory_that_had_only_the_master(lab: object, tmp_path: Path) -> None:
+def test_add_grows_an_inventory_that_had_only_the_master(lab: Any, tmp_path: Path) -> None:
     inv_path = tmp_path / "inventory.yaml"
-    inv_path.write_text(lab.inventory_yaml())  # type: ignore[attr-defined]
+    inv_path.write_text(lab.inventory_yaml())
     for n in load(inv_path).workers:
         edit.remove_node(inv_path, n.name)
     master = load(inv_path).master
@@ -118,7 +131,7 @@ def test_add_grows_an_inventory_that_had_only_the_master(lab: object, tmp_path: 
     added = data["added"]
     assert isinstance(added, list) and len(added) == 3
     inv = load(inv_path)
-    nodes = {n.ip: n for n in lab.nodes}  # type: ignore[attr-defined]
+    nodes = {n.ip: n for n in lab.nodes}
     assert inv.master.address == master.address
     assert sorted(w.name for w in inv.workers) == ["rpi-node-1", "rpi-node-2", "rpi-node-3"]
     for w in inv.workers:
@@ -130,5 +143,5 @@ def test_add_grows_an_inventory_that_had_only_the_master(lab: object, tmp_path: 
     again = discover(lab, "--add", "-i", str(inv_path))
     assert again["added"] == []
     assert inv_path.read_bytes() == before
-    marks = {h["address"]: h["inventory_node"] for h in again["hosts"]}  # type: ignore[union-attr]
+    marks = {h["address"]: h["inventory_node"] for h in again["hosts"]}
     assert marks[master.address] == master.name and all(marks.values())
