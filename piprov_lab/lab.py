@@ -153,7 +153,9 @@ class Lab:
     @property
     def nodes(self) -> list[NodeInfo]:
         s = self._state()
-        return [self._info(n) for n in s.nodes]
+        # One nsenter per node to ask avahi its name: in parallel for big labs.
+        with ThreadPoolExecutor(max_workers=max(1, min(8, len(s.nodes)))) as pool:
+            return list(pool.map(self._info, s.nodes))
 
     def node(self, name: str) -> NodeInfo:
         return self._info(self._find(self._state(), name))
@@ -279,10 +281,8 @@ class Lab:
         require_root()
         with st.locked(self.name):
             s = st.load(self.name)
-            if s is None:
-                # Nothing recorded; still sweep what a crash between create and save may leave.
-                _sweep(lab=self.name)
-                return
+            # With no state (lost, or a crash between create and save) the sweep
+            # by name pattern still finds what the lab made.
             self._teardown(s)
 
     @staticmethod
@@ -293,11 +293,18 @@ class Lab:
         for name in names:
             Lab(name).down()
         _sweep(lab=None)
+        # Directories of labs whose state file was lost.
+        if st.LAB_ROOT.exists():
+            for d in st.LAB_ROOT.iterdir():
+                if d.is_dir() and st.NAME_RE.match(d.name):
+                    Lab(d.name).down()
+                    names.append(d.name)
         return names
 
     def _teardown(self, s: LabState | None) -> None:
         if s is None:
             _sweep(lab=self.name)
+            shutil.rmtree(self.dir, ignore_errors=True)
             return
         for n in s.nodes:
             self._stop_node(n)
@@ -405,7 +412,7 @@ class Lab:
                         text = re.sub(r"\x1b\[[0-9;]*m", "", text)
                         tail = "\n".join(ln for ln in text.splitlines()[-30:] if ln.strip())
                         raise LabError(
-                            f"node {n.name} stopped while booting; its console ({log}) ends with:\n{tail}",
+                            f"the node stopped while booting; its console ({log}) ends with:\n{tail}",
                             host=n.name,
                         )
                 ready = list(pool.map(lambda n: ssh_banner(n.ip, timeout=0.3), pending.values()))
@@ -483,7 +490,7 @@ class Lab:
             s = self._state()
             n = self._find(s, node)
             if self._pid1(n) is None and not alive(n.nspawn):
-                raise LabError(f"node {n.name} is not running", host=n.name)
+                raise LabError("the node is not running", host=n.name)
             self._stop_node(n)
             st.save(s)
 
@@ -494,7 +501,7 @@ class Lab:
             s = self._state()
             n = self._find(s, node)
             if alive(n.nspawn):
-                raise LabError(f"node {n.name} is already running", host=n.name)
+                raise LabError("the node is already running", host=n.name)
             self._boot(s, n)
         if wait:
             self._wait_ssh(s, [n])
@@ -506,7 +513,7 @@ class Lab:
         n = self._find(s, node)
         old = self._pid1(n)
         if old is None:
-            raise LabError(f"node {n.name} is not running", host=n.name)
+            raise LabError("the node is not running", host=n.name)
         self.exec(n.name, ["systemctl", "reboot"], check=False, timeout=30)
         deadline = time.monotonic() + BOOT_TIMEOUT
         while True:
@@ -519,7 +526,7 @@ class Lab:
                     self._boot(s, n)
                 break
             if time.monotonic() > deadline:
-                raise LabError(f"node {n.name} did not come back from reboot", host=n.name)
+                raise LabError("the node did not come back from reboot", host=n.name)
             time.sleep(0.1)
         if wait:
             self._wait_ssh(s, [n])
@@ -626,7 +633,7 @@ class Lab:
         n = self._find(self._state(), node)
         pid1 = self._pid1(n)
         if pid1 is None:
-            raise LabError(f"node {n.name} is not running", host=n.name, hint=f"`piprov lab start {n.name}`")
+            raise LabError("the node is not running", host=n.name, hint=f"`piprov lab start {n.name}`")
         inner = ["sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
         return ["nsenter", "-t", str(pid1), "-a", "env", "-i", f"PATH={NODE_PATH}", "HOME=/root",
                 "LANG=C.UTF-8", "TERM=" + os.environ.get("TERM", "dumb"), *inner]  # fmt: skip
@@ -782,10 +789,13 @@ def _sweep(lab: str | None) -> None:
         if mine:
             run(["ip", "link", "del", link], check=False)
     rules = run(["iptables", "-w", "-S", "FORWARD"], check=False).stdout.splitlines()
-    tag = f"piprov-lab:{lab}" if lab else "piprov-lab:"
     for r in rules:
-        if tag in r and r.startswith("-A "):
-            run(["iptables", "-w", "-D", *shlex.split(r)[1:]], check=False)
+        if not r.startswith("-A "):
+            continue
+        words = shlex.split(r)
+        tags = [words[i + 1] for i, w in enumerate(words[:-1]) if w == "--comment"]
+        if any(t == f"piprov-lab:{lab}" if lab else t.startswith("piprov-lab:") for t in tags):
+            run(["iptables", "-w", "-D", *words[1:]], check=False)
 
 
 def _is_lab_link(link: str) -> bool:

@@ -263,7 +263,7 @@ def test_kill_then_start_keeps_the_disk(fault_lab: Lab) -> None:
     lab.kill("pi2")
     assert not lab.node("pi2").running
     assert not system.ssh_banner(lab.node("pi2").ip)
-    with pytest.raises(LabError, match="not running"):
+    with pytest.raises(LabError, match="is not running"):
         lab.exec("pi2", "true")
     lab.start("pi2")
     assert lab.exec("pi2", ["cat", "/root/marker"]).stdout.strip() == "survived"
@@ -381,3 +381,17 @@ def test_down_leaves_nothing_behind(lab_factory: LabFactory) -> None:
     after = _lab_resources(lab, netns_prefix, link_prefix)
     assert after == {"netns": [], "links": [], "mounts": [], "processes": [], "rules": []}, after
     assert not lab.dir.exists() and not lab.is_up
+
+
+def test_down_without_state_still_finds_everything(lab_factory: LabFactory) -> None:
+    """After a crash the state file may be gone: down sweeps by the lab's names."""
+    lab = lab_factory("lost", nodes=1, decoys=1, rtt_ms=5)
+    netns_prefix = net.netns_name(lab.name, "")
+    link_prefix = net.bridge_name(lab.name)
+    assert _lab_resources(lab, netns_prefix, link_prefix)["processes"]
+    (lab.dir / "state.json").unlink()
+    assert not lab.is_up
+    lab.down()
+    after = _lab_resources(lab, netns_prefix, link_prefix)
+    assert after == {"netns": [], "links": [], "mounts": [], "processes": [], "rules": []}, after
+    assert not lab.dir.exists()
