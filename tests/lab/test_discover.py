@@ -9,11 +9,10 @@ the master, leaving known hosts alone.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,13 +62,9 @@ def settle_mdns_names(lab: Any, timeout: float = 120.0) -> float:
 
 
 @pytest.fixture(scope="module")
-def lab() -> Iterator[Any]:
-    if os.geteuid() != 0:
-        pytest.skip("lab tests need root")
-    from piprov_lab.lab import Lab
-
-    lb = Lab(f"invdisc{os.getpid() % 10000}")
-    lb.up(nodes=4, decoys=2)
+def lab(lab_factory: Callable[..., Any]) -> Iterator[Any]:
+    """A lab of this module's own: 4 Pis and 2 decoys (a printer, a laptop)."""
+    lb = lab_factory("disc", nodes=4, decoys=2)
     try:
         settle_mdns_names(lb)
         yield lb
