@@ -1,0 +1,196 @@
+"""The flanneld stand-in against a real etcd on loopback (no root: routes go to a fake router)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from piprov_lab.images import testsupport
+
+testsupport.standins_on_path()
+from standins import flanneld  # noqa: E402
+from standins.etcd2 import Etcd2  # noqa: E402
+
+CONFIG = '{"Network": "10.0.0.0/16", "SubnetLen": 24, "Backend": {"Type": "host-gw"}}'
+
+pytestmark = pytest.mark.skipif(testsupport.etcd_binary() is None, reason="etcd not installed (scripts/setup.sh)")
+
+
+@pytest.fixture(scope="module")
+def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    e = testsupport.start_etcd(tmp_path_factory.mktemp("etcd") / "data")
+    yield e.url
+    e.stop()
+
+
+_prefix_counter = iter(range(10**6))
+
+
+@pytest.fixture
+def prefix(etcd: str) -> str:
+    """A fresh flannel keyspace per test, with the network config written."""
+    p = f"/test{next(_prefix_counter)}/network"
+    Etcd2([etcd]).set(f"{p}/config", CONFIG)
+    return p
+
+
+class Router:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, str]] = []
+        self.table: dict[str, str] = {}
+
+    def __call__(self, action: str, subnet: str, gw: str) -> None:
+        self.calls.append((action, subnet, gw))
+        if action == "replace":
+            self.table[subnet] = gw
+        else:
+            self.table.pop(subnet, None)
+
+
+def daemon(etcd: str, prefix: str, ip: str, tmp: Path, ttl: int = 3600) -> tuple[flanneld.Flanneld, Router]:
+    router = Router()
+    d = flanneld.Flanneld(Etcd2([etcd]), prefix, ip, None, True, str(tmp / f"{ip}.env"), ttl, router=router)
+    d.load_config()
+    d.acquire_lease()
+    d.write_env()
+    d.resync()
+    return d, router
+
+
+def read_env(path: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in Path(path).read_text().split())
+
+
+def test_each_node_leases_a_distinct_subnet_and_writes_subnet_env(etcd: str, prefix: str, tmp_path: Path) -> None:
+    daemons = [daemon(etcd, prefix, f"192.0.2.{i}", tmp_path)[0] for i in range(1, 6)]
+    subnets = {str(d.subnet) for d in daemons}
+    assert len(subnets) == 5
+    env = read_env(daemons[0].subnet_file)
+    assert env["FLANNEL_NETWORK"] == "10.0.0.0/16"
+    assert env["FLANNEL_SUBNET"] == str(next(daemons[0].subnet.hosts())) + "/24"  # type: ignore[union-attr]
+    assert env["FLANNEL_MTU"] == "1500" and env["FLANNEL_IPMASQ"] == "true"
+    nodes, _ = Etcd2([etcd]).list(f"{prefix}/subnets")
+    leases = {n.key.rsplit("/", 1)[1]: json.loads(n.value or "") for n in nodes}
+    assert {v["PublicIP"] for v in leases.values()} == {f"192.0.2.{i}" for i in range(1, 6)}
+    assert all(n.ttl and 3500 < n.ttl <= 3600 for n in nodes)
+    assert not any(f.name.startswith(".") for f in tmp_path.iterdir()), "temp files left behind"
+
+
+def test_restart_reuses_the_lease_of_its_public_ip(etcd: str, prefix: str, tmp_path: Path) -> None:
+    first, _ = daemon(etcd, prefix, "192.0.2.7", tmp_path)
+    daemon(etcd, prefix, "192.0.2.8", tmp_path)
+    again, _ = daemon(etcd, prefix, "192.0.2.7", tmp_path)
+    assert again.subnet == first.subnet
+    nodes, _ = Etcd2([etcd]).list(f"{prefix}/subnets")
+    assert len(nodes) == 2
+
+
+def test_lost_lease_is_taken_again_from_the_old_subnet_file(etcd: str, prefix: str, tmp_path: Path) -> None:
+    first, _ = daemon(etcd, prefix, "192.0.2.9", tmp_path)
+    Etcd2([etcd]).delete(flanneld.subnet_key(prefix, first.subnet))  # type: ignore[arg-type]
+    again, _ = daemon(etcd, prefix, "192.0.2.9", tmp_path)
+    assert again.subnet == first.subnet
+
+
+def test_host_gw_routes_follow_leases_as_they_come_and_go(etcd: str, prefix: str, tmp_path: Path) -> None:
+    a, router = daemon(etcd, prefix, "192.0.2.1", tmp_path)
+    b, _ = daemon(etcd, prefix, "192.0.2.2", tmp_path)
+    for _ in range(3):
+        a.step(wait=1.0)
+    assert router.table == {str(b.subnet): "192.0.2.2"}
+    assert str(a.subnet) not in router.table, "no route to its own subnet"
+    # A short-lived lease appears, then expires: its route comes and goes.
+    short = next(n for n in ("10.0.250.0/24", "10.0.251.0/24", "10.0.252.0/24") if n not in (str(a.subnet), str(b.subnet)))
+    Etcd2([etcd]).create(f"{prefix}/subnets/{short.replace('/', '-')}", json.dumps({"PublicIP": "192.0.2.3"}), ttl=1)
+    a.step(wait=2.0)
+    assert router.table.get(short) == "192.0.2.3"
+    deadline = time.monotonic() + 10
+    while short in router.table and time.monotonic() < deadline:
+        a.step(wait=1.0)
+    assert short not in router.table
+    assert ("del", short, "192.0.2.3") in router.calls
+    # A deleted lease (node removed) loses its route too.
+    Etcd2([etcd]).delete(flanneld.subnet_key(prefix, b.subnet))  # type: ignore[arg-type]
+    a.step(wait=2.0)
+    assert router.table == {}
+
+
+def test_lease_is_renewed_before_it_expires(etcd: str, prefix: str, tmp_path: Path) -> None:
+    d, _ = daemon(etcd, prefix, "192.0.2.4", tmp_path, ttl=2)
+    key = flanneld.subnet_key(prefix, d.subnet)  # type: ignore[arg-type]
+    for _ in range(8):  # 4 s: past the TTL, kept alive by renewals
+        d.step(wait=0.5)
+    node = Etcd2([etcd]).get(key)
+    assert json.loads(node.value or "")["PublicIP"] == "192.0.2.4"
+    assert node.ttl is not None and node.ttl >= 1
+
+
+@pytest.mark.parametrize("raw, err", [
+    ('{"Network": "10.0.0.0/16", "SubnetLen": 8}', "SubnetLen 8"),
+    ('{"SubnetLen": 24}', "invalid network config"),
+    ("not json", "invalid network config"),
+])
+def test_bad_config_is_a_fatal_error(raw: str, err: str) -> None:
+    with pytest.raises(flanneld.FatalError, match=err):
+        flanneld.NetConfig.parse(raw)
+
+
+def test_config_defaults_follow_flannel() -> None:
+    cfg = flanneld.NetConfig.parse('{"Network": "10.1.0.0/16"}')
+    assert cfg.subnet_len == 24 and cfg.backend == "udp"
+    assert str(cfg.subnet_min) == "10.1.1.0" and str(cfg.subnet_max) == "10.1.255.0"
+
+
+def _run_main(args: list[str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    code = ("import sys; sys.path.insert(0, %r); from standins.flanneld import main; "
+            "main(router=lambda *a: None)" % str(testsupport.IMAGES_DIR))
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_missing_config_exits_non_zero_with_a_clear_line(etcd: str, tmp_path: Path) -> None:
+    proc = _run_main([f"--etcd-endpoints={etcd}", "--etcd-prefix=/nothing/here", "--iface=127.0.0.1",
+                      f"--subnet-file={tmp_path}/s.env"])
+    assert proc.returncode == 1
+    assert "failed to retrieve network config: 100: Key not found (/nothing/here/config)" in proc.stderr
+
+
+def test_unreachable_etcd_exits_non_zero_after_a_bounded_retry(tmp_path: Path) -> None:
+    port = testsupport.free_port()
+    t0 = time.monotonic()
+    proc = _run_main([f"--etcd-endpoints=http://127.0.0.1:{port}", "--etcd-timeout=2s", "--iface=127.0.0.1",
+                      f"--subnet-file={tmp_path}/s.env", "--v=3"])
+    assert proc.returncode == 1 and time.monotonic() - t0 < 15
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "etcd unreachable after 2s, giving up" in last, proc.stderr
+    assert "ignoring flag --v" in proc.stderr
+
+
+def test_main_writes_subnet_env_and_keeps_running(etcd: str, prefix: str, tmp_path: Path) -> None:
+    code = ("import sys; sys.path.insert(0, %r); from standins.flanneld import main; "
+            "main(router=lambda *a: None)" % str(testsupport.IMAGES_DIR))
+    env_file = tmp_path / "run" / "flannel" / "subnet.env"
+    proc = subprocess.Popen([sys.executable, "-c", code, f"--etcd-endpoints=http://127.0.0.1:1,{etcd}",
+                             f"--etcd-prefix={prefix}", "--iface=127.0.0.1", f"--subnet-file={env_file}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 15
+        while not env_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert read_env(str(env_file))["FLANNEL_IPMASQ"] == "false"
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert proc.returncode == 0  # SIGTERM is a clean stop; the lease stays for the next start
+    q = urllib.parse.quote(f"{prefix}/subnets")
+    body = json.loads(urllib.request.urlopen(f"{etcd}/v2/keys{q}?recursive=true").read())
+    assert json.loads(body["node"]["nodes"][0]["value"])["PublicIP"] == "127.0.0.1"
