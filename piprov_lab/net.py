@@ -34,7 +34,8 @@ def veth_name(lab: str, kind: str, index: int) -> str:
 
 
 def netns_name(lab: str, host: str) -> str:
-    return f"{NETNS_PREFIX}{lab}-{host}"
+    # "_" cannot occur in a lab name, so lab "t1"'s prefix never matches lab "t1-x"'s.
+    return f"{NETNS_PREFIX}{lab}_{host}"
 
 
 def host_networks() -> list[ipaddress.IPv4Network]:
