@@ -23,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import re
+import socket
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -257,6 +259,14 @@ def networks_of(addresses: Iterable[str], adapters: Iterable[tuple[str, int]]) -
     return nets
 
 
+def _on_networks(raw: str, networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(raw.split("%")[0])
+    except ValueError:
+        return False
+    return any(ip in n for n in networks)
+
+
 def merge(
     answers: Iterable[ServiceAnswer],
     networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network],
@@ -269,12 +279,23 @@ def merge(
     """
     rejected: list[Rejected] = []
     groups: dict[str, list[ServiceAnswer]] = {}
+    off_net: dict[str, set[str]] = {}
     for a in answers:
         hostname, why = check_hostname(a.server)
         if hostname is None:
             rejected.append(Rejected(escape(_instance_label(a)), why or "unusable"))
             continue
+        if networks and a.addresses and not any(_on_networks(x, networks) for x in a.addresses):
+            # Heard from another segment (or lying): it must not count as a
+            # claim on a name that a host of this subnet holds.
+            off_net.setdefault(hostname, set()).update(escape(x) for x in a.addresses)
+            continue
         groups.setdefault(hostname, []).append(a)
+    for hostname, addrs in sorted(off_net.items()):
+        if hostname not in groups:
+            rejected.append(
+                Rejected(hostname, f"no address on the browsed subnet (it announced {', '.join(sorted(addrs))})")
+            )
 
     hosts: list[Host] = []
     for hostname, group in sorted(groups.items()):
@@ -427,6 +448,23 @@ def discover(
         raise DiscoveryError(f"mDNS browsing failed: {e.strerror or e}", hint="is multicast allowed on this interface?") from None
 
 
+# Linux delivers a multicast datagram to every socket bound to the port that
+# joined the group on ANY interface (IP_MULTICAST_ALL defaults to 1), so a
+# browser bound to one LAN hears mDNS from every other bridge or LAN where some
+# process joined 224.0.0.251. Turning it off limits the listen socket to the
+# interfaces it joined, i.e. the ones the user chose.
+IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)
+
+
+def _only_joined_interfaces(zc: Any) -> None:
+    sock = getattr(getattr(zc, "engine", None), "_listen_socket", None)
+    if isinstance(sock, socket.socket) and sock.family == socket.AF_INET and sys.platform.startswith("linux"):
+        try:
+            sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
+        except OSError:
+            pass  # older kernels: the subnet check in merge() still applies
+
+
 async def _browse(
     interfaces: list[str],
     types: list[str],
@@ -444,6 +482,8 @@ async def _browse(
         interfaces=interfaces or InterfaceChoice.All,
         ip_version=IPVersion.V4Only if v4only or not interfaces else IPVersion.All,
     )
+    if interfaces:
+        _only_joined_interfaces(azc.zeroconf)
     answers: dict[str, ServiceAnswer] = {}
     pending: set[asyncio.Task[None]] = set()
     last_change = start

@@ -185,3 +185,16 @@ def test_networks_of() -> None:
     nets = networks_of(["10.40.0.1"], [("10.40.0.1", 24), ("192.168.1.5", 24), ("fe80::1%eth0", 64)])
     assert nets == [ipaddress.ip_network("10.40.0.0/24")]
     assert len(networks_of([], [("10.40.0.1", 24), ("fe80::1%eth0", 64)])) == 2
+
+
+def test_same_name_heard_from_another_segment_does_not_poison_the_local_host() -> None:
+    # Another LAN (or lab bridge) also has a black-pearl: its answers carry only
+    # addresses off the browsed subnet and must not count as a second claim.
+    local = ServiceAnswer("_workstation._tcp.local.", "black-pearl [b8:27:eb:00:00:01]._workstation._tcp.local.",
+                          "black-pearl.local.", ("10.40.0.11",))  # fmt: skip
+    foreign = ServiceAnswer("_workstation._tcp.local.", "black-pearl [b8:27:eb:00:00:02]._workstation._tcp.local.",
+                            "black-pearl.local.", ("10.41.0.11",))  # fmt: skip
+    only_foreign = ServiceAnswer("_ssh._tcp.local.", "elsewhere._ssh._tcp.local.", "elsewhere.local.", ("10.41.0.12",))
+    hosts, rejected = merge([local, foreign, only_foreign], [ipaddress.ip_network("10.40.0.0/24")])
+    assert [(h.hostname, h.mac, h.addresses) for h in hosts] == [("black-pearl", "b8:27:eb:00:00:01", ("10.40.0.11",))]
+    assert [r.what for r in rejected] == ["elsewhere"] and "10.41.0.12" in rejected[0].reason
