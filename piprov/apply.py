@@ -53,7 +53,10 @@ class ApplyOutcome:
     def detail(self) -> str:
         if self.ok:
             return ""
-        base = self.result.tail(6)
+        noise = ("PIPROV-FAILED-STEP: ", 'See "systemctl status')
+        lines = [ln for ln in (self.result.stderr or self.result.stdout).splitlines()
+                 if ln.strip() and not ln.startswith(noise)]
+        base = "\n".join(lines[-8:])
         return f"{self.failed_step}: {base}" if self.failed_step else base
 
 

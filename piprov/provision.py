@@ -10,6 +10,7 @@ nothing: a no-op run is one SSH command per node.
 
 from __future__ import annotations
 
+import shlex
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -121,21 +122,18 @@ def make_plan(
     return plan_cluster(inventory, graph, facts)
 
 
-def to_probe(check: HealthCheck, inventory: Inventory) -> Probe:
-    target = check.target
-    if check.probe == "node_ready":
-        # Kubernetes names the node by what its kubelet registered (the node's
-        # address, as the seed's --hostname-override did).
-        m = inventory.master
-        target = f"http://{m.address}:{inventory.network.apiserver_port}/api/v1/nodes/{target}"
-    return Probe(check.probe, target, float(check.timeout))
+def to_probe(check: HealthCheck) -> Probe:
+    return Probe(check.probe, check.target, float(check.timeout))
 
 
 def component_script(cp: ComponentPlan) -> str:
     """Files, then systemd, in one script: the component's whole change."""
     body = "".join(sh.write_file(f) for f in cp.files)
+    # When a unit does not start, its journal says why: put it in the error.
+    journal = " ".join(f"-u {shlex.quote(u)}" for u in [*cp.restart, *cp.start])
     for cmd in cp.unit_commands():
-        body += f"step {cmd}\n{cmd} || fail\n"
+        on_fail = f"{{ journalctl --no-pager -o cat -n 6 {journal} >&2; fail; }}" if journal else "fail"
+        body += f"step {cmd}\n{cmd} || {on_fail}\n"
     return body
 
 
@@ -217,7 +215,7 @@ def apply_plan(
                               detail="no change: files, units and keys as desired", started=t0, finished=applied)
         results: list[ProbeResult] = []
         for check in dag.health.get(v, ()):
-            r = wait_healthy(to_probe(check, inventory), transport, cancel=cancel)
+            r = wait_healthy(to_probe(check), transport, cancel=cancel)
             results.append(r)
             if not r.ok:
                 probes[v] = results
