@@ -313,6 +313,7 @@ class Lab:
             kill(d.proc)
         kill(s.registry)
         for n in s.nodes:
+            _forget_nspawn(f"{s.name}-{n.name}", Path(n.dir) / "root")
             _umount(Path(n.dir) / "root")
             net.delete_host(n.netns, n.veth)
         for d in s.decoys:
@@ -768,6 +769,9 @@ def _sweep(lab: str | None) -> None:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    if lab is not None and (root / "nodes").is_dir():
+        for ndir in (root / "nodes").iterdir():
+            _forget_nspawn(f"{lab}-{ndir.name}", ndir / "root")
     for mp in _mounts_under(root):
         _umount(Path(mp))
     ns_prefix = net.netns_name(lab, "") if lab else net.NETNS_PREFIX
@@ -796,6 +800,19 @@ def _sweep(lab: str | None) -> None:
         tags = [words[i + 1] for i, w in enumerate(words[:-1]) if w == "--comment"]
         if any(t == f"piprov-lab:{lab}" if lab else t.startswith("piprov-lab:") for t in tags):
             run(["iptables", "-w", "-D", *words[1:]], check=False)
+
+
+def _forget_nspawn(machine: str, root: Path) -> None:
+    """Remove what a SIGKILLed systemd-nspawn leaves in /run: its image lock and propagate dir."""
+    try:
+        st_ = os.stat(root)  # the overlay while mounted: that is what nspawn locked
+        Path(f"/run/systemd/nspawn/locks/inode-{st_.st_dev}:{st_.st_ino}").unlink(missing_ok=True)
+    except OSError:
+        pass
+    try:
+        (Path("/run/systemd/nspawn/propagate") / machine).rmdir()
+    except OSError:
+        pass
 
 
 def _is_lab_link(link: str) -> bool:

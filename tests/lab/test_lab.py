@@ -359,7 +359,9 @@ def _lab_resources(lab: Lab, netns_prefix: str, link_prefix: str) -> dict[str, l
             procs.append(f"{p.name} {cmd[:80]}")
     rules = [r for r in subprocess.run(["iptables", "-w", "-S", "FORWARD"], capture_output=True, text=True).stdout.splitlines()
              if f"piprov-lab:{lab.name}\"" in r or f"piprov-lab:{lab.name} " in r]  # fmt: skip
-    return {"netns": ns, "links": links, "mounts": mounts, "processes": procs, "rules": rules}
+    prop = Path("/run/systemd/nspawn/propagate")
+    nspawn = sorted(x for x in os.listdir(prop) if x.startswith(f"{lab.name}-")) if prop.exists() else []
+    return {"netns": ns, "links": links, "mounts": mounts, "processes": procs, "rules": rules, "nspawn": nspawn}
 
 
 def _netns_pids(namespaces: list[str]) -> set[str]:
@@ -379,7 +381,7 @@ def test_down_leaves_nothing_behind(lab_factory: LabFactory) -> None:
     assert len(before["mounts"]) == 2 and len(before["processes"]) >= 3
     lab.down()
     after = _lab_resources(lab, netns_prefix, link_prefix)
-    assert after == {"netns": [], "links": [], "mounts": [], "processes": [], "rules": []}, after
+    assert after == {"netns": [], "links": [], "mounts": [], "processes": [], "rules": [], "nspawn": []}, after
     assert not lab.dir.exists() and not lab.is_up
 
 
@@ -393,5 +395,5 @@ def test_down_without_state_still_finds_everything(lab_factory: LabFactory) -> N
     assert not lab.is_up
     lab.down()
     after = _lab_resources(lab, netns_prefix, link_prefix)
-    assert after == {"netns": [], "links": [], "mounts": [], "processes": [], "rules": []}, after
+    assert after == {"netns": [], "links": [], "mounts": [], "processes": [], "rules": [], "nspawn": []}, after
     assert not lab.dir.exists()
