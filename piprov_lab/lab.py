@@ -225,6 +225,11 @@ class Lab:
                     hint=f"`piprov lab status --name {self.name}` shows it; "
                     f"`piprov lab down --name {self.name}` removes it",
                 )
+            if self.dir.exists():
+                raise LabError(
+                    f"lab {self.name!r} left files behind in {self.dir} (its state file is gone: a crash?)",
+                    hint=f"`piprov lab down --name {self.name}` removes what it left, then try again",
+                )
             base = image.ensure_base(self._progress)
             if base.built_now:
                 self._say(f"node image built in {base.build_seconds:.0f} s")

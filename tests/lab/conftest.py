@@ -50,8 +50,8 @@ def lab_factory() -> Iterator[LabFactory]:
 
     def make(name: str, nodes: int = 3, decoys: int = 0, rtt_ms: float = 0) -> Lab:
         lab = Lab(_unique(name))
-        if lab.is_up:  # left over from an earlier process with the same pid
-            lab.down()
+        lab.down()  # whatever an earlier process with the same pid left behind
+
         made.append(lab)
         lab.up(nodes=nodes, decoys=decoys, rtt_ms=rtt_ms)
         return lab

@@ -179,12 +179,19 @@ def test_both_docker_daemons_run_containers(lab: Lab) -> None:
     assert "overlay" not in fstypes
 
 
-def test_registry_answers_from_the_host(lab: Lab) -> None:
+def test_registry_answers_from_the_host_and_the_nodes(lab: Lab) -> None:
     import urllib.request
 
     with urllib.request.urlopen(f"http://{lab.registry}/v2/", timeout=5) as r:
         assert r.status == 200
     assert lab.registry.startswith(lab.bridge_ip + ":")
+    host, port = lab.registry.split(":")
+    for n in lab.nodes:
+        # No curl on a fresh Pi image: bash's /dev/tcp speaks plain HTTP well enough.
+        out = lab.exec(n.name, ["bash", "-c", f"exec 3<>/dev/tcp/{host}/{port}; "
+                                "printf 'GET /v2/ HTTP/1.0\\r\\n\\r\\n' >&3; head -n 1 <&3"]).stdout  # fmt: skip
+        assert out.startswith("HTTP/1.0 200") or out.startswith("HTTP/1.1 200"), (n.name, out)
+        assert lab.exec(n.name, ["getent", "hosts", "piprov-registry"]).stdout.split()[0] == host
 
 
 def test_inventory_points_at_the_lab(lab: Lab, lab_inventory: Path) -> None:
