@@ -17,7 +17,6 @@ Every edit, under an exclusive lock on ``<inventory>.lock``:
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import stat
@@ -284,9 +283,30 @@ def render_scalar(v: Any, style: str | None = None) -> str:
         return "'" + s.replace("'", "''") + "'"
     if style is None and _is_plain_string(s):
         return s
-    # JSON strings are valid YAML double-quoted scalars; ensure_ascii keeps
-    # control characters and anything odd as escapes.
-    return json.dumps(s)
+    return _double_quoted(s)
+
+
+def _double_quoted(s: str) -> str:
+    """A YAML double-quoted scalar: printable text as is, everything else escaped.
+
+    (json.dumps is not enough: it writes characters beyond the BMP as UTF-16
+    surrogate pairs, which YAML reads back as two broken characters.)
+    """
+    out = ['"']
+    for ch in s:
+        cp = ord(ch)
+        if ch == '"' or ch == "\\":
+            out.append("\\" + ch)
+        elif ch.isprintable() and not 0xD800 <= cp <= 0xDFFF:
+            out.append(ch)
+        elif cp < 0x100:
+            out.append(f"\\x{cp:02x}")
+        elif cp < 0x10000:
+            out.append(f"\\u{cp:04x}")
+        else:
+            out.append(f"\\U{cp:08x}")
+    out.append('"')
+    return "".join(out)
 
 
 def render_flow(v: Any) -> str:

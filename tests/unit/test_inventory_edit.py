@@ -192,3 +192,30 @@ def test_concurrent_edits_from_processes_lose_nothing(inv: Path) -> None:
     assert len(names) == 3 + 32
     # The user's text before the nodes section is untouched.
     assert inv.read_text().startswith(original().split("  - {name: rpi-node-2")[0])
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from ruamel.yaml import YAML  # noqa: E402
+
+
+@settings(max_examples=400, deadline=None)
+@given(value=st.text(max_size=40) | st.sampled_from(["yes", "2.0", "~", "null", "a: b", "#x", "- x", "'", '"', "1e3"]))
+def test_render_scalar_round_trips(value: str) -> None:
+    for style in (None, "'", '"'):
+        doc = YAML(typ="safe", pure=True).load("k: " + edit.render_scalar(value, style) + "\n")
+        assert doc["k"] == value
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=st.text(min_size=1, max_size=40).filter(lambda s: s.strip() != ""))
+def test_any_string_round_trips_through_set(inv: Path, value: str) -> None:
+    """Whatever the string (quotes, colons, '#', newlines, unicode), it is written
+    quoted as needed, reads back identical, and only its line changes."""
+    shutil.copy(DATA / "commented.yaml", inv)
+    edit.set_value(inv, "ssh.identity_file", value)
+    doc = YAML(typ="safe", pure=True).load(inv.read_text())
+    assert doc["ssh"]["identity_file"] == value
+    before, after = original().split('"~/.ssh/id_ed25519"')
+    text = inv.read_text()
+    assert text.startswith(before) and text.endswith(after)
