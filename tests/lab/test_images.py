@@ -57,6 +57,8 @@ class Cluster:
     workers: list[str]
     ips: dict[str, str]  # lab node name -> IP
     images: dict[str, str]
+    # kubectl caches discovery per host:port for 10 min; labs reuse addresses.
+    cache_dir: str = ""
 
     @property
     def api(self) -> str:
@@ -66,8 +68,8 @@ class Cluster:
         return self.lab.exec(node, cmd, check=check, timeout=timeout).stdout
 
     def kubectl(self, *args: str, check: bool = True, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([self.lab.kubectl, "-s", self.api, *args], capture_output=True, text=True,
-                              timeout=timeout)
+        proc = subprocess.run([self.lab.kubectl, "-s", self.api, f"--cache-dir={self.cache_dir}", *args],
+                              capture_output=True, text=True, timeout=timeout)
         if check and proc.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}): {proc.stderr}{proc.stdout}")
         return proc
@@ -132,7 +134,7 @@ def cluster() -> Iterator[Cluster]:
         nodes = lab.nodes
         ips = {n.name: n.ip for n in nodes}
         master, workers = nodes[0].name, [n.name for n in nodes[1:]]
-        c = Cluster(lab, master, workers, ips, image_refs(lab.registry))
+        c = Cluster(lab, master, workers, ips, image_refs(lab.registry), str(lab.dir / "kubectl-cache"))
         reg = lab.registry
         for n in nodes:
             install_runc_wrapper(c, n.name)
@@ -158,7 +160,8 @@ def cluster() -> Iterator[Cluster]:
             env = wait_for(f"subnet.env on {n.name}", lambda n=n: _subnet_env(c, n.name), 30)
             c.sh(n.name, f"ip link add cbr0 type bridge && ip addr add {env['FLANNEL_SUBNET']} dev cbr0 && "
                          f"ip link set cbr0 mtu {env['FLANNEL_MTU']} up")
-            _start_dockerd(c, n.name, "sx-docker", f"--bridge=cbr0 --mtu={env['FLANNEL_MTU']} --iptables=false "
+            # The flags of templates/docker.service.j2 (docker's iptables rules stay on).
+            _start_dockerd(c, n.name, "sx-docker", f"--bridge=cbr0 --mtu={env['FLANNEL_MTU']} "
                            f"--ip-masq=false --insecure-registry={reg}", "/var/run/docker.sock")
         manifest = (TESTDATA / "master.json").read_text().replace("{{HYPERKUBE}}", c.images["hyperkube"])
         c.lab.exec(m, "mkdir -p /etc/kubernetes/manifests && cat > /etc/kubernetes/manifests/master.json",
@@ -226,6 +229,21 @@ def test_every_node_registers_ready(cluster: Cluster) -> None:
     mirror = wait_for("master mirror pod running", lambda: [p for p in c.get("pods", "-n", "kube-system")["items"]
                                                              if p["status"].get("phase") == "Running"], 60)
     assert mirror[0]["spec"]["nodeName"] == c.ips[c.master]
+    # kubectl logs: the apiserver proxies to the kubelet's /containerLogs on the master.
+    logs = c.kubectl("logs", "-n", "kube-system", mirror[0]["metadata"]["name"], "-c", "apiserver").stdout
+    assert "serving insecurely on 0.0.0.0:8080" in logs
+
+
+def test_restarted_kubelet_adopts_its_containers(cluster: Cluster) -> None:
+    c = cluster
+    node = c.master
+    before = c.sh(node, "docker ps -q --filter label=io.kubernetes.pod.uid | sort")
+    assert before.strip()
+    c.sh(node, "docker restart kubelet")
+    wait_for("kubelet healthz on :10250", lambda: urllib.request.urlopen(
+        f"http://{c.ips[node]}:10250/healthz", timeout=2).read() == b"ok", 30)
+    time.sleep(3)  # a few sync rounds
+    assert c.sh(node, "docker ps -q --filter label=io.kubernetes.pod.uid | sort") == before
 
 
 def _rc_spread(c: Cluster) -> dict[str, list[dict[str, Any]]] | None:
@@ -242,7 +260,8 @@ def _rc_spread(c: Cluster) -> dict[str, list[dict[str, Any]]] | None:
 def test_httpd_rc_spreads_over_workers_and_answers_across_nodes(cluster: Cluster) -> None:
     c = cluster
     rc = (TESTDATA / "rc.yaml").read_text().replace("{{REGISTRY}}", c.lab.registry)
-    proc = subprocess.run([c.lab.kubectl, "-s", c.api, "create", "-f", "-"], input=rc, capture_output=True, text=True)
+    proc = subprocess.run([c.lab.kubectl, "-s", c.api, f"--cache-dir={c.cache_dir}", "create", "-f", "-"], input=rc,
+                          capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     by_node = wait_for("3 httpd pods running", lambda: _rc_spread(c), 120, 1)
     worker_ips = {c.ips[w] for w in c.workers}

@@ -20,7 +20,8 @@ API as kubectl 1.20 and the seed's kubelet use it, served the 2016 way:
   unknown kinds), and these resources:
     nodes (get, list, create, update, patch, delete, status);
     pods (get, list with labelSelector/fieldSelector, create, update, patch, delete,
-    status, ``binding``, ``eviction``);
+    status, ``binding``, ``eviction``, ``log`` proxied to the kubelet's
+    ``/containerLogs`` on its node's InternalIP:10250);
     replicationcontrollers (CRUD, status, ``scale`` as autoscaling/v1 Scale);
     poddisruptionbudgets (policy/v1beta1, CRUD, status);
     namespaces (default and kube-system always exist);
@@ -96,7 +97,7 @@ class Resource:
 
 RESOURCES = [
     Resource("", "v1", "nodes", "Node", False, "minions", ("no",), ("status",)),
-    Resource("", "v1", "pods", "Pod", True, "pods", ("po",), ("status", "binding", "eviction")),
+    Resource("", "v1", "pods", "Pod", True, "pods", ("po",), ("status", "binding", "eviction", "log")),
     Resource("", "v1", "replicationcontrollers", "ReplicationController", True, "controllers", ("rc",), ("status", "scale")),
     Resource("", "v1", "namespaces", "Namespace", False, "namespaces", ("ns",), ("status",)),
     Resource("", "v1", "events", "Event", True, None, ("ev",), ()),
@@ -106,8 +107,9 @@ BY_PATH = {(r.group, r.version, r.plural): r for r in RESOURCES}
 
 SUB_KINDS = {
     "status": None, "binding": ("", "v1", "Binding"), "eviction": ("policy", "v1beta1", "Eviction"),
-    "scale": ("autoscaling", "v1", "Scale"),
+    "scale": ("autoscaling", "v1", "Scale"), "log": ("", "v1", "Pod"),
 }
+CATEGORY_ALL = {"pods", "replicationcontrollers"}  # what `kubectl get all` expands to
 
 
 class APIError(Exception):
@@ -335,12 +337,14 @@ class API:
             if (r.group, r.version) != (group, version):
                 continue
             out.append({"name": r.plural, "singularName": r.kind.lower(), "namespaced": r.namespaced,
-                        "kind": r.kind, "verbs": list(r.verbs), "shortNames": list(r.short)})
+                        "kind": r.kind, "verbs": list(r.verbs), "shortNames": list(r.short),
+                        **({"categories": ["all"]} if r.plural in CATEGORY_ALL else {})})
             for sub in r.subresources:
                 gvk = SUB_KINDS[sub]
                 entry: Obj = {"name": f"{r.plural}/{sub}", "singularName": "", "namespaced": r.namespaced,
                               "kind": r.kind if gvk is None else gvk[2],
-                              "verbs": ["create"] if sub in ("binding", "eviction") else ["get", "patch", "update"]}
+                              "verbs": ["create"] if sub in ("binding", "eviction") else
+                              ["get"] if sub == "log" else ["get", "patch", "update"]}
                 if gvk is not None and (gvk[0], gvk[1]) != (group, version):
                     entry["group"], entry["version"] = gvk[0], gvk[1]
                 out.append(entry)
@@ -431,6 +435,8 @@ class API:
             return self.evict(req, res, ns or "default", name)
         if sub == "binding" and m == "POST":
             return self.bind(req, res, ns or "default", name)
+        if sub == "log" and m == "GET":
+            return self.logs(req, res, ns or "default", name)
         if sub == "scale":
             if m == "GET":
                 return Response(200, self.scale_of(self.store.get(res, ns, name)))
@@ -646,6 +652,37 @@ class API:
 
         self.store.update(res, ns, name, fn)
         return Response(201, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})
+
+    def logs(self, req: Request, res: Resource, ns: str, name: str) -> Response:
+        """Proxy to the kubelet's /containerLogs, as the real apiserver does."""
+        pod = self.store.get(res, ns, name)
+        containers = [c["name"] for c in pod["spec"].get("containers") or []]
+        container = req.query.get("container") or (containers[0] if len(containers) == 1 else "")
+        if container not in containers:
+            raise APIError(400, "BadRequest", f"a container name must be specified for pod {name}, choose one of: "
+                           f"{containers}" if not container else f"container {container} is not valid for pod {name}")
+        node_name = pod["spec"].get("nodeName")
+        if not node_name:
+            raise APIError(400, "BadRequest", f'pod "{name}" is not scheduled yet')
+        node = self.store.get(BY_PATH[("", "v1", "nodes")], None, node_name)
+        addrs = {a.get("type"): a.get("address") for a in node.get("status", {}).get("addresses") or []}
+        port = ((node.get("status", {}).get("daemonEndpoints") or {}).get("kubeletEndpoint") or {}).get("Port", 10250)
+        host = addrs.get("InternalIP") or node_name
+        query = urllib.parse.urlencode({k: v for k, v in req.query.items() if k in ("tailLines", "previous")})
+        import http.client
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        try:
+            conn.request("GET", f"/containerLogs/{ns}/{name}/{container}" + (f"?{query}" if query else ""))
+            resp = conn.getresponse()
+            body = resp.read()
+        except OSError as e:
+            raise APIError(500, "InternalError", f"cannot reach the kubelet of node {node_name} at {host}:{port}: {e}") from None
+        finally:
+            conn.close()
+        if resp.status != 200:
+            raise APIError(resp.status if resp.status in (400, 404) else 500, "NotFound" if resp.status == 404 else
+                           "InternalError", body.decode(errors="replace").strip() or f"kubelet answered {resp.status}")
+        return Response(200, body, "text/plain")
 
     def scale_of(self, rc: Obj) -> Obj:
         m = rc["metadata"]

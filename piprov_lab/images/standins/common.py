@@ -248,7 +248,10 @@ def serve_healthz(host: str, port: int, check: Callable[[], bool] | None = None,
                 good = check() if check else True
                 code, body = (200, b"ok") if good else (500, b"unhealthy")
             elif extra is not None:
-                got = extra(self.path)
+                try:
+                    got = extra(self.path)
+                except Exception as exc:  # noqa: BLE001 - answer 500, keep serving
+                    got = (500, f"{exc}\n".encode())
                 if got is not None:
                     code, payload = got
                     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()

@@ -41,12 +41,12 @@ docker runtime. Contract followed:
 * reports pod status (``PUT pods/<name>/status``): phase, podIP, hostIP,
   startTime, conditions (Initialized, Ready, ContainersReady, PodScheduled),
   containerStatuses.
-* ``/healthz`` on 127.0.0.1:10248 and on :10250 (plain HTTP), plus ``/pods`` on
-  :10250 (the pods it runs, a PodList).
+* ``/healthz`` on 127.0.0.1:10248 and on :10250 (plain HTTP), plus ``/pods`` (the
+  pods it runs, a PodList) and ``/containerLogs/<ns>/<pod>/<container>`` on :10250.
 
 Not covered: probes (a running container is ready), resource limits, cgroups,
 secrets/configmaps/other volume types, graceful termination, image garbage
-collection, logs/exec/port-forward on :10250 (and TLS there), CNI, node leases,
+collection, exec/attach/port-forward on :10250 (and TLS there), CNI, node leases,
 eviction on resource pressure.
 """
 
@@ -99,6 +99,16 @@ FLAGS = [
 def _arch() -> str:
     m = platform.machine()
     return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "armv6l": "arm"}.get(m, m)
+
+
+def demux_docker_stream(raw: bytes) -> bytes:
+    """Strip the 8-byte frame headers docker puts on the logs of a container without a TTY."""
+    out, i = bytearray(), 0
+    while i + 8 <= len(raw) and raw[i] in (0, 1, 2) and raw[i + 1:i + 4] == b"\0\0\0":
+        size = int.from_bytes(raw[i + 4:i + 8], "big")
+        out += raw[i + 8:i + 8 + size]
+        i += 8 + size
+    return bytes(out) if i == len(raw) else raw
 
 
 def load_manifest(path: str) -> Obj | None:
@@ -505,6 +515,33 @@ class Kubelet:
             if code == 200:
                 self.last_status[uid] = digest
 
+    def container_logs(self, path: str) -> tuple[int, Any] | None:
+        """GET /containerLogs/<ns>/<pod>/<container>[?tailLines=N] (what the apiserver proxies)."""
+        from urllib.parse import parse_qs, urlsplit
+        u = urlsplit(path)
+        parts = u.path.strip("/").split("/")
+        if len(parts) != 4:
+            return 404, b"expected /containerLogs/<namespace>/<pod>/<container>\n"
+        _, ns, pod, cname = parts
+        matches = [c for c in self.docker.containers(f"{L_NAME}={pod}")
+                   if c["Labels"].get(L_NS) == ns and c["Labels"].get(L_CNAME) == cname]
+        if not matches:
+            return 404, f"container {cname} of pod {ns}/{pod} not found on this node\n".encode()
+        ctr = max(matches, key=lambda c: int(c["Labels"].get(L_RESTARTS, 0)))
+        query = {"stdout": "1", "stderr": "1"}
+        tail = parse_qs(u.query).get("tailLines")
+        if tail:
+            query["tail"] = tail[0]
+        status, raw = self.docker._request("GET", f"/containers/{ctr['Id']}/logs", query=query)
+        if status != 200:
+            return 500, raw
+        return 200, demux_docker_stream(raw)
+
+    def serve_kubelet_port(self, path: str) -> tuple[int, Any] | None:
+        if path.startswith("/containerLogs/"):
+            return self.container_logs(path)
+        return self.pods_endpoint(path)
+
     def pods_endpoint(self, path: str) -> tuple[int, Any] | None:
         if path.split("?")[0] != "/pods":
             return None
@@ -529,7 +566,7 @@ def main(argv: list[str]) -> None:
             return False
 
     serve_healthz(opts["healthz-bind-address"], opts["healthz-port"], docker_ok)
-    serve_healthz(opts["address"], opts["port"], docker_ok, k.pods_endpoint)
+    serve_healthz(opts["address"], opts["port"], docker_ok, k.serve_kubelet_port)
     if k.kube is not None:
         threading.Thread(target=k.heartbeat_loop, daemon=True).start()
     while True:
