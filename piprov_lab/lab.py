@@ -49,7 +49,7 @@ from piprov_lab.system import (
     run,
     spawn,
     ssh_banner,
-    tcp_open,
+    write_ssh_keypair,
 )
 
 Progress = Callable[[str], None]
@@ -217,7 +217,7 @@ class Lab:
         if rtt_ms < 0:
             raise LabError("--rtt must not be negative")
         require_root()
-        require_tools("systemd-nspawn", "ip", "iptables", "nsenter", "ssh-keygen", "docker-registry", "mount")
+        require_tools("systemd-nspawn", "ip", "iptables", "nsenter", "docker-registry", "mount")
         with st.locked(self.name):
             if st.load(self.name) is not None:
                 raise LabError(
@@ -276,8 +276,7 @@ class Lab:
             net.add_forward_rule(bridge, self.name)
         sshdir = self.dir / "ssh"
         sshdir.mkdir(mode=0o700, exist_ok=True)
-        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"piprov-lab-{self.name}",
-             "-f", str(self.identity_file)])  # fmt: skip
+        write_ssh_keypair(self.identity_file, f"piprov-lab-{self.name}")
         self.known_hosts.write_text("")
         return s
 
@@ -357,8 +356,7 @@ class Lab:
     def _personalise(self, s: LabState, n: NodeState, root: Path) -> None:
         """Per-node files: own host key, the lab's login key, machine-id, registry name."""
         key = root / "etc/ssh/ssh_host_ed25519_key"
-        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "root@black-pearl", "-f", str(key)])
-        n.host_key = " ".join(Path(f"{key}.pub").read_text().split()[:2])
+        n.host_key = " ".join(write_ssh_keypair(key, "root@black-pearl").split()[:2])
         uid, gid = _passwd_ids(root, "pirate")
         sshdir = root / "home/pirate/.ssh"
         sshdir.mkdir(mode=0o700, exist_ok=True)

@@ -28,7 +28,6 @@ TOOL_PACKAGES: dict[str, str] = {
     "iptables": "iptables",
     "nsenter": "util-linux",
     "mount": "mount",
-    "ssh-keygen": "openssh-client",
     "docker-registry": "docker-registry",
 }
 
@@ -206,6 +205,33 @@ def spawn(argv: Sequence[str], log: Path, *, env: Mapping[str, str] | None = Non
     except ValueError:
         raise LabError(f"could not start {argv[0]}: {proc.stderr.strip()}") from None
     return proc_ref(pid)
+
+
+def write_ssh_keypair(path: Path, comment: str, *, owner: tuple[int, int] | None = None) -> str:
+    """Write an ed25519 key pair as OpenSSH writes it (``path``, ``path.pub``); return the public line.
+
+    Done in Python (cryptography, already needed by paramiko) so the host needs
+    no openssh-client.
+    """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    line = public.decode() + f" {comment}\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(private)
+    Path(f"{path}.pub").write_text(line)
+    os.chmod(f"{path}.pub", 0o644)
+    if owner is not None:
+        os.chown(path, *owner)
+        os.chown(f"{path}.pub", *owner)
+    return line.strip()
 
 
 def ssh_banner(ip: str, port: int = 22, timeout: float = 0.5) -> bool:
