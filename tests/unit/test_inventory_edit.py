@@ -219,3 +219,34 @@ def test_any_string_round_trips_through_set(inv: Path, value: str) -> None:
     before, after = original().split('"~/.ssh/id_ed25519"')
     text = inv.read_text()
     assert text.startswith(before) and text.endswith(after)
+
+
+_BITS = st.sampled_from(
+    [
+        "cluster: {name: c}", "cluster:\n  name: c", "nodes:", "nodes: []", "nodes: [{name: m, address: 10.1.1.1, role: master}]",
+        "  - name: m\n    address: 10.1.1.1\n    role: master", "  - {name: w, address: 10.1.1.2, role: worker}",
+        "- name: x", "  -\n    name: y", "ssh:", "ssh: {port: 22}", "ssh:\n  port: 22", "network:\n  mtu:",
+        "images: {etcd: {repository: e, tag: '1'}}", "# comment", "", "  # indented comment", "labels: {a: b}",
+        "&a nodes: *a", "nodes: !!str x", "? complex\n: key", "nodes:\n  - m\n  - 1",
+    ]
+)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.lists(_BITS, max_size=8).map("\n".join), which=st.integers(0, 4))
+def test_edits_on_odd_files_never_traceback(tmp_path: Path, text: str, which: int) -> None:
+    from piprov.errors import PiprovError
+
+    p = tmp_path / "odd.yaml"
+    p.write_text(text)
+    actions = [
+        lambda: edit.set_value(p, "ssh.port", 2200),
+        lambda: edit.set_value(p, "nodes.m.address", "10.1.1.9"),
+        lambda: edit.add_node(p, NewNode("n9", "10.1.1.99")),
+        lambda: edit.remove_node(p, "w"),
+        lambda: edit.set_value(p, "network.mtu", 1400),
+    ]
+    try:
+        actions[which]()
+    except PiprovError:
+        assert p.read_text() == text  # refused: nothing written
