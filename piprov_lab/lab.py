@@ -466,7 +466,12 @@ class Lab:
         if ensure is None:
             return
         self._say(f"filling the lab registry {s.bridge_ip}:{REGISTRY_PORT}")
-        ensure(f"{s.bridge_ip}:{REGISTRY_PORT}", image.CACHE_ROOT / "images")
+        try:
+            ensure(f"{s.bridge_ip}:{REGISTRY_PORT}", image.CACHE_ROOT / "images")
+        except LabError:
+            raise
+        except Exception as e:  # the stand-ins' own errors: say where it happened
+            raise LabError(f"filling the lab registry failed: {type(e).__name__}: {e}") from e
 
     # ---------------------------------------------------------------- decoys
     def _create_decoy(self, s: LabState, kind: str) -> DecoyState:
@@ -630,6 +635,22 @@ class Lab:
                              check=False, timeout=timeout + 5)  # fmt: skip
             if proc.stdout.strip() not in ("running", "degraded"):
                 raise LabError(f"node did not finish booting: {proc.stdout.strip() or proc.stderr.strip()}", host=name)
+
+    def wait_mdns(self, timeout: float = 60) -> dict[str, str]:
+        """Wait until every running node holds a distinct mDNS host name; return node -> name.
+
+        Nodes booted together collide on black-pearl.local and avahi renames
+        them; that settles a few seconds after boot (5-6 s for 8 nodes here).
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            running = [n for n in self.nodes if n.running]
+            names = {n.name: n.mdns_name for n in running}
+            if all(names.values()) and len(set(names.values())) == len(names):
+                return {k: v for k, v in names.items() if v}
+            if time.monotonic() > deadline:
+                raise LabError(f"mDNS names did not settle within {timeout:.0f} s: {names}")
+            time.sleep(0.5)
 
     def exec_argv(self, node: str, cmd: Sequence[str] | str) -> list[str]:
         """The host command line that runs ``cmd`` inside ``node`` (for interactive use)."""

@@ -114,6 +114,8 @@ def test_zeroconf_sees_every_node_and_the_decoys(lab: Lab) -> None:
                 out[m.group(2)] = m.group(1)
         return out
 
+    settled = lab.wait_mdns()
+    assert len(set(settled.values())) == 3
     zc = Zeroconf(interfaces=[lab.bridge_ip])
     try:
         listener = Listener()
