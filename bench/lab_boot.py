@@ -151,6 +151,35 @@ def bench_memory(name: str, nodes: int, settle: float) -> None:
         lab.down()
 
 
+def bench_rtt(name: str, rtts: tuple[float, ...] = (0, 20, 50)) -> None:
+    """SSH command round trips through the latency relay (one connection, 10 commands each)."""
+    import paramiko
+
+    lab = Lab(name)
+    lab.down()
+    lab.up(nodes=1)
+    try:
+        ip = lab.nodes[0].ip
+        parts = []
+        for rtt in rtts:
+            lab.netem(rtt_ms=rtt)
+            c = paramiko.SSHClient()
+            c.load_host_keys(str(lab.known_hosts))
+            c.connect(ip, username="pirate", key_filename=str(lab.identity_file), look_for_keys=False,
+                      allow_agent=False)  # fmt: skip
+            times = []
+            for _ in range(10):
+                t0 = time.monotonic()
+                _, out, _ = c.exec_command("true")
+                out.channel.recv_exit_status()
+                times.append(time.monotonic() - t0)
+            c.close()
+            parts.append(f"rtt {rtt:g} ms -> {statistics.median(times) * 1000:.0f} ms")
+        print("SSH exec round trip through the relay (median of 10; ~4 network round trips each): " + ", ".join(parts))
+    finally:
+        lab.down()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--nodes", type=int, default=4)
@@ -166,6 +195,7 @@ def main() -> None:
         bench_build()
     bench_up(name, a.nodes, a.runs)
     bench_memory(name, a.nodes, a.settle)
+    bench_rtt(name)
     shutil.rmtree(Path("/var/lib/piprov-lab") / name, ignore_errors=True)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import socket
 import time
 
 
@@ -54,6 +55,11 @@ async def _serve(port: int, target_host: str, target_port: int, delay: float) ->
         except OSError:
             cw.close()
             return
+        # The delay must be the only one: no Nagle batching on top of it.
+        for w in (cw, uw):
+            sock = w.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         await asyncio.gather(_pump(cr, uw, delay), _pump(ur, cw, delay), return_exceptions=True)
 
     server = await asyncio.start_server(handle, "0.0.0.0", port, reuse_address=True)
