@@ -172,6 +172,14 @@ FILES: dict[str, tuple[str, int]] = {
     "/etc/hosts": (HOSTS, 0o644),
 }
 
+# docker 20.10 asks runc for every capability for a --privileged container, and
+# this machine's capability bounding set lacks CAP_SYS_RESOURCE, so runc fails
+# ("unable to apply caps"). Both docker daemons read /etc/docker/daemon.json and
+# use this wrapper, which drops that one capability (piprov_lab/images/node/).
+_NODE_FILES = Path(__file__).resolve().parent / "images" / "node"
+FILES["/usr/local/bin/runc-lab"] = ((_NODE_FILES / "runc-lab").read_text(), 0o755)
+FILES["/etc/docker/daemon.json"] = ((_NODE_FILES / "daemon.json").read_text(), 0o644)
+
 Progress = Callable[[str], None]
 
 # Files whose absence means the root is not a usable node image.

@@ -106,21 +106,6 @@ def _subnet_env(c: Cluster, node: str) -> dict[str, str]:
     return dict(line.split("=", 1) for line in text.split())
 
 
-NODE_FILES = Path(__file__).resolve().parents[2] / "piprov_lab" / "images" / "node"
-
-
-def install_runc_wrapper(c: Cluster, node: str) -> None:
-    """Let --privileged containers start on this machine (see piprov_lab/images/node/runc-lab).
-
-    Both docker daemons read /etc/docker/daemon.json, which makes the wrapper
-    their default runtime; the units' own flags stay as piprov renders them.
-    """
-    c.lab.exec(node, "cat > /usr/local/bin/runc-lab && chmod 755 /usr/local/bin/runc-lab",
-               input=(NODE_FILES / "runc-lab").read_text())
-    c.lab.exec(node, "mkdir -p /etc/docker && cat > /etc/docker/daemon.json",
-               input=(NODE_FILES / "daemon.json").read_text())
-
-
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     if os.geteuid() != 0:
@@ -137,7 +122,9 @@ def cluster() -> Iterator[Cluster]:
         c = Cluster(lab, master, workers, ips, image_refs(lab.registry), str(lab.dir / "kubectl-cache"))
         reg = lab.registry
         for n in nodes:
-            install_runc_wrapper(c, n.name)
+            # The node image makes docker's default runtime a runc wrapper that lets
+            # --privileged containers start on this machine (piprov_lab/images/node/).
+            assert "runc-lab" in c.sh(n.name, "cat /etc/docker/daemon.json")
             _start_dockerd(c, n.name, "sx-docker-bootstrap",
                            "-H unix:///var/run/docker-bootstrap.sock -p /var/run/docker-bootstrap.pid "
                            "--data-root=/var/lib/docker-bootstrap --exec-root=/var/run/docker-bootstrap "
