@@ -119,12 +119,17 @@ class ComponentPlan:
             self.files or self.daemon_reload or self.unmask or self.enable or self.restart or self.start or self.etcd_keys
         )
 
-    def unit_commands(self) -> list[str]:
+    def unit_commands(self, *, no_block: bool = True) -> list[str]:
         """systemctl commands to run after the files are in place, in order.
 
         Restarts go in ONE systemctl call: restarting a socket and its service
-        must be one transaction.
+        must be one transaction. With ``no_block`` (the default) start and
+        restart only queue the jobs: the component's health checks are the
+        wait, with their timeouts and diagnostics. A blocking start of
+        k8s-flannel.service would last until flannel has a lease, i.e. for
+        ever when etcd is unreachable.
         """
+        nb = " --no-block" if no_block else ""
         cmds: list[str] = []
         if self.unmask:
             cmds.append("systemctl unmask --quiet " + " ".join(self.unmask))
@@ -133,9 +138,9 @@ class ComponentPlan:
         if self.enable:
             cmds.append("systemctl enable --quiet " + " ".join(self.enable))
         if self.restart:
-            cmds.append("systemctl restart " + " ".join(self.restart))
+            cmds.append(f"systemctl restart{nb} " + " ".join(self.restart))
         if self.start:
-            cmds.append("systemctl start " + " ".join(self.start))
+            cmds.append(f"systemctl start{nb} " + " ".join(self.start))
         return cmds
 
     def etcd_commands(self) -> list[str]:
@@ -447,9 +452,16 @@ def plan_node(desired: DesiredNode, facts: NodeFacts, graph: ComponentGraph) -> 
                 cp.start.append(u)
                 cp.reasons.append(f"{u} is {uf.active}: start it")
 
-        also = sorted({r for u in cp.restart for r in requirers.get(u, []) if r not in cp.restart})
+        # systemd propagates a restart along Requires=, transitively.
+        also: set[str] = set()
+        todo = list(cp.restart)
+        while todo:
+            for r in requirers.get(todo.pop(), []):
+                if r not in also and r not in cp.restart:
+                    also.add(r)
+                    todo.append(r)
         if also:
-            cp.reasons.append("systemd restarts with it (Requires=): " + ", ".join(also))
+            cp.reasons.append("systemd restarts with it (Requires=): " + ", ".join(sorted(also)))
 
         if comp.etcd_keys is not None and desired.etcdctl:
             for key in comp.etcd_keys.keys:

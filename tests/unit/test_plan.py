@@ -200,8 +200,9 @@ def test_commands_of_a_fresh_node(graph: ComponentGraph) -> None:
     assert etcd.unit_commands() == [
         "systemctl daemon-reload",
         "systemctl enable --quiet k8s-etcd.service",
-        "systemctl start k8s-etcd.service",
+        "systemctl start --no-block k8s-etcd.service",
     ]
+    assert etcd.unit_commands(no_block=False)[-1] == "systemctl start k8s-etcd.service"
     (cmd,) = etcd.etcd_commands()
     assert cmd.startswith("docker -H unix:///var/run/docker-bootstrap.sock exec k8s-etcd env ETCDCTL_API=2 etcdctl")
     assert "set /coreos.com/network/config '{\"Backend\": {\"Type\": \"host-gw\"}" in cmd
@@ -213,15 +214,20 @@ def test_masked_unit_commands(graph: ComponentGraph) -> None:
         "systemctl unmask --quiet docker.service",
         "systemctl daemon-reload",
         "systemctl enable --quiet docker.service",
-        "systemctl start docker.service",
+        "systemctl start --no-block docker.service",
     ]
 
 
 def test_restart_of_socket_is_one_transaction(graph: ComponentGraph) -> None:
     _, plan = run_case(Path(__file__).parent / "data/plan/socket-file-changed.yaml", graph)
+    # The whole node stack hangs off the bootstrap daemon: the plan says so.
+    assert plan.component("docker-bootstrap").reasons[-1] == (
+        "systemd restarts with it (Requires=): docker.service, k8s-flannel.service, "
+        "k8s-proxy.service, k8s-worker.service"
+    )
     assert plan.component("docker-bootstrap").unit_commands() == [
         "systemctl daemon-reload",
-        "systemctl restart docker-bootstrap.socket docker-bootstrap.service",
+        "systemctl restart --no-block docker-bootstrap.socket docker-bootstrap.service",
     ]
 
 
