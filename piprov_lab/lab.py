@@ -38,7 +38,6 @@ from piprov_lab import state as st
 from piprov_lab.errors import LabError
 from piprov_lab.state import DecoyState, LabState, NodeState
 from piprov_lab.system import (
-    ProcRef,
     alive,
     children,
     kill,
@@ -443,9 +442,11 @@ class Lab:
         st.save(s)
         deadline = time.monotonic() + 20
         url = f"http://{s.bridge_ip}:{REGISTRY_PORT}/v2/"
+        # Never through an http_proxy from the environment: the registry is on the lab bridge.
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         while True:
             try:
-                with urllib.request.urlopen(url, timeout=1) as r:
+                with opener.open(url, timeout=1) as r:
                     if r.status == 200:
                         return
             except OSError:
