@@ -69,6 +69,7 @@ def build_images(cache_dir: Path) -> list[BuiltImage]:
         built = [BuiltImage(d["name"], d["repo"], d["tag"], d["manifest"].encode(),
                             tuple((b[0], b[1]) for b in d["blobs"])) for d in data]
         if all(Path(p).exists() for img in built for _, p in img.blobs):
+            index.touch()  # in use: keeps it from being pruned by builds of other sources
             return built
     start = time.monotonic()
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -97,7 +98,29 @@ def build_images(cache_dir: Path) -> list[BuiltImage]:
                                 "blobs": [list(x) for x in b.blobs]} for b in built], indent=1))
     tmp.rename(index)
     log.info("built lab images in %.1fs (%s)", time.monotonic() - start, index.name)
+    _prune(cache_dir, keep=index, built=built)
     return built
+
+
+def _prune(cache_dir: Path, keep: Path, built: list[BuiltImage], min_age: float = 24 * 3600) -> None:
+    """Drop builds of older sources (and their blobs) unused for a day.
+
+    Other checkouts (CI's clone, a developer's tree) may share this cache with
+    other sources: a day's grace keeps their builds while they are in use.
+    """
+    now = time.time()
+    live = {p for img in built for _, p in img.blobs}
+    for index in cache_dir.glob("images-*.json"):
+        if index == keep:
+            continue
+        if now - index.stat().st_mtime < min_age:
+            for d in json.loads(index.read_text()):
+                live.update(b[1] for b in d["blobs"])
+            continue
+        index.unlink(missing_ok=True)
+    for blob in (cache_dir / "blobs").glob("sha256-*"):
+        if str(blob) not in live and now - blob.stat().st_mtime > min_age:
+            blob.unlink(missing_ok=True)
 
 
 def ensure_images(registry: str, cache_dir: Path) -> None:

@@ -283,6 +283,21 @@ def test_stale_heartbeat_turns_node_not_ready(cluster: Cluster) -> None:
     assert kobj.node_ready(c.raw("GET", "/api/v1/nodes/stale")[1])
 
 
+def test_pods_of_a_long_dead_node_are_deleted(cluster: Cluster) -> None:
+    c = cluster
+    c.heartbeat("dead", "192.0.2.70", age=10.0)
+    status, _ = c.raw("POST", "/api/v1/namespaces/default/pods", {
+        "metadata": {"name": "on-dead"}, "spec": {"nodeName": "dead", "containers": [{"name": "c", "image": "i"}]}})
+    assert status == 201
+    cm = ControllerManager(KubeClient(c.url), grace=3.0, eviction_timeout=1.0)
+    cm.run_once(monitor=True)  # NotReady now
+    assert c.raw("GET", "/api/v1/namespaces/default/pods/on-dead")[0] == 200
+    time.sleep(2.2)
+    cm.run_once(monitor=True)  # NotReady for longer than the eviction timeout
+    assert c.raw("GET", "/api/v1/namespaces/default/pods/on-dead")[0] == 404
+    assert c.raw("DELETE", "/api/v1/nodes/dead")[0] == 200
+
+
 @needs_kubectl
 def test_deleting_a_node_collects_its_pods(cluster: Cluster) -> None:
     c = cluster

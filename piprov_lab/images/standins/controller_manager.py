@@ -15,7 +15,9 @@ Contract followed:
   ``fullyLabeledReplicas``, ``observedGeneration``.
 * node lifecycle: a node whose Ready condition's ``lastHeartbeatTime`` is older
   than the grace period gets Ready=Unknown (reason NodeStatusUnknown, which
-  kubectl shows as NotReady) and its pods get Ready=False.
+  kubectl shows as NotReady) and its pods get Ready=False; once it has been
+  NotReady for ``--pod-eviction-timeout`` (default 5m, as Kubernetes) its pods
+  are deleted, so their controllers recreate them elsewhere.
 * pod garbage collection: pods bound to a node that no longer exists, and pods
   whose controller (an RC) no longer exists, are deleted.
 * disruption controller: PodDisruptionBudget status (currentHealthy,
@@ -24,7 +26,7 @@ Contract followed:
 
 Not covered: deployments, replica sets, daemon sets, jobs, services/endpoints,
 namespace deletion, service accounts, pod eviction from unreachable nodes after
-``--pod-eviction-timeout`` (pods of a dead node stay, marked not ready), leader election.
+leader election, taints.
 """
 
 from __future__ import annotations
@@ -46,15 +48,17 @@ FLAGS = [
     Flag("master", "http://127.0.0.1:8080"),
     Flag("node-monitor-grace-period", 20.0, float),
     Flag("node-monitor-period", 2.0, float),
+    Flag("pod-eviction-timeout", 300.0, float),
     Flag("port", 10252, int),
     Flag("address", "127.0.0.1"),
 ]
 
 
 class ControllerManager:
-    def __init__(self, kube: KubeClient, grace: float) -> None:
+    def __init__(self, kube: KubeClient, grace: float, eviction_timeout: float = 300.0) -> None:
         self.kube = kube
         self.grace = grace
+        self.eviction_timeout = eviction_timeout
 
     # replication -------------------------------------------------------------------
     def sync_rcs(self, pods: list[Obj], rcs: list[Obj]) -> None:
@@ -127,7 +131,12 @@ class ControllerManager:
             ready = kobj.condition(n, "Ready")
             beat = kobj.parse_time((ready or {}).get("lastHeartbeatTime")) or kobj.parse_time(
                 n["metadata"].get("creationTimestamp")) or now
-            if now - beat <= self.grace or (ready or {}).get("status") == "Unknown":
+            if (ready or {}).get("status") == "Unknown":
+                since = kobj.parse_time((ready or {}).get("lastTransitionTime")) or now
+                if now - since > self.eviction_timeout:
+                    self.evict_pods_of(n["metadata"]["name"], pods, now - since)
+                continue
+            if now - beat <= self.grace:
                 continue
             name = n["metadata"]["name"]
             stamp = kobj.now_rfc3339()
@@ -145,6 +154,15 @@ class ControllerManager:
                         kobj.set_condition(q, {"type": "Ready", "status": "False", "reason": "NodeNotReady",
                                                "lastProbeTime": None, "lastTransitionTime": stamp})
                         self.kube.request("PUT", pod_path(p, "status"), q)
+
+    def evict_pods_of(self, node: str, pods: list[Obj], down_for: float) -> None:
+        for p in pods:
+            if p["spec"].get("nodeName") == node and not (p["metadata"].get("annotations") or {}).get(
+                    "kubernetes.io/config.mirror"):
+                status, _ = self.kube.request("DELETE", pod_path(p))
+                if status == 200:
+                    log.info("deleted pod %s/%s: node %s not ready for %.0fs (pod eviction timeout %.0fs)",
+                             p["metadata"].get("namespace"), p["metadata"]["name"], node, down_for, self.eviction_timeout)
 
     # disruption budgets -------------------------------------------------------------------------
     def sync_pdbs(self, pods: list[Obj], rcs: list[Obj]) -> None:
@@ -175,7 +193,7 @@ def main(argv: list[str]) -> None:
     opts = parse_flags("controller-manager", argv, FLAGS)
     kube = KubeClient(opts["master"])
     serve_healthz(opts["address"], opts["port"], kube.healthy)
-    cm = ControllerManager(kube, float(opts["node-monitor-grace-period"]))
+    cm = ControllerManager(kube, float(opts["node-monitor-grace-period"]), float(opts["pod-eviction-timeout"]))
     log.info("controller-manager stand-in: master %s, node grace period %.0fs", opts["master"], cm.grace)
     last_monitor = 0.0
     while True:
