@@ -333,7 +333,8 @@ def test_netem_rtt_delays_ssh_and_can_be_removed(fault_lab: Lab) -> None:
     c.close()
     lab.netem(rtt_ms=0, node="pi1")
     assert lab.node("pi1").rtt_ms == 0
-    assert banner_seconds() < 0.09
+    # Best of three: a busy machine can slow one sshd fork, not all of them.
+    assert min(banner_seconds() for _ in range(3)) < 0.09
 
 
 def test_add_node_boots_a_fresh_pi(fault_lab: Lab) -> None:
