@@ -140,7 +140,6 @@ def test_health_and_discovery_endpoints(cluster: Cluster) -> None:
     ("GET", "/apis/apps/v1/deployments", 404, "NotFound"),
     ("GET", "/totally/unknown", 404, "NotFound"),
     ("DELETE", "/api/v1/namespaces/default/pods", 405, "MethodNotAllowed"),
-    ("GET", "/api/v1/pods?watch=true", 405, "MethodNotAllowed"),
     ("POST", "/api/v1/namespaces/nope/pods", 404, "NotFound"),
 ])
 def test_errors_are_kubernetes_status_objects(cluster: Cluster, method: str, path: str, code: int, reason: str) -> None:
@@ -316,3 +315,41 @@ def test_events_are_accepted_and_dropped(cluster: Cluster) -> None:
     assert status == 201
     status, lst = cluster.raw("GET", "/api/v1/namespaces/default/events")
     assert status == 200 and lst["items"] == []
+
+
+def test_watch_streams_added_modified_deleted(cluster: Cluster) -> None:
+    import http.client
+    c = cluster
+    rv = c.raw("GET", "/api/v1/namespaces/default/pods")[1]["metadata"]["resourceVersion"]
+    host, port = c.url.split("//")[1].split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    conn.request("GET", f"/api/v1/namespaces/default/pods?watch=true&resourceVersion={rv}&timeoutSeconds=3"
+                        "&labelSelector=w%3D1")
+    resp = conn.getresponse()
+    assert resp.status == 200 and resp.getheader("Transfer-Encoding") == "chunked"
+    pod = {"metadata": {"name": "watched", "labels": {"w": "1"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}
+    assert c.raw("POST", "/api/v1/namespaces/default/pods", {**pod, "metadata": {"name": "unwatched"}})[0] == 201
+    assert c.raw("POST", "/api/v1/namespaces/default/pods", pod)[0] == 201
+    assert c.raw("PATCH", "/api/v1/namespaces/default/pods/watched", {"metadata": {"annotations": {"a": "b"}}},
+                 "application/merge-patch+json")[0] == 200
+    assert c.raw("DELETE", "/api/v1/namespaces/default/pods/watched")[0] == 200
+    assert c.raw("DELETE", "/api/v1/namespaces/default/pods/unwatched")[0] == 200
+    events = [json.loads(line) for line in resp.read().splitlines() if line.strip()]  # ends after timeoutSeconds
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [
+        ("ADDED", "watched"), ("MODIFIED", "watched"), ("DELETED", "watched")]
+    conn.close()
+
+
+@needs_kubectl
+def test_kubectl_wait_for_a_ready_pod(cluster: Cluster) -> None:
+    c = cluster
+    c.heartbeat("n1", "192.0.2.11")
+    assert c.raw("POST", "/api/v1/namespaces/default/pods", {
+        "metadata": {"name": "waited"}, "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "i"}]}})[0] == 201
+    timer = threading.Timer(1.0, c.run_pods)
+    timer.start()
+    t0 = time.monotonic()
+    out = c.kubectl("wait", "--for=condition=Ready", "pod/waited", "--timeout=20s").stdout
+    timer.join()
+    assert "pod/waited condition met" in out and time.monotonic() - t0 < 10
+    assert c.raw("DELETE", "/api/v1/namespaces/default/pods/waited")[0] == 200

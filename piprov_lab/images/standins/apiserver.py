@@ -35,8 +35,14 @@ API as kubectl 1.20 and the seed's kubelet use it, served the 2016 way:
   disruption, computed at eviction time from the ready pods matching its selector
   (minAvailable / maxUnavailable, integer or percent, of the owning RCs' replicas).
 
-Not covered: TLS, authn/authz, admission control, watch (``?watch=true`` answers
-405), ``continue``/limit paging (a list is always complete), graceful deletion
+Watch: ``?watch=true`` streams ADDED/MODIFIED/DELETED events (chunked, one JSON
+per line, as Tables when asked) from etcd's v2 wait, from ``resourceVersion`` or
+after the current list; a resourceVersion etcd no longer remembers answers an
+ERROR event with a 410 Status.
+
+Not covered: TLS, authn/authz, admission control, watch bookmarks and
+field-selector transitions (an object that stops matching sends no DELETED),
+``continue``/limit paging (a list is always complete), graceful deletion
 (pods are removed at once, as with ``--grace-period=0``; the kubelet then stops
 their containers), services/endpoints/configmaps/secrets/deployments/daemonsets,
 field managers and server-side apply, OpenAPI schemas, protobuf.
@@ -426,7 +432,7 @@ class API:
         if name is None:
             if m == "GET":
                 if req.query.get("watch") in ("1", "true"):
-                    raise APIError(405, "MethodNotAllowed", "watch is not supported by this stand-in apiserver")
+                    return self.watch(req, res, ns)
                 return self.list(req, res, ns)
             if m == "POST":
                 return self.create(req, res, ns)
@@ -494,6 +500,68 @@ class API:
             o.pop("apiVersion", None)
         return Response(200, {"kind": res.kind + "List", "apiVersion": res.api_version,
                               "metadata": {"resourceVersion": rv}, "items": items})
+
+    def watch(self, req: Request, res: Resource, ns: str | None) -> Response:
+        """A watch stream: one JSON event per line, from etcd's v2 wait on the resource's keys."""
+        try:
+            labels = kobj.parse_label_selector(req.query.get("labelSelector"))
+            fields = kobj.parse_field_selector(req.query.get("fieldSelector"))
+        except kobj.SelectorError as e:
+            raise APIError(400, "BadRequest", str(e)) from None
+        rv = req.query.get("resourceVersion") or ""
+        timeout = float(req.query.get("timeoutSeconds") or 1800)
+        table = self.wants_table(req)
+        include = req.query.get("includeObject", "Metadata")
+        prefix = self.store.key(res, ns)
+
+        def matches(o: Obj) -> bool:
+            return kobj.match_requirements(labels, o["metadata"].get("labels")) and kobj.match_fields(fields, o)
+
+        def event(kind: str, o: Obj) -> bytes:
+            o.setdefault("kind", res.kind)
+            o.setdefault("apiVersion", res.api_version)
+            body = kobj.to_table(res.kind, [o], o["metadata"]["resourceVersion"], include) if table else o
+            return json.dumps({"type": kind, "object": body}).encode() + b"\n"
+
+        def stream() -> Any:
+            import time
+            start = int(rv) if rv not in ("", "0") else None
+            if start is None:
+                items, index = self.store.list(res, ns)
+                start = int(index)
+                for o in items:
+                    if matches(o):
+                        yield event("ADDED", o)
+            deadline = time.monotonic() + timeout
+            index = start
+            while time.monotonic() < deadline:
+                try:
+                    got = self.store.etcd.watch(prefix, index, timeout=min(30.0, max(0.1, deadline - time.monotonic())))
+                except EtcdError as e:
+                    if e.code == KEY_NOT_FOUND:
+                        time.sleep(1)
+                        continue
+                    gone = APIError(410, "Expired", f"too old resource version: {index + 1} ({e.index})").status()
+                    yield json.dumps({"type": "ERROR", "object": gone}).encode() + b"\n"
+                    return
+                if got is None:
+                    yield b""  # keeps the stream alive; a gone client shows up as a write error
+                    continue
+                action, node, prev = got
+                index = node.modified_index
+                gone = action in ("delete", "compareAndDelete", "expire")
+                raw = (prev.value if gone and prev else node.value) or ""
+                try:
+                    o = json.loads(raw)
+                except ValueError:
+                    continue
+                o.setdefault("metadata", {})["resourceVersion"] = str(node.modified_index)
+                if not matches(o):
+                    continue
+                kind = "DELETED" if gone else ("ADDED" if action == "create" or prev is None else "MODIFIED")
+                yield event(kind, o)
+
+        return Response(200, stream())
 
     def get(self, req: Request, res: Resource, ns: str | None, name: str) -> Response:
         return self.render(req, res, self.store.get(res, ns, name))
@@ -809,6 +877,9 @@ def make_handler(api: API) -> type[BaseHTTPRequestHandler]:
             except Exception as exc:  # noqa: BLE001 - a server answers 500, it does not die
                 log.exception("internal error on %s %s", self.command, self.path)
                 resp = Response(500, APIError(500, "InternalError", f"internal error: {exc}").status())
+            if not isinstance(resp.body, (bytes, dict, list)):
+                self._stream(resp)
+                return
             data = resp.body if isinstance(resp.body, bytes) else json.dumps(resp.body).encode()
             self.send_response(resp.code)
             self.send_header("Content-Type", resp.content_type)
@@ -818,6 +889,31 @@ def make_handler(api: API) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(data)
             if resp.code >= 400 and resp.code != 404:
                 log.info("%s %s -> %d", self.command, self.path, resp.code)
+
+        def _stream(self, resp: Response) -> None:
+            self.send_response(resp.code)
+            self.send_header("Content-Type", resp.content_type)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            try:
+                for chunk in resp.body:
+                    if chunk:
+                        self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                    elif self._client_gone():
+                        return
+                self.wfile.write(b"0\r\n\r\n")
+            except OSError:
+                self.close_connection = True
+
+        def _client_gone(self) -> bool:
+            import select
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            if not readable:
+                return False
+            try:
+                return self.connection.recv(1, socket.MSG_PEEK) == b""
+            except OSError:
+                return True
 
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _serve
 
