@@ -140,3 +140,41 @@ def test_add_grows_an_inventory_that_had_only_the_master(lab: Any, tmp_path: Pat
     assert inv_path.read_bytes() == before
     marks = {h["address"]: h["inventory_node"] for h in again["hosts"]}
     assert marks[master.address] == master.name and all(marks.values())
+
+
+@pytest.fixture(scope="module")
+def up_lab(lab_factory: Callable[..., Any]) -> Iterator[Any]:
+    """3 fresh Pis for the end-to-end check (provisioning changes them: not shared)."""
+    lb = lab_factory("discup", nodes=3)
+    try:
+        settle_mdns_names(lb)
+        yield lb
+    finally:
+        lb.down()
+
+
+def test_add_then_up_builds_the_cluster(up_lab: Any, tmp_path: Path) -> None:
+    """The issue's user story: an inventory with only the master, `discover --add`, `piprov up`."""
+    inv_path = tmp_path / "inventory.yaml"
+    inv_path.write_text(up_lab.inventory_yaml())
+    for n in load(inv_path).workers:
+        edit.remove_node(inv_path, n.name)
+    added = discover(up_lab, "--add", "-i", str(inv_path))["added"]
+    assert len(added) == 2
+    p = subprocess.run([PIPROV, "up", "-i", str(inv_path)], capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    api = f"http://{load(inv_path).master.address}:8080"
+    deadline = time.monotonic() + 180
+    ready: dict[str, bool] = {}
+    while time.monotonic() < deadline:
+        k = subprocess.run([up_lab.kubectl, "-s", api, "get", "nodes", "-o", "json"], capture_output=True, text=True, timeout=60)
+        if k.returncode == 0:
+            items = json.loads(k.stdout)["items"]
+            ready = {
+                i["metadata"]["name"]: any(c["type"] == "Ready" and c["status"] == "True" for c in i["status"].get("conditions", []))
+                for i in items
+            }
+            if len(ready) == 3 and all(ready.values()):
+                return
+        time.sleep(2)
+    raise AssertionError(f"nodes not Ready after discover --add + up: {ready}")
