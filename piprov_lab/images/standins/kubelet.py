@@ -37,7 +37,9 @@ docker runtime. Contract followed:
   can start the apiserver itself); once the apiserver answers, a mirror pod
   ``<name>-<node>`` (annotation ``kubernetes.io/config.mirror``) shows each one.
 * pods bound to the node (``fieldSelector=spec.nodeName=<node>``) are started;
-  containers of pods that are gone (deleted, evicted) are removed (SIGKILL).
+  containers of pods that are gone (deleted, evicted) are removed (SIGKILL), but
+  not before the apiserver has answered once since the kubelet started (the real
+  kubelet's "all sources ready"): a cluster powering up keeps the workers' pods.
 * reports pod status (``PUT pods/<name>/status``): phase, podIP, hostIP,
   startTime, conditions (Initialized, Ready, ContainersReady, PodScheduled),
   containerStatuses.
@@ -76,6 +78,7 @@ VERSION = os.environ.get("KUBE_VERSION", "v1.1.2")
 L_UID, L_NAME, L_NS, L_CNAME, L_RESTARTS = ("io.kubernetes.pod.uid", "io.kubernetes.pod.name",
                                               "io.kubernetes.pod.namespace", "io.kubernetes.container.name",
                                               "io.kubernetes.container.restartCount")
+L_SOURCE = "io.kubernetes.pod.source"  # "file" (static manifest) or "api"
 MIRROR = "kubernetes.io/config.mirror"
 
 FLAGS = [
@@ -135,6 +138,10 @@ class Kubelet:
         self.node_name = opts["hostname-override"] or socket.gethostname()
         self.node_ip = self._node_ip()
         self.registered = False
+        # Like the real kubelet's "sources ready": until the apiserver has answered
+        # once, containers of API pods it does not know yet are left alone (a whole
+        # cluster powering up must not kill the workers' pods before the master is back).
+        self.api_seen = self.kube is None
         self.static: dict[str, Obj] = {}  # uid -> pod
         self.api_pods: dict[str, Obj] = {}  # uid -> pod
         self.bad_manifests: dict[str, float] = {}
@@ -270,6 +277,7 @@ class Kubelet:
             pods = self.kube.list("/api/v1/pods", fieldSelector=f"spec.nodeName={self.node_name}")
         except (HTTPError, OSError):
             return None
+        self.api_seen = True
         with self.lock:
             self.api_pods = {p["metadata"]["uid"]: p for p in pods
                              if MIRROR not in (p["metadata"].get("annotations") or {}) and kobj.pod_active(p)}
@@ -304,8 +312,9 @@ class Kubelet:
 
     def labels(self, pod: Obj, cname: str, restarts: int) -> dict[str, str]:
         m = pod["metadata"]
+        source = "file" if MIRROR in (m.get("annotations") or {}) else "api"
         return {L_UID: m["uid"], L_NAME: m["name"], L_NS: m.get("namespace", "default"), L_CNAME: cname,
-                L_RESTARTS: str(restarts)}
+                L_RESTARTS: str(restarts), L_SOURCE: source}
 
     def cname(self, pod: Obj, c: str, attempt: int) -> str:
         m = pod["metadata"]
@@ -403,6 +412,8 @@ class Kubelet:
             by_pod.setdefault(ctr["Labels"][L_UID], []).append(ctr)
         for uid, ctrs in by_pod.items():
             if uid not in desired:
+                if not self.api_seen and ctrs[0]["Labels"].get(L_SOURCE) != "file":
+                    continue
                 for ctr in ctrs:
                     self.docker.remove(ctr["Id"])
                 log.info("removed containers of pod %s/%s (no longer wanted)", ctrs[0]["Labels"].get(L_NS),
@@ -478,6 +489,11 @@ class Kubelet:
     def report(self, desired: dict[str, Obj], api_list: list[Obj]) -> None:
         assert self.kube is not None
         in_api = {p["metadata"]["name"] + "/" + p["metadata"].get("namespace", ""): p for p in api_list}
+        for p in api_list:
+            mirror_of = (p["metadata"].get("annotations") or {}).get(MIRROR)
+            if mirror_of and mirror_of not in self.static:
+                self.kube.request("DELETE", pod_path(p))  # its manifest is gone (or changed)
+                log.info("deleted mirror pod %s/%s", p["metadata"].get("namespace"), p["metadata"]["name"])
         for uid, pod in desired.items():
             key = pod["metadata"]["name"] + "/" + pod["metadata"].get("namespace", "")
             target = in_api.get(key)
