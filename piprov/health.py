@@ -67,7 +67,9 @@ def check_command(probe: Probe) -> str:
     """The shell test for an on-node probe (exit 0 = healthy)."""
     t = shlex.quote(probe.target)
     if probe.kind == "unit":
-        return f"systemctl is-active --quiet {t}"
+        # Units are (re)started with --no-block: until the queued job has run,
+        # "active" may still describe the old process.
+        return f"! systemctl list-jobs --no-legend 2>/dev/null | grep -q -w -F {t} && systemctl is-active --quiet {t}"
     if probe.kind == "docker_socket":
         return f"docker -H {_docker_host(probe.target)} version --format '{{{{.Server.Version}}}}' >/dev/null 2>&1"
     if probe.kind == "file":

@@ -122,8 +122,17 @@ def make_plan(
     return plan_cluster(inventory, graph, facts)
 
 
-def to_probe(check: HealthCheck) -> Probe:
-    return Probe(check.probe, check.target, float(check.timeout))
+def to_probe(check: HealthCheck, cap: float | None = None) -> Probe:
+    timeout = float(check.timeout) if cap is None else min(float(check.timeout), cap)
+    return Probe(check.probe, check.target, timeout)
+
+
+def needs_text(dag: NodeDag, v: Vertex) -> str:
+    """What a failed vertex waits on across the network: the first suspect
+    when its own probe fails (a worker's flannel and the master's etcd)."""
+    remote = [e for e in dag.edges_into(v) if e.required.node != v.node]
+    parts = [f"{e.required} ({'; '.join(f'{h.probe} {h.target}' for h in e.gate)})" for e in remote]
+    return f"; it needs {', '.join(parts)}" if parts else ""
 
 
 def component_script(cp: ComponentPlan) -> str:
@@ -178,6 +187,7 @@ def apply_plan(
     on_event: Callable[[Event], None] | None = None,
     cancel: threading.Event | None = None,
     only_nodes: Iterable[str] | None = None,
+    health_timeout: float | None = None,
 ) -> ApplyReport:
     """Apply ``plan`` along the node x component DAG; failures come back as data."""
     dag = graph.node_dag(inventory)
@@ -215,13 +225,14 @@ def apply_plan(
                               detail="no change: files, units and keys as desired", started=t0, finished=applied)
         results: list[ProbeResult] = []
         for check in dag.health.get(v, ()):
-            r = wait_healthy(to_probe(check), transport, cancel=cancel)
+            r = wait_healthy(to_probe(check, health_timeout), transport, cancel=cancel)
             results.append(r)
             if not r.ok:
                 probes[v] = results
                 return StepResult(
                     v.node, v.component, "failed", applied - t0, time.monotonic() - applied,
-                    detail=f"not healthy after {check.timeout:g} s: {r.probe.describe()}: {r.detail}",
+                    detail=f"not healthy after {r.probe.timeout:g} s: {r.probe.describe()}: {r.detail}"
+                    + needs_text(dag, v),
                     started=t0, finished=time.monotonic(),
                 )
         probes[v] = results

@@ -532,8 +532,13 @@ class Lab:
                 break
             if not alive(n.nspawn):
                 # nspawn ended instead of restarting the container: boot it ourselves.
+                # Re-read the state under the lock: other nodes may be rebooting
+                # at the same time, and saving our stale copy would lose their pids.
                 with st.locked(self.name):
-                    self._boot(s, n)
+                    s = self._state()
+                    n = self._find(s, node)
+                    if not alive(n.nspawn):
+                        self._boot(s, n)
                 break
             if time.monotonic() > deadline:
                 raise LabError("the node did not come back from reboot", host=n.name)

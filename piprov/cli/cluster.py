@@ -230,7 +230,11 @@ def report_json(report: ApplyReport, plan: Plan) -> dict[str, Any]:
 @trust_option
 @click.option("--json", "as_json", is_flag=True, help="Print the run's result as JSON on stdout.")
 @click.option("--plan/--no-plan", "show_plan", default=True, help="Show the plan before applying it.")
-def up_cmd(inventory_path: Path, trust_new_hosts: bool, as_json: bool, show_plan: bool) -> None:
+@click.option("--health-timeout", type=click.FloatRange(min=1), metavar="SECONDS",
+              help="Give up on any health check after this long (default: each check's own timeout "
+              "from playbooks/, up to 300 s). Handy to fail fast when something is known broken.")
+def up_cmd(inventory_path: Path, trust_new_hosts: bool, as_json: bool, show_plan: bool,
+           health_timeout: float | None) -> None:
     """Provision the whole cluster: make every node as the inventory says.
 
     \b
@@ -260,7 +264,8 @@ def up_cmd(inventory_path: Path, trust_new_hosts: bool, as_json: bool, show_plan
         progress = Progress(inventory, graph, live=err.is_terminal and not as_json)
         try:
             with progress:
-                report = apply_plan(inventory, graph, plan, fleet, on_event=progress, cancel=cancel)
+                report = apply_plan(inventory, graph, plan, fleet, on_event=progress, cancel=cancel,
+                                    health_timeout=health_timeout)
         except KeyboardInterrupt:
             cancel.set()
             raise

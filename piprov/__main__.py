@@ -1,0 +1,5 @@
+"""`python -m piprov` is the `piprov` command."""
+
+from piprov.cli import main
+
+main()
