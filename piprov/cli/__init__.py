@@ -19,10 +19,12 @@ from piprov.cli.app import EXIT_USAGE, cli, run
 from piprov.cli.cluster import graph_cmd, kubeconfig_cmd, plan_cmd, status_cmd, up_cmd
 from piprov.cli.discover_cmd import discover_cmd
 from piprov.cli.inventory_cmd import inventory
+from piprov.cli.node_cmd import node
 
 for _command in (up_cmd, plan_cmd, status_cmd, graph_cmd, kubeconfig_cmd):
     cli.add_command(_command)
 cli.add_command(inventory)
+cli.add_command(node)
 cli.add_command(discover_cmd)
 
 __all__ = ["cli", "main"]
