@@ -8,6 +8,7 @@ piprov at another copy (a site's own playbooks, or a test's).
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from piprov.errors import PiprovError
@@ -20,7 +21,12 @@ def data_dir() -> Path:
     override = os.environ.get(DATA_DIR_ENV)
     if override:
         return Path(override).expanduser()
-    return Path(__file__).resolve().parent.parent
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "playbooks").is_dir():
+        return checkout
+    # A wheel install puts them under <prefix>/share/piprov (pyproject data-files).
+    installed = Path(sys.prefix) / "share" / "piprov"
+    return installed if (installed / "playbooks").is_dir() else checkout
 
 
 def _subdir(name: str) -> Path:

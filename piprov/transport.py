@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import logging
 import os
 import select
 import shlex
@@ -31,6 +32,13 @@ from piprov.errors import HostKeyError, TransportError
 from piprov.inventory.model import HostKeyPolicy, Node
 
 PASSWORD_ENV = "PIPROV_SSH_PASSWORD"
+
+# paramiko logs failed handshakes with tracebacks from its own thread; without
+# a handler Python prints them on stderr. Every failure reaches the user as a
+# TransportError naming the node instead.
+_paramiko_log = logging.getLogger("paramiko")
+_paramiko_log.addHandler(logging.NullHandler())
+_paramiko_log.propagate = False
 
 
 @dataclass(frozen=True)

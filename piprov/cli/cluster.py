@@ -337,10 +337,13 @@ def status_cmd(inventory_path: Path, as_json: bool, trust_new_hosts: bool) -> No
     if as_json:
         out.print_json(json.dumps({"healthy": healthy, "nodes": rows, "api_error": api_error or None}))
     else:
-        t = Table(show_edge=False)
+        t = Table(show_edge=False, caption="✓ every unit of the component active", caption_justify="left")
         comps = [c.name for c in graph.components]
-        for col in ["node", "address", "role", *comps, "kubernetes"]:
-            t.add_column(col)
+        for col in ["node", "address", "role"]:
+            t.add_column(col, no_wrap=True)
+        for col in comps:
+            t.add_column(col.replace("-", "-\n", 1), justify="center")
+        t.add_column("kubernetes", no_wrap=True)
         for r in rows:
             if "error" in r:
                 t.add_row(escape(r["node"]), r["address"], r["role"], f"[red]{escape(r['error'][:60])}[/]",
@@ -349,7 +352,7 @@ def status_cmd(inventory_path: Path, as_json: bool, trust_new_hosts: bool) -> No
             cells = []
             for name in comps:
                 s = r["components"].get(name)
-                cells.append("" if s is None else "[green]active[/]" if s == "active" else f"[red]{escape(s)}[/]")
+                cells.append("" if s is None else "[green]✓[/]" if s == "active" else f"[red]✗ {escape(s)}[/]")
             k = r["kubernetes"]
             t.add_row(escape(r["node"]), r["address"], r["role"], *cells,
                       f"[green]{k}[/]" if k.startswith("Ready") else f"[red]{k}[/]")
