@@ -527,7 +527,7 @@ def plan_cluster(
             errors[node.name] = "no facts were gathered"
             continue
         if isinstance(f, PiprovError):
-            errors[node.name] = f.message
+            errors[node.name] = str(f)
             continue
         try:
             arch = node_image_arch(node, f.machine)

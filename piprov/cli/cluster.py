@@ -78,7 +78,9 @@ def print_plan(plan: Plan, *, diffs: bool = True) -> None:
             for k in cp.etcd_keys:
                 out.print(f"      etcd key {escape(k.key)} [dim]({escape(k.reason)})[/]")
     for node, why in plan.errors.items():
-        out.print(f"[bold]{escape(node)}[/]: [red]cannot plan[/]: {escape(why)}")
+        # ``why`` comes from a PiprovError, whose text already starts with the node.
+        text = why if why.startswith(node) else f"{node}: {why}"
+        out.print(f"[red]cannot plan[/] {escape(text)}")
 
 
 def plan_summary(plan: Plan) -> str:
@@ -274,7 +276,7 @@ def up_cmd(inventory_path: Path, trust_new_hosts: bool, as_json: bool, show_plan
         out.print_json(json.dumps(report_json(report, plan)))
     if not report.run.ok or plan.errors:
         for node, why in plan.errors.items():
-            err.print(f"[bold red]✗ {escape(node)}[/]: {escape(why)}")
+            err.print(f"[bold red]✗[/] {escape(why if why.startswith(node) else f'{node}: {why}')}")
         raise ExitWith(EXIT_ERROR)
 
 
