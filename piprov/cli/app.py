@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -18,8 +19,17 @@ EXIT_USAGE = 64
 EXIT_INTERRUPTED = 130
 
 # Data goes to stdout (pipeable, --json); progress and errors go to stderr.
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False)
+# Piped into a file or a CI log, rich would squeeze tables into 80 columns and
+# abbreviate every header: give them room instead ($COLUMNS still wins).
+def _width(stream: object) -> int | None:
+    isatty = getattr(stream, "isatty", None)
+    if os.environ.get("COLUMNS") or (isatty is not None and isatty()):
+        return None
+    return 160
+
+
+out = Console(highlight=False, soft_wrap=True, width=_width(sys.stdout))
+err = Console(stderr=True, highlight=False, width=_width(sys.stderr))
 
 DEFAULT_INVENTORY = "inventory.yaml"
 
