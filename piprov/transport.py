@@ -122,9 +122,20 @@ def pin_host_key(known_hosts: Path, hostname: str, key: paramiko.PKey) -> None:
     re-read under the lock so a key pinned meanwhile is not written twice.
     """
     known_hosts.parent.mkdir(parents=True, exist_ok=True)
-    with _PIN_LOCK, open(known_hosts, "a+", encoding="ascii") as f:
+    with _PIN_LOCK:
+        while not _pin_locked(known_hosts, hostname, key):
+            pass  # `forget-key` replaced the file while we waited for its lock: open the new one
+
+
+def _pin_locked(known_hosts: Path, hostname: str, key: paramiko.PKey) -> bool:
+    with open(known_hosts, "a+", encoding="ascii") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
+            try:
+                if os.stat(known_hosts).st_ino != os.fstat(f.fileno()).st_ino:
+                    return False
+            except FileNotFoundError:
+                return False
             f.seek(0)
             current = paramiko.HostKeys()
             for line in f.read().splitlines():
@@ -139,11 +150,12 @@ def pin_host_key(known_hosts: Path, hostname: str, key: paramiko.PKey) -> None:
                         f"host key of {hostname} changed while connecting",
                         hint="someone pinned another key for this host meanwhile; run again",
                     )
-                return
+                return True
             f.seek(0, os.SEEK_END)
             f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
             f.flush()
             os.fsync(f.fileno())
+            return True
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
 

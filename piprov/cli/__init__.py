@@ -19,6 +19,7 @@ from piprov.cli.app import EXIT_USAGE, cli, run
 from piprov.cli.cluster import graph_cmd, kubeconfig_cmd, plan_cmd, status_cmd, up_cmd
 from piprov.cli.discover_cmd import discover_cmd
 from piprov.cli.inventory_cmd import inventory
+from piprov.cli import keys_cmd as _keys_cmd  # noqa: F401 - registers `keys` and `node forget-key`
 from piprov.cli.node_cmd import node
 
 for _command in (up_cmd, plan_cmd, status_cmd, graph_cmd, kubeconfig_cmd):

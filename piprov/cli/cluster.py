@@ -18,6 +18,7 @@ from piprov.cli.app import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, ExitWith, err, inv
 from piprov.facts import NodeFacts
 from piprov.graph import ComponentGraph, Vertex, load_graph
 from piprov.inventory import Inventory, load
+from piprov.keys import default_password_report
 from piprov.orchestrate import Event, StepResult
 from piprov.plan import NodePlan, Plan
 from piprov.provision import ApplyReport, Fleet, apply_plan, gather_facts, make_plan, run_lock
@@ -307,6 +308,7 @@ def status_cmd(inventory_path: Path, as_json: bool, trust_new_hosts: bool) -> No
     with Fleet.connect(inventory, policy="tofu" if trust_new_hosts else None) as fleet:
         with err.status("reading facts…"):
             facts = gather_facts(inventory, graph, fleet)
+            default_pw = default_password_report(inventory)
     api = KubeApi(f"http://{inventory.master.address}:{inventory.network.apiserver_port}", timeout=3)
     k8s: dict[str, Any] = {}
     api_error = ""
@@ -335,6 +337,7 @@ def status_cmd(inventory_path: Path, as_json: bool, trust_new_hosts: bool) -> No
             if kn else ("unknown" if api_error else "not registered")
         )
         healthy &= row["kubernetes"].startswith("Ready")
+        row["default_password"] = default_pw.get(node.name)
         rows.append(row)
     if as_json:
         out.print_json(json.dumps({"healthy": healthy, "nodes": rows, "api_error": api_error or None}))
@@ -361,6 +364,10 @@ def status_cmd(inventory_path: Path, as_json: bool, trust_new_hosts: bool) -> No
         out.print(t)
         if api_error:
             err.print(f"[yellow]Kubernetes API: {escape(api_error)}[/]")
+    on_default = [n for n, v in default_pw.items() if v]
+    if on_default:
+        err.print(f"[bold yellow]warning:[/] {', '.join(escape(n) for n in on_default)} still accept "
+                  "the default password (pirate/hypriot): run `piprov keys --disable-password`")
     if not healthy:
         raise ExitWith(EXIT_ERROR)
 

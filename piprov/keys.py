@@ -1,0 +1,361 @@
+"""Log-in keys and host keys: `piprov keys` and `piprov node forget-key`.
+
+Every HypriotOS card boots with the same login (pirate / hypriot). ``piprov
+keys`` uses that password once, over a host-key-checked connection, to put
+the user's public key in ``~/.ssh/authorized_keys`` on each node; it then
+proves that key-only login works on a fresh connection before it does
+anything else, and only on nodes where that proof passed may it turn password
+login off (an sshd drop-in, validated with ``sshd -t`` before the reload).
+
+Passwords are never taken from the command line or written anywhere: they
+come from the prompt or ``$PIPROV_SSH_PASSWORD``, live in memory for the run,
+and are never part of a message (paramiko's errors do not carry them either).
+
+Which nodes still accept the default password is checked by trying it, the
+only honest way: the shadow hash (yescrypt/sha512-crypt) cannot be computed
+on a node that has no Python, and ``PasswordAuthentication yes`` alone does
+not say which password. :func:`default_password_accepted` first checks the
+host key against piprov's known_hosts (the password is never offered to an
+unverified host), then asks sshd which methods it allows and tries the
+password only if ``password`` is among them: one short connection per node.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import fcntl
+import os
+import shlex
+import socket
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import paramiko
+
+from piprov.errors import HostKeyError, PiprovError, TransportError
+from piprov.inventory.model import HostKeyPolicy, Inventory, Node
+from piprov.transport import SshTransport, known_hosts_name
+
+HYPRIOT_PASSWORD = "hypriot"
+# Sorts before the distribution's and the image's own drop-ins: in sshd the
+# first value read for a keyword wins.
+SSHD_DROPIN = "/etc/ssh/sshd_config.d/00-piprov-no-password.conf"
+SSHD_DROPIN_TEXT = (
+    "# written by `piprov keys --disable-password`: key login only (verified before this was written)\n"
+    "PasswordAuthentication no\n"
+    "KbdInteractiveAuthentication no\n"
+)
+_KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521")
+
+
+class KeyFileError(PiprovError):
+    """A local key file is missing or unusable."""
+
+
+@dataclass(frozen=True)
+class PublicKey:
+    kind: str
+    blob: str  # base64
+    comment: str = ""
+
+    @property
+    def line(self) -> str:
+        return f"{self.kind} {self.blob}" + (f" {self.comment}" if self.comment else "")
+
+
+def public_key_path(identity_file: str) -> Path:
+    return Path(os.path.expanduser(identity_file) + ".pub")
+
+
+def parse_public_key(text: str, source: str) -> PublicKey:
+    """The first key line of an OpenSSH ``.pub`` file, checked."""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split(None, 2)
+        if len(parts) < 2 or parts[0] not in _KEY_TYPES:
+            break
+        try:
+            decoded = base64.b64decode(parts[1], validate=True)
+        except (binascii.Error, ValueError):
+            break
+        if not decoded[4:].startswith(parts[0].encode()):
+            break
+        comment = parts[2] if len(parts) > 2 else ""
+        # A comment ends up in a shell command and authorized_keys: keep it plain.
+        comment = "".join(c for c in comment if c.isalnum() or c in "@._-+")[:64]
+        return PublicKey(parts[0], parts[1], comment)
+    raise KeyFileError(f"{source} is not an OpenSSH public key", hint=f"regenerate it: ssh-keygen -y -f {source[:-4]}")
+
+
+def generate_keypair(identity_file: Path, comment: str = "piprov") -> PublicKey:
+    """Write a new ed25519 pair (private 0600, ``.pub`` 0644), each file atomically; never overwrite."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    if identity_file.exists():
+        raise KeyFileError(f"{identity_file} already exists; not overwriting a private key")
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    line = public.decode() + f" {comment}\n"
+    identity_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _atomic_write(Path(f"{identity_file}.pub"), line.encode(), 0o644)
+    _atomic_write(identity_file, private, 0o600)
+    return parse_public_key(line, f"{identity_file}.pub")
+
+
+def _atomic_write(path: Path, data: bytes, mode: int) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+# -- on the node -----------------------------------------------------------------------------------
+
+
+def install_key_script(key: PublicKey) -> str:
+    """sh run as the login user: append the key to authorized_keys unless there, atomically.
+
+    Prints ``present`` or ``added``. The new file is built next to the old one
+    and renamed over it, so a cut connection leaves the old file or the new.
+    """
+    blob = shlex.quote(key.blob)
+    line = shlex.quote(key.line)
+    return (
+        "set -u; umask 077; d=\"$HOME/.ssh\"; a=\"$d/authorized_keys\"\n"
+        'mkdir -p "$d" && chmod 700 "$d" || exit 1\n'
+        f'if [ -f "$a" ] && grep -qF -- {blob} "$a"; then echo present; exit 0; fi\n'
+        't=$(mktemp "$d/.piprov-tmp.XXXXXX") || exit 1\n'
+        '{ if [ -f "$a" ]; then cat "$a"; [ -z "$(tail -c 1 "$a")" ] || echo; fi; '
+        f"printf '%s\\n' {line}; }} > \"$t\" && chmod 600 \"$t\" && mv -f \"$t\" \"$a\" "
+        '|| { rm -f "$t"; exit 1; }\n'
+        "echo added\n"
+    )
+
+
+def disable_password_script() -> str:
+    """sh run as root: key-only sshd, validated before reload, rolled back if invalid.
+
+    Uses the drop-in directory when sshd_config includes it (OpenSSH >= 8.2,
+    as on current Raspberry Pi OS); older sshd (HypriotOS 1.x, OpenSSH 6.7) gets
+    the same two lines at the top of sshd_config, marked, written atomically.
+    """
+    text = shlex.quote(SSHD_DROPIN_TEXT)
+    return (
+        "set -u; c=/etc/ssh/sshd_config; d=" + shlex.quote(SSHD_DROPIN) + "\n"
+        "if grep -qiE '^[[:space:]]*Include[[:space:]]+/etc/ssh/sshd_config.d/' \"$c\"; then\n"
+        '  t=$(mktemp /etc/ssh/sshd_config.d/.piprov-tmp.XXXXXX) || exit 1\n'
+        f"  printf '%s' {text} > \"$t\" && chmod 644 \"$t\" && mv -f \"$t\" \"$d\" || {{ rm -f \"$t\"; exit 1; }}\n"
+        '  undo() { rm -f "$d"; }\n'
+        "else\n"
+        '  cp -p "$c" "$c.piprov-bak" || exit 1\n'
+        '  t=$(mktemp /etc/ssh/.piprov-tmp.XXXXXX) || exit 1\n'
+        f"  {{ printf '%s' {text}; grep -v '^# written by .piprov keys' \"$c\"; }} > \"$t\" "
+        '&& chmod --reference="$c" "$t" && mv -f "$t" "$c" || { rm -f "$t"; exit 1; }\n'
+        '  undo() { mv -f "$c.piprov-bak" "$c"; }\n'
+        "fi\n"
+        'sshd=$(command -v sshd || echo /usr/sbin/sshd)\n'
+        'if ! "$sshd" -t; then undo; echo "sshd -t rejected the change; rolled back" >&2; exit 1; fi\n'
+        "systemctl reload ssh 2>/dev/null || systemctl reload sshd || exit 1\n"
+        '"$sshd" -T 2>/dev/null | grep -qi "^passwordauthentication no" || '
+        '{ echo "sshd still allows passwords after the reload" >&2; exit 1; }\n'
+        "echo disabled\n"
+    )
+
+
+@dataclass
+class NodeKeyResult:
+    node: str
+    key: str = ""  # "present" or "added"
+    key_login: bool = False
+    password_disabled: bool = False
+    error: PiprovError | None = None
+
+
+def _password_transport(node: Node, known_hosts: Path, policy: HostKeyPolicy | None, password: str) -> SshTransport:
+    # No identity file: this connection must prove the password, not the key.
+    return SshTransport(replace(node, ssh=replace(node.ssh, identity_file=None)), known_hosts, policy=policy,
+                        password=password)
+
+
+def _key_transport(node: Node, known_hosts: Path, policy: HostKeyPolicy | None) -> SshTransport:
+    # password="" (not None) keeps $PIPROV_SSH_PASSWORD out of it: key only.
+    return SshTransport(node, known_hosts, policy=policy, password="")
+
+
+def key_login_works(node: Node, known_hosts: Path, policy: HostKeyPolicy | None = None) -> bool:
+    t = _key_transport(node, known_hosts, policy)
+    try:
+        return t.run("true", timeout=node.ssh.connect_timeout + 5).ok
+    except HostKeyError:
+        raise
+    except TransportError:
+        return False
+    finally:
+        t.close()
+
+
+def setup_node(
+    node: Node,
+    key: PublicKey,
+    known_hosts: Path,
+    *,
+    password: str,
+    disable_password: bool,
+    policy: HostKeyPolicy | None = None,
+) -> NodeKeyResult:
+    """Install ``key`` on one node, prove key login, then maybe disable passwords. Never raises."""
+    res = NodeKeyResult(node.name)
+    try:
+        if not node.ssh.identity_file:
+            raise KeyFileError("no ssh.identity_file in the inventory: piprov does not know which key to install",
+                            host=node.name, hint="set ssh.identity_file, e.g. ~/.ssh/id_ed25519")
+        t = _password_transport(node, known_hosts, policy, password)
+        try:
+            out = t.run(install_key_script(key), timeout=node.ssh.connect_timeout + 20)
+        except TransportError as e:
+            if "authentication" in e.message and key_login_works(node, known_hosts, policy):
+                # Password refused but the key already works (e.g. passwords
+                # already off): nothing to install.
+                out = None
+            else:
+                raise
+        finally:
+            t.close()
+        if out is not None:
+            if not out.ok or out.stdout.strip() not in ("present", "added"):
+                raise TransportError(f"could not update ~/.ssh/authorized_keys: {out.tail(3) or 'no output'}",
+                                     host=node.name)
+            res.key = out.stdout.strip()
+        else:
+            res.key = "present"
+        res.key_login = key_login_works(node, known_hosts, policy)
+        if not res.key_login:
+            raise TransportError("the key was installed but key-only login still fails; password login left on",
+                                 host=node.name, hint="check the home directory's permissions on the node "
+                                 "(sshd's StrictModes) and its journal (journalctl -u ssh)")
+        if disable_password:
+            t = _key_transport(node, known_hosts, policy)
+            try:
+                out = t.run(disable_password_script(), sudo=True, timeout=60)
+            finally:
+                t.close()
+            if not out.ok:
+                raise TransportError(f"could not disable password login: {out.tail(3) or 'no output'}",
+                                     host=node.name)
+            res.password_disabled = True
+    except PiprovError as e:
+        e.host = e.host or node.name
+        res.error = e
+    return res
+
+
+def default_password_accepted(node: Node, known_hosts: Path, password: str = HYPRIOT_PASSWORD) -> bool | None:
+    """Does the node let ``node.ssh.user`` in with ``password``? None when that cannot be told safely.
+
+    The host key must match piprov's known_hosts first: a password (even the
+    well-known default) is never offered to a host that is not verified.
+    """
+    try:
+        sock = socket.create_connection((node.address, node.ssh.port), timeout=node.ssh.connect_timeout)
+    except OSError:
+        return None
+    transport = paramiko.Transport(sock)
+    try:
+        transport.banner_timeout = node.ssh.connect_timeout
+        transport.start_client(timeout=node.ssh.connect_timeout)
+        key = transport.get_remote_server_key()
+        known = paramiko.HostKeys()
+        if known_hosts.exists():
+            known.load(str(known_hosts))
+        pinned = known.lookup(known_hosts_name(node.address, node.ssh.port))
+        if pinned is None or pinned.get(key.get_name()) != key:
+            return None
+        try:
+            transport.auth_none(node.ssh.user)
+            return True  # no authentication at all: worse than the default password
+        except paramiko.BadAuthenticationType as e:
+            if "password" not in e.allowed_types:
+                return False
+        except paramiko.AuthenticationException:
+            pass
+        try:
+            transport.auth_password(node.ssh.user, password, fallback=False)
+            return transport.is_authenticated()
+        except paramiko.AuthenticationException:
+            return False
+    except (paramiko.SSHException, OSError, EOFError):
+        return None
+    finally:
+        transport.close()
+
+
+def default_password_report(inventory: Inventory) -> dict[str, bool | None]:
+    """Node name -> whether it accepts the HypriotOS default password (None: could not tell)."""
+    nodes = list(inventory.nodes)
+    if not nodes:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(16, len(nodes))) as pool:
+        found = pool.map(lambda n: default_password_accepted(n, inventory.known_hosts), nodes)
+        return {n.name: v for n, v in zip(nodes, found)}
+
+
+# -- piprov's known_hosts --------------------------------------------------------------------------
+
+
+def forget_host_key(known_hosts: Path, node: Node) -> int:
+    """Remove every known_hosts entry for the node's address; return how many lines went.
+
+    Under the same flock as :func:`piprov.transport.pin_host_key`, and atomic:
+    the new file is written beside the old one and renamed over it (pinning
+    re-checks the inode after taking the lock, so it never appends to the
+    replaced file).
+    """
+    names = {known_hosts_name(node.address, node.ssh.port)}
+    if not known_hosts.exists():
+        return 0
+    with open(known_hosts, "a+", encoding="ascii") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            f.seek(0)
+            lines = f.read().splitlines(keepends=True)
+            kept: list[str] = []
+            removed = 0
+            for line in lines:
+                entry = None
+                if line.strip() and not line.lstrip().startswith("#"):
+                    try:
+                        entry = paramiko.hostkeys.HostKeyEntry.from_line(line)
+                    except (paramiko.SSHException, ValueError, binascii.Error):
+                        entry = None
+                if entry is not None and set(entry.hostnames) & names:
+                    left = [h for h in entry.hostnames if h not in names]
+                    removed += 1
+                    if left:
+                        kept.append(",".join(left) + " " + line.split(None, 1)[1])
+                    continue
+                kept.append(line)
+            if removed:
+                st = os.fstat(f.fileno())
+                _atomic_write(known_hosts, "".join(kept).encode("ascii"), st.st_mode & 0o777)
+            return removed
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
