@@ -259,6 +259,7 @@ class SshTransport:
             # paramiko leaves Nagle on: each small exec then waits for the
             # delayed ACK, ~40 ms per command on an idle LAN.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            _detect_dead_peer(sock)
         self.connections += 1
         self._conn = conn
         return conn
@@ -286,6 +287,10 @@ class SshTransport:
                 stdout, stderr = _drain(chan, timeout)
                 code = chan.recv_exit_status()
                 chan.close()
+                if code == -1 and not conn.client.get_transport().is_active():
+                    # paramiko closes the channels of a dead connection with
+                    # "exit status" -1: that is a lost node, not a failed command.
+                    raise EOFError("the connection dropped before the command finished")
             except socket.timeout:
                 self._drop()
                 raise TransportError(
@@ -320,6 +325,24 @@ class SshTransport:
     def close(self) -> None:
         with self._lock:
             self._drop()
+
+
+# A node that drops off the network (cable, Wi-Fi, power) sends no RST: without
+# these, a command in flight waits for its whole timeout (up to 10 min for an
+# apply). Keepalives find an idle dead link in ~20 s, TCP_USER_TIMEOUT one with
+# unacknowledged data in flight; a live but busy node answers both from its kernel.
+KEEPALIVE_IDLE = 10
+KEEPALIVE_INTERVAL = 3
+KEEPALIVE_COUNT = 3
+USER_TIMEOUT_MS = 20_000
+
+
+def _detect_dead_peer(sock: socket.socket) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for opt, value in (("TCP_KEEPIDLE", KEEPALIVE_IDLE), ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
+                       ("TCP_KEEPCNT", KEEPALIVE_COUNT), ("TCP_USER_TIMEOUT", USER_TIMEOUT_MS)):
+        if hasattr(socket, opt):  # Linux names; other systems keep their defaults
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, opt), value)
 
 
 def _first_line(command: str) -> str:
