@@ -125,26 +125,33 @@ def http_get(url: str, timeout: float) -> tuple[int, bytes]:
         return 0, str(reason).encode()
 
 
+def _node_ready(status: int, body: bytes) -> tuple[bool, str | None, str]:
+    """(Ready?, last heartbeat, what we saw) from a GET of the Node object."""
+    if status != 200:
+        return False, None, f"HTTP {status}: {body[:200].decode('utf-8', 'replace')}" if status else body.decode()
+    try:
+        node = json.loads(body)
+        conditions = node.get("status", {}).get("conditions", []) or []
+        ready = next((c for c in conditions if c.get("type") == "Ready"), None)
+    except (ValueError, AttributeError):
+        return False, None, "apiserver answered something that is not a Node object"
+    if ready is None:
+        return False, None, "node has no Ready condition yet"
+    beat = ready.get("lastHeartbeatTime")
+    if ready.get("status") == "True":
+        return True, str(beat) if beat else None, "Ready"
+    why = f"{ready.get('reason', '')} {ready.get('message', '')}".strip()
+    return False, None, f"Ready={ready.get('status')}" + (f": {why}" if why else "")
+
+
 def check_http_once(probe: Probe, get: HttpGet = http_get) -> tuple[bool, str]:
     status, body = get(probe.target, min(5.0, max(0.5, probe.timeout)))
     if probe.kind == "http":
         if 200 <= status < 300:
             return True, f"HTTP {status}"
         return False, f"HTTP {status}: {body[:200].decode('utf-8', 'replace')}" if status else body.decode()
-    # node_ready: the Node object's Ready condition.
-    if status != 200:
-        return False, f"HTTP {status}: {body[:200].decode('utf-8', 'replace')}" if status else body.decode()
-    try:
-        node = json.loads(body)
-        conditions = node.get("status", {}).get("conditions", []) or []
-        ready = next((c for c in conditions if c.get("type") == "Ready"), None)
-    except (ValueError, AttributeError):
-        return False, "apiserver answered something that is not a Node object"
-    if ready is None:
-        return False, "node has no Ready condition yet"
-    if ready.get("status") == "True":
-        return True, "Ready"
-    return False, f"Ready={ready.get('status')}: {ready.get('reason', '')} {ready.get('message', '')}".strip()
+    ready, _, detail = _node_ready(status, body)
+    return ready, detail
 
 
 def wait_http(
@@ -157,8 +164,23 @@ def wait_http(
     start = clock()
     deadline = start + probe.timeout
     interval = 0.05
+    # A node that is already Ready when we start looking (its kubelet was just
+    # restarted) must report once more: its Ready may be the old kubelet's. The
+    # heartbeat is compared with itself, never with our clock: a Pi without an
+    # RTC may be minutes off.
+    baseline: str | None = None
+    first = True
     while True:
-        ok, detail = check_http_once(probe, get)
+        if probe.kind == "node_ready":
+            ready, beat, detail = _node_ready(*get(probe.target, min(5.0, max(0.5, probe.timeout))))
+            if first and ready:
+                baseline = beat
+            ok = ready and (baseline is None or (beat is not None and beat != baseline))
+            if ready and not ok:
+                detail = "Ready, waiting for a heartbeat of the restarted kubelet"
+            first = False
+        else:
+            ok, detail = check_http_once(probe, get)
         if ok:
             return ProbeResult(probe, True, detail, clock() - start)
         now = clock()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import ipaddress
+import os
 import re
 import warnings
 from collections.abc import Mapping
@@ -579,7 +580,9 @@ def validate_document(doc: Any, file: str) -> None:
 
 
 def _resolve_path(value: str, base: Path) -> Path:
-    p = Path(value).expanduser()
+    # os.path, not Path.expanduser: "~nosuchuser/key" must not raise (it stays
+    # a plain relative name, as a shell would leave it).
+    p = Path(os.path.expanduser(value))
     if not p.is_absolute():
         p = base / p
     return p

@@ -153,7 +153,7 @@ def test_node_dag(graph: ComponentGraph) -> None:
         ("unit", "k8s-etcd.service"),
         ("http", "http://192.168.1.100:4001/health"),
     ]
-    assert dag.health[Vertex("rpi-node-2", "kube-worker")][0].target == (
+    assert dag.health[Vertex("rpi-node-2", "kube-worker")][-1].target == (
         "http://192.168.1.100:8080/api/v1/nodes/192.168.1.102"
     )
     assert set(dag.successors(Vertex("rpi-master", "kube-master"))) == {
@@ -172,7 +172,7 @@ def test_dag_renderings(graph: ComponentGraph) -> None:
     dag = graph.node_dag(make_inventory(workers=1))
     text = dag.to_text()
     assert "rpi-node-1/flannel  <- rpi-node-1/docker-bootstrap, rpi-master/etcd" in text
-    assert "health: node_ready http://192.168.1.100:8080/api/v1/nodes/192.168.1.101 (timeout 300s)" in text
+    assert "node_ready http://192.168.1.100:8080/api/v1/nodes/192.168.1.101 (timeout 300s)" in text
     dot = dag.to_dot()
     assert dot.startswith("digraph piprov {") and dot.rstrip().endswith("}")
     assert '"rpi-master/etcd" -> "rpi-node-1/flannel" [label="unit, http"];' in dot

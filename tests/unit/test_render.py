@@ -205,7 +205,7 @@ def test_desired_node_metadata(graph: ComponentGraph) -> None:
         "/etc/systemd/system/k8s-flannel.service",
     ]
     assert all(f.mode == 0o644 and f.owner == "root" and f.group == "root" for f in d.files)
-    assert d.health["kube-worker"][0].target == "http://192.168.1.100:8080/api/v1/nodes/192.168.1.101"
+    assert d.health["kube-worker"][-1].target == "http://192.168.1.100:8080/api/v1/nodes/192.168.1.101"
 
 
 def test_unsupported_arch_is_an_error(graph: ComponentGraph) -> None:
