@@ -263,3 +263,22 @@ def apply_plan(
 
 def inventory_dir(inventory: Inventory) -> Path:
     return inventory.path.resolve().parent
+
+
+def stop_units(fleet: Fleet, node: str, units: Iterable[str], *, timeout: float = 120) -> sh.ApplyOutcome:
+    """Stop and disable ``units`` on ``node`` in one round trip (for `node remove`).
+
+    Units that do not exist are not an error: a half-provisioned node is
+    removed as well as a complete one. All units go in ONE systemctl call, so
+    systemd stops them as one transaction (a socket cannot re-activate the
+    service stopped next to it).
+    """
+    names = " ".join(shlex.quote(u) for u in units)
+    body = (
+        "present=''\n"
+        f"for u in {names}; do systemctl cat \"$u\" >/dev/null 2>&1 && present=\"$present $u\"; done\n"
+        "step systemctl disable --now$present\n"
+        'if [ -n "$present" ]; then systemctl disable --quiet --now $present || fail; fi\n'
+        "echo \"stopped:$present\"\n"
+    )
+    return sh.run_script(fleet.transports[node], sh.wrap(body), timeout=timeout)

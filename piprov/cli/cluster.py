@@ -236,8 +236,15 @@ def report_json(report: ApplyReport, plan: Plan) -> dict[str, Any]:
 @click.option("--health-timeout", type=click.FloatRange(min=1), metavar="SECONDS",
               help="Give up on any health check after this long (default: each check's own timeout "
               "from playbooks/, up to 300 s). Handy to fail fast when something is known broken.")
+@click.option("--rolling", is_flag=True,
+              help="Apply changes that restart kube or docker units node by node: drain, apply, wait Ready, "
+              "uncordon; the master first and alone; stop at the first failed batch (a re-run resumes).")
+@click.option("--batch", type=click.IntRange(min=1), metavar="N",
+              help="With --rolling: this many workers at a time (default 1).")
+@click.option("--max-unavailable", type=click.FloatRange(min=0, max=100), metavar="PCT",
+              help="With --rolling: batches of this percentage of the workers (at least one).")
 def up_cmd(inventory_path: Path, trust_new_hosts: bool, as_json: bool, show_plan: bool,
-           health_timeout: float | None) -> None:
+           health_timeout: float | None, rolling: bool, batch: int | None, max_unavailable: float | None) -> None:
     """Provision the whole cluster: make every node as the inventory says.
 
     \b
@@ -250,7 +257,22 @@ def up_cmd(inventory_path: Path, trust_new_hosts: bool, as_json: bool, show_plan
     A re-run with nothing to change changes nothing and restarts nothing.
     A failed step stops only what depends on it; the summary names node,
     component and the last probe output. Only one `up` runs per cluster.
+
+    \b
+    With --rolling (a running cluster; e.g. after an image-tag edit):
+      piprov up --rolling --batch 1          one worker at a time
+      piprov up --rolling --max-unavailable 25
     """
+    if (batch is not None or max_unavailable is not None) and not rolling:
+        raise click.UsageError("--batch and --max-unavailable go with --rolling")
+    if batch is not None and max_unavailable is not None:
+        raise click.UsageError("give --batch or --max-unavailable, not both")
+    if rolling:
+        from piprov.cli.node_cmd import rolling_up
+
+        rolling_up(inventory_path, trust_new_hosts=trust_new_hosts, as_json=as_json, batch=batch,
+                   max_unavailable=max_unavailable, health_timeout=health_timeout)
+        return
     inventory, graph = _load(inventory_path)
     with run_lock(inventory), Fleet.connect(inventory, policy="tofu" if trust_new_hosts else None) as fleet:
         _, plan = _facts_and_plan(inventory, graph, fleet)
