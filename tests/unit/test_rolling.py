@@ -1,0 +1,322 @@
+"""Rolling logic on data: pod sorting, PDB selectors, cordon ownership, drain, batches, state file.
+
+The drain runs against a small in-memory Kubernetes API (``FakeKube``) that
+speaks the same paths and status codes piprov uses: nodes, pods by node,
+evictions with a disruption budget (429), budgets by namespace.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from piprov import rolling
+from piprov.inventory import load_text
+from piprov.kubeapi import ApiResponse, ApiStatusError, KubeApi, is_unschedulable
+from piprov.plan import ComponentPlan, NodePlan, Plan
+
+JSON = dict[str, Any]
+
+
+def node_obj(name: str, ready: bool = True, unschedulable: bool = False) -> JSON:
+    return {"metadata": {"name": name, "annotations": {}},
+            "spec": {"unschedulable": unschedulable} if unschedulable else {},
+            "status": {"conditions": [{"type": "Ready", "status": "True" if ready else "False",
+                                       "lastHeartbeatTime": "t0"}]}}
+
+
+def pod_obj(name: str, node: str, *, rc: bool = True, mirror: bool = False, app: str = "web") -> JSON:
+    meta: JSON = {"name": name, "namespace": "default", "labels": {"app": app}, "annotations": {}}
+    if rc:
+        meta["ownerReferences"] = [{"kind": "ReplicationController", "name": app, "controller": True}]
+    if mirror:
+        meta["annotations"][rolling.MIRROR_ANNOTATION] = "x"
+    return {"metadata": meta, "spec": {"nodeName": node},
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}}
+
+
+class FakeKube(KubeApi):
+    """Nodes, pods and one budget: ``min_available`` pods of app=web must stay."""
+
+    def __init__(self, min_available: int | None = None) -> None:
+        super().__init__("http://fake:8080")
+        self.nodes_: dict[str, JSON] = {}
+        self.pods_: list[JSON] = []
+        self.min_available = min_available
+        self.evictions: list[str] = []
+        self.counter = 0
+        self.respawn_on: str | None = None  # where the "controller" recreates evicted pods
+
+    def request(self, method: str, path: str, body: JSON | None = None, *, content_type: str = "application/json",
+                ok: tuple[int, ...] = (200, 201)) -> ApiResponse:
+        resp = self._handle(method, path, body)
+        if resp.status not in ok:
+            raise ApiStatusError(method, path, resp)
+        return resp
+
+    def _handle(self, method: str, path: str, body: JSON | None) -> ApiResponse:
+        u = urllib.parse.urlparse(path)
+        parts = [urllib.parse.unquote(p) for p in u.path.strip("/").split("/")]
+        q = urllib.parse.parse_qs(u.query)
+        if parts[:3] == ["api", "v1", "nodes"] and len(parts) == 4:
+            n = self.nodes_.get(parts[3])
+            if n is None:
+                return ApiResponse(404, {"message": "not found"})
+            if method == "PATCH":
+                assert body is not None
+                n["metadata"]["annotations"] = {**n["metadata"]["annotations"], **body["metadata"]["annotations"]}
+                n["metadata"]["annotations"] = {k: v for k, v in n["metadata"]["annotations"].items() if v is not None}
+                n["spec"]["unschedulable"] = body["spec"]["unschedulable"]
+            return ApiResponse(200, json.loads(json.dumps(n)))
+        if parts == ["api", "v1", "pods"]:
+            sel = q.get("fieldSelector", [""])[0]
+            items = self.pods_
+            if sel.startswith("spec.nodeName="):
+                items = [p for p in items if p["spec"]["nodeName"] == sel.split("=", 1)[1]]
+            return ApiResponse(200, {"items": json.loads(json.dumps(items))})
+        if parts[-1] == "eviction":
+            name = parts[-2]
+            pod = next((p for p in self.pods_ if p["metadata"]["name"] == name), None)
+            if pod is None:
+                return ApiResponse(404, {})
+            ready = sum(1 for p in self.pods_ if p["metadata"]["labels"].get("app") == "web")
+            if self.min_available is not None and pod["metadata"]["labels"].get("app") == "web" \
+                    and ready - 1 < self.min_available:
+                return ApiResponse(429, {"message": "Cannot evict pod as it would violate the pod's disruption budget."})
+            self.pods_.remove(pod)
+            self.evictions.append(name)
+            if self.respawn_on and pod["metadata"].get("ownerReferences"):
+                self.counter += 1
+                self.pods_.append(pod_obj(f"{name}-r{self.counter}", self.respawn_on))
+            return ApiResponse(201, {})
+        if parts[-1] == "poddisruptionbudgets":
+            return ApiResponse(200, {"items": [
+                {"metadata": {"name": "web-pdb"}, "spec": {"selector": {"matchLabels": {"app": "web"}}}},
+                {"metadata": {"name": "other"}, "spec": {"selector": {"matchLabels": {"app": "db"}}}},
+            ]})
+        return ApiResponse(404, {"message": f"no fake for {method} {path}"})
+
+
+def fake_time() -> tuple[Any, Any]:
+    now = [0.0]
+
+    def clock() -> float:
+        return now[0]
+
+    def sleep(s: float) -> None:
+        now[0] += s
+
+    return clock, sleep
+
+
+# -- pure helpers ---------------------------------------------------------------------------------------
+
+
+def test_sort_pods_keeps_mirror_pods_and_stops_on_unmanaged_ones() -> None:
+    pods = [pod_obj("a", "n"), pod_obj("m", "n", mirror=True), pod_obj("bare", "n", rc=False)]
+    s = rolling.sort_pods(pods, force=False)
+    assert [p["metadata"]["name"] for p in s.evict] == ["a"]
+    assert [p["metadata"]["name"] for p in s.mirror] == ["m"]
+    assert [p["metadata"]["name"] for p in s.unmanaged] == ["bare"]
+    forced = rolling.sort_pods(pods, force=True)
+    assert [p["metadata"]["name"] for p in forced.evict] == ["a", "bare"]
+
+
+def test_created_by_annotation_counts_as_a_controller() -> None:
+    p = pod_obj("a", "n", rc=False)
+    p["metadata"]["annotations"][rolling.CREATED_BY_ANNOTATION] = "{}"
+    assert rolling.has_controller(p)
+
+
+@pytest.mark.parametrize("selector,labels,want", [
+    ({"matchLabels": {"app": "web"}}, {"app": "web", "x": "1"}, True),
+    ({"matchLabels": {"app": "web"}}, {"app": "db"}, False),
+    ({}, {"app": "web"}, False),
+    (None, {"app": "web"}, False),
+    ({"matchExpressions": [{"key": "app", "operator": "In", "values": ["web", "api"]}]}, {"app": "api"}, True),
+    ({"matchExpressions": [{"key": "app", "operator": "NotIn", "values": ["web"]}]}, {"app": "web"}, False),
+    ({"matchExpressions": [{"key": "tier", "operator": "Exists"}]}, {"app": "web"}, False),
+    ({"matchExpressions": [{"key": "tier", "operator": "DoesNotExist"}]}, {"app": "web"}, True),
+    ({"matchExpressions": [{"key": "tier", "operator": "Bogus"}]}, {"tier": "x"}, False),
+])
+def test_selector_matches(selector: Any, labels: Any, want: bool) -> None:
+    assert rolling.selector_matches(selector, labels) is want
+
+
+def test_find_leases_ignores_garbage_values() -> None:
+    listing = {"node": {"nodes": [
+        {"key": "/coreos.com/network/subnets/10.0.1.0-24", "value": '{"PublicIP": "10.1.1.2"}'},
+        {"key": "/coreos.com/network/subnets/10.0.2.0-24", "value": '{"PublicIP": "10.1.1.3"}'},
+        {"key": "/coreos.com/network/subnets/10.0.3.0-24", "value": "not json"},
+        {"key": "/coreos.com/network/subnets/10.0.4.0-24", "value": "[1]"},
+    ]}}
+    assert rolling.find_leases(listing, "10.1.1.3") == ["/coreos.com/network/subnets/10.0.2.0-24"]
+    assert rolling.find_leases({}, "10.1.1.3") == []
+
+
+# -- cordon ownership -------------------------------------------------------------------------------------
+
+
+def test_cordon_only_ready_schedulable_nodes_and_uncordon_only_ours() -> None:
+    api = FakeKube()
+    api.nodes_ = {"a": node_obj("a"), "admin": node_obj("admin", unschedulable=True), "down": node_obj("down", False)}
+    assert rolling.cordon(api, "a") is True
+    assert is_unschedulable(api.nodes_["a"]) and rolling.cordoned_by_us(api.nodes_["a"])
+    assert rolling.cordon(api, "a") is True  # still ours on a second look (a resumed run)
+    assert rolling.cordon(api, "admin") is False
+    assert rolling.cordon(api, "down") is False
+    assert rolling.uncordon(api, "admin", only_ours=True) is False
+    assert is_unschedulable(api.nodes_["admin"])
+    assert rolling.uncordon(api, "a", only_ours=True) is True
+    assert not is_unschedulable(api.nodes_["a"]) and not rolling.cordoned_by_us(api.nodes_["a"])
+
+
+# -- drain ---------------------------------------------------------------------------------------------
+
+
+def test_drain_evicts_everything_but_mirror_pods() -> None:
+    api = FakeKube(min_available=1)
+    api.nodes_ = {"n1": node_obj("n1"), "n2": node_obj("n2")}
+    api.pods_ = [pod_obj("w1", "n1"), pod_obj("w2", "n1"), pod_obj("static", "n1", mirror=True), pod_obj("w3", "n2")]
+    api.respawn_on = "n2"
+    clock, sleep = fake_time()
+    said: list[str] = []
+    res = rolling.drain(api, "n1", timeout=30, say=said.append, clock=clock, sleep=sleep)
+    assert res.ok and res.we_cordoned
+    assert sorted(res.evicted) == ["default/w1", "default/w2"]
+    assert res.mirror_skipped == ["default/static"]
+    assert [p["metadata"]["name"] for p in api.pods_ if p["spec"]["nodeName"] == "n1"] == ["static"]
+    assert is_unschedulable(api.nodes_["n1"])  # stays cordoned after a successful drain
+
+
+def test_drain_names_the_budget_and_uncordons_on_timeout() -> None:
+    api = FakeKube(min_available=2)
+    api.nodes_ = {"n1": node_obj("n1")}
+    api.pods_ = [pod_obj("w1", "n1"), pod_obj("w2", "n1")]
+    clock, sleep = fake_time()
+    said: list[str] = []
+    with pytest.raises(rolling.DrainError) as ei:
+        rolling.drain(api, "n1", timeout=10, say=said.append, clock=clock, sleep=sleep)
+    msg = str(ei.value)
+    assert "web-pdb" in msg and "timed out after 10 s" in msg and "uncordoned again" in msg
+    assert "other" not in msg.split("PodDisruptionBudget")[1]
+    assert not is_unschedulable(api.nodes_["n1"])
+    # Each pod's refusal was said once, not once per retry (there were ten).
+    assert sum("refused by PodDisruptionBudget web-pdb" in s for s in said) == 2
+
+
+def test_drain_keep_cordoned_and_admin_cordon_are_respected() -> None:
+    api = FakeKube(min_available=2)
+    api.nodes_ = {"n1": node_obj("n1"), "n2": node_obj("n2", unschedulable=True)}
+    api.pods_ = [pod_obj("w1", "n1"), pod_obj("w2", "n2")]
+    clock, sleep = fake_time()
+    with pytest.raises(rolling.DrainError, match="left cordoned"):
+        rolling.drain(api, "n1", timeout=3, keep_cordoned=True, clock=clock, sleep=sleep)
+    assert is_unschedulable(api.nodes_["n1"])
+    with pytest.raises(rolling.DrainError):
+        rolling.drain(api, "n2", timeout=3, clock=clock, sleep=sleep)
+    assert is_unschedulable(api.nodes_["n2"])  # an admin's cordon is never lifted by us
+
+
+def test_drain_refuses_unmanaged_pods_before_touching_the_node() -> None:
+    api = FakeKube()
+    api.nodes_ = {"n1": node_obj("n1")}
+    api.pods_ = [pod_obj("bare", "n1", rc=False)]
+    with pytest.raises(rolling.DrainError, match="default/bare.*|--force"):
+        rolling.drain(api, "n1", timeout=3)
+    assert not is_unschedulable(api.nodes_["n1"]) and api.evictions == []
+    clock, sleep = fake_time()
+    res = rolling.drain(api, "n1", timeout=3, force=True, clock=clock, sleep=sleep)
+    assert res.evicted == ["default/bare"]
+
+
+# -- batches -----------------------------------------------------------------------------------------------
+
+INVENTORY = """\
+cluster: {name: test}
+nodes:
+  - {name: m, address: 10.0.0.1, role: master}
+  - {name: w1, address: 10.0.0.2, role: worker}
+  - {name: w2, address: 10.0.0.3, role: worker}
+  - {name: w3, address: 10.0.0.4, role: worker}
+  - {name: w4, address: 10.0.0.5, role: worker}
+"""
+
+
+def _np(node: str, restart: list[str] | None = None, start: list[str] | None = None) -> NodePlan:
+    cp = ComponentPlan("kube", restart=list(restart or []), start=list(start or []))
+    return NodePlan(node, "x", None, [cp])
+
+
+def test_batches_master_first_alone_then_workers(tmp_path: Path) -> None:
+    inv = load_text(INVENTORY, tmp_path / "inventory.yaml")
+    kube = ["k8s-worker.service"]
+    plan = Plan([_np("m", ["k8s-master.service"]), _np("w1", kube), _np("w2", kube), _np("w3", kube),
+                 _np("w4", [], ["k8s-worker.service"])])
+    got = [(b.nodes, b.drain) for b in rolling.rolling_batches(inv, plan, batch=2)]
+    assert got == [(("w4",), False), (("m",), True), (("w1", "w2"), True), (("w3",), True)]
+    got2 = [b.nodes for b in rolling.rolling_batches(inv, plan, max_unavailable_pct=50)]
+    assert got2 == [("w4",), ("m",), ("w1", "w2"), ("w3",)]
+    got3 = [b.nodes for b in rolling.rolling_batches(inv, plan, max_unavailable_pct=10)]
+    assert got3 == [("w4",), ("m",), ("w1",), ("w2",), ("w3",)]  # at least one at a time
+    assert rolling.rolling_batches(inv, Plan([_np("m"), _np("w1")])) == []
+
+
+def test_state_file_garbage_is_never_fatal(tmp_path: Path) -> None:
+    p = tmp_path / "inv.yaml.rolling.json"
+    assert rolling.RollingState.load(p) == (None, "")
+    for garbage in ("{", "[1, 2]", '{"batches": 5}', '{"failed": [1]}'):
+        p.write_text(garbage)
+        st, why = rolling.RollingState.load(p)
+        assert st is None and "rebuilt from the nodes' facts" in why
+    rolling.RollingState(started="s", done=["a"], failed={"b": "x"}).save(p)
+    st, why = rolling.RollingState.load(p)
+    assert st is not None and st.done == ["a"] and st.failed == {"b": "x"} and why == ""
+
+
+def test_rollout_stops_at_the_first_failed_batch(tmp_path: Path) -> None:
+    inv_path = tmp_path / "inventory.yaml"
+    inv_path.write_text(INVENTORY)
+    inv = load_text(INVENTORY, inv_path)
+    api = FakeKube()
+    api.nodes_ = {n.address: node_obj(n.address) for n in inv.nodes}
+    kube = ["k8s-worker.service"]
+    plan = Plan([_np("w1", kube), _np("w2", kube), _np("w3", kube)])
+    batches = rolling.rolling_batches(inv, plan, batch=1)
+    applied: list[str] = []
+
+    def apply(nodes: Any) -> list[str]:
+        applied.extend(nodes)
+        if "w2" in nodes:
+            return ["w2 / kube-worker: cannot reach 10.0.0.3:22 over SSH"]
+        return []
+
+    # The kubelet "reports" on every GET: the heartbeat changes each time.
+    orig = api._handle
+
+    def handle(method: str, path: str, body: JSON | None) -> ApiResponse:
+        for n in api.nodes_.values():
+            c = n["status"]["conditions"][0]
+            c["lastHeartbeatTime"] = str(int(c["lastHeartbeatTime"].lstrip("t") or 0) + 1)
+        return orig(method, path, body)
+
+    api._handle = handle  # type: ignore[method-assign]
+    report = rolling.run_rollout(inv, plan, batches, api, apply, ready_timeout=5)
+    assert applied == ["w1", "w2"]
+    assert [r.status for r in report.batches] == ["done", "failed", "skipped"]
+    assert not report.ok and report.failed is not None and "10.0.0.3:22" in report.failed.detail
+    assert not is_unschedulable(api.nodes_["10.0.0.2"])  # w1 done: uncordoned
+    assert rolling.cordoned_by_us(api.nodes_["10.0.0.3"])  # w2 broken: stays cordoned, marked as ours
+    assert not is_unschedulable(api.nodes_["10.0.0.4"])  # w3 untouched
+    st, _ = rolling.RollingState.load(rolling.state_path(inv))
+    assert st is not None and st.done == ["w1"] and list(st.failed) == ["w2"] and not st.finished
+    # A re-run whose plan no longer lists w2 (fixed meanwhile) lifts our cordon and notes the resume.
+    report2 = rolling.run_rollout(inv, Plan([_np("w3", kube)]), rolling.rolling_batches(inv, Plan([_np("w3", kube)])),
+                                  api, lambda nodes: [], ready_timeout=5)
+    assert report2.ok and report2.uncordoned_leftovers == ["w2"]
+    assert "resuming" in report2.state_note
+    assert not is_unschedulable(api.nodes_["10.0.0.3"])
