@@ -506,6 +506,12 @@ def _restarts_of(desired: DesiredNode, path: str) -> tuple[str, ...]:
     return next((f.restarts for f in desired.files if f.path == path), ())
 
 
+def _with_hint(e: PiprovError, text: str) -> str:
+    # Plan errors travel as text: keep the next step (e.g. `piprov node
+    # forget-key NAME` for a changed host key) with the message.
+    return f"{text} (hint: {e.hint})" if e.hint else text
+
+
 def plan_cluster(
     inventory: Inventory,
     graph: ComponentGraph,
@@ -527,12 +533,12 @@ def plan_cluster(
             errors[node.name] = "no facts were gathered"
             continue
         if isinstance(f, PiprovError):
-            errors[node.name] = str(f)
+            errors[node.name] = _with_hint(f, str(f))
             continue
         try:
             arch = node_image_arch(node, f.machine)
         except PiprovError as e:
-            errors[node.name] = f"{node.name}: {e}"
+            errors[node.name] = _with_hint(e, f"{node.name}: {e}")
             continue
         missing = [b for b in BINARIES if f.binaries.get(b, "") is None]
         if missing:
