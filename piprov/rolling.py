@@ -226,6 +226,7 @@ def drain(
     timeout: float = 300.0,
     force: bool = False,
     keep_cordoned: bool = False,
+    unreachable: bool = False,
     say: Say = _quiet,
     poll: float = 1.0,
     clock: Callable[[], float] = time.monotonic,
@@ -234,7 +235,9 @@ def drain(
     """Cordon ``name``, evict its pods, wait until none is left; raises DrainError on failure.
 
     On failure the node is uncordoned again if we cordoned it (unless
-    ``keep_cordoned``). Mirror pods (static pods of the kubelet) stay.
+    ``keep_cordoned``). Mirror pods (static pods of the kubelet) stay. With
+    ``unreachable`` (the node is dead), a pod being deleted counts as gone: no
+    kubelet will ever confirm its end.
     """
     start = clock()
     pods = api.pods_on(name)
@@ -245,14 +248,22 @@ def drain(
             f"cannot drain: pods not managed by a controller would be lost: {names}",
             host=name, hint="delete them yourself, or pass --force to evict them anyway (they will not come back)",
         )
+    obj = _get_node(api, name)
     we = cordon(api, name)
-    say(f"{name}: cordoned" if we else f"{name}: already unschedulable or not Ready, left as it is")
+    if we:
+        say(f"{name}: cordoned")
+    elif is_unschedulable(obj):
+        say(f"{name}: already cordoned by someone else: it stays cordoned whatever happens")
+    else:
+        say(f"{name}: not Ready: not cordoned (its kubelet would not report it)")
     result = DrainResult(name, False, we, mirror_skipped=[pod_key(p) for p in sorted_.mirror])
     deadline = start + timeout
     reported: dict[str, str] = {}
     try:
         while True:
             left = sort_pods(api.pods_on(name), force=True).evict
+            if unreachable:
+                left = [p for p in left if not (p.get("metadata") or {}).get("deletionTimestamp")]
             if not left:
                 break
             for p in left:

@@ -246,10 +246,19 @@ def remove_cmd(target: str, timeout: float, force: bool, unreachable: bool, inve
     graph = load_graph()
     api = rolling.api_for(inventory)
     kname = rolling.k8s_name(n)
-    with run_lock(inventory):
+    hint = "if the node is gone for good (powered off, dead card), run again with --unreachable"
+    with run_lock(inventory), Fleet.connect(inventory, [n.name], policy="tofu" if trust_new_hosts else None) as fleet:
+        if not unreachable:
+            # Reach it before changing anything: a dead node fails here, not after its drain.
+            try:
+                fleet.transports[n.name].run("true", timeout=30)
+            except PiprovError as e:
+                e.hint = f"{e.hint} {hint}" if e.hint else hint
+                raise
         if api.node(kname) is not None:
             err.print(f"1/5 draining {escape(n.name)} ({kname})…")
-            res = rolling.drain(api, kname, timeout=timeout, force=force, keep_cordoned=False, say=_say)
+            res = rolling.drain(api, kname, timeout=timeout, force=force, keep_cordoned=False,
+                                unreachable=unreachable, say=_say)
             err.print(f"    {res.message}")
         else:
             err.print(f"1/5 {escape(n.name)} has no Node object: nothing to drain")
@@ -257,15 +266,13 @@ def remove_cmd(target: str, timeout: float, force: bool, unreachable: bool, inve
             err.print("2/5 [yellow]skipped[/] stopping units: --unreachable (the node is not contacted)")
         else:
             units = rolling.units_to_stop(graph, n.role)
-            with Fleet.connect(inventory, [n.name], policy="tofu" if trust_new_hosts else None) as fleet:
-                try:
-                    outcome = stop_units(fleet, n.name, units)
-                except PiprovError as e:
-                    e.hint = e.hint or "if the node is gone for good, run again with --unreachable"
-                    raise
+            try:
+                outcome = stop_units(fleet, n.name, units)
+            except PiprovError as e:
+                e.hint = f"{e.hint} {hint}" if e.hint else hint
+                raise
             if not outcome.ok:
-                raise PiprovError(f"stopping its units failed: {outcome.detail}", host=n.name,
-                                  hint="if the node is gone for good, run again with --unreachable")
+                raise PiprovError(f"stopping its units failed: {outcome.detail}", host=n.name, hint=hint)
             err.print(f"2/5 stopped and disabled: {' '.join(units)}")
         gone = rolling.release_flannel_lease(inventory, n.address)
         err.print(f"3/5 flannel lease released: {', '.join(gone) if gone else 'none held'}")
@@ -336,6 +343,9 @@ def rolling_up(inventory_path: Path, *, trust_new_hosts: bool, as_json: bool, ba
         plan = _facts_plan(inventory, graph, fleet)
         batches = rolling.rolling_batches(inventory, plan, batch=batch, max_unavailable_pct=max_unavailable)
         err.print(plan_summary(plan))
+        if not batches:
+            err.print("[green]nothing to roll[/]: no node has changes" + (
+                " that could be planned" if plan.errors else ""))
         for b in batches:
             err.print(f"  batch {b.index + 1}: {escape(b.label())} "
                       + ("(drain, apply, wait Ready, uncordon)" if b.drain else "(in place: restarts no kube/docker unit)"))
