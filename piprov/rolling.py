@@ -255,7 +255,7 @@ def drain(
     elif is_unschedulable(obj):
         say(f"{name}: already cordoned by someone else: it stays cordoned whatever happens")
     else:
-        say(f"{name}: not Ready: not cordoned (its kubelet would not report it)")
+        say(f"{name}: not Ready: not cordoned")
     result = DrainResult(name, False, we, mirror_skipped=[pod_key(p) for p in sorted_.mirror])
     deadline = start + timeout
     reported: dict[str, str] = {}

@@ -1,0 +1,70 @@
+"""`piprov node ...` and `up --rolling` options through the CLI entry (no root, no network)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from piprov import rolling
+from piprov.cli import cli  # noqa: F401  (registers the commands)
+from piprov.cli import app, node_cmd
+from piprov.cli.app import EXIT_ERROR, EXIT_USAGE, run
+
+EXAMPLE = Path(__file__).parents[2] / "inventory.example.yaml"
+
+
+@pytest.fixture(autouse=True)
+def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(app.err, "width", 1000)
+
+
+@pytest.fixture
+def inv(tmp_path: Path) -> Path:
+    p = tmp_path / "inventory.yaml"
+    shutil.copy(EXAMPLE, p)
+    return p
+
+
+def test_node_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["node", "--help"]) == 0
+    text = capsys.readouterr().out
+    for cmd in ("add", "drain", "uncordon", "remove", "forget-key"):
+        assert f"  {cmd}" in text
+
+
+@pytest.mark.parametrize("args", [["--batch", "1"], ["--max-unavailable", "25"],
+                                  ["--rolling", "--batch", "1", "--max-unavailable", "25"],
+                                  ["--rolling", "--batch", "0"]])
+def test_up_rolling_option_mistakes_are_usage_errors(inv: Path, args: list[str]) -> None:
+    assert run(["up", "-i", str(inv), *args]) == EXIT_USAGE
+
+
+def test_removing_the_master_is_refused_with_a_reason(inv: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = inv.read_text()
+    assert run(["node", "remove", "rpi-master", "-i", str(inv)]) == EXIT_ERROR
+    err = " ".join(capsys.readouterr().err.split())
+    assert "is the master" in err and "etcd and the apiserver" in err
+    assert inv.read_text() == before
+
+
+def test_node_add_of_an_unknown_name_wants_an_address(inv: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = inv.read_text()
+    assert run(["node", "add", "rpi-node-9", "-i", str(inv)]) == EXIT_ERROR
+    assert "give its address" in capsys.readouterr().err
+    assert inv.read_text() == before
+
+
+def test_node_add_of_a_known_node_with_another_address_is_refused(inv: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["node", "add", "rpi-node-1", "--address", "10.9.9.9", "-i", str(inv)]) == EXIT_ERROR
+    assert "already in" in capsys.readouterr().err
+
+
+def test_batch_view_renders_every_batch() -> None:
+    batches = [rolling.Batch(0, ("rpi-master",), True), rolling.Batch(1, ("rpi-node-1", "rpi-node-2"), True)]
+    results = [rolling.BatchResult(b) for b in batches]
+    view = node_cmd._BatchView(results, live=False)
+    results[0].status, results[0].seconds = "done", 3.0
+    table = view.table()
+    assert table.row_count == 2
