@@ -60,6 +60,24 @@ class Cluster:
             out[n["metadata"]["name"]] = conds.get("Ready") == "True"
         return out
 
+    def diagnose(self) -> str:
+        """What each node runs, for a failure message."""
+        lines = [f"kubernetes: {self.nodes_ready()}"]
+        units = "docker-bootstrap k8s-etcd k8s-flannel docker k8s-master k8s-worker k8s-proxy"
+        for n in self.lab.nodes:
+            p = self.lab.exec(n.name, f"systemctl is-active {units} | tr '\\n' ' '; "
+                              "systemctl list-jobs --no-legend | head -5; "
+                              "journalctl -b --no-pager -o cat -n 8 -u k8s-worker -u k8s-master -u k8s-flannel",
+                              check=False)
+            lines.append(f"{n.name}: {p.stdout.strip()} {p.stderr.strip()}")
+        return "\n".join(lines)
+
+    def wait_all_ready(self, timeout: float) -> None:
+        try:
+            wait_for("every node Ready", self.all_ready, timeout, 2)
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{self.diagnose()}") from None
+
     def all_ready(self) -> bool:
         ready = self.nodes_ready() or {}
         return sorted(k for k, v in ready.items() if v) == sorted(n.ip for n in self.lab.nodes)
@@ -154,14 +172,14 @@ def test_worker_power_cut_comes_back_without_piprov(cluster: Cluster) -> None:
     cluster.lab.kill("pi3")
     wait_for("pi3 NotReady", lambda: (cluster.nodes_ready() or {}).get(cluster.lab.nodes[2].ip) is False, 90)
     cluster.lab.start("pi3")
-    wait_for("every node Ready again", cluster.all_ready, 180, 2)
+    cluster.wait_all_ready(180)
 
 
 def test_every_node_rebooted_comes_back_without_piprov(cluster: Cluster) -> None:
     # All at once, as after a power failure of the whole shelf (but clean).
     with ThreadPoolExecutor() as pool:
         list(pool.map(cluster.lab.reboot, [n.name for n in cluster.lab.nodes]))
-    wait_for("every node Ready after reboot", cluster.all_ready, 240, 2)
+    cluster.wait_all_ready(240)
     # etcd kept its data: flannel's network config survived.
     got = cluster.lab.exec("pi1", "docker -H unix:///var/run/docker-bootstrap.sock exec k8s-etcd "
                            "env ETCDCTL_API=2 etcdctl --endpoints=http://127.0.0.1:4001 "
@@ -190,4 +208,4 @@ def test_unreachable_etcd_is_named_with_the_worker_and_flannel(cluster: Cluster)
         cluster.lab.exec(worker.name, block.replace("-I OUTPUT", "-D OUTPUT"))
     p = cluster.piprov("up")
     assert p.returncode == 0, p.stderr[-3000:]
-    wait_for("every node Ready again", cluster.all_ready, 120, 2)
+    cluster.wait_all_ready(120)
