@@ -232,12 +232,17 @@ def setup_node(
         try:
             out = t.run(install_key_script(key), timeout=node.ssh.connect_timeout + 20)
         except TransportError as e:
-            if "authentication" in e.message and key_login_works(node, known_hosts, policy):
-                # Password refused but the key already works (e.g. passwords
-                # already off): nothing to install.
-                out = None
-            else:
+            if "authentication" not in e.message or isinstance(e, HostKeyError):
                 raise
+            if not key_login_works(node, known_hosts, policy):
+                raise TransportError(
+                    f"the password for {node.ssh.user!r} was refused and the key does not work yet",
+                    host=node.name,
+                    hint="give the node's current password: --ask-password, or $PIPROV_SSH_PASSWORD in scripts",
+                ) from None
+            # Password refused but the key already works (e.g. passwords
+            # already off): nothing to install.
+            out = None
         finally:
             t.close()
         if out is not None:

@@ -353,6 +353,10 @@ def test_inventory_edits_during_up_are_all_kept(faults: FaultCluster) -> None:
 
 def test_secrets_never_appear_in_output(faults: FaultCluster, tmp_path: Path) -> None:
     lab = faults.lab
+    # Fresh cards: every node takes pirate/hypriot, and status says so.
+    st = faults.piprov("status", "--json")
+    assert [r["default_password"] for r in json.loads(st.stdout)["nodes"]] == [True] * 3, st.stdout
+    assert "still accept the default password" in _text(st) and "piprov keys --disable-password" in _text(st)
     password = "Fault-" + secrets.token_hex(8)
     wrong = "Wrong-" + secrets.token_hex(8)
     for n in lab.nodes:
@@ -369,7 +373,7 @@ def test_secrets_never_appear_in_output(faults: FaultCluster, tmp_path: Path) ->
         return p
 
     bad = run("keys", "--yes", pw=wrong)
-    assert bad.returncode == 1 and "authentication" in _text(bad), _text(bad)
+    assert bad.returncode == 1 and "password for 'pirate' was refused" in _text(bad), _text(bad)
     assert "rpi-master" in _text(bad)
     assert run("keys", "--yes").returncode == 0, runs[-1].stderr
     assert run("up", "--json").returncode == 0, runs[-1].stderr[-3000:]
