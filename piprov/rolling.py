@@ -611,7 +611,15 @@ def run_rollout(
         try:
             if b.drain:
                 emit(r, "draining")
-                for kn in names:
+                for n, kn in zip(b.nodes, names):
+                    try:
+                        registered = api.node(kn) is not None
+                    except ClusterError as e:
+                        e.hint = "`piprov up --rolling` changes a running cluster; build it with `piprov up` first"
+                        raise
+                    if not registered:
+                        say(f"{n}: no Node object yet: nothing to drain")
+                        continue
                     r.drains.append(drain(api, kn, timeout=drain_timeout, force=force, keep_cordoned=False, say=say))
             emit(r, "applying")
             failures = apply(b.nodes)
@@ -641,8 +649,9 @@ def run_rollout(
                             uncordon(api, d.node, only_ours=True)
                         except PiprovError:
                             pass
-            state.failed = {n: str(e) for n in b.nodes}
-            emit(r, "failed", str(e))
+            why = str(e) + (f" ({e.hint})" if e.hint else "")
+            state.failed = {n: why for n in b.nodes}
+            emit(r, "failed", why)
             break
         r.seconds = time.monotonic() - start
         state.done += list(b.nodes)
