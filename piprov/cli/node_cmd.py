@@ -296,7 +296,8 @@ class _BatchView:
         self.results = {r.batch.index: r for r in results}
         self.batches = [r.batch for r in results]
         self.started: dict[int, float] = {}
-        self.live = Live(self.table(), console=err, refresh_per_second=4) if live else None
+        # get_renderable: the table is rebuilt on every refresh, so the seconds tick.
+        self.live = Live(console=err, refresh_per_second=4, get_renderable=self.table) if live else None
 
     def table(self) -> Table:
         t = Table(title="piprov up --rolling", title_justify="left", show_edge=False)
@@ -316,7 +317,7 @@ class _BatchView:
         self.results[r.batch.index] = r
         self.started.setdefault(r.batch.index, time.monotonic())
         if self.live is not None:
-            self.live.update(self.table())
+            self.live.refresh()
         else:
             err.print(f"batch {r.batch.index + 1}/{len(self.batches)} ({escape(r.batch.label())}): "
                       f"{SYMBOL.get(r.status, r.status)} {r.status}"
