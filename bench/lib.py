@@ -1,0 +1,210 @@
+"""Shared bench plumbing: fresh labs with sshd counting, the three tools, readiness from outside.
+
+SSH connections and commands are counted on the NODE side, the same way for
+every tool: sshd runs at LogLevel VERBOSE, and after a run the node's journal
+since a cursor taken just before it is searched for "Accepted publickey"
+(one per TCP connection that logged in) and "Starting session:" (one per
+command/shell/subsystem channel, also those multiplexed over ControlMaster).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from piprov_lab.lab import Lab  # noqa: E402
+
+PY = str(ROOT / ".venv/bin/python")
+BENCH_VENV = Path(os.environ.get("PIPROV_BENCH_VENV", "/var/cache/piprov-bench/venv"))
+PYDEBS = Path("/var/cache/piprov-bench/pydebs")
+WORK = Path("/var/tmp/piprov-bench")
+
+VERBOSE_CONF = "LogLevel VERBOSE\n"
+
+
+def pmap(fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
+    with ThreadPoolExecutor(max(1, len(items))) as pool:
+        return list(pool.map(fn, items))
+
+
+def fresh_lab(name: str, nodes: int, rtt_ms: float) -> tuple[Lab, Path]:
+    """Down + up: fresh nodes (the fastest reset), sshd logging every session."""
+    lab = Lab(name)
+    lab.down()
+    lab.up(nodes=nodes, rtt_ms=rtt_ms)
+
+    def verbose(n: str) -> None:
+        # Lab flake seen under load: systemd-user-sessions fails (219/CGROUP) at boot, leaving
+        # /run/nologin so PAM refuses every login. Retry it rather than bench a broken node.
+        lab.exec(n, "systemctl is-active -q systemd-user-sessions || systemctl restart systemd-user-sessions")
+        lab.put_file(n, "/etc/ssh/sshd_config.d/00-bench-verbose.conf", VERBOSE_CONF)
+        lab.exec(n, "systemctl reload ssh", check=True)
+
+    pmap(verbose, [n.name for n in lab.nodes])
+    WORK.mkdir(parents=True, exist_ok=True)
+    inv = WORK / f"{name}-inventory.yaml"
+    inv.write_text(lab.inventory_yaml())
+    return lab, inv
+
+
+def cursors(lab: Lab) -> dict[str, str]:
+    def one(n: str) -> str:
+        out = lab.exec(n, "journalctl -u ssh -n 0 --show-cursor --no-pager", check=True).stdout
+        return out.strip().rsplit("cursor: ", 1)[-1].strip()
+
+    names = [n.name for n in lab.nodes]
+    return dict(zip(names, pmap(one, names)))
+
+
+def ssh_counts(lab: Lab, since: dict[str, str]) -> dict[str, dict[str, int]]:
+    """Per node: {"connections": n, "commands": n} since the cursors."""
+
+    def one(n: str) -> dict[str, int]:
+        time.sleep(0.3)  # let journald take the last lines
+        out = lab.exec(n, f"journalctl -u ssh --after-cursor='{since[n]}' -o cat --no-pager").stdout
+        return {"connections": out.count("Accepted publickey"), "commands": out.count("Starting session:")}
+
+    names = list(since)
+    return dict(zip(names, pmap(one, names)))
+
+
+def all_ready(lab: Lab) -> bool:
+    api = f"http://{lab.nodes[0].ip}:8080/api/v1/nodes"
+    try:
+        with urllib.request.urlopen(api, timeout=2) as r:
+            items = json.load(r)["items"]
+    except Exception:
+        return False
+    ready = {i["metadata"]["name"] for i in items
+             if any(c["type"] == "Ready" and c["status"] == "True" for c in i["status"].get("conditions", []))}
+    return ready >= {n.ip for n in lab.nodes}
+
+
+def wait_ready(lab: Lab, timeout: float = 300) -> float | None:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if all_ready(lab):
+            return time.monotonic() - t0
+        time.sleep(0.1)
+    return None
+
+
+def install_python(lab: Lab) -> float:
+    """python3 into every node, from .debs fetched on the host (the nodes have no route out)."""
+    debs = sorted(PYDEBS.glob("*.deb"))
+    if not debs:
+        raise SystemExit(f"no .debs in {PYDEBS}: run bench/run.py --prepare first")
+
+    def one(n: str) -> None:
+        have = set(lab.exec(n, "dpkg-query -W -f='${Package}\\n'", check=True).stdout.split())
+        skip = ("perl", "libperl", "mailcap", "mime-support", "install-info", "libgdbm")
+        need = [d for d in debs if d.name.split("_", 1)[0] not in have and not d.name.startswith(skip)]
+        lab.exec(n, "mkdir -p /tmp/pydebs", check=True)
+        for d in need:
+            lab.put_file(n, f"/tmp/pydebs/{d.name}", d.read_bytes())
+        # Pre-depends first; the rest with --force-depends (perl and mailcap are left out: python runs without).
+        lab.exec(n, "cd /tmp/pydebs && dpkg -i *python3.11-minimal_*.deb >/dev/null && rm -f *python3.11-minimal_*.deb "
+                 "&& dpkg -i --force-depends *.deb >/dev/null 2>&1; cd / && rm -rf /tmp/pydebs && python3 -c 'import json'",
+                 check=True, timeout=300)
+
+    t0 = time.monotonic()
+    pmap(one, [n.name for n in lab.nodes])
+    return time.monotonic() - t0
+
+
+def prepare() -> None:
+    """The bench venv (ansible-core, pyinfra, matplotlib from PyPI) and python3 .debs for Ansible's nodes."""
+    if not (BENCH_VENV / "bin/pyinfra").exists():
+        subprocess.run([sys.executable, "-m", "venv", str(BENCH_VENV)], check=True)
+        subprocess.run([str(BENCH_VENV / "bin/pip"), "install", "-q", "ansible-core", "pyinfra", "matplotlib"],
+                       check=True)
+    if not list(PYDEBS.glob("*.deb")):
+        PYDEBS.mkdir(parents=True, exist_ok=True)
+        deps = subprocess.run(
+            "apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks "
+            "--no-replaces --no-enhances python3 | grep '^\\w' | sort -u",
+            shell=True, capture_output=True, text=True, check=True).stdout.split()
+        subprocess.run(["apt-get", "download", *deps], cwd=PYDEBS, check=True, capture_output=True)
+
+
+def versions() -> dict[str, str]:
+    out = subprocess.run([str(BENCH_VENV / "bin/pip"), "list", "--format=json"], capture_output=True, text=True)
+    pkgs = {p["name"].lower(): p["version"] for p in json.loads(out.stdout or "[]")}
+    return {k: pkgs.get(k, "?") for k in ("ansible-core", "pyinfra", "matplotlib")}
+
+
+def summary(xs: list[float]) -> dict[str, float]:
+    return {"median": round(statistics.median(xs), 3), "min": round(min(xs), 3), "max": round(max(xs), 3)} if xs else {}
+
+
+# -- the tools ------------------------------------------------------------------------------------
+
+
+def run_tool(tool: str, lab: Lab, inv: Path, spec_path: Path | None) -> dict[str, Any]:
+    """One run of ``tool`` against the lab; wall time and the tool's own report."""
+    env = dict(os.environ)
+    out: dict[str, Any] = {}
+    if tool == "piprov":
+        cmd = [PY, "-m", "piprov", "up", "--json", "-i", str(inv)]
+    elif tool == "pyinfra":
+        assert spec_path is not None
+        env["PIPROV_BENCH_SPEC"] = str(spec_path)
+        cmd = [str(BENCH_VENV / "bin/pyinfra"), "-y", str(WORK / f"{lab.name}-pyinfra_inventory.py"),
+               str(ROOT / "bench/peers/pyinfra_deploy.py")]
+    else:
+        mode = tool.split("-", 1)[1]
+        d = WORK / f"{lab.name}-ansible-{mode}"
+        env["ANSIBLE_CONFIG"] = str(d / "ansible.cfg")
+        cmd = [str(BENCH_VENV / "bin/ansible-playbook"), str(d / "site.yml")]
+    t0 = time.monotonic()
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    out["wall"] = time.monotonic() - t0
+    out["ok"] = p.returncode == 0
+    if not out["ok"]:
+        out["error"] = (p.stdout[-1500:] + p.stderr[-1500:])
+    if tool == "piprov" and p.stdout.strip():
+        try:
+            rep = json.loads(p.stdout)
+            out["changed"] = rep.get("changed", True)
+            if "critical_path_seconds" in rep:
+                out["critical_path"] = rep["critical_path_seconds"]
+                out["apply_wall"] = rep["wall_seconds"]
+                out["critical_chain"] = rep["critical_path"]
+                waits = sum(s["wait_seconds"] for s in rep["steps"])
+                out["wait_total"] = round(waits, 3)
+            out["round_trips"] = rep.get("round_trips")
+        except json.JSONDecodeError:
+            pass
+    return out
+
+
+def write_peer_files(lab: Lab, inv: Path, tools: list[str]) -> Path | None:
+    """The peers' deploy from piprov's rendering (reads facts: before the counted runs)."""
+    if tools == ["piprov"]:
+        return None
+    sys.path.insert(0, str(ROOT / "bench/peers"))
+    from spec import build_spec  # type: ignore[import-not-found]
+
+    spec = build_spec(inv)
+    spec_path = WORK / f"{lab.name}-spec.json"
+    spec_path.write_text(json.dumps(spec))
+    hosts = [(name, {"ssh_hostname": n["address"], "ssh_user": n["user"], "ssh_port": n["port"],
+                     "ssh_key": spec["ssh"]["identity_file"], "ssh_known_hosts_file": spec["ssh"]["known_hosts"],
+                     "ssh_strict_host_key_checking": "yes"}) for name, n in spec["nodes"].items()]
+    (WORK / f"{lab.name}-pyinfra_inventory.py").write_text(f"hosts = {hosts!r}\n")
+    from ansible_gen import generate  # type: ignore[import-not-found]
+
+    for mode in ("default", "tuned"):
+        generate(spec, WORK / f"{lab.name}-ansible-{mode}", mode)
+    return spec_path
