@@ -321,6 +321,10 @@ def _component_state(facts: NodeFacts, units: list[str]) -> str:
 def status_cmd(inventory_path: Path, as_json: bool, trust_new_hosts: bool) -> None:
     """Show node x component health: units active, node Ready in Kubernetes.
 
+    Also warns about nodes that still accept the HypriotOS default password
+    (pirate/hypriot): it tries it, over a connection whose host key matched
+    known_hosts first; fix them with `piprov keys --disable-password`.
+
     Exit code 0 when every component is active and every node Ready, 1 otherwise.
     """
     from piprov.kubeapi import KubeApi, is_ready, is_unschedulable

@@ -140,3 +140,19 @@ def test_pins_racing_forget_key_are_never_lost(tmp_path: Path) -> None:
     text = kh.read_text()
     assert forgotten > 0
     assert all(f"10.0.0.{i} " in text for i in range(20)), text
+
+
+def test_plan_errors_keep_the_forget_key_hint() -> None:
+    """A changed host key reaches `up`/`plan` output with the way out, not just the refusal."""
+    from piprov.errors import HostKeyError
+    from piprov.graph import load_graph
+    from piprov.inventory.model import ImageSettings, Inventory, NetworkSettings
+    from piprov.plan import plan_cluster
+
+    node = _node()
+    inv = Inventory(Path("inventory.yaml"), "c", SshSettings(), ImageSettings(), NetworkSettings(),
+                    (Node("rpi-master", "192.168.1.9", "master", SshSettings()), node), Path("known_hosts"))
+    err = HostKeyError("HOST KEY CHANGED for 192.168.1.10", host=node.name,
+                       hint=f"run `piprov node forget-key {node.name}`")
+    plan = plan_cluster(inv, load_graph(), {"rpi-master": err, node.name: err})
+    assert "piprov node forget-key rpi-node-1" in plan.errors[node.name]

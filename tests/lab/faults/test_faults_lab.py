@@ -357,6 +357,9 @@ def test_secrets_never_appear_in_output(faults: FaultCluster, tmp_path: Path) ->
     st = faults.piprov("status", "--json")
     assert [r["default_password"] for r in json.loads(st.stdout)["nodes"]] == [True] * 3, st.stdout
     assert "still accept the default password" in _text(st) and "piprov keys --disable-password" in _text(st)
+    # `keys` with no password given logs in with the default (the lab key is already there).
+    k = faults.piprov("keys", "rpi-master")
+    assert k.returncode == 0 and "rpi-master: key already there, key login verified" in _text(k), _text(k)
     password = "Fault-" + secrets.token_hex(8)
     wrong = "Wrong-" + secrets.token_hex(8)
     for n in lab.nodes:
