@@ -64,6 +64,7 @@ def cli() -> None:
     A typical first day:
       piprov discover                 find the Pis on the LAN (mDNS)
       piprov discover --add           put them in inventory.yaml
+      piprov keys --disable-password  your SSH key on every node, then no more pirate/hypriot
       piprov plan                     see what `up` would change, and why
       piprov up                       provision the whole cluster
       piprov status                   node x component health
