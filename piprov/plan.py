@@ -441,9 +441,13 @@ def plan_node(desired: DesiredNode, facts: NodeFacts, graph: ComponentGraph) -> 
                 cp.restart.append(u)
                 cp.reasons.append(f"{u} has failed: restart it")
             elif u in triggered:
-                if uf.is_active or uf.is_transient:
+                changed_files = [f for f in cp.files if u in _restarts_of(desired, f.path)]
+                # An inactive unit whose file *changed* (not appeared) may be
+                # about to start with the old file (a start job queued at boot):
+                # restart, which starts it if it is down and replaces it if not.
+                if uf.is_active or uf.is_transient or any(f.old_sha256 is not None for f in changed_files):
                     cp.restart.append(u)
-                    changed = [f.path for f in cp.files if u in _restarts_of(desired, f.path)]
+                    changed = [f.path for f in changed_files]
                     cp.reasons.append(f"{u}: restart, {', '.join(changed)} changed")
                 else:
                     cp.start.append(u)
