@@ -45,8 +45,10 @@ if [ ! -x "$TOOLS/usr/bin/kubectl" ]; then
   rm -rf "$tmp"
 fi
 
-if [ ! -x .venv/bin/python ]; then
-  # Debian's own interpreter: the one a fresh machine has.
+if [ ! -x .venv/bin/python ] || [ ! -x .venv/bin/pip ]; then
+  # Debian's own interpreter: the one a fresh machine has. A venv left
+  # half-made by an interrupted run is made again.
+  rm -rf .venv
   /usr/bin/python3 -m venv .venv
 fi
 stamp=.venv/.piprov-installed
