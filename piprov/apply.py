@@ -24,6 +24,9 @@ from typing import Iterable, Protocol, Sequence
 from piprov.transport import CommandResult, Transport
 
 TEMP_PREFIX = ".piprov-tmp."
+# Where a script lands on the node before it is checked and run.
+RUNNER_PREFIX = "/tmp/piprov-apply."
+STALE_RUNNER_MINUTES = 15  # > the longest apply (provision.APPLY_TIMEOUT, 10 min)
 
 # Exit codes of the wrapper, chosen not to clash with sh's own.
 EXIT_SCRIPT_GARBLED = 98
@@ -101,6 +104,12 @@ def remove_stale_temps(dirs: Iterable[str]) -> str:
     lines = []
     for d in sorted(set(dirs)):
         lines.append(f"rm -f {_q(d)}/{TEMP_PREFIX}* 2>/dev/null")
+    # A script whose upload was cut while the controller died too (no FIN
+    # ever reaches the node) waits half-received in /tmp until sshd gives up
+    # on the session, ~2 h later. Older than any apply may run, it is garbage
+    # (and a script still running from it keeps its open file).
+    lines.append(f"find /tmp -maxdepth 1 -type f -name '{RUNNER_PREFIX.rsplit('/', 1)[1]}*' "
+                 f"-mmin +{STALE_RUNNER_MINUTES} -exec rm -f {{}} + 2>/dev/null")
     return "\n".join(lines) + ("\n" if lines else "")
 
 
@@ -119,7 +128,7 @@ def runner_command(script: bytes) -> str:
     """The command that receives ``script`` on stdin and runs it only if whole."""
     digest = hashlib.sha256(script).hexdigest()
     return (
-        f"f=$(mktemp /tmp/piprov-apply.XXXXXX) || exit {EXIT_NO_TEMP}; "
+        f"f=$(mktemp {RUNNER_PREFIX}XXXXXX) || exit {EXIT_NO_TEMP}; "
         'cat > "$f"; '
         f'if [ "$(sha256sum < "$f" | cut -c1-64)" = {digest} ]; then sh "$f"; rc=$?; '
         f"else rc={EXIT_SCRIPT_GARBLED}; fi; "

@@ -224,7 +224,7 @@ class SshTransport:
         else:
             client.set_missing_host_key_policy(_StrictPolicy(self.host, self.known_hosts))
         try:
-            conn.open()
+            _open_once_more_if_dropped(conn)
         except HostKeyError as e:
             e.host = e.host or self.host
             raise
@@ -325,6 +325,29 @@ class SshTransport:
     def close(self) -> None:
         with self._lock:
             self._drop()
+
+
+def _open_once_more_if_dropped(conn: Connection) -> None:
+    """Connect; once more after 0.5 s if the connection dropped during the handshake.
+
+    A Pi that just booted or is busy (sshd restarting, MaxStartups) may close
+    a connection mid-handshake; paramiko then even calls it an authentication
+    failure ("transport shut down or saw EOF"). Refused connections, timeouts,
+    host-key problems and real authentication failures are not retried.
+    """
+    try:
+        conn.open()
+        return
+    except (HostKeyError, paramiko.BadHostKeyException, TimeoutError):
+        raise
+    except paramiko.AuthenticationException as e:
+        if "saw EOF" not in str(e):
+            raise
+    except (ConnectionResetError, EOFError, paramiko.SSHException):
+        pass
+    conn.close()
+    time.sleep(0.5)
+    conn.open()
 
 
 # A node that drops off the network (cable, Wi-Fi, power) sends no RST: without

@@ -40,7 +40,7 @@ class _RefuseAll(paramiko.ServerInterface):
 
 
 @pytest.fixture
-def sshd(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+def sshd(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[int, Path]]:
     host_key = paramiko.Ed25519Key.from_private_key_file(str(_keyfile(tmp_path / "host")))
     known = tmp_path / "known_hosts"
     srv = socket.socket()
@@ -49,13 +49,19 @@ def sshd(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     port = srv.getsockname()[1]
     known.write_text(f"{known_hosts_name('127.0.0.1', port)} {host_key.get_name()} {host_key.get_base64()}\n")
     stop = threading.Event()
+    drop_first = getattr(request, "param", False)
 
     def serve() -> None:
+        nonlocal drop_first
         while not stop.is_set():
             try:
                 conn, _ = srv.accept()
             except OSError:
                 return
+            if drop_first:  # a busy or just-booted sshd closing mid-handshake
+                drop_first = False
+                conn.close()
+                continue
             t = paramiko.Transport(conn)
             t.add_server_key(host_key)
             try:
@@ -133,3 +139,13 @@ def test_unknown_host_never_gets_the_password(tmp_path: Path, sshd: tuple[int, P
         t.run("true")
     assert "not in" in ei.value.message and "--trust-new-hosts" in (ei.value.hint or "")
     assert not empty.exists()
+
+
+@pytest.mark.parametrize("sshd", [True], indirect=True)
+def test_a_handshake_dropped_once_is_retried(sshd: tuple[int, Path]) -> None:
+    port, known = sshd
+    t = SshTransport(_node(port), known, password=PASSWORD)
+    with pytest.raises(PiprovError) as ei:
+        t.run("true")
+    # It got past the dropped connection to the real answer: credentials refused.
+    assert "authentication" in ei.value.message, ei.value.message

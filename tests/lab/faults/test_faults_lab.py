@@ -145,6 +145,38 @@ def test_partition_in_the_middle_of_an_upload_leaves_the_old_file(faults: FaultC
     assert faults.sha("pi2", K8S_CONF) == desired
 
 
+def test_upload_cut_with_the_controller_gone_is_cleaned_by_the_rerun(faults: FaultCluster) -> None:
+    """As above, but the node never hears from that connection again (laptop closed on
+    Wi-Fi: no FIN, no RST): its half-received script waits in /tmp while sshd holds the
+    dead session (hours). The next run's prelude removes it once older than any apply."""
+    lab = faults.lab
+    desired_text = lab.exec("pi2", f"cat {K8S_CONF}").stdout.encode()
+    desired, drifted = drift(faults, "pi2", "lost-controller")
+    script = sh.wrap(sh.write_file(_File(K8S_CONF, desired_text))).encode()
+    client = paramiko.SSHClient()
+    client.load_host_keys(str(faults.known_hosts))
+    client.connect(lab.node("pi2").ip, username="pirate", key_filename=str(lab.identity_file),
+                   look_for_keys=False, allow_agent=False, timeout=10)
+    transport = client.get_transport()
+    assert transport is not None
+    sport = transport.sock.getsockname()[1]  # type: ignore[union-attr]
+    drop = f"INPUT -p tcp --dport 22 --sport {sport} -j DROP"
+    try:
+        chan = transport.open_session()
+        chan.exec_command("sudo -n sh -c " + shlex.quote(sh.runner_command(script)))
+        chan.sendall(script[: len(script) // 2])
+        half = wait_for("the half script in the node's /tmp",
+                        lambda: lab.exec("pi2", "ls /tmp/piprov-apply.* 2>/dev/null || true").stdout.strip(), 10, 0.1)
+        lab.exec("pi2", f"iptables -I {drop}")
+        client.close()
+        assert faults.sha("pi2", K8S_CONF) == drifted
+        lab.exec("pi2", f"touch -d '-20 min' {half}")  # time passes
+        faults.converge()  # its prelude removes the stale script; converge checks /tmp too
+        assert faults.sha("pi2", K8S_CONF) == desired
+    finally:
+        lab.exec("pi2", f"iptables -D {drop}", check=False)
+
+
 def test_partition_during_up_fails_naming_the_node_then_converges(faults: FaultCluster) -> None:
     desired, drifted = drift(faults, "pi3", "cut-up")
     run = faults.background("up", "--health-timeout", "60")
