@@ -10,34 +10,20 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator
 
 import pytest
+
+from labkit import PIPROV, TESTDATA, wait_for
 
 from piprov_lab.lab import Lab
 
 pytestmark = pytest.mark.lab
-
-T = TypeVar("T")
-PIPROV = [sys.executable, "-m", "piprov"]
-TESTDATA = Path(__file__).resolve().parents[2] / "piprov_lab/images/testdata"
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float, interval: float = 1.0) -> T:
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what} (last: {last!r})")
 
 
 class Cluster:

@@ -9,30 +9,15 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator
 
 import pytest
 
+from labkit import PIPROV, TESTDATA, wait_for
+
 from piprov_lab.lab import Lab
-
-T = TypeVar("T")
-
-PIPROV = [sys.executable, "-m", "piprov"]
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float, interval: float = 1.0) -> T:
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what} (last: {last!r})")
 
 
 class Cluster:
@@ -111,7 +96,7 @@ def test_cold_up_builds_a_ready_cluster(cluster: Cluster) -> None:
 
 
 def test_workload_runs_on_the_workers(cluster: Cluster) -> None:
-    rc = (Path(__file__).resolve().parents[2] / "piprov_lab/images/testdata/rc.yaml").read_text()
+    rc = (TESTDATA / "rc.yaml").read_text()
     rc = rc.replace("{{REGISTRY}}", cluster.lab.registry).replace("replicas: 3", "replicas: 2")
     p = cluster.kubectl("create", "-f", "-", input=rc)
     assert p.returncode == 0, p.stderr

@@ -3,30 +3,16 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
-from piprov.cli import cli  # noqa: F401  (registers the commands)
-from piprov.cli import app
+
 from piprov.cli.app import run
 
-EXAMPLE = Path(__file__).parents[2] / "inventory.example.yaml"
+
+pytestmark = pytest.mark.usefixtures("wide_console")
 DATA = Path(__file__).parent / "data" / "inventory"
-
-
-@pytest.fixture(autouse=True)
-def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Long temp paths would otherwise be folded across lines by rich.
-    monkeypatch.setattr(app.err, "width", 1000)
-
-
-@pytest.fixture
-def inv(tmp_path: Path) -> Path:
-    p = tmp_path / "inventory.yaml"
-    shutil.copy(EXAMPLE, p)
-    return p
 
 
 def test_list_json(inv: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
 from piprov import rolling
-from piprov.cli import cli  # noqa: F401  (registers the commands)
-from piprov.cli import app, node_cmd
+from piprov.cli import node_cmd
 from piprov.cli.app import EXIT_ERROR, EXIT_USAGE, run
 
-EXAMPLE = Path(__file__).parents[2] / "inventory.example.yaml"
 
-
-@pytest.fixture(autouse=True)
-def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(app.err, "width", 1000)
-
-
-@pytest.fixture
-def inv(tmp_path: Path) -> Path:
-    p = tmp_path / "inventory.yaml"
-    shutil.copy(EXAMPLE, p)
-    return p
+pytestmark = pytest.mark.usefixtures("wide_console")
 
 
 def test_node_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:

@@ -16,18 +16,17 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any
+
+from labkit import PIPROV, wait_for
 
 from piprov_lab.errors import LabError
 from piprov_lab.lab import Lab
 
-T = TypeVar("T")
-PIPROV = [sys.executable, "-m", "piprov"]
 TRACEBACK = "Traceback (most recent call last)"
 ETCDCTL = ("docker -H unix:///var/run/docker-bootstrap.sock exec k8s-etcd "
            "env ETCDCTL_API=2 etcdctl --endpoints=http://127.0.0.1:4001 ")
@@ -62,17 +61,6 @@ class Figures:
 
 
 FIGURES = Figures()
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float, interval: float = 1.0) -> T:
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what} (last: {last!r})")
 
 
 class Background:
@@ -196,8 +184,6 @@ class FaultCluster:
         assert "10.0.0.0/16" in self.etcd_network()
         if ready:
             wait_for("every node Ready", self.all_ready, 180, 2)
-
-
 
 
 K8S_CONF = "/etc/kubernetes/k8s.conf"
