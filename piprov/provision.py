@@ -23,7 +23,7 @@ from piprov.errors import FactsError, PiprovError
 from piprov.facts import NodeFacts, parse_facts
 from piprov.graph import ComponentGraph, HealthCheck, NodeDag, Vertex
 from piprov.health import Probe, ProbeResult, wait_healthy
-from piprov.inventory.model import HostKeyPolicy, Inventory, Node
+from piprov.inventory.model import HostKeyPolicy, Inventory
 from piprov.lock import FileLock
 from piprov.orchestrate import Event, RunResult, StepResult, critical_path, run_dag
 from piprov.plan import ComponentPlan, NodePlan, Plan, plan_cluster

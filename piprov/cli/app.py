@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Self, Sequence
 
 import click
 from rich.console import Console
+from rich.live import Live
 
 from piprov.errors import PiprovError, ProblemList
 
@@ -45,6 +46,24 @@ def inventory_option(f: click.decorators.FC) -> click.decorators.FC:
         show_default=f"$PIPROV_INVENTORY or {DEFAULT_INVENTORY}",
         help="The inventory file describing the fleet.",
     )(f)
+
+
+class LiveView:
+    """Base of the live progress views: a rich Live on a terminal, none elsewhere.
+
+    Subclasses set ``self.live`` (or leave it None and print a line per event).
+    """
+
+    live: Live | None = None
+
+    def __enter__(self) -> Self:
+        if self.live is not None:
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live is not None:
+            self.live.__exit__(None, None, None)
 
 
 class ExitWith(Exception):

@@ -14,13 +14,13 @@ from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 
-from piprov.cli.app import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, ExitWith, err, inventory_option, out
+from piprov.cli.app import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, ExitWith, LiveView, err, inventory_option, out
 from piprov.facts import NodeFacts
 from piprov.graph import ComponentGraph, Vertex, load_graph
 from piprov.inventory import Inventory, load
 from piprov.keys import default_password_report
 from piprov.orchestrate import Event, StepResult
-from piprov.plan import NodePlan, Plan
+from piprov.plan import Plan
 from piprov.provision import ApplyReport, Fleet, apply_plan, gather_facts, make_plan, run_lock
 
 trust_option = click.option(
@@ -135,7 +135,7 @@ def _plan_json(plan: Plan) -> dict[str, Any]:
 # -- up ---------------------------------------------------------------------------------------------
 
 
-class Progress:
+class Progress(LiveView):
     """Live node x component grid on a terminal; one line per finished step otherwise."""
 
     def __init__(self, inventory: Inventory, graph: ComponentGraph, live: bool) -> None:
@@ -146,7 +146,7 @@ class Progress:
             for c in graph.for_role(n.role):
                 self.state[(n.name, c.name)] = "pending"
         self.lock = threading.Lock()
-        self.live: Live | None = Live(self.table(), console=err, refresh_per_second=8, transient=False) if live else None
+        self.live = Live(self.table(), console=err, refresh_per_second=8, transient=False) if live else None
 
     def table(self) -> Table:
         t = Table(title="piprov up", title_justify="left", show_edge=False, pad_edge=False)
@@ -169,15 +169,6 @@ class Progress:
                               f" [dim]{r.seconds:.1f}s {escape(r.detail[:100])}[/]")
             if self.live is not None:
                 self.live.update(self.table())
-
-    def __enter__(self) -> Progress:
-        if self.live is not None:
-            self.live.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.live is not None:
-            self.live.__exit__(None, None, None)
 
 
 def print_report(report: ApplyReport) -> None:

@@ -100,7 +100,6 @@ def keys_cmd(inventory_path: Path, disable_password: bool, ask_password: bool, t
     with err.status(f"installing the key on {len(nodes)} nodes…"):
         with ThreadPoolExecutor(max_workers=max(1, min(16, len(nodes)))) as pool:
             results = list(pool.map(one, nodes))
-    del password
     failed = 0
     for r in results:
         if r.error is not None:

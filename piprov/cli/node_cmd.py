@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from piprov import rolling
-from piprov.cli.app import EXIT_ERROR, ExitWith, err, inventory_option, out
+from piprov.cli.app import EXIT_ERROR, ExitWith, LiveView, err, inventory_option, out
 from piprov.errors import PiprovError
 from piprov.graph import ComponentGraph, load_graph
 from piprov.inventory import Inventory, load
@@ -291,7 +291,7 @@ SYMBOL = {"pending": "[dim]·[/]", "draining": "[cyan]drain…[/]", "applying": 
           "failed": "[bold red]✗[/]", "skipped": "[yellow]–[/]"}
 
 
-class _BatchView:
+class _BatchView(LiveView):
     def __init__(self, results: list[rolling.BatchResult], live: bool) -> None:
         self.results = {r.batch.index: r for r in results}
         self.batches = [r.batch for r in results]
@@ -322,15 +322,6 @@ class _BatchView:
             err.print(f"batch {r.batch.index + 1}/{len(self.batches)} ({escape(r.batch.label())}): "
                       f"{SYMBOL.get(r.status, r.status)} {r.status}"
                       + (f" [dim]{escape(r.detail[:200])}[/]" if r.status in ("done", "failed") else ""))
-
-    def __enter__(self) -> _BatchView:
-        if self.live is not None:
-            self.live.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.live is not None:
-            self.live.__exit__(None, None, None)
 
 
 def rolling_up(inventory_path: Path, *, trust_new_hosts: bool, as_json: bool, batch: int | None,
