@@ -17,7 +17,7 @@ import heapq
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping, NamedTuple, cast, get_args
+from typing import Any, Callable, Hashable, Iterable, Literal, Mapping, NamedTuple, Sequence, TypeVar, cast, get_args
 
 import jinja2
 import yaml
@@ -139,6 +139,32 @@ class Component:
         return triggers
 
 
+_V = TypeVar("_V", bound=Hashable)
+
+
+def critical_path(
+    vertices: Sequence[_V], predecessors: Callable[[_V], Iterable[_V]], cost: Mapping[_V, float]
+) -> tuple[float, list[_V]]:
+    """The longest chain of dependent vertices by ``cost`` (vertices topologically ordered)."""
+    best: dict[_V, tuple[float, _V | None]] = {}
+    for v in vertices:
+        preds = [p for p in predecessors(v) if p in best]
+        base, via = max(((best[p][0], p) for p in preds), default=(0.0, None), key=lambda t: t[0])
+        best[v] = (base + cost.get(v, 0.0), via)
+    if not best:
+        return 0.0, []
+    end = max(best, key=lambda v: best[v][0])
+    total = best[end][0]
+    chain: list[_V] = []
+    cur: _V | None = end
+    while cur is not None:
+        chain.append(cur)
+        cur = best[cur][1]
+    chain.reverse()
+    return total, chain
+
+
+
 class Vertex(NamedTuple):
     """One component on one node: the unit of work of the orchestrator."""
 
@@ -203,26 +229,12 @@ class NodeDag:
         return seen
 
     def critical_path(self, durations: Mapping[Vertex, float]) -> tuple[float, list[Vertex]]:
-        """The longest chain by ``durations`` (e.g. measured readiness waits).
+        """The longest chain by ``durations`` (e.g. measured apply + readiness waits).
 
-        Returns its total and its vertices in order; vertices without a duration
-        count as 0. This is the floor any schedule of the DAG can reach.
+        Vertices without a duration count as 0. This is the floor any schedule
+        of the DAG can reach.
         """
-        best: dict[Vertex, tuple[float, Vertex | None]] = {}
-        for v in self.vertices:
-            preds = self.predecessors(v)
-            start, via = max(((best[p][0], p) for p in preds), default=(0.0, None), key=lambda t: t[0])
-            best[v] = (start + durations.get(v, 0.0), via)
-        if not best:
-            return 0.0, []
-        end = max(self.vertices, key=lambda v: best[v][0])
-        total = best[end][0]
-        chain: list[Vertex] = []
-        cur: Vertex | None = end
-        while cur is not None:
-            chain.append(cur)
-            cur = best[cur][1]
-        return total, chain[::-1]
+        return critical_path(self.vertices, self.predecessors, durations)
 
     def to_text(self) -> str:
         lines: list[str] = []

@@ -14,7 +14,7 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Callable, Generic, Hashable, Iterable, Literal, Mapping, Sequence, TypeVar
+from typing import Callable, Generic, Hashable, Iterable, Literal, Sequence, TypeVar
 
 from piprov.errors import PiprovError
 
@@ -76,32 +76,6 @@ class RunResult(Generic[V]):
     @property
     def changed(self) -> list[StepResult]:
         return [s for s in self.steps.values() if s.status == "changed"]
-
-
-def critical_path(
-    vertices: Sequence[V], predecessors: Callable[[V], Iterable[V]], cost: Mapping[V, float]
-) -> tuple[float, list[V]]:
-    """The longest chain of dependent vertices by ``cost`` (vertices topologically ordered).
-
-    This is the least time any scheduler could take: the stack's own readiness
-    waits, one after another along its longest dependency chain.
-    """
-    best: dict[V, tuple[float, V | None]] = {}
-    for v in vertices:
-        preds = [p for p in predecessors(v) if p in best]
-        base, via = max(((best[p][0], p) for p in preds), default=(0.0, None), key=lambda t: t[0])
-        best[v] = (base + cost.get(v, 0.0), via)
-    if not best:
-        return 0.0, []
-    end = max(best, key=lambda v: best[v][0])
-    total = best[end][0]
-    chain: list[V] = []
-    cur: V | None = end
-    while cur is not None:
-        chain.append(cur)
-        cur = best[cur][1]
-    chain.reverse()
-    return total, chain
 
 
 def run_dag(

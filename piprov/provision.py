@@ -25,7 +25,7 @@ from piprov.graph import ComponentGraph, HealthCheck, NodeDag, Vertex
 from piprov.health import Probe, ProbeResult, wait_healthy
 from piprov.inventory.model import HostKeyPolicy, Inventory
 from piprov.lock import FileLock
-from piprov.orchestrate import Event, RunResult, StepResult, critical_path, run_dag
+from piprov.orchestrate import Event, RunResult, StepResult, run_dag
 from piprov.plan import ComponentPlan, NodePlan, Plan, plan_cluster
 from piprov.render import facts_command_for
 from piprov.transport import SshTransport, Transport
@@ -175,7 +175,7 @@ class ApplyReport:
 
     def critical_path(self) -> tuple[float, list[Vertex]]:
         cost = {v: s.seconds for v, s in self.run.steps.items()}
-        return critical_path(self.dag.topological(), self.dag.predecessors, cost)
+        return self.dag.critical_path(cost)
 
 
 def apply_plan(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from piprov.orchestrate import Event, StepResult, critical_path, run_dag
+from piprov.graph import critical_path
+from piprov.orchestrate import Event, StepResult, run_dag
 
 # a diamond plus an independent branch:  a -> b, a -> c, (b, c) -> d ;  x -> y
 PREDS = {"a": [], "b": ["a"], "c": ["a"], "d": ["b", "c"], "x": [], "y": ["x"]}
