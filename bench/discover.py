@@ -50,42 +50,6 @@ enable-wide-area=no
 """
 
 
-def avahi_state(lab: Lab, node: str) -> int:
-    """avahi's server state in a node: 2 = running (host name established), 1 registering, 3 collision."""
-    p = lab.exec(node, "busctl --system call org.freedesktop.Avahi / org.freedesktop.Avahi.Server GetState", check=False)
-    out = p.stdout.strip()
-    return int(out[2:]) if out.startswith("i ") and out[2:].isdigit() else -1
-
-
-def settle_mdns_names(lab: Lab, timeout: float = 120.0) -> float:
-    """Wait until every node's avahi is running with a distinct host name.
-
-    Nodes booted in the same instant can keep colliding in lockstep (avahi's
-    simultaneous-probe tie-break fails, and after 15 conflicts it retries every
-    20 s, again all at once); real Pis are never powered on in the same
-    instant. A node still colliding after a while gets its avahi restarted,
-    one node at a time, 1.5 s apart (longer than a probe), as staggered
-    power-ons would. Names must be distinct AND every avahi in the running
-    state: distinct names alone can be a snapshot taken mid-loop.
-    """
-    t0 = time.monotonic()
-    last_kick = t0
-    while time.monotonic() - t0 < timeout:
-        nodes = list(lab.nodes)
-        names = [n.mdns_name for n in nodes]
-        states = {n.name: avahi_state(lab, n.name) for n in nodes}
-        if all(names) and len(set(names)) == len(names) and all(s == 2 for s in states.values()):
-            return time.monotonic() - t0
-        if time.monotonic() - last_kick > 8:
-            for name, s in states.items():
-                if s != 2:
-                    lab.exec(name, "systemctl restart avahi-daemon")
-                    time.sleep(1.5)
-            last_kick = time.monotonic()
-        time.sleep(0.5)
-    raise SystemExit(f"mDNS names did not settle: {[n.mdns_name for n in lab.nodes]}")
-
-
 class AvahiBrowser:
     """A throwaway avahi-daemon + dbus in their own netns on the lab bridge."""
 
@@ -192,8 +156,9 @@ def main() -> None:
         print(f"lab {a.lab}: {a.nodes} nodes up in {time.monotonic() - t:.1f} s", file=sys.stderr)
     browser: AvahiBrowser | None = None
     try:
-        settle = settle_mdns_names(lab)
-        print(f"mDNS names settled after {settle:.1f} s", file=sys.stderr)
+        t_settle = time.monotonic()
+        lab.wait_mdns()
+        print(f"mDNS names settled after {time.monotonic() - t_settle:.1f} s", file=sys.stderr)
         bridge_ip = lab.bridge_ip
         want = {n.ip for n in lab.nodes}
         n_pis = len(want)

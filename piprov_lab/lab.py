@@ -642,20 +642,44 @@ class Lab:
             if proc.stdout.strip() not in ("running", "degraded"):
                 raise LabError(f"node did not finish booting: {proc.stdout.strip() or proc.stderr.strip()}", host=name)
 
-    def wait_mdns(self, timeout: float = 60) -> dict[str, str]:
-        """Wait until every running node holds a distinct mDNS host name; return node -> name.
+    def avahi_state(self, node: str) -> int:
+        """avahi's server state in a node: 2 running (host name established), 1 registering, 3 collision."""
+        p = self.exec(node, "busctl --system call org.freedesktop.Avahi / org.freedesktop.Avahi.Server GetState",
+                      check=False)
+        out = p.stdout.strip()
+        return int(out[2:]) if out.startswith("i ") and out[2:].isdigit() else -1
+
+    def wait_mdns(self, timeout: float = 120) -> dict[str, str]:
+        """Wait until every running node's avahi holds a distinct host name; return node -> name.
 
         Nodes booted together collide on black-pearl.local and avahi renames
-        them; that settles a few seconds after boot (5-6 s for 8 nodes here).
+        them. Booted in the same instant they can also keep colliding in
+        lockstep (avahi's simultaneous-probe tie-break fails, and after 15
+        conflicts it retries every 20 s, again all at once); real Pis are
+        never powered on in the same instant. A node still colliding after a
+        while gets its avahi restarted, one node at a time, 1.5 s apart (longer
+        than a probe), as staggered power-ons would. Names must be distinct AND
+        every avahi running: distinct names alone can be a snapshot mid-loop.
         """
-        deadline = time.monotonic() + timeout
+        start = time.monotonic()
+        last_kick = start
         while True:
             running = [n for n in self.nodes if n.running]
             names = {n.name: n.mdns_name for n in running}
-            if all(names.values()) and len(set(names.values())) == len(names):
+            states = {n.name: self.avahi_state(n.name) for n in running}
+            if all(names.values()) and len(set(names.values())) == len(names) and all(
+                s == 2 for s in states.values()
+            ):
                 return {k: v for k, v in names.items() if v}
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if now - start > timeout:
                 raise LabError(f"mDNS names did not settle within {timeout:.0f} s: {names}")
+            if now - last_kick > 8:
+                for name, state in states.items():
+                    if state != 2:
+                        self.exec(name, "systemctl restart avahi-daemon", check=False)
+                        time.sleep(1.5)
+                last_kick = time.monotonic()
             time.sleep(0.5)
 
     def exec_argv(self, node: str, cmd: Sequence[str] | str) -> list[str]:
