@@ -50,7 +50,7 @@ def main() -> None:
             cold = lib.run_tool("piprov", lab, inv, None)
             cold["ssh"] = lib.ssh_counts(lab, c)
             noops = []
-            for _ in range(a.noops):
+            for _ in range(a.noops if cold["ok"] else 0):  # a failed cold run: its error is the figure
                 c = lib.cursors(lab)
                 r = lib.run_tool("piprov", lab, inv, None)
                 r["ssh"] = lib.ssh_counts(lab, c)
@@ -59,6 +59,9 @@ def main() -> None:
             out.write_text(json.dumps(doc, indent=1))
             cp = cold.get("critical_path") or float("nan")
             nw = [x["wall"] for x in noops]
+            if not cold["ok"]:
+                print(f"N={n}: cold run FAILED after {cold['wall']:.1f} s:\n{cold.get('error', '')[-1200:]}")
+                continue
             print(f"N={n}: cold converge {cold['wall']:.1f} s ({'ok' if cold['ok'] else 'FAILED'}); "
                   f"critical path {cp:.1f} s ({' -> '.join(cold.get('critical_chain', []))}); "
                   f"wall/critical {cold['wall'] / cp:.2f} (apply phase {cold.get('apply_wall', 0) / cp:.2f}; goal <= 1.15)")
