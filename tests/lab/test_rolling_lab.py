@@ -14,34 +14,18 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
 
-from labkit import PIPROV, TESTDATA, wait_for
+from labkit import PIPROV, TESTDATA, LabCluster, wait_for
 
 from piprov_lab.lab import Lab
 
 pytestmark = pytest.mark.lab
 
 
-class Cluster:
-    def __init__(self, lab: Lab, inventory: Path, cache: Path) -> None:
-        self.lab = lab
-        self.inventory = inventory
-        self.cache = cache
-        self.master_ip = lab.nodes[0].ip
-        self.api = f"http://{self.master_ip}:8080"
-
-    def piprov(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*PIPROV, *args, "-i", str(self.inventory)], capture_output=True, text=True,
-                              timeout=timeout)
-
-    def kubectl(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([self.lab.kubectl, "-s", self.api, "--cache-dir", str(self.cache), *args],
-                              capture_output=True, text=True, input=input, timeout=60)
-
+class Cluster(LabCluster):
     def get(self, path: str) -> Any:
         with urllib.request.urlopen(self.api + path, timeout=5) as r:  # noqa: S310 - the lab's apiserver
             return json.loads(r.read())

@@ -10,31 +10,16 @@ from __future__ import annotations
 import json
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
 
-from labkit import PIPROV, TESTDATA, wait_for
+from labkit import TESTDATA, LabCluster, wait_for
 
 from piprov_lab.lab import Lab
 
 
-class Cluster:
-    def __init__(self, lab: Lab, inventory: Path) -> None:
-        self.lab = lab
-        self.inventory = inventory
-        self.master_ip = lab.nodes[0].ip
-        self.api = f"http://{self.master_ip}:8080"
-
-    def piprov(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*PIPROV, *args, "-i", str(self.inventory)], capture_output=True, text=True,
-                              timeout=timeout)
-
-    def kubectl(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([self.lab.kubectl, "-s", self.api, *args], capture_output=True, text=True,
-                              input=input, timeout=60)
-
+class Cluster(LabCluster):
     def nodes_ready(self) -> dict[str, bool] | None:
         p = self.kubectl("get", "nodes", "-o", "json")
         if p.returncode != 0:
