@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 doc = json.loads(Path(sys.argv[1]).read_text())
 out = Path(sys.argv[2])
+tag = sys.argv[3] if len(sys.argv) > 3 else ""
 recs = doc["records"]
 tools = list(dict.fromkeys(r["tool"] for r in recs))
 cases = list(dict.fromkeys((r["nodes"], r["rtt_ms"]) for r in recs))
@@ -48,8 +49,8 @@ for kind, title, fname in (("noop", "no-op re-run (median, min–max)", "bench-n
     ax.set_title(title + (" (black: all Ready)" if kind == "cold" else ", log scale"))
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / fname, dpi=110)
-    print(out / fname)
+    fig.savefig(out / (tag + fname), dpi=110)
+    print(out / (tag + fname))
 
 fig, ax = plt.subplots(figsize=(8, 4.2))
 for i, t in enumerate(tools):
@@ -70,5 +71,5 @@ ax.set_ylabel("SSH commands per node (sshd sessions, median node)")
 ax.set_title("round trips per node, counted by the node's sshd")
 ax.legend(fontsize=7, ncol=2)
 fig.tight_layout()
-fig.savefig(out / "bench-ssh.png", dpi=110)
-print(out / "bench-ssh.png")
+fig.savefig(out / (tag + "bench-ssh.png"), dpi=110)
+print(out / (tag + "bench-ssh.png"))

@@ -83,11 +83,11 @@ def latest() -> list[tuple[Path, dict[str, Any]]]:
 def write_docs() -> None:
     runs = latest()
     DOCS.mkdir(exist_ok=True)
-    plots = []
-    if runs:
-        res = subprocess.run([VENV_PY, str(BENCH / "plot.py"), str(runs[-1][0]), str(DOCS)],
+    plots: dict[Path, list[str]] = {}
+    for path, _ in runs[-3:]:
+        res = subprocess.run([VENV_PY, str(BENCH / "plot.py"), str(path), str(DOCS), path.stem + "-"],
                              capture_output=True, text=True)
-        plots = [line for line in res.stdout.splitlines() if line.endswith(".png")]
+        plots[path] = [line for line in res.stdout.splitlines() if line.endswith(".png")]
         if res.returncode:
             print("plots failed:", res.stderr[-800:])
     body = [
@@ -115,11 +115,13 @@ def write_docs() -> None:
     ]
     for path, doc in reversed(runs[-3:]):
         v = doc.get("versions", {})
-        body += [f"## Run {doc['started']} ({'--quick' if doc.get('quick') else 'full'}; {path.name}; "
+        tools = sorted({r["tool"] for r in doc["records"]})
+        kind = "--quick" if doc.get("quick") else ("full" if len(tools) == 4 else "partial: " + ", ".join(tools))
+        body += [f"## Run {doc['started']} ({kind}; {path.name}; "
                  f"ansible-core {v.get('ansible-core')}, pyinfra {v.get('pyinfra')}, {doc.get('seconds', '?')} s)",
                  "", table(doc), "", ratios(doc), ""]
-    for png in plots:
-        body += [f"![{Path(png).stem}]({Path(png).name})", ""]
+        for png in plots.get(path, []):
+            body += [f"![{Path(png).stem}]({Path(png).name})", ""]
     extra = BENCH / "results" / "extra.md"
     if extra.exists():
         body += [extra.read_text()]
