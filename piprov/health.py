@@ -84,7 +84,15 @@ def _docker_host(target: str) -> str:
 
 def _remote_wait_command(probe: Probe) -> str:
     check = check_command(probe)
-    wait = f"until {check}; do sleep {_REMOTE_POLL}; done"
+    give_up = ""
+    if probe.kind == "unit":
+        # A unit that is down with nothing queued (its start failed for good, or
+        # a dependency failed) will not come up by waiting: say so at once.
+        # Restart=always units read "activating" between attempts, not this.
+        t = shlex.quote(probe.target)
+        give_up = (f"if ! systemctl list-jobs --no-legend 2>/dev/null | grep -q -w -F {t}; then "
+                   f"case $(systemctl is-active {t}) in inactive|failed) exit 1;; esac; fi; ")
+    wait = f"until {check}; do {give_up}sleep {_REMOTE_POLL}; done"
     secs = max(1, int(probe.timeout + 0.999))
     # On failure, say what the node sees, so the summary can show it.
     explain = {

@@ -180,6 +180,13 @@ _NODE_FILES = Path(__file__).resolve().parent / "images" / "node"
 FILES["/usr/local/bin/runc-lab"] = ((_NODE_FILES / "runc-lab").read_text(), 0o755)
 FILES["/etc/docker/daemon.json"] = ((_NODE_FILES / "daemon.json").read_text(), 0o644)
 
+# Under heavy load on this machine, systemd-user-sessions.service sometimes fails
+# at boot (219/CGROUP); it is what removes /run/nologin, which systemd-tmpfiles
+# creates early in boot, and while that file exists PAM refuses every SSH login.
+# The lab retries the service instead of leaving a node unreachable for good.
+FILES["/etc/systemd/system/systemd-user-sessions.service.d/piprov-lab.conf"] = (
+    "[Service]\nRestart=on-failure\nRestartSec=1\n", 0o644)
+
 Progress = Callable[[str], None]
 
 # Files whose absence means the root is not a usable node image.
