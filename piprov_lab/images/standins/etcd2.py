@@ -6,6 +6,7 @@ Errors follow etcd's own codes: 100 key not found, 101 compare failed,
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import threading
@@ -113,7 +114,9 @@ class Etcd2:
                     client.close()
                 self._current = idx
                 return resp.status, json.loads(raw) if raw else None, etcd_index
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, http.client.HTTPException) as exc:
+                # HTTPException: a long-poll watch cut short when etcd's host
+                # loses power (IncompleteRead) is an outage, not a crash.
                 client.close()
                 last = exc
         raise EtcdUnreachable(f"no etcd endpoint answered ({', '.join(self.endpoints)}): {last}")
