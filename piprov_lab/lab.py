@@ -418,7 +418,8 @@ class Lab:
                             f"the node stopped while booting; its console ({log}) ends with:\n{tail}",
                             host=n.name,
                         )
-                ready = list(pool.map(lambda n: ssh_banner(n.ip, timeout=0.3), pending.values()))
+                ready = list(pool.map(lambda n: ssh_banner(n.ip, timeout=0.3) and self._logins_allowed(n),
+                                      pending.values()))
                 for n, ok in zip(list(pending.values()), ready):
                     if ok:
                         del pending[n.name]
@@ -427,6 +428,17 @@ class Lab:
                 if time.monotonic() > deadline:
                     raise LabError(f"sshd did not answer within {timeout:.0f} s on {', '.join(pending)}")
                 time.sleep(0.1)
+
+    def _logins_allowed(self, n: NodeState) -> bool:
+        """sshd answers before boot ends, but until systemd-user-sessions has
+        removed /run/nologin, PAM refuses every login but root's: a node is up
+        for piprov only once pirate can log in, as on a real Pi."""
+        pid1 = self._pid1(n)
+        if pid1 is None:
+            return False
+        p = subprocess.run(["nsenter", "-t", str(pid1), "-a", "test", "!", "-e", "/run/nologin"],
+                           capture_output=True, timeout=10, check=False)
+        return p.returncode == 0
 
     # -------------------------------------------------------------- registry
     def _start_registry(self, s: LabState) -> None:
