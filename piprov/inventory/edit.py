@@ -432,14 +432,20 @@ class _TextDoc:
         colon = self._colon_after(key)
         return self._splice(colon + 1, self._content_end(val), " " + render_flow(value))
 
+    def _flow_insert_point(self, node: YamlNode, closer: str) -> int:
+        """Where a new entry goes in a flow collection: just after its last
+        entry, before the white space and the closing ``closer``."""
+        close = int(node.end_mark.index) - 1
+        while close > 0 and self.text[close] != closer:
+            close -= 1
+        j = close
+        while j > 0 and self.text[j - 1] in " \t\n":
+            j -= 1
+        return j
+
     def _insert_key(self, m: YamlNode, key: str, value: Any) -> str:
         if getattr(m, "flow_style", False) or not m.value:
-            close = int(m.end_mark.index) - 1
-            while close > 0 and self.text[close] != "}":
-                close -= 1
-            j = close
-            while j > 0 and self.text[j - 1] in " \t\n":
-                j -= 1
+            j = self._flow_insert_point(m, "}")
             sep = ", " if m.value else ""
             return self._splice(j, j, f"{sep}{render_scalar(key)}: {render_flow(value)}")
         indent = int(m.value[0][0].start_mark.column)
@@ -451,12 +457,7 @@ class _TextDoc:
     def append_node(self, item: Mapping[str, Any]) -> str:
         seq = self._nodes_seq()
         if getattr(seq, "flow_style", False) or not seq.value:
-            close = int(seq.end_mark.index) - 1
-            while close > 0 and self.text[close] != "]":
-                close -= 1
-            j = close
-            while j > 0 and self.text[j - 1] in " \t\n":
-                j -= 1
+            j = self._flow_insert_point(seq, "]")
             sep = ", " if seq.value else ""
             return self._splice(j, j, sep + render_flow(item))
         last = seq.value[-1]
