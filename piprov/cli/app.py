@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -74,7 +75,56 @@ class ExitWith(Exception):
         self.code = code
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+# Every run pays for the imports of every command it could have been: `up`
+# does not need zeroconf, ruamel's writer or the rolling logic, and a no-op
+# `up` is a second or less. So a command's module is imported when it runs
+# (or when --help lists it).
+COMMANDS = {
+    "up": "piprov.cli.cluster:up_cmd",
+    "plan": "piprov.cli.cluster:plan_cmd",
+    "status": "piprov.cli.cluster:status_cmd",
+    "graph": "piprov.cli.cluster:graph_cmd",
+    "kubeconfig": "piprov.cli.cluster:kubeconfig_cmd",
+    "discover": "piprov.cli.discover_cmd:discover_cmd",
+    "inventory": "piprov.cli.inventory_cmd:inventory",
+    "node": "piprov.cli.node_cmd:node",
+    "keys": "piprov.cli.keys_cmd:keys_cmd",
+}
+# Command groups that live outside the product (the virtual lab) register
+# themselves through this entry point.
+PLUGIN_GROUP = "piprov.commands"
+
+
+class LazyGroup(click.Group):
+    """The root group: commands are imported by name, plugins found by entry point."""
+
+    def _plugins(self) -> dict[str, str]:
+        from importlib.metadata import entry_points
+
+        return {ep.name: ep.value for ep in entry_points(group=PLUGIN_GROUP) if ep.name not in COMMANDS}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *COMMANDS, *self._plugins()})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands:
+            target = COMMANDS.get(cmd_name) or self._plugins().get(cmd_name)
+            if target is None:
+                return None
+            module, _, attr = target.partition(":")
+            try:
+                command = getattr(importlib.import_module(module), attr)
+            except ImportError:
+                if cmd_name in COMMANDS:
+                    raise
+                return None  # a plugin whose package is gone: as if it were not there
+            if not isinstance(command, click.Command):
+                return None
+            self.add_command(command, cmd_name)
+        return self.commands.get(cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="piprov")
 def cli() -> None:
     """piprov turns a shelf of Raspberry Pis into a Kubernetes cluster, and keeps it that way.

@@ -11,7 +11,6 @@ from typing import Any
 import click
 from rich.live import Live
 from rich.markup import escape
-from rich.syntax import Syntax
 from rich.table import Table
 
 from piprov.cli.app import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, ExitWith, LiveView, err, inventory_option, out
@@ -70,6 +69,8 @@ def print_plan(plan: Plan, *, diffs: bool = True) -> None:
                 sign = "+" if f.old_sha256 is None else "~"
                 out.print(f"      {sign} {escape(f.path)}  [dim]({escape(f.reason)})[/]")
                 if diffs and f.diff and not f.secret:
+                    from rich.syntax import Syntax  # pygments: only when there is a diff
+
                     out.print(Syntax(f.diff.rstrip("\n"), "diff", theme="ansi_dark", background_color="default"))
             if cp.daemon_reload:
                 out.print("      systemctl daemon-reload")

@@ -10,8 +10,7 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
-from piprov.cli.app import EXIT_ERROR, ExitWith, cli, err, inventory_option, out
-from piprov.cli.node_cmd import node
+from piprov.cli.app import EXIT_ERROR, ExitWith, err, inventory_option, out
 from piprov.errors import PiprovError
 from piprov.inventory import load
 from piprov.inventory.model import HostKeyPolicy, Node
@@ -142,6 +141,3 @@ def forget_key_cmd(inventory_path: Path, name: str) -> None:
     err.print("[yellow]next:[/] check the new key's fingerprint on the node, then pin it with "
               "`piprov up --trust-new-hosts`")
 
-
-cli.add_command(keys_cmd)
-node.add_command(forget_key_cmd)

@@ -398,3 +398,9 @@ def _rollout_json(report: rolling.RolloutReport) -> dict[str, Any]:
         "plan_errors": report.plan_errors,
     }
 
+
+
+# forget-key lives with the other key commands; it is a node verb to the user.
+from piprov.cli.keys_cmd import forget_key_cmd  # noqa: E402
+
+node.add_command(forget_key_cmd)

@@ -133,3 +133,48 @@ def test_command_runs_under_a_posix_shell(shell: list[str], tmp_path: Path) -> N
     assert set(facts.binaries) == {"docker", "dockerd"}
     for name, found in facts.binaries.items():
         assert found is None or found.startswith("/")
+
+
+SYSTEMCTL_SHOW = """ActiveState=active
+UnitFileState=enabled
+
+ActiveState=inactive
+UnitFileState=
+
+ActiveState=failed
+UnitFileState=masked
+"""
+
+
+@pytest.mark.parametrize("shell", SHELLS, ids=[s[0] for s in SHELLS])
+@pytest.mark.parametrize("answer", ["blocks", "no-systemd"])
+def test_units_come_from_one_systemctl_call(shell: list[str], answer: str, tmp_path: Path) -> None:
+    # One `systemctl show` for every unit (a call costs ~15 ms on a node); its
+    # blocks come back in argument order. A node where it answers nothing
+    # reports every unit as unknown, never as a misaligned neighbour's state.
+    log = tmp_path / "calls"
+    fake = tmp_path / "systemctl"
+    body = f"cat <<'EOF'\n{SYSTEMCTL_SHOW}EOF\n" if answer == "blocks" else "exit 1\n"
+    fake.write_text(f'#!/bin/sh\necho "$*" >> {log}\n{body}')
+    fake.chmod(0o755)
+    cmd = facts_command([], ["a.service", "b.service", "c.socket"])
+    env = dict(os.environ, PATH=f"{tmp_path}:{os.environ['PATH']}")
+    out = subprocess.run([*shell, "-c", cmd], capture_output=True, text=True, timeout=60, env=env)
+    units = parse_facts("localhost", out.stdout).units
+    assert log.read_text().count("\n") == 1
+    got = {name: (u.active, u.enabled) for name, u in units.items()}
+    if answer == "blocks":
+        assert got == {"a.service": ("active", "enabled"), "b.service": ("inactive", "not-found"),
+                       "c.socket": ("failed", "masked")}
+    else:
+        assert got == dict.fromkeys(["a.service", "b.service", "c.socket"], ("unknown", "not-found"))
+
+
+def test_a_file_checksum_is_computed_from_its_content() -> None:
+    good = "PIPROV-FACTS-BEGIN 1\nuname armv7l\nhostname x\nfile /etc/hosts present - 644 root root 3 YWJj\nPIPROV-FACTS-END 3\n"
+    assert parse_facts("n", good).file("/etc/hosts").sha256 == (
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+    # Without content (a big file) the node must send the checksum itself.
+    big = good.replace("- 644 root root 3 YWJj", "- 644 root root 70000 !big")
+    with pytest.raises(FactsError, match="record 3 is malformed"):
+        parse_facts("n", big)
