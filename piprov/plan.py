@@ -19,7 +19,7 @@ from typing import Any, Literal, Mapping
 from piprov.errors import FactsError, PiprovError
 from piprov.facts import BINARIES, OCCIDENTALIS, FileFacts, NodeFacts
 from piprov.graph import ComponentGraph
-from piprov.inventory.model import Inventory
+from piprov.inventory.model import Inventory, Node
 from piprov.render import DesiredFile, DesiredNode, desired_state, node_image_arch
 
 MAX_DIFF_LINES = 400
@@ -532,32 +532,47 @@ def plan_cluster(
     nodes: list[NodePlan] = []
     errors: dict[str, str] = {}
     for node in inventory.nodes:
-        f = facts.get(node.name)
-        if f is None:
-            errors[node.name] = "no facts were gathered"
-            continue
-        if isinstance(f, PiprovError):
-            errors[node.name] = _with_hint(f, str(f))
-            continue
-        try:
-            arch = node_image_arch(node, f.machine)
-        except PiprovError as e:
-            errors[node.name] = _with_hint(e, f"{node.name}: {e}")
-            continue
-        missing = [b for b in BINARIES if f.binaries.get(b, "") is None]
-        if missing:
-            errors[node.name] = str(
-                PiprovError(
-                    f"docker is not installed: no {' or '.join(missing)} in sudo's PATH",
-                    host=f.host,
-                    hint="piprov needs docker on every node (HypriotOS ships it; on Debian: apt install docker.io)",
-                )
-            )
-            continue
-        found = {b: p for b, p in f.binaries.items() if p is not None}
-        desired = desired_state(inventory, graph, node, arch, binaries=found, templates_dir=templates_dir)
-        try:
-            nodes.append(plan_node(desired, f, graph))
-        except FactsError as e:
-            errors[node.name] = str(e)
+        planned = plan_one(inventory, graph, node, facts.get(node.name), templates_dir=templates_dir)
+        if isinstance(planned, NodePlan):
+            nodes.append(planned)
+        else:
+            errors[node.name] = planned
     return Plan(nodes, errors)
+
+
+def plan_one(
+    inventory: Inventory,
+    graph: ComponentGraph,
+    node: Node,
+    facts: NodeFacts | PiprovError | None,
+    *,
+    templates_dir: Path | None = None,
+) -> NodePlan | str:
+    """One node's plan from its facts, or why it has none (the message for ``Plan.errors``).
+
+    Rendering errors are raised: they concern every node, not this one.
+    """
+    f = facts
+    if f is None:
+        return "no facts were gathered"
+    if isinstance(f, PiprovError):
+        return _with_hint(f, str(f))
+    try:
+        arch = node_image_arch(node, f.machine)
+    except PiprovError as e:
+        return _with_hint(e, f"{node.name}: {e}")
+    missing = [b for b in BINARIES if f.binaries.get(b, "") is None]
+    if missing:
+        return str(
+            PiprovError(
+                f"docker is not installed: no {' or '.join(missing)} in sudo's PATH",
+                host=f.host,
+                hint="piprov needs docker on every node (HypriotOS ships it; on Debian: apt install docker.io)",
+            )
+        )
+    found = {b: p for b, p in f.binaries.items() if p is not None}
+    desired = desired_state(inventory, graph, node, arch, binaries=found, templates_dir=templates_dir)
+    try:
+        return plan_node(desired, f, graph)
+    except FactsError as e:
+        return str(e)

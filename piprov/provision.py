@@ -1,7 +1,7 @@
 """The main job, end to end: facts -> plan -> apply along the one graph.
 
-``gather_facts`` reads every node in parallel, one SSH command each.
-``make_plan`` is the pure planner over those facts. ``apply_plan`` walks the
+``facts_and_plan`` reads every node in parallel, one SSH command each, and
+plans each node with the pure planner as soon as its facts are in. ``apply_plan`` walks the
 node x component DAG (``orchestrate.run_dag``): each vertex writes its files,
 reloads/enables/(re)starts its units in ONE round trip, then waits on its
 health checks; dependents start only after that. An unchanged vertex costs
@@ -16,7 +16,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable
 
 from piprov import apply as sh
 from piprov.errors import FactsError, PiprovError
@@ -26,7 +26,7 @@ from piprov.health import Probe, ProbeResult, wait_healthy
 from piprov.inventory.model import HostKeyPolicy, Inventory
 from piprov.lock import FileLock
 from piprov.orchestrate import Event, RunResult, StepResult, run_dag
-from piprov.plan import ComponentPlan, NodePlan, Plan, plan_cluster
+from piprov.plan import ComponentPlan, NodePlan, Plan, plan_one
 from piprov.render import facts_command_for
 from piprov.transport import SshTransport, Transport
 
@@ -97,29 +97,65 @@ def parallel(names: Iterable[str], fn: Callable[[str], object], max_workers: int
     return out
 
 
+def read_facts(inventory: Inventory, graph: ComponentGraph, fleet: Fleet, name: str) -> NodeFacts:
+    """One node's facts: one SSH command."""
+    res = fleet.transports[name].run(facts_command_for(inventory, graph, name), sudo=True, timeout=FACTS_TIMEOUT)
+    if not res.ok:
+        raise FactsError(
+            f"the facts command failed (exit {res.exit_code}): {res.tail(3) or 'no output'}",
+            host=name,
+            hint="piprov needs passwordless sudo for the SSH user on every node",
+        )
+    return parse_facts(name, res.stdout)
+
+
 def gather_facts(
     inventory: Inventory, graph: ComponentGraph, fleet: Fleet
 ) -> dict[str, NodeFacts | PiprovError]:
     """Every node's facts, one SSH command each, in parallel."""
-
-    def one(name: str) -> NodeFacts:
-        res = fleet.transports[name].run(facts_command_for(inventory, graph, name), sudo=True, timeout=FACTS_TIMEOUT)
-        if not res.ok:
-            raise FactsError(
-                f"the facts command failed (exit {res.exit_code}): {res.tail(3) or 'no output'}",
-                host=name,
-                hint="piprov needs passwordless sudo for the SSH user on every node",
-            )
-        return parse_facts(name, res.stdout)
-
-    results = parallel(fleet.transports, one)
+    results = parallel(fleet.transports, lambda name: read_facts(inventory, graph, fleet, name))
     return {n: r for n, r in results.items() if isinstance(r, (NodeFacts, PiprovError))}
 
 
-def make_plan(
-    inventory: Inventory, graph: ComponentGraph, facts: Mapping[str, NodeFacts | PiprovError]
-) -> Plan:
-    return plan_cluster(inventory, graph, facts)
+def facts_and_plan(
+    inventory: Inventory, graph: ComponentGraph, fleet: Fleet
+) -> tuple[dict[str, NodeFacts | PiprovError], Plan]:
+    """Every node's facts and plan, in parallel: the same as gather_facts + plan_cluster.
+
+    Each node is planned in its own worker as soon as its facts are in, so
+    rendering its templates overlaps the other nodes' SSH round trips instead
+    of following the slowest one.
+    """
+
+    done: dict[str, tuple[NodeFacts | PiprovError, NodePlan | str | PiprovError]] = {}
+
+    def one(name: str) -> None:
+        facts: NodeFacts | PiprovError
+        try:
+            facts = read_facts(inventory, graph, fleet, name)
+        except PiprovError as e:
+            e.host = e.host or name
+            facts = e
+        try:
+            done[name] = (facts, plan_one(inventory, graph, inventory.node(name), facts))
+        except PiprovError as e:
+            done[name] = (facts, e)
+
+    parallel(fleet.transports, one)
+    facts: dict[str, NodeFacts | PiprovError] = {}
+    nodes: list[NodePlan] = []
+    errors: dict[str, str] = {}
+    for node in inventory.nodes:
+        if node.name not in done:
+            continue
+        facts[node.name], planned = done[node.name]
+        if isinstance(planned, PiprovError):
+            raise planned  # a template or inventory error: every node has it
+        if isinstance(planned, NodePlan):
+            nodes.append(planned)
+        else:
+            errors[node.name] = planned
+    return facts, Plan(nodes, errors)
 
 
 def to_probe(check: HealthCheck, cap: float | None = None) -> Probe:

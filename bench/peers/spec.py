@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from piprov.graph import HealthCheck, Vertex, load_graph  # noqa: E402
 from piprov.inventory import load  # noqa: E402
 from piprov.plan import FileChange  # noqa: E402
-from piprov.provision import Fleet, gather_facts, make_plan  # noqa: E402
+from piprov.provision import Fleet, facts_and_plan  # noqa: E402
 
 POLL = "0.1"
 
@@ -65,8 +65,7 @@ def wait_command(check: HealthCheck) -> str | None:
 def build_spec(inventory_path: Path) -> dict[str, Any]:
     inventory, graph = load(inventory_path), load_graph()
     with Fleet.connect(inventory) as fleet:
-        facts = gather_facts(inventory, graph, fleet)
-    plan = make_plan(inventory, graph, facts)
+        _, plan = facts_and_plan(inventory, graph, fleet)
     if plan.errors:
         raise SystemExit(f"cannot plan the peers' deploy: {plan.errors}")
     dag = graph.node_dag(inventory)

@@ -20,7 +20,7 @@ from piprov.inventory import Inventory, load
 from piprov.keys import default_password_report
 from piprov.orchestrate import Event, StepResult
 from piprov.plan import Plan
-from piprov.provision import ApplyReport, Fleet, apply_plan, gather_facts, make_plan, run_lock
+from piprov.provision import ApplyReport, Fleet, apply_plan, facts_and_plan, gather_facts, run_lock
 
 trust_option = click.option(
     "--trust-new-hosts",
@@ -45,8 +45,7 @@ def _load(path: Path) -> tuple[Inventory, ComponentGraph]:
 
 def _facts_and_plan(inventory: Inventory, graph: ComponentGraph, fleet: Fleet) -> tuple[dict[str, Any], Plan]:
     with err.status("reading facts from every node (one SSH command each)…"):
-        facts = gather_facts(inventory, graph, fleet)
-    return facts, make_plan(inventory, graph, facts)
+        return facts_and_plan(inventory, graph, fleet)
 
 
 # -- plan -----------------------------------------------------------------------------------------

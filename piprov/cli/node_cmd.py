@@ -24,7 +24,7 @@ from piprov.graph import ComponentGraph, load_graph
 from piprov.inventory import Inventory, load
 from piprov.inventory.edit import NewNode, add_nodes, remove_node
 from piprov.plan import Plan
-from piprov.provision import Fleet, apply_plan, gather_facts, make_plan, run_lock, stop_units
+from piprov.provision import Fleet, apply_plan, facts_and_plan, run_lock, stop_units
 
 trust_option = click.option(
     "--trust-new-hosts", is_flag=True,
@@ -38,8 +38,7 @@ def _say(text: str) -> None:
 
 def _facts_plan(inventory: Inventory, graph: ComponentGraph, fleet: Fleet) -> Plan:
     with err.status("reading facts from every node (one SSH command each)…"):
-        facts = gather_facts(inventory, graph, fleet)
-    return make_plan(inventory, graph, facts)
+        return facts_and_plan(inventory, graph, fleet)[1]
 
 
 @click.group("node")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from piprov.cli import app, cli  # noqa: F401  (importing piprov.cli registers every command)
+from piprov.cli import app
 
 EXAMPLE = Path(__file__).parents[2] / "inventory.example.yaml"
 

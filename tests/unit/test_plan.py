@@ -357,3 +357,29 @@ def test_plan_cluster_uses_the_nodes_dockerd(graph: ComponentGraph) -> None:
     assert [f.path for f in docker.files] == ["/etc/systemd/system/docker.service"]
     assert "+ExecStart=/usr/sbin/dockerd -H fd:// --bridge=cbr0 --mtu=${FLANNEL_MTU} --ip-masq=false" in docker.files[0].diff
     assert docker.restart == ["docker.service"]
+
+
+def test_facts_and_plan_plans_each_node_as_its_facts_come_in(
+    graph: ComponentGraph, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The pipelined path (each node planned in its SSH worker) must plan exactly
+    # as plan_cluster does, keep the inventory's order and keep failures as data.
+    from piprov import provision
+
+    inv = make_inventory()
+    case = yaml.safe_load((Path(__file__).parent / "data/plan/converged-master.yaml").read_text())
+    facts = {n.name: build_facts(dict(case["facts"], node=n.name), n.name, graph) for n in inv.nodes}
+
+    def read(inventory: Inventory, graph_: ComponentGraph, fleet: object, name: str) -> NodeFacts:
+        if name == "rpi-node-2":
+            raise FactsError("the facts command failed (exit 1): sudo: a password is required")
+        return facts[name]
+
+    monkeypatch.setattr(provision, "read_facts", read)
+    fleet = provision.Fleet(inv, dict.fromkeys([n.name for n in inv.nodes]))  # type: ignore[arg-type]
+    got_facts, plan = provision.facts_and_plan(inv, graph, fleet)
+    assert isinstance(got_facts["rpi-node-2"], FactsError)
+    expected = plan_cluster(inv, graph, got_facts)
+    assert [n.node for n in plan.nodes] == [n.node for n in expected.nodes] == ["rpi-master", "rpi-node-1"]
+    assert [n.to_json() for n in plan.nodes] == [n.to_json() for n in expected.nodes]
+    assert plan.errors == expected.errors and "password is required" in plan.errors["rpi-node-2"]

@@ -5,7 +5,6 @@ driven by Debian's kubectl 1.20 over loopback (no root, no docker: a fake kubele
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import threading
