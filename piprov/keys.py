@@ -326,6 +326,17 @@ def default_password_report(inventory: Inventory) -> dict[str, bool | None]:
 # -- piprov's known_hosts --------------------------------------------------------------------------
 
 
+def _names_host(entry_name: str, names: set[str]) -> bool:
+    """Whether a known_hosts host field is one of ``names``, also when hashed
+    (``|1|salt|hmac``, as ssh writes them with HashKnownHosts yes)."""
+    if entry_name.startswith("|1|"):
+        try:
+            return any(paramiko.HostKeys.hash_host(n, entry_name) == entry_name for n in names)
+        except (binascii.Error, IndexError, ValueError):
+            return False
+    return entry_name in names
+
+
 def forget_host_key(known_hosts: Path, node: Node) -> int:
     """Remove every known_hosts entry for the node's address; return how many lines went.
 
@@ -351,8 +362,8 @@ def forget_host_key(known_hosts: Path, node: Node) -> int:
                         entry = paramiko.hostkeys.HostKeyEntry.from_line(line)
                     except (paramiko.SSHException, ValueError, binascii.Error):
                         entry = None
-                if entry is not None and set(entry.hostnames) & names:
-                    left = [h for h in entry.hostnames if h not in names]
+                if entry is not None and any(_names_host(h, names) for h in entry.hostnames):
+                    left = [h for h in entry.hostnames if not _names_host(h, names)]
                     removed += 1
                     if left:
                         kept.append(",".join(left) + " " + line.split(None, 1)[1])

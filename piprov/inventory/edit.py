@@ -96,7 +96,7 @@ def add_nodes(path: Path, plan: Callable[[Inventory], Sequence[NewNode]], *, wha
 
 
 def remove_node(path: Path, name: str) -> Inventory:
-    """Remove the node called ``name`` (its lines only; comments around it stay)."""
+    """Remove the node called ``name``: its lines and the comment lines right above it."""
 
     def apply(text: str, inv: Inventory | None) -> str:
         return _TextDoc(text, str(path)).remove_node(name)
@@ -428,9 +428,11 @@ class _TextDoc:
             return self._splice(val.start_mark.index, val.end_mark.index, render_scalar(value, val.style))
         if getattr(val, "flow_style", False) or key is None:
             return self._splice(val.start_mark.index, self._content_end(val), render_flow(value))
-        # A block collection: replace everything after `key:` up to its last character.
+        # A block collection: replace everything after `key:` up to its last
+        # character, in block style again (a mapping the user wrote one key per
+        # line stays that way).
         colon = self._colon_after(key)
-        return self._splice(colon + 1, self._content_end(val), " " + render_flow(value))
+        return self._splice(colon + 1, self._content_end(val), _render_block_value(value, int(key.start_mark.column)))
 
     def _flow_insert_point(self, node: YamlNode, closer: str) -> int:
         """Where a new entry goes in a flow collection: just after its last
@@ -487,6 +489,24 @@ class _TextDoc:
             raise InventoryError(f"cannot find the '-' of the list item at line {item.start_mark.line + 1}")
         return i
 
+    def _comments_above(self, line_start: int) -> int:
+        """Start of the comment lines right above a list item, at its indentation.
+
+        People write what a node is ("# the one with the broken fan") on the
+        lines above it: they go with the node. A blank line or a comment at
+        another indentation ends them; those describe something else.
+        """
+        dash_line = self.text[line_start:].split("\n", 1)[0]
+        indent = len(dash_line) - len(dash_line.lstrip(" "))
+        start = line_start
+        while start > 0:
+            prev = self._line_start(start - 1)
+            line = self.text[prev : start - 1]
+            if not line.lstrip(" ").startswith("#") or len(line) - len(line.lstrip(" ")) != indent:
+                break
+            start = prev
+        return start
+
     def remove_node(self, name: str) -> str:
         seq = self._nodes_seq()
         idx = self._node_index(name)
@@ -500,7 +520,7 @@ class _TextDoc:
             else:
                 start, end = int(item.start_mark.index), int(item.end_mark.index)
             return self._splice(start, end, "")
-        start = self._line_start(self._dash_before(item))
+        start = self._comments_above(self._line_start(self._dash_before(item)))
         end = self._line_end(self._content_end(item))
         text = self.text[:start] + self.text[end:]
         # Keep the spacing between items: don't leave two blank lines (or a

@@ -106,6 +106,14 @@ def test_remove_node_removes_only_its_lines(inv: Path) -> None:
     )
 
 
+def test_remove_node_takes_the_comment_written_above_it(inv: Path) -> None:
+    edit.remove_node(inv, "rpi-node-2")
+    changed(inv, "\n  # a comment between nodes\n  - {name: rpi-node-2, address: 192.168.1.102, role: worker}\n", "")
+    edit.remove_node(inv, "rpi-node-1")
+    assert "# the master sits on the top shelf\n  - name: rpi-master" in inv.read_text()
+    assert inv.read_text().endswith("role: master\n\n# trailing comment at the end of the file\n")
+
+
 def test_rename(inv: Path) -> None:
     edit.rename_node(inv, "rpi-node-1", "pi-one")
     changed(inv, "- name: rpi-node-1        # left", "- name: pi-one        # left")
@@ -250,3 +258,8 @@ def test_edits_on_odd_files_never_traceback(tmp_path: Path, text: str, which: in
         actions[which]()
     except PiprovError:
         assert p.read_text() == text  # refused: nothing written
+
+
+def test_set_a_block_mapping_keeps_it_in_block_style(inv: Path) -> None:
+    edit.set_value(inv, "nodes.rpi-node-1.labels", {"shelf": "bottom", "fan": "broken"})
+    changed(inv, "    labels:\n      shelf: top   # keep\n", "    labels:\n      shelf: bottom\n      fan: broken   # keep\n")

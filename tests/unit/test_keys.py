@@ -110,6 +110,17 @@ def test_forget_key_removes_only_that_host(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
+def test_forget_key_finds_hashed_entries(tmp_path: Path) -> None:
+    # What `ssh-keygen -H` or HashKnownHosts=yes leaves: only an HMAC of the name.
+    kh = tmp_path / "known_hosts"
+    k1 = generate_keypair(tmp_path / "a")
+    mine = paramiko.HostKeys.hash_host("192.168.1.10")
+    other = paramiko.HostKeys.hash_host("192.168.1.11")
+    kh.write_text(f"{mine} {k1.kind} {k1.blob}\n{other} {k1.kind} {k1.blob}\n|1|garbage {k1.kind} {k1.blob}\n")
+    assert forget_host_key(kh, _node()) == 1
+    assert kh.read_text() == f"{other} {k1.kind} {k1.blob}\n|1|garbage {k1.kind} {k1.blob}\n"
+
+
 def test_pins_racing_forget_key_are_never_lost(tmp_path: Path) -> None:
     """pin_host_key re-opens the file when forget-key renamed a new one over it."""
     kh = tmp_path / "known_hosts"
