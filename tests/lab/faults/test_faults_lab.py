@@ -105,30 +105,49 @@ class _File:
     group: str = "root"
 
 
-def test_partition_in_the_middle_of_an_upload_leaves_the_old_file(faults: FaultCluster) -> None:
-    """Deterministic: piprov's own apply script, half sent, then the link is cut."""
+@dataclass(frozen=True)
+class _HalfUpload:
+    client: paramiko.SSHClient
+    temp: str  # the half-received script in the node's /tmp
+    desired: str  # sha256 of k8s.conf as piprov renders it
+    drifted: str  # sha256 of the drifted k8s.conf the script would replace
+
+
+def _half_upload(faults: FaultCluster, node: str, tag: str) -> _HalfUpload:
+    """piprov's own apply script (restoring a drifted k8s.conf), half sent over a raw session."""
     lab = faults.lab
-    desired_text = lab.exec("pi2", f"cat {K8S_CONF}").stdout.encode()
-    desired, drifted = drift(faults, "pi2", "cut-upload")
+    desired_text = lab.exec(node, f"cat {K8S_CONF}").stdout.encode()
+    desired, drifted = drift(faults, node, tag)
     script = sh.wrap(sh.write_file(_File(K8S_CONF, desired_text))).encode()
     client = paramiko.SSHClient()
     client.load_host_keys(str(faults.known_hosts))
-    client.connect(lab.node("pi2").ip, username="pirate", key_filename=str(lab.identity_file),
+    client.connect(lab.node(node).ip, username="pirate", key_filename=str(lab.identity_file),
                    look_for_keys=False, allow_agent=False, timeout=10)
     try:
         chan = client.get_transport().open_session()  # type: ignore[union-attr]
         chan.exec_command("sudo -n sh -c " + shlex.quote(sh.runner_command(script)))
         chan.sendall(script[: len(script) // 2])
-        wait_for("the half script to land in the node's /tmp",
-                 lambda: lab.exec("pi2", "ls /tmp/piprov-apply.* 2>/dev/null || true").stdout.strip(), 10, 0.1)
+        temp = wait_for("the half script to land in the node's /tmp",
+                        lambda: lab.exec(node, "ls /tmp/piprov-apply.* 2>/dev/null || true").stdout.strip(), 10, 0.1)
+    except BaseException:
+        client.close()
+        raise
+    return _HalfUpload(client, temp, desired, drifted)
+
+
+def test_partition_in_the_middle_of_an_upload_leaves_the_old_file(faults: FaultCluster) -> None:
+    """Deterministic: piprov's own apply script, half sent, then the link is cut."""
+    lab = faults.lab
+    up = _half_upload(faults, "pi2", "cut-upload")
+    try:
         lab.partition("pi2", True)
     finally:
-        client.close()
+        up.client.close()
     try:
         got = faults.sha("pi2", K8S_CONF)
-        if got not in (desired, drifted):
+        if got not in (up.desired, up.drifted):
             FIGURES.partial_files += 1
-        assert got == drifted, "the cut script must not have run"
+        assert got == up.drifted, "the cut script must not have run"
         FIGURES.notes.append("partition mid-upload (half of the script sent): old file kept, script never ran")
     finally:
         lab.partition("pi2", False)
@@ -141,7 +160,7 @@ def test_partition_in_the_middle_of_an_upload_leaves_the_old_file(faults: FaultC
         FIGURES.partial_files += 1
         raise
     faults.converge()
-    assert faults.sha("pi2", K8S_CONF) == desired
+    assert faults.sha("pi2", K8S_CONF) == up.desired
 
 
 def test_upload_cut_with_the_controller_gone_is_cleaned_by_the_rerun(faults: FaultCluster) -> None:
@@ -149,30 +168,20 @@ def test_upload_cut_with_the_controller_gone_is_cleaned_by_the_rerun(faults: Fau
     Wi-Fi: no FIN, no RST): its half-received script waits in /tmp while sshd holds the
     dead session (hours). The next run's prelude removes it once older than any apply."""
     lab = faults.lab
-    desired_text = lab.exec("pi2", f"cat {K8S_CONF}").stdout.encode()
-    desired, drifted = drift(faults, "pi2", "lost-controller")
-    script = sh.wrap(sh.write_file(_File(K8S_CONF, desired_text))).encode()
-    client = paramiko.SSHClient()
-    client.load_host_keys(str(faults.known_hosts))
-    client.connect(lab.node("pi2").ip, username="pirate", key_filename=str(lab.identity_file),
-                   look_for_keys=False, allow_agent=False, timeout=10)
-    transport = client.get_transport()
+    up = _half_upload(faults, "pi2", "lost-controller")
+    transport = up.client.get_transport()
     assert transport is not None
     sport = transport.sock.getsockname()[1]  # type: ignore[union-attr]
     drop = f"INPUT -p tcp --dport 22 --sport {sport} -j DROP"
     try:
-        chan = transport.open_session()
-        chan.exec_command("sudo -n sh -c " + shlex.quote(sh.runner_command(script)))
-        chan.sendall(script[: len(script) // 2])
-        half = wait_for("the half script in the node's /tmp",
-                        lambda: lab.exec("pi2", "ls /tmp/piprov-apply.* 2>/dev/null || true").stdout.strip(), 10, 0.1)
         lab.exec("pi2", f"iptables -I {drop}")
-        client.close()
-        assert faults.sha("pi2", K8S_CONF) == drifted
-        lab.exec("pi2", f"touch -d '-20 min' {half}")  # time passes
+        up.client.close()
+        assert faults.sha("pi2", K8S_CONF) == up.drifted
+        lab.exec("pi2", f"touch -d '-20 min' {up.temp}")  # time passes
         faults.converge()  # its prelude removes the stale script; converge checks /tmp too
-        assert faults.sha("pi2", K8S_CONF) == desired
+        assert faults.sha("pi2", K8S_CONF) == up.desired
     finally:
+        up.client.close()
         lab.exec("pi2", f"iptables -D {drop}", check=False)
 
 
