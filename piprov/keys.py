@@ -36,7 +36,7 @@ from pathlib import Path
 import paramiko
 
 from piprov.errors import HostKeyError, PiprovError, TransportError
-from piprov.inventory.model import HostKeyPolicy, Inventory, Node
+from piprov.inventory.model import HostKeyPolicy, Inventory, Node, refuse_documentation_address
 from piprov.transport import SshTransport, known_hosts_name
 
 HYPRIOT_PASSWORD = "hypriot"
@@ -279,6 +279,7 @@ def default_password_accepted(node: Node, known_hosts: Path, password: str = HYP
     The host key must match piprov's known_hosts first: a password (even the
     well-known default) is never offered to a host that is not verified.
     """
+    refuse_documentation_address(node)
     try:
         sock = socket.create_connection((node.address, node.ssh.port), timeout=node.ssh.connect_timeout)
     except OSError:

@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from piprov.errors import ClusterError, PiprovError
 from piprov.graph import ComponentGraph
-from piprov.inventory.model import Inventory, Node
+from piprov.inventory.model import Inventory, Node, refuse_documentation_address
 from piprov.kubeapi import JSON, ApiStatusError, KubeApi, is_ready, is_unschedulable
 from piprov.plan import NodePlan, Plan
 
@@ -57,6 +57,7 @@ class DrainError(ClusterError):
 
 
 def api_for(inventory: Inventory, timeout: float = 10.0) -> KubeApi:
+    refuse_documentation_address(inventory.master)
     return KubeApi(f"http://{inventory.master.address}:{inventory.network.apiserver_port}", timeout=timeout)
 
 

@@ -29,7 +29,7 @@ import paramiko
 from fabric import Config, Connection
 
 from piprov.errors import HostKeyError, TransportError
-from piprov.inventory.model import HostKeyPolicy, Node
+from piprov.inventory.model import HostKeyPolicy, Node, refuse_documentation_address
 
 PASSWORD_ENV = "PIPROV_SSH_PASSWORD"
 
@@ -192,6 +192,7 @@ class SshTransport:
     def _open(self) -> Connection:
         if self._conn is not None and self._conn.is_connected:
             return self._conn
+        refuse_documentation_address(self.node)
         ssh = self.node.ssh
         connect_kwargs: dict[str, object] = {
             "look_for_keys": False,

@@ -318,7 +318,8 @@ def status_cmd(inventory_path: Path, as_json: bool, trust_new_hosts: bool) -> No
 
     Exit code 0 when every component is active and every node Ready, 1 otherwise.
     """
-    from piprov.kubeapi import KubeApi, is_ready, is_unschedulable
+    from piprov.kubeapi import is_ready, is_unschedulable
+    from piprov.rolling import api_for
     from piprov.errors import PiprovError
 
     inventory, graph = _load(inventory_path)
@@ -326,7 +327,7 @@ def status_cmd(inventory_path: Path, as_json: bool, trust_new_hosts: bool) -> No
         with err.status("reading facts…"):
             facts = gather_facts(inventory, graph, fleet)
             default_pw = default_password_report(inventory)
-    api = KubeApi(f"http://{inventory.master.address}:{inventory.network.apiserver_port}", timeout=3)
+    api = api_for(inventory, timeout=3)
     k8s: dict[str, Any] = {}
     api_error = ""
     try:

@@ -7,11 +7,35 @@ can point back at the file and line.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Mapping
 
-from piprov.errors import Location, PiprovError
+from piprov.errors import InventoryError, Location, PiprovError
+
+# Reserved for documentation (RFC 5737, RFC 3849): inventory.example.yaml
+# uses them, so running piprov on the example reaches nobody's machine.
+DOCUMENTATION_NETWORKS = tuple(
+    ipaddress.ip_network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")
+)
+
+
+def refuse_documentation_address(node: Node) -> None:
+    """Raise before any packet goes to an address that only exists in documentation."""
+    try:
+        ip = ipaddress.ip_address(node.address)
+    except ValueError:
+        return  # a host name: DNS decides
+    if any(ip in net for net in DOCUMENTATION_NETWORKS):
+        raise InventoryError(
+            f"{node.address} is a documentation address (RFC 5737): no Pi answers there, and piprov does not try",
+            host=node.name,
+            location=node.location,
+            hint="this looks like inventory.example.yaml: put your Pis' addresses in "
+                 "(`piprov discover --add` finds them), or point -i at your own inventory",
+        )
+
 
 Role = Literal["master", "worker"]
 HostKeyPolicy = Literal["strict", "tofu"]

@@ -23,7 +23,7 @@ def test_list_json(inv: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_show_by_address(inv: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert run(["inventory", "show", "192.168.1.101", "--json", "-i", str(inv)]) == 0
+    assert run(["inventory", "show", "192.0.2.101", "--json", "-i", str(inv)]) == 0
     assert json.loads(capsys.readouterr().out)["labels"] == {"shelf": "top"}
 
 
@@ -43,7 +43,7 @@ def test_edit_commands(inv: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_errors_exit_1_and_name_the_line(inv: Path, capsys: pytest.CaptureFixture[str]) -> None:
     before = inv.read_text()
-    assert run(["inventory", "set", "nodes.rpi-node-1.address", "192.168.1.100", "-i", str(inv)]) == 1
+    assert run(["inventory", "set", "nodes.rpi-node-1.address", "192.0.2.100", "-i", str(inv)]) == 1
     e = " ".join(capsys.readouterr().err.split())  # rich wraps lines
     assert "not changed" in e and "inventory.yaml:53:14" in e
     assert inv.read_text() == before
@@ -56,5 +56,23 @@ def test_errors_exit_1_and_name_the_line(inv: Path, capsys: pytest.CaptureFixtur
 def test_export_to_file(inv: Path, tmp_path: Path) -> None:
     out = tmp_path / "hosts.yaml"
     assert run(["inventory", "export", "--format", "ansible", "-o", str(out), "-i", str(inv)]) == 0
-    assert "ansible_host: 192.168.1.100" in out.read_text()
+    assert "ansible_host: 192.0.2.100" in out.read_text()
     assert run(["inventory", "export", "--format", "ansible", "-o", str(inv), "-i", str(inv)]) == 1
+
+
+@pytest.mark.parametrize("argv", [["plan"], ["up"], ["status"], ["node", "drain", "rpi-node-1"]])
+def test_the_example_reaches_nobody(inv: Path, argv: list[str], capsys: pytest.CaptureFixture[str],
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    # inventory.example.yaml uses documentation addresses: every command that
+    # would connect stops before the first packet, naming the node and the line.
+    import socket
+
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"piprov tried to connect: {args}")
+
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    assert run([*argv, "-i", str(inv)]) == 1
+    said = capsys.readouterr()
+    text = said.out + said.err
+    assert "documentation address (RFC 5737)" in text and "inventory.yaml:" in text and "rpi-" in text

@@ -19,7 +19,7 @@ def test_ansible_yaml_shape() -> None:
     assert list(children["master"]["hosts"]) == ["rpi-master"]
     assert list(children["workers"]["hosts"]) == ["rpi-node-1", "rpi-node-2"]
     n2 = children["workers"]["hosts"]["rpi-node-2"]
-    assert n2["ansible_host"] == "192.168.1.102" and n2["ansible_port"] == 2222
+    assert n2["ansible_host"] == "192.0.2.102" and n2["ansible_port"] == 2222
     assert n2["ansible_user"] == "pirate"
     assert n2["ansible_ssh_private_key_file"].endswith("/.ssh/id_ed25519")
     assert "StrictHostKeyChecking=yes" in n2["ansible_ssh_common_args"]
@@ -36,6 +36,6 @@ def test_parsed_by_ansible_core(tmp_path: Path) -> None:
     assert sorted(h.name for h in im.get_hosts("workers")) == ["rpi-node-1", "rpi-node-2"]
     assert [h.name for h in im.get_hosts("master")] == ["rpi-master"]
     hv = im.get_host("rpi-node-2").get_vars()
-    assert hv["ansible_host"] == "192.168.1.102"
+    assert hv["ansible_host"] == "192.0.2.102"
     assert hv["ansible_port"] == 2222
     assert hv["piprov_arch"] == "aarch64"
