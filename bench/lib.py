@@ -176,7 +176,10 @@ def run_tool(tool: str, lab: Lab, inv: Path, spec_path: Path | None) -> dict[str
     out["wall"] = time.monotonic() - t0
     out["ok"] = p.returncode == 0
     if not out["ok"]:
-        out["error"] = (p.stdout[-1500:] + p.stderr[-1500:])
+        # The tail alone lost Ansible's failure (its recap comes last): keep
+        # the lines that say what failed, then the tail.
+        said = [ln for ln in p.stdout.splitlines() if any(w in ln for w in ("fatal:", "FAILED", "UNREACHABLE", "✗"))]
+        out["error"] = "\n".join(said)[-3000:] + "\n---\n" + p.stdout[-1500:] + p.stderr[-1500:]
     if tool == "piprov" and p.stdout.strip():
         try:
             rep = json.loads(p.stdout)
