@@ -119,7 +119,15 @@ def write_docs() -> None:
         kind = "--quick" if doc.get("quick") else ("full" if len(tools) == 4 else "partial: " + ", ".join(tools))
         body += [f"## Run {doc['started']} ({kind}; {path.name}; "
                  f"ansible-core {v.get('ansible-core')}, pyinfra {v.get('pyinfra')}, {doc.get('seconds', '?')} s)",
-                 "", table(doc), "", ratios(doc), ""]
+                 ""]
+        sittings = doc.get("sittings", [])
+        if len(sittings) > 1:
+            body += ["Measured in " + str(len(sittings)) + " sittings on the same machine and lab image "
+                     "(`bench/run.py --into`): " + "; ".join(
+                         f"{st['started']}: {', '.join(st.get('tools', ['?']))} at N = "
+                         f"{', '.join(map(str, st.get('nodes', ['?'])))}, RTT {', '.join(f'{x:g}' for x in st.get('rtt_ms', []))} ms"
+                         for st in sittings) + ". A later sitting's record replaces an earlier one of the same cell.", ""]
+        body += [table(doc), "", ratios(doc), ""]
         for png in plots.get(path, []):
             body += [f"![{Path(png).stem}]({Path(png).name})", ""]
     extra = BENCH / "results" / "extra.md"

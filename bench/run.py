@@ -3,6 +3,9 @@
 
     sudo .venv/bin/python bench/run.py --quick          # 3 nodes, 0 ms, every tool (< 15 min)
     sudo .venv/bin/python bench/run.py                  # 3 and 6 nodes, 0 and +20 ms RTT
+    sudo .venv/bin/python bench/run.py --nodes 3,6,12   # the full matrix (~2 h, Ansible most of it)
+    sudo .venv/bin/python bench/run.py --tools piprov,pyinfra --into bench/results/run-X.json
+                                                        # more records into an earlier run
     sudo .venv/bin/python bench/run.py --report-only    # redo docs/benchmarks.md + plots from results
 
 For every tool x N x RTT: fresh lab nodes (lab down + up: the fastest reset),
@@ -42,7 +45,8 @@ TOOLS = ["piprov", "pyinfra", "ansible-tuned", "ansible-default"]
 def bench_one(lab_name: str, tool: str, nodes: int, rtt: float, noops: int) -> dict[str, Any]:
     lab, inv = lib.fresh_lab(lab_name, nodes, rtt)
     spec = lib.write_peer_files(lab, inv, [tool])
-    rec: dict[str, Any] = {"tool": tool, "nodes": nodes, "rtt_ms": rtt}
+    rec: dict[str, Any] = {"tool": tool, "nodes": nodes, "rtt_ms": rtt,
+                           "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     if tool.startswith("ansible"):
         rec["python_install_seconds"] = round(lib.install_python(lab), 2)
     c = lib.cursors(lab)
@@ -74,6 +78,9 @@ def main() -> None:
     ap.add_argument("--noops", type=int, default=5)
     ap.add_argument("--lab", default=os.environ.get("PIPROV_LAB", "bench"))
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--into", type=Path, metavar="RESULTS_JSON",
+                    help="add the records to this earlier run (a record of the same tool, N and RTT is replaced): "
+                         "one table from several sittings, e.g. to redo a failed cell")
     a = ap.parse_args()
     if a.report_only:
         report.write_docs()
@@ -83,17 +90,33 @@ def main() -> None:
     rtts = [0.0] if a.quick else [float(x) for x in a.rtt.split(",")]
     tools = a.tools.split(",")
     started = dt.datetime.now(dt.timezone.utc)
-    out = Path(__file__).resolve().parent / "results" / f"run-{started:%Y%m%dT%H%M%SZ}.json"
-    doc: dict[str, Any] = {"started": started.isoformat(timespec="seconds"), "quick": a.quick,
-                           "versions": lib.versions(), "records": []}
+    sitting = {"started": started.isoformat(timespec="seconds"), "tools": tools, "nodes": nodes, "rtt_ms": rtts}
+    if a.into:
+        out = a.into.resolve()
+        doc: dict[str, Any] = json.loads(out.read_text())
+        recs = doc["records"]
+        first = {"started": doc["started"], "tools": sorted({r["tool"] for r in recs}, key=TOOLS.index),
+                 "nodes": sorted({r["nodes"] for r in recs}), "rtt_ms": sorted({r["rtt_ms"] for r in recs})}
+        doc.setdefault("sittings", [first]).append(sitting)
+    else:
+        out = Path(__file__).resolve().parent / "results" / f"run-{started:%Y%m%dT%H%M%SZ}.json"
+        doc = {"started": started.isoformat(timespec="seconds"), "quick": a.quick,
+               "versions": lib.versions(), "records": [], "sittings": [sitting]}
+
+    def keep(rec: dict[str, Any]) -> None:
+        key = (rec["tool"], rec["nodes"], rec["rtt_ms"])
+        doc["records"] = [r for r in doc["records"] if (r["tool"], r["nodes"], r["rtt_ms"]) != key] + [rec]
+        doc["records"].sort(key=lambda r: (r["nodes"], r["rtt_ms"], TOOLS.index(r["tool"])))
+        doc["seconds"] = round(doc.get("seconds_before", 0) + time.monotonic() - t0, 1)
+        out.write_text(json.dumps(doc, indent=1))
+
+    doc["seconds_before"] = doc.get("seconds", 0)
     t0 = time.monotonic()
     try:
         for n in nodes:
             for rtt in rtts:
                 for tool in tools:
-                    doc["records"].append(bench_one(a.lab, tool, n, rtt, a.noops))
-                    doc["seconds"] = round(time.monotonic() - t0, 1)
-                    out.write_text(json.dumps(doc, indent=1))
+                    keep(bench_one(a.lab, tool, n, rtt, a.noops))
     finally:
         from piprov_lab.lab import Lab
 
