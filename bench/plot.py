@@ -52,7 +52,7 @@ for kind, title, fname in (("noop", "no-op re-run (median, min–max)", "bench-n
     fig.savefig(out / (tag + fname), dpi=110)
     print(out / (tag + fname))
 
-fig, ax = plt.subplots(figsize=(8, 4.2))
+fig, ax = plt.subplots(figsize=(10, 4.2))
 for i, t in enumerate(tools):
     xs, cold, noop = [], [], []
     for j, (n, rtt) in enumerate(cases):
@@ -69,7 +69,7 @@ ax.set_xticklabels([f"N={n}, +{rtt:g} ms" for n, rtt in cases])
 ax.set_yscale("log")
 ax.set_ylabel("SSH commands per node (sshd sessions, median node)")
 ax.set_title("round trips per node, counted by the node's sshd")
-ax.legend(fontsize=7, ncol=2)
+ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, not over them
 fig.tight_layout()
 fig.savefig(out / (tag + "bench-ssh.png"), dpi=110)
 print(out / (tag + "bench-ssh.png"))

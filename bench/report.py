@@ -93,8 +93,9 @@ def write_docs() -> None:
     body = [
         "# Benchmarks: piprov, pyinfra and ansible-core on the virtual Pi lab",
         "",
-        "Regenerate: `sudo .venv/bin/python bench/run.py --quick` (3 nodes, < 15 min) or "
-        "`bench/run.py` (3 and 6 nodes, 0 and +20 ms RTT); `bench/run.py --report-only` redoes this page.",
+        "Regenerate: `sudo .venv/bin/python bench/run.py --quick` (3 nodes, < 15 min), "
+        "`bench/run.py --nodes 3,6,12` (the full matrix, 0 and +20 ms RTT; Ansible takes most of its ~2 h) or "
+        "`bench/run.py --report-only` (this page from bench/results/). `--tools` and `--into` redo single cells.",
         "",
         "Method (bench/run.py, bench/lib.py, bench/peers/):",
         "- Same deploy for every tool: the seed stack's files exactly as piprov renders them (bench/peers/spec.py "
@@ -108,9 +109,11 @@ def write_docs() -> None:
         "Ansible default = as installed (fact gathering, 5 forks, no pipelining; its stock ssh_args already use "
         "ControlPersist=60s); tuned = pipelining, ControlPersist=600s, forks = N, no fact gathering.",
         "- SSH connections and commands are counted on the node, from sshd's journal at LogLevel VERBOSE "
-        "(`Accepted publickey` per connection, `Starting session:` per command/channel), the same for all tools.",
-        "- This 2-core machine was shared with a CI run and other benchmarks: figures are medians with ranges; "
-        "compare tools only within one run.",
+        "(`Accepted publickey` per connection, `Starting session:` per command/channel), the same for all tools. "
+        "Ansible's 0 connections on a no-op: it reused the ControlPersist master connection of the run before.",
+        "- A 2-core machine, sometimes shared (each run says with what): figures are medians with ranges; "
+        "compare tools only within one run. piprov is byte-compiled like the pip-installed peers, and no tool "
+        "inherits PYTHONDONTWRITEBYTECODE from the shell.",
         "",
     ]
     for path, doc in reversed(runs[-3:]):
@@ -127,6 +130,7 @@ def write_docs() -> None:
                          f"{st['started']}: {', '.join(st.get('tools', ['?']))} at N = "
                          f"{', '.join(map(str, st.get('nodes', ['?'])))}, RTT {', '.join(f'{x:g}' for x in st.get('rtt_ms', []))} ms"
                          for st in sittings) + ". A later sitting's record replaces an earlier one of the same cell.", ""]
+        body += [f"- {note}" for note in doc.get("notes", [])] + ([""] if doc.get("notes") else [])
         body += [table(doc), "", ratios(doc), ""]
         for png in plots.get(path, []):
             body += [f"![{Path(png).stem}]({Path(png).name})", ""]
