@@ -510,6 +510,12 @@ def _restarts_of(desired: DesiredNode, path: str) -> tuple[str, ...]:
     return next((f.restarts for f in desired.files if f.path == path), ())
 
 
+def error_line(node: str, why: str) -> str:
+    """A plan error as one line naming its node: most texts come from a
+    PiprovError and already start with it, the others get it in front."""
+    return why if why.startswith(node) else f"{node}: {why}"
+
+
 def _with_hint(e: PiprovError, text: str) -> str:
     # Plan errors travel as text: keep the next step (e.g. `piprov node
     # forget-key NAME` for a changed host key) with the message.

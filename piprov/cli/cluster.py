@@ -19,7 +19,7 @@ from piprov.graph import ComponentGraph, Vertex, load_graph
 from piprov.inventory import Inventory, load
 from piprov.keys import default_password_report
 from piprov.orchestrate import Event, StepResult
-from piprov.plan import Plan
+from piprov.plan import Plan, error_line
 from piprov.provision import ApplyReport, Fleet, apply_plan, facts_and_plan, gather_facts, run_lock
 
 trust_option = click.option(
@@ -79,9 +79,7 @@ def print_plan(plan: Plan, *, diffs: bool = True) -> None:
             for k in cp.etcd_keys:
                 out.print(f"      etcd key {escape(k.key)} [dim]({escape(k.reason)})[/]")
     for node, why in plan.errors.items():
-        # ``why`` comes from a PiprovError, whose text already starts with the node.
-        text = why if why.startswith(node) else f"{node}: {why}"
-        out.print(f"[red]cannot plan[/] {escape(text)}")
+        out.print(f"[red]cannot plan[/] {escape(error_line(node, why))}")
 
 
 def plan_summary(plan: Plan) -> str:
@@ -290,7 +288,7 @@ def up_cmd(inventory_path: Path, trust_new_hosts: bool, as_json: bool, show_plan
         out.print_json(json.dumps(report_json(report, plan)))
     if not report.run.ok or plan.errors:
         for node, why in plan.errors.items():
-            err.print(f"[bold red]✗[/] {escape(why if why.startswith(node) else f'{node}: {why}')}")
+            err.print(f"[bold red]✗[/] {escape(error_line(node, why))}")
         raise ExitWith(EXIT_ERROR)
 
 

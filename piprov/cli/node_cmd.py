@@ -23,7 +23,7 @@ from piprov.errors import PiprovError
 from piprov.graph import ComponentGraph, load_graph
 from piprov.inventory import Inventory, load
 from piprov.inventory.edit import NewNode, add_nodes, remove_node
-from piprov.plan import Plan
+from piprov.plan import Plan, error_line
 from piprov.provision import Fleet, apply_plan, facts_and_plan, run_lock, stop_units
 
 trust_option = click.option(
@@ -365,7 +365,7 @@ def rolling_up(inventory_path: Path, *, trust_new_hosts: bool, as_json: bool, ba
                   f"piprov up --rolling -i {inventory_path}"
                   + (f" --batch {batch}" if batch else f" --max-unavailable {max_unavailable:g}" if max_unavailable else ""))
     for n, why in report.plan_errors.items():
-        err.print(f"[bold red]✗[/] {escape(why if why.startswith(n) else f'{n}: {why}')} (not rolled)")
+        err.print(f"[bold red]✗[/] {escape(error_line(n, why))} (not rolled)")
     if not report.ok:
         raise ExitWith(EXIT_ERROR)
     err.print(f"[bold green]✓[/] rollout done: {len(report.batches)} batches in {report.seconds:.1f} s")
