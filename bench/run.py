@@ -107,10 +107,10 @@ def main() -> None:
         key = (rec["tool"], rec["nodes"], rec["rtt_ms"])
         doc["records"] = [r for r in doc["records"] if (r["tool"], r["nodes"], r["rtt_ms"]) != key] + [rec]
         doc["records"].sort(key=lambda r: (r["nodes"], r["rtt_ms"], TOOLS.index(r["tool"])))
-        doc["seconds"] = round(doc.get("seconds_before", 0) + time.monotonic() - t0, 1)
+        doc["seconds"] = round(seconds_before + time.monotonic() - t0, 1)
         out.write_text(json.dumps(doc, indent=1))
 
-    doc["seconds_before"] = doc.get("seconds", 0)
+    seconds_before = doc.get("seconds", 0)  # of the earlier sittings (--into)
     t0 = time.monotonic()
     try:
         for n in nodes:
