@@ -79,6 +79,10 @@ class InventoryError(PiprovError):
     """The inventory file is missing, malformed or inconsistent."""
 
 
+class InventoryNotFoundError(InventoryError):
+    """The inventory file does not exist (yet)."""
+
+
 class GraphError(PiprovError):
     """The component graph in playbooks/ has a cycle or a dangling reference."""
 
@@ -95,16 +99,12 @@ class TransportError(PiprovError):
     """SSH to a node failed: unreachable, authentication, command error."""
 
 
+class AuthenticationError(TransportError):
+    """The node refused the login (key or password): reachable, but not ours to enter."""
+
+
 class HostKeyError(TransportError):
     """A node's host key is unknown or has changed; nothing is done on it."""
-
-
-class HealthError(PiprovError):
-    """A health probe did not pass before its timeout."""
-
-
-class ApplyError(PiprovError):
-    """Applying a plan failed on one or more nodes."""
 
 
 class LockError(PiprovError):

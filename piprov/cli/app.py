@@ -49,6 +49,16 @@ def inventory_option(f: click.decorators.FC) -> click.decorators.FC:
     )(f)
 
 
+def trust_option(f: click.decorators.FC) -> click.decorators.FC:
+    """`--trust-new-hosts`: the one way to ask for trust on first use."""
+    return click.option(
+        "--trust-new-hosts",
+        is_flag=True,
+        help="Pin the host key of nodes seen for the first time (trust on first use). "
+        "A CHANGED key still stops work on that node.",
+    )(f)
+
+
 class LiveView:
     """Base of the live progress views: a rich Live on a terminal, none elsewhere.
 
