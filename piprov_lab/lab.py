@@ -606,7 +606,7 @@ class Lab:
     def _apply_netem(self, s: LabState, n: NodeState, rtt_ms: float, loss_pct: float) -> None:
         from piprov_lab import netem
 
-        netem.apply(self, s, n, rtt_ms, loss_pct)
+        netem.apply(n, rtt_ms, loss_pct)
         st.save(s)
 
     # ------------------------------------------------------------------ exec

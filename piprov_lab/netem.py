@@ -13,14 +13,9 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 from piprov_lab.errors import LabError
-from piprov_lab.state import LabState, NodeState
+from piprov_lab.state import NodeState
 from piprov_lab.system import alive, kill, run, spawn
-
-if TYPE_CHECKING:
-    from piprov_lab.lab import Lab
 
 RELAY_PORT = 10022
 RTT_CHAIN = "PIPROV-LAB-RTT"
@@ -40,12 +35,12 @@ def _chain(netns: str, table: str, chain: str, hooks: list[list[str]]) -> None:
             _ipt(netns, "-t", table, "-I", *hook, "-j", chain)
 
 
-def apply(lab: Lab, s: LabState, n: NodeState, rtt_ms: float, loss_pct: float) -> None:
-    _set_rtt(lab, n, rtt_ms)
+def apply(n: NodeState, rtt_ms: float, loss_pct: float) -> None:
+    _set_rtt(n, rtt_ms)
     _set_loss(n, loss_pct)
 
 
-def _set_rtt(lab: Lab, n: NodeState, rtt_ms: float) -> None:
+def _set_rtt(n: NodeState, rtt_ms: float) -> None:
     _chain(n.netns, "nat", RTT_CHAIN, [["PREROUTING", "-i", "eth0"]])
     kill(n.relay)
     n.relay, n.relay_port, n.rtt_ms = None, 0, 0.0
