@@ -28,7 +28,7 @@ from typing import Protocol
 import paramiko
 from fabric import Config, Connection
 
-from piprov.errors import HostKeyError, TransportError
+from piprov.errors import AuthenticationError, HostKeyError, TransportError
 from piprov.inventory.model import HostKeyPolicy, Node, refuse_documentation_address
 
 PASSWORD_ENV = "PIPROV_SSH_PASSWORD"
@@ -193,6 +193,20 @@ class SshTransport:
         if self._conn is not None and self._conn.is_connected:
             return self._conn
         refuse_documentation_address(self.node)
+        conn = self._connection()
+        self._handshake(conn)
+        sock = conn.client.get_transport().sock
+        if isinstance(sock, socket.socket):
+            # paramiko leaves Nagle on: each small exec then waits for the
+            # delayed ACK, ~40 ms per command on an idle LAN.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            _detect_dead_peer(sock)
+        self.connections += 1
+        self._conn = conn
+        return conn
+
+    def _connection(self) -> Connection:
+        """An unopened connection with the inventory's settings and piprov's host-key policy."""
         ssh = self.node.ssh
         connect_kwargs: dict[str, object] = {
             "look_for_keys": False,
@@ -224,6 +238,11 @@ class SshTransport:
             client.set_missing_host_key_policy(_TrustOnFirstUsePolicy(self.known_hosts))
         else:
             client.set_missing_host_key_policy(_StrictPolicy(self.host, self.known_hosts))
+        return conn
+
+    def _handshake(self, conn: Connection) -> None:
+        """Open ``conn``; every way that fails becomes a TransportError naming the node."""
+        ssh = self.node.ssh
         try:
             _open_once_more_if_dropped(conn)
         except HostKeyError as e:
@@ -238,7 +257,7 @@ class SshTransport:
                 "otherwise someone may be impersonating the node",
             ) from None
         except paramiko.AuthenticationException as e:
-            raise TransportError(
+            raise AuthenticationError(
                 f"SSH authentication as {ssh.user!r} failed on {self.node.address}:{ssh.port} ({e})",
                 host=self.host,
                 hint="check identity_file in the inventory, or run `piprov keys` to install your key",
@@ -255,15 +274,6 @@ class SshTransport:
                 host=self.host,
                 hint="is the node powered and on the network?",
             ) from None
-        sock = conn.client.get_transport().sock
-        if isinstance(sock, socket.socket):
-            # paramiko leaves Nagle on: each small exec then waits for the
-            # delayed ACK, ~40 ms per command on an idle LAN.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            _detect_dead_peer(sock)
-        self.connections += 1
-        self._conn = conn
-        return conn
 
     def run(
         self, command: str, *, sudo: bool = False, stdin: bytes | None = None, timeout: float | None = None
