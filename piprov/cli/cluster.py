@@ -9,34 +9,17 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from piprov.cli.app import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, ExitWith, LiveView, err, inventory_option, out
+from piprov.cli.app import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, ExitWith, err, inventory_option, out, trust_option
+from piprov.cli.views import Progress, plan_summary, print_plan, print_report, report_json
 from piprov.facts import NodeFacts
-from piprov.graph import ComponentGraph, Vertex, load_graph
+from piprov.graph import ComponentGraph, load_graph
 from piprov.inventory import Inventory, load
 from piprov.keys import default_password_report
-from piprov.orchestrate import Event, StepResult
 from piprov.plan import Plan, error_line
 from piprov.provision import ApplyReport, Fleet, apply_plan, facts_and_plan, gather_facts, run_lock
-
-trust_option = click.option(
-    "--trust-new-hosts",
-    is_flag=True,
-    help="Pin the host key of nodes seen for the first time (trust on first use). "
-    "A CHANGED key still stops work on that node.",
-)
-
-SYMBOL = {
-    "pending": "[dim]·[/]",
-    "running": "[cyan]…[/]",
-    "unchanged": "[green]=[/]",
-    "changed": "[bold green]✓[/]",
-    "failed": "[bold red]✗[/]",
-    "skipped": "[yellow]–[/]",
-}
 
 
 def _load(path: Path) -> tuple[Inventory, ComponentGraph]:
@@ -49,48 +32,6 @@ def _facts_and_plan(inventory: Inventory, graph: ComponentGraph, fleet: Fleet) -
 
 
 # -- plan -----------------------------------------------------------------------------------------
-
-
-def print_plan(plan: Plan, *, diffs: bool = True) -> None:
-    for np in plan.nodes:
-        if not np.changed:
-            out.print(f"[bold]{escape(np.node)}[/] ({np.address}): [green]no change[/]")
-            continue
-        out.print(f"[bold]{escape(np.node)}[/] ({np.address}):")
-        if np.hostname_change:
-            hc = np.hostname_change
-            out.print(f"  [yellow]~[/] hostname {escape(hc.old)} -> {escape(hc.new)} ({hc.method})")
-        for cp in np.components:
-            if not cp.changed:
-                continue
-            out.print(f"  [yellow]~[/] [bold]{cp.component}[/]")
-            for f in cp.files:
-                sign = "+" if f.old_sha256 is None else "~"
-                out.print(f"      {sign} {escape(f.path)}  [dim]({escape(f.reason)})[/]")
-                if diffs and f.diff and not f.secret:
-                    from rich.syntax import Syntax  # pygments: only when there is a diff
-
-                    out.print(Syntax(f.diff.rstrip("\n"), "diff", theme="ansi_dark", background_color="default"))
-            if cp.daemon_reload:
-                out.print("      systemctl daemon-reload")
-            for verb, units in (("enable", cp.enable), ("restart", cp.restart), ("start", cp.start)):
-                if units:
-                    out.print(f"      [magenta]{verb}[/] {' '.join(units)}")
-            for k in cp.etcd_keys:
-                out.print(f"      etcd key {escape(k.key)} [dim]({escape(k.reason)})[/]")
-    for node, why in plan.errors.items():
-        out.print(f"[red]cannot plan[/] {escape(error_line(node, why))}")
-
-
-def plan_summary(plan: Plan) -> str:
-    changed = [n for n in plan.nodes if n.changed]
-    restarts = sum(len(c.restart) for n in plan.nodes for c in n.components)
-    files = sum(len(c.files) for n in plan.nodes for c in n.components)
-    return (
-        f"{len(changed)} of {len(plan.nodes) + len(plan.errors)} nodes to change: "
-        f"{files} files, {restarts} unit restarts"
-        + (f"; {len(plan.errors)} nodes could not be planned" if plan.errors else "")
-    )
 
 
 @click.command("plan")
@@ -131,90 +72,6 @@ def _plan_json(plan: Plan) -> dict[str, Any]:
 
 
 # -- up ---------------------------------------------------------------------------------------------
-
-
-class Progress(LiveView):
-    """Live node x component grid on a terminal; one line per finished step otherwise."""
-
-    def __init__(self, inventory: Inventory, graph: ComponentGraph, live: bool) -> None:
-        self.nodes = [n.name for n in inventory.nodes]
-        self.components = [c.name for c in graph.components]
-        self.state: dict[tuple[str, str], str] = {}
-        for n in inventory.nodes:
-            for c in graph.for_role(n.role):
-                self.state[(n.name, c.name)] = "pending"
-        self.lock = threading.Lock()
-        self.live = Live(self.table(), console=err, refresh_per_second=8, transient=False) if live else None
-
-    def table(self) -> Table:
-        t = Table(title="piprov up", title_justify="left", show_edge=False, pad_edge=False)
-        t.add_column("node")
-        for c in self.components:
-            t.add_column(c, justify="center")
-        for n in self.nodes:
-            t.add_row(n, *(SYMBOL.get(self.state.get((n, c), ""), "") for c in self.components))
-        return t
-
-    def __call__(self, e: Event) -> None:
-        with self.lock:
-            if e.kind == "start":
-                self.state[(e.node, e.component)] = "running"
-            elif e.kind == "done" and e.result is not None:
-                self.state[(e.node, e.component)] = e.result.status
-                if self.live is None and e.result.status != "unchanged":
-                    r = e.result
-                    err.print(f"{SYMBOL[r.status]} {escape(r.node)} {r.component}: {r.status}"
-                              f" [dim]{r.seconds:.1f}s {escape(r.detail[:100])}[/]")
-            if self.live is not None:
-                self.live.update(self.table())
-
-
-def print_report(report: ApplyReport) -> None:
-    steps = list(report.run.steps.values())
-    changed = [s for s in steps if s.status == "changed"]
-    if changed:
-        t = Table(title="steps that changed something", title_justify="left", show_edge=False)
-        for col in ("node", "component", "apply s", "health wait s", "what"):
-            t.add_column(col)
-        for s in sorted(changed, key=lambda s: s.started):
-            t.add_row(escape(s.node), s.component, f"{s.apply_seconds:.1f}", f"{s.wait_seconds:.1f}",
-                      escape(s.detail[:80]))
-        err.print(t)
-    for s in report.run.failed:
-        err.print(f"[bold red]✗ {escape(s.node)} / {s.component}[/]: {escape(s.detail)}")
-    skipped = report.run.skipped
-    if skipped:
-        err.print(f"[yellow]{len(skipped)} steps not started[/] because something they depend on failed:")
-        for s in skipped:
-            err.print(f"  – {escape(s.node)} / {s.component}: {escape(s.detail)}")
-    cp, chain = report.critical_path()
-    wall = report.run.wall_seconds
-    trips = ", ".join(f"{n}={c}" for n, c in report.round_trips.items())
-    err.print(
-        f"[bold]{len(changed)} changed, {len(steps) - len(changed) - len(report.run.failed) - len(skipped)} unchanged, "
-        f"{len(report.run.failed)} failed, {len(skipped)} skipped[/] in {wall:.1f} s "
-        f"(critical path {cp:.1f} s: {' -> '.join(str(v) for v in chain) or '-'}); SSH round trips: {trips}"
-    )
-
-
-def report_json(report: ApplyReport, plan: Plan) -> dict[str, Any]:
-    def step(v: Vertex, s: StepResult) -> dict[str, Any]:
-        return {
-            "node": s.node, "component": s.component, "status": s.status,
-            "apply_seconds": round(s.apply_seconds, 3), "wait_seconds": round(s.wait_seconds, 3),
-            "detail": s.detail,
-        }
-
-    cp, chain = report.critical_path()
-    return {
-        "ok": report.run.ok,
-        "wall_seconds": round(report.run.wall_seconds, 3),
-        "critical_path_seconds": round(cp, 3),
-        "critical_path": [str(v) for v in chain],
-        "round_trips": report.round_trips,
-        "steps": [step(v, s) for v, s in report.run.steps.items()],
-        "plan_errors": dict(plan.errors),
-    }
 
 
 @click.command("up")

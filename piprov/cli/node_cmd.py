@@ -113,7 +113,7 @@ def add_cmd(target: str, address: str | None, new_name: str | None, role: str, h
             f"{sum(1 for c in mine.components if c.changed)} components to change" if mine.changed else
             "[green]already as the inventory says[/]"))
         t0 = time.monotonic()
-        from piprov.cli.cluster import Progress, print_report
+        from piprov.cli.views import Progress, print_report
 
         progress = Progress(inventory, graph, live=err.is_terminal)
         progress.nodes = [name]
@@ -326,7 +326,7 @@ class _BatchView(LiveView):
 def rolling_up(inventory_path: Path, *, trust_new_hosts: bool, as_json: bool, batch: int | None,
                max_unavailable: float | None, health_timeout: float | None, drain_timeout: float = 300.0) -> None:
     """`piprov up --rolling`: the body behind the option (called by cluster.up_cmd)."""
-    from piprov.cli.cluster import plan_summary
+    from piprov.cli.views import plan_summary
 
     inventory, graph = load(inventory_path), load_graph()
     api = rolling.api_for(inventory)
