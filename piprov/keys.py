@@ -26,28 +26,20 @@ import base64
 import binascii
 import fcntl
 import os
-import shlex
 import socket
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import paramiko
 
-from piprov.errors import HostKeyError, PiprovError, TransportError
+from piprov.errors import AuthenticationError, HostKeyError, PiprovError, TransportError
 from piprov.inventory.model import HostKeyPolicy, Inventory, Node, refuse_documentation_address
+from piprov.localfs import atomic_write
+from piprov.shell.keys import LOGIN_PROBE, disable_password_script, install_key_script
 from piprov.transport import SshTransport, known_hosts_name
 
 HYPRIOT_PASSWORD = "hypriot"
-# Sorts before the distribution's and the image's own drop-ins: in sshd the
-# first value read for a keyword wins.
-SSHD_DROPIN = "/etc/ssh/sshd_config.d/00-piprov-no-password.conf"
-SSHD_DROPIN_TEXT = (
-    "# written by `piprov keys --disable-password`: key login only (verified before this was written)\n"
-    "PasswordAuthentication no\n"
-    "KbdInteractiveAuthentication no\n"
-)
 _KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521")
 
 
@@ -106,79 +98,9 @@ def generate_keypair(identity_file: Path, comment: str = "piprov") -> PublicKey:
     public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
     line = public.decode() + f" {comment}\n"
     identity_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    _atomic_write(Path(f"{identity_file}.pub"), line.encode(), 0o644)
-    _atomic_write(identity_file, private, 0o600)
+    atomic_write(Path(f"{identity_file}.pub"), line.encode(), mode=0o644)
+    atomic_write(identity_file, private, mode=0o600)
     return parse_public_key(line, f"{identity_file}.pub")
-
-
-def _atomic_write(path: Path, data: bytes, mode: int) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-# -- on the node -----------------------------------------------------------------------------------
-
-
-def install_key_script(key: PublicKey) -> str:
-    """sh run as the login user: append the key to authorized_keys unless there, atomically.
-
-    Prints ``present`` or ``added``. The new file is built next to the old one
-    and renamed over it, so a cut connection leaves the old file or the new.
-    """
-    blob = shlex.quote(key.blob)
-    line = shlex.quote(key.line)
-    return (
-        "set -u; umask 077; d=\"$HOME/.ssh\"; a=\"$d/authorized_keys\"\n"
-        'mkdir -p "$d" && chmod 700 "$d" || exit 1\n'
-        f'if [ -f "$a" ] && grep -qF -- {blob} "$a"; then echo present; exit 0; fi\n'
-        't=$(mktemp "$d/.piprov-tmp.XXXXXX") || exit 1\n'
-        '{ if [ -f "$a" ]; then cat "$a"; [ -z "$(tail -c 1 "$a")" ] || echo; fi; '
-        f"printf '%s\\n' {line}; }} > \"$t\" && chmod 600 \"$t\" && mv -f \"$t\" \"$a\" "
-        '|| { rm -f "$t"; exit 1; }\n'
-        "echo added\n"
-    )
-
-
-def disable_password_script() -> str:
-    """sh run as root: key-only sshd, validated before reload, rolled back if invalid.
-
-    Uses the drop-in directory when sshd_config includes it (OpenSSH >= 8.2,
-    as on current Raspberry Pi OS); older sshd (HypriotOS 1.x, OpenSSH 6.7) gets
-    the same two lines at the top of sshd_config, marked, written atomically.
-    """
-    text = shlex.quote(SSHD_DROPIN_TEXT)
-    return (
-        "set -u; c=/etc/ssh/sshd_config; d=" + shlex.quote(SSHD_DROPIN) + "\n"
-        "if grep -qiE '^[[:space:]]*Include[[:space:]]+/etc/ssh/sshd_config.d/' \"$c\"; then\n"
-        '  t=$(mktemp /etc/ssh/sshd_config.d/.piprov-tmp.XXXXXX) || exit 1\n'
-        f"  printf '%s' {text} > \"$t\" && chmod 644 \"$t\" && mv -f \"$t\" \"$d\" || {{ rm -f \"$t\"; exit 1; }}\n"
-        '  undo() { rm -f "$d"; }\n'
-        "else\n"
-        '  cp -p "$c" "$c.piprov-bak" || exit 1\n'
-        '  t=$(mktemp /etc/ssh/.piprov-tmp.XXXXXX) || exit 1\n'
-        f"  {{ printf '%s' {text}; grep -v '^# written by .piprov keys' \"$c\"; }} > \"$t\" "
-        '&& chmod --reference="$c" "$t" && mv -f "$t" "$c" || { rm -f "$t"; exit 1; }\n'
-        '  undo() { mv -f "$c.piprov-bak" "$c"; }\n'
-        "fi\n"
-        'sshd=$(command -v sshd || echo /usr/sbin/sshd)\n'
-        'if ! "$sshd" -t; then undo; echo "sshd -t rejected the change; rolled back" >&2; exit 1; fi\n'
-        "systemctl reload ssh 2>/dev/null || systemctl reload sshd || exit 1\n"
-        '"$sshd" -T 2>/dev/null | grep -qi "^passwordauthentication no" || '
-        '{ echo "sshd still allows passwords after the reload" >&2; exit 1; }\n'
-        "echo disabled\n"
-    )
 
 
 @dataclass
@@ -204,7 +126,7 @@ def _key_transport(node: Node, known_hosts: Path, policy: HostKeyPolicy | None) 
 def key_login_works(node: Node, known_hosts: Path, policy: HostKeyPolicy | None = None) -> bool:
     t = _key_transport(node, known_hosts, policy)
     try:
-        return t.run("true", timeout=node.ssh.connect_timeout + 5).ok
+        return t.run(LOGIN_PROBE, timeout=node.ssh.connect_timeout + 5).ok
     except HostKeyError:
         raise
     except TransportError:
@@ -232,7 +154,7 @@ def setup_node(
         try:
             out = t.run(install_key_script(key), timeout=node.ssh.connect_timeout + 20)
         except TransportError as e:
-            if "authentication" not in e.message or isinstance(e, HostKeyError):
+            if not isinstance(e, AuthenticationError):
                 raise
             if not key_login_works(node, known_hosts, policy):
                 raise TransportError(
@@ -372,7 +294,7 @@ def forget_host_key(known_hosts: Path, node: Node) -> int:
                 kept.append(line)
             if removed:
                 st = os.fstat(f.fileno())
-                _atomic_write(known_hosts, "".join(kept).encode("ascii"), st.st_mode & 0o777)
+                atomic_write(known_hosts, "".join(kept).encode("ascii"), mode=st.st_mode & 0o777)
             return removed
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)

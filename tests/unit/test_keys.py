@@ -13,13 +13,8 @@ import pytest
 
 from piprov.errors import PiprovError
 from piprov.inventory.model import Node, SshSettings
-from piprov.keys import (
-    disable_password_script,
-    forget_host_key,
-    generate_keypair,
-    install_key_script,
-    parse_public_key,
-)
+from piprov.keys import forget_host_key, generate_keypair, parse_public_key
+from piprov.shell.keys import disable_password_script, install_key_script
 from piprov.transport import pin_host_key
 
 
