@@ -1,0 +1,160 @@
+"""The one facts command: a POSIX sh script printing every record planning needs.
+
+One script per node keeps a no-op ``up`` at one SSH round trip. It needs only
+coreutils, systemd, iproute2 (and docker, for etcd keys) on the node; the
+records it prints are parsed by :mod:`piprov.facts.records`, and the framing
+(:data:`BEGIN`, :data:`END` and the record count) by :mod:`piprov.facts.parse`.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from typing import Iterable, Sequence
+
+from piprov.errors import FactsError
+from piprov.facts.model import KEY_RE, OCCIDENTALIS, PATH_RE, UNIT_RE
+
+BEGIN = "PIPROV-FACTS-BEGIN 1"
+END = "PIPROV-FACTS-END"
+# Content of files up to this size comes back (for diffs and in-place edits).
+MAX_CONTENT = 64 * 1024
+# Read on every node: hostname planning edits them.
+HOST_FILES = (OCCIDENTALIS, "/etc/hostname", "/etc/hosts")
+# Programs the units run, located on the node: docker-ce (HypriotOS) puts the
+# daemon in /usr/bin, Debian's docker.io in /usr/sbin. The default for callers
+# that do not yet take the list from the component graph.
+BINARIES = ("docker", "dockerd")
+# Program names go into the script unquoted, like paths and units.
+_PROGRAM_RE = re.compile(r"^[A-Za-z0-9._+-]+$")
+
+_PRELUDE = r"""export LC_ALL=C
+n=0
+r() { printf '%s\n' "$*"; n=$((n+1)); }
+b64() { base64 -w 0; }
+f() {
+  if [ -f "$1" ] && [ -r "$1" ]; then
+    st=$(stat -c '%a %U %G %s' "$1") || st=
+    size=${st##* }
+    if [ "$size" = 0 ]; then r "file $1 present - $st !empty"
+    elif [ "$size" -le MAXCONTENT ] 2>/dev/null; then
+      printf 'file %s present - %s ' "$1" "$st"; b64 < "$1"; printf '\n'; n=$((n+1))
+    else sum=$(sha256sum < "$1") && sum=${sum%% *} || sum=; r "file $1 present $sum $st !big"; fi
+  elif [ -e "$1" ]; then r "file $1 notafile"
+  else r "file $1 missing"; fi
+}
+u() {
+  while IFS='=' read -r key val; do
+    case $key in
+      ActiveState) active=$val ;;
+      UnitFileState) file=$val ;;
+      '') if [ $# -gt 0 ] && [ -n "$active" ]; then r "unit $1 $active ${file:-not-found}"; shift; fi
+          active= file= ;;
+    esac
+  done <<PIPROV_UNITS
+$(systemctl show -p ActiveState -p UnitFileState -- "$@" 2>/dev/null)
+
+PIPROV_UNITS
+  for unit in "$@"; do r "unit $unit unknown not-found"; done
+}
+"""
+
+_ETCD_FN = r"""k() {
+  if out=$(timeout 5 ETCDCTL get "$1" 2>&1); then
+    if [ -n "$out" ]; then r "etcdkey $1 ok $(printf '%s' "$out" | b64)"; else r "etcdkey $1 ok !empty"; fi
+  elif printf '%s' "$out" | grep -q 'Key not found'; then r "etcdkey $1 missing"
+  else r "etcdkey $1 unavailable"; fi
+}
+"""
+
+# etcd answers through `docker exec` (~150 ms on the lab, more on a Pi), so its
+# keys are read in the background while the files and units are: a no-op run
+# waits for the slower of the two, not their sum. The answers go through a
+# temp file because lines of the file records would interleave with them.
+_ETCD_START = r"""kq=$(mktemp 2>/dev/null) || kq=
+if [ -n "$kq" ]; then
+  trap 'rm -f "$kq"' EXIT
+  trap 'rm -f "$kq"; exit 1' HUP INT TERM
+  for key in KEYS; do k "$key"; done >"$kq" 2>/dev/null &
+fi
+"""
+
+_ETCD_COLLECT = r"""if [ -n "$kq" ]; then
+  wait
+  while IFS= read -r line; do r "$line"; done <"$kq"
+else
+  for key in KEYS; do k "$key"; done
+fi
+"""
+
+_SYSTEM = r"""r "uname $(uname -m)"
+r "hostname $(uname -n)"
+if [ -r /etc/os-release ]; then r "osrelease $(b64 < /etc/os-release)"; else r "osrelease -"; fi
+while read -r _ ifc _ cidr _; do
+  [ -n "$cidr" ] && r "addr $ifc $cidr"
+done <<PIPROV_ADDRS
+$(ip -o -4 addr show 2>/dev/null)
+PIPROV_ADDRS
+"""
+
+# `command -v` under sudo's PATH; a shell builtin or alias is not a program.
+_BINARIES = r"""for b in BINARIES; do
+  p=$(command -v "$b" 2>/dev/null) && case "$p" in /*) ;; *) p=- ;; esac || p=-
+  r "bin $b $p"
+done
+"""
+
+
+def facts_command(
+    paths: Sequence[str],
+    units: Sequence[str],
+    *,
+    etcdctl: str | None = None,
+    etcd_keys: Sequence[str] = (),
+    binaries: Iterable[str] = BINARIES,
+) -> str:
+    """ONE POSIX sh script printing every fact planning needs; run it with sudo.
+
+    ``paths``: managed files (the host files hostname planning edits are always
+    added); ``units``: managed units; ``etcdctl``: a command prefix reaching etcd
+    (trusted: it comes from the playbook), used for ``etcd_keys`` when given;
+    ``binaries``: names of the programs to locate (a name → default path mapping
+    will do: its keys are the names).
+    """
+    all_paths = list(dict.fromkeys([*HOST_FILES, *paths]))
+    programs = list(dict.fromkeys(binaries))
+    _check_names(all_paths, units, etcd_keys, programs)
+    parts = [_PRELUDE.replace("MAXCONTENT", str(MAX_CONTENT))]
+    keys = " ".join(shlex.quote(k) for k in etcd_keys) if etcdctl else ""
+    if etcdctl and keys:
+        if "\n" in etcdctl or "'" in etcdctl:
+            raise FactsError(f"etcdctl command {etcdctl!r} must be one line without quotes")
+        parts.append(_ETCD_FN.replace("ETCDCTL", etcdctl))
+    parts.append(f"printf '%s\\n' {shlex.quote(BEGIN)}\n")
+    if keys:
+        parts.append(_ETCD_START.replace("KEYS", keys))
+    parts.append(_SYSTEM)
+    if programs:
+        parts.append(_BINARIES.replace("BINARIES", " ".join(programs)))
+    parts.extend(f"f {p}\n" for p in all_paths)
+    if units:
+        parts.append(f"u {' '.join(dict.fromkeys(units))}\n")
+    if keys:
+        parts.append(_ETCD_COLLECT.replace("KEYS", keys))
+    parts.append(f'printf \'%s %s\\n\' {END} "$n"\n')
+    return "".join(parts)
+
+
+def _check_names(paths: Sequence[str], units: Sequence[str], keys: Sequence[str], programs: Sequence[str]) -> None:
+    for p in paths:
+        if not PATH_RE.match(p):
+            raise FactsError(f"cannot ask for facts of path {p!r}: only plain absolute paths are allowed")
+    for u in units:
+        if not UNIT_RE.match(u):
+            raise FactsError(f"cannot ask for facts of unit {u!r}")
+    for key in keys:
+        if not KEY_RE.match(key):
+            raise FactsError(f"cannot ask for etcd key {key!r}")
+    for b in programs:
+        if not _PROGRAM_RE.match(b):
+            raise FactsError(f"cannot ask where program {b!r} is")

@@ -1,0 +1,117 @@
+"""What the facts say about a node: typed values, and what a well-formed name in them looks like."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal, Mapping
+
+OCCIDENTALIS = "/boot/occidentalis.txt"
+
+# The names the command may ask about and the parser accepts back. The script
+# interpolates them unquoted, so these patterns are also what keeps it safe.
+PATH_RE = re.compile(r"^/[A-Za-z0-9._/@+-]+$")
+UNIT_RE = re.compile(r"^[A-Za-z0-9@_.:-]+$")
+KEY_RE = re.compile(r"^(/[A-Za-z0-9._-]+)+$")
+WORD_RE = re.compile(r"^[A-Za-z0-9._@:+/-]+$")
+
+EtcdKeyState = Literal["ok", "missing", "unavailable"]
+
+
+@dataclass(frozen=True)
+class FileFacts:
+    path: str
+    exists: bool
+    sha256: str | None = None
+    mode: int | None = None
+    owner: str | None = None
+    group: str | None = None
+    size: int | None = None
+    # None when missing or larger than MAX_CONTENT.
+    content: bytes | None = None
+    is_regular: bool = True
+
+    @property
+    def text(self) -> str | None:
+        if self.content is None:
+            return None
+        try:
+            return self.content.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+
+
+@dataclass(frozen=True)
+class UnitFacts:
+    name: str
+    active: str  # active, inactive, failed, activating, deactivating, reloading, unknown
+    enabled: str  # enabled, disabled, static, masked, not-found, ...
+
+    @property
+    def is_active(self) -> bool:
+        return self.active in ("active", "reloading")
+
+    @property
+    def is_failed(self) -> bool:
+        return self.active == "failed"
+
+    @property
+    def is_transient(self) -> bool:
+        """Starting or stopping right now (also: waiting to auto-restart)."""
+        return self.active in ("activating", "deactivating")
+
+    @property
+    def is_enabled(self) -> bool:
+        # static units have no [Install]; systemd calls alias/linked ones enabled too.
+        return self.enabled in ("enabled", "enabled-runtime", "static", "alias", "linked", "indirect")
+
+
+@dataclass(frozen=True)
+class EtcdKeyFacts:
+    key: str
+    state: EtcdKeyState
+    value: str | None = None
+
+
+@dataclass(frozen=True)
+class Address:
+    interface: str
+    cidr: str  # 192.168.1.100/24
+
+    @property
+    def ip(self) -> str:
+        return self.cidr.split("/", 1)[0]
+
+
+@dataclass(frozen=True)
+class NodeFacts:
+    host: str
+    machine: str  # uname -m
+    hostname: str
+    os_id: str
+    os_version: str
+    files: Mapping[str, FileFacts] = field(default_factory=dict)
+    units: Mapping[str, UnitFacts] = field(default_factory=dict)
+    etcd_keys: Mapping[str, EtcdKeyFacts] = field(default_factory=dict)
+    addresses: tuple[Address, ...] = ()
+    # Program name -> absolute path on the node, None when not installed.
+    binaries: Mapping[str, str | None] = field(default_factory=dict)
+
+    def file(self, path: str) -> FileFacts:
+        """Facts of ``path``; a path the command did not ask about counts as missing."""
+        return self.files.get(path) or FileFacts(path, exists=False)
+
+    def unit(self, name: str) -> UnitFacts:
+        return self.units.get(name) or UnitFacts(name, "unknown", "not-found")
+
+    @property
+    def occidentalis(self) -> str | None:
+        """Content of /boot/occidentalis.txt (HypriotOS), None when absent."""
+        f = self.file(OCCIDENTALIS)
+        if not f.exists:
+            return None
+        return f.text if f.text is not None else ""
+
+    @property
+    def is_hypriot(self) -> bool:
+        return self.file(OCCIDENTALIS).exists

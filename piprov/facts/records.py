@@ -1,0 +1,230 @@
+"""One parser per record kind of the facts output, registered by its tag.
+
+A record is one line, ``<tag> <field> ...``, split on single spaces. Each
+parser checks its record strictly and stores the typed value it says into a
+:class:`Collected`; anything unexpected is a :class:`FactsError` naming the host
+and the record's number. :func:`parse_records` dispatches by tag; the framing
+around the records is :mod:`piprov.facts.parse`'s.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from piprov.errors import FactsError
+from piprov.facts.model import KEY_RE, PATH_RE, UNIT_RE, WORD_RE, Address, EtcdKeyFacts, FileFacts, UnitFacts
+
+_STATE_RE = re.compile(r"^[a-z][a-z-]*$")
+_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+_MODE_RE = re.compile(r"[0-7]{1,4}")
+_CIDR_RE = re.compile(r"[0-9.]+/[0-9]{1,2}")
+
+HINT = "run `piprov plan -v` to see the raw output; is the node a Linux with systemd?"
+
+
+def unreadable(host: str, what: str, hint: str | None = None) -> FactsError:
+    """The one error for facts output that cannot be understood."""
+    return FactsError(f"cannot understand the facts output: {what}", host=host, hint=hint or HINT)
+
+
+def snippet(text: str, limit: int = 80) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+@dataclass
+class Collected:
+    """What the records said so far, slot by slot; NodeFacts is built from it."""
+
+    machine: str | None = None
+    hostname: str | None = None
+    os_id: str = ""
+    os_version: str = ""
+    files: dict[str, FileFacts] = field(default_factory=dict)
+    units: dict[str, UnitFacts] = field(default_factory=dict)
+    etcd_keys: dict[str, EtcdKeyFacts] = field(default_factory=dict)
+    addresses: list[Address] = field(default_factory=list)
+    binaries: dict[str, str | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Record:
+    """One record line: its number (from 1) and its fields after the tag."""
+
+    host: str
+    number: int
+    line: str
+    args: tuple[str, ...]
+
+    def malformed(self) -> FactsError:
+        return unreadable(self.host, f"record {self.number} is malformed: {snippet(self.line)}")
+
+    def wrong(self, what: str) -> FactsError:
+        return unreadable(self.host, f"record {self.number}: {what}")
+
+    def base64(self, text: str) -> bytes:
+        try:
+            return base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raise self.wrong(f"invalid base64 {snippet(text, 40)}") from None
+
+    def word(self) -> str:
+        """The record's one field, a plain word."""
+        if len(self.args) != 1 or not WORD_RE.match(self.args[0]):
+            raise self.malformed()
+        return self.args[0]
+
+
+RecordParser = Callable[[Record, Collected], None]
+RECORDS: dict[str, RecordParser] = {}
+
+
+def record(tag: str) -> Callable[[RecordParser], RecordParser]:
+    """Register the parser of the records tagged ``tag``."""
+
+    def register(parser: RecordParser) -> RecordParser:
+        if tag in RECORDS:
+            raise ValueError(f"facts record {tag!r} registered twice")
+        RECORDS[tag] = parser
+        return parser
+
+    return register
+
+
+def parse_records(host: str, lines: Sequence[str]) -> Collected:
+    """Every record in ``lines`` (the framing already removed), in order."""
+    into = Collected()
+    for number, raw in enumerate(lines, start=1):
+        line = raw.rstrip("\r")
+        tag, *args = line.split(" ")
+        rec = Record(host, number, line, tuple(args))
+        parser = RECORDS.get(tag)
+        if parser is None:
+            raise rec.malformed()
+        parser(rec, into)
+    return into
+
+
+@record("uname")
+def _uname(rec: Record, into: Collected) -> None:
+    into.machine = rec.word()
+
+
+@record("hostname")
+def _hostname(rec: Record, into: Collected) -> None:
+    into.hostname = rec.word()
+
+
+@record("osrelease")
+def _osrelease(rec: Record, into: Collected) -> None:
+    """``osrelease <base64 of /etc/os-release | ->``"""
+    if len(rec.args) != 1:
+        raise rec.malformed()
+    if rec.args[0] != "-":
+        into.os_id, into.os_version = os_release(rec.base64(rec.args[0]).decode("utf-8", "replace"))
+
+
+def os_release(text: str) -> tuple[str, str]:
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            values[key.strip()] = value.strip().strip('"').strip("'")
+    return values.get("ID", ""), values.get("VERSION_ID", "")
+
+
+@record("file")
+def _file(rec: Record, into: Collected) -> None:
+    """``file <path> present <sha256|-> <mode> <owner> <group> <size> <base64|!empty|!big>``,
+    ``file <path> missing`` or ``file <path> notafile``."""
+    if len(rec.args) < 2 or not PATH_RE.match(rec.args[0]):
+        raise rec.malformed()
+    path, state = rec.args[0], rec.args[1]
+    if path in into.files:
+        raise rec.wrong(f"file {path} reported twice")
+    if state == "missing" and len(rec.args) == 2:
+        into.files[path] = FileFacts(path, exists=False)
+    elif state == "notafile" and len(rec.args) == 2:
+        into.files[path] = FileFacts(path, exists=True, is_regular=False)
+    elif state == "present" and len(rec.args) == 8:
+        into.files[path] = _present(rec, *rec.args[2:])
+    else:
+        raise rec.malformed()
+
+
+def _present(rec: Record, sha: str, mode: str, owner: str, group: str, size: str, content_field: str) -> FileFacts:
+    # The node sends a checksum only with no content (!big); else it is hashed here.
+    if not _MODE_RE.fullmatch(mode) or not size.isdigit():
+        raise rec.malformed()
+    if not WORD_RE.match(owner) or not WORD_RE.match(group):
+        raise rec.malformed()
+    content: bytes | None
+    if content_field == "!empty":
+        content = b""
+    elif content_field == "!big":
+        content = None
+    else:
+        content = rec.base64(content_field)
+    if content is None:
+        if not _SHA_RE.match(sha):
+            raise rec.malformed()
+    else:
+        digest = hashlib.sha256(content).hexdigest()
+        if len(content) != int(size) or sha not in ("-", digest):
+            raise rec.wrong(f"content of {rec.args[0]} does not match its size/checksum")
+        sha = digest
+    return FileFacts(rec.args[0], True, sha, int(mode, 8), owner, group, int(size), content)
+
+
+@record("unit")
+def _unit(rec: Record, into: Collected) -> None:
+    """``unit <name> <is-active> <is-enabled>``"""
+    if len(rec.args) != 3 or not UNIT_RE.match(rec.args[0]):
+        raise rec.malformed()
+    name, active, enabled = rec.args
+    if not _STATE_RE.match(active) or not _STATE_RE.match(enabled):
+        raise rec.malformed()
+    into.units[name] = UnitFacts(name, active, enabled)
+
+
+@record("etcdkey")
+def _etcdkey(rec: Record, into: Collected) -> None:
+    """``etcdkey <key> ok <base64|!empty>``, ``etcdkey <key> missing`` or ``etcdkey <key> unavailable``."""
+    if len(rec.args) < 2 or not KEY_RE.match(rec.args[0]):
+        raise rec.malformed()
+    key, state = rec.args[0], rec.args[1]
+    if state == "ok" and len(rec.args) == 3:
+        value = "" if rec.args[2] == "!empty" else rec.base64(rec.args[2]).decode("utf-8", "replace")
+        into.etcd_keys[key] = EtcdKeyFacts(key, "ok", value)
+    elif state == "missing" and len(rec.args) == 2:
+        into.etcd_keys[key] = EtcdKeyFacts(key, "missing")
+    elif state == "unavailable" and len(rec.args) == 2:
+        into.etcd_keys[key] = EtcdKeyFacts(key, "unavailable")
+    else:
+        raise rec.malformed()
+
+
+@record("addr")
+def _addr(rec: Record, into: Collected) -> None:
+    """``addr <ifname> <address/len>`` (IPv4)."""
+    if len(rec.args) != 2 or not _CIDR_RE.fullmatch(rec.args[1]):
+        raise rec.malformed()
+    into.addresses.append(Address(rec.args[0], rec.args[1]))
+
+
+@record("bin")
+def _bin(rec: Record, into: Collected) -> None:
+    """``bin <name> <absolute path | ->``"""
+    if len(rec.args) != 2 or not WORD_RE.match(rec.args[0]):
+        raise rec.malformed()
+    name, path = rec.args
+    if path == "-":
+        into.binaries[name] = None
+    elif PATH_RE.match(path):
+        into.binaries[name] = path
+    else:
+        raise rec.malformed()
