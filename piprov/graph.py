@@ -13,6 +13,7 @@ Errors name the playbook file and line, and the cycle or dangling reference.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import re
 from dataclasses import dataclass, field
@@ -122,6 +123,14 @@ class Component:
     systemd_after: tuple[str, ...] = ()
     systemd_wants: tuple[str, ...] = ()
     location: Location | None = None
+    # Restarting its units takes pods or the kubelet away: a rollout drains first.
+    disruptive: bool = False
+    # Image names (inventory ``images.<name>``) its templates run.
+    images: tuple[str, ...] = ()
+    # Programs its units run on the node; default paths in ComponentGraph.binary_paths.
+    binaries: tuple[str, ...] = ()
+    # The etcd prefix of the pod network this component holds (flannel's leases).
+    pod_network_prefix: str | None = None
 
     def runs_on(self, role: str) -> bool:
         return role in self.roles
@@ -274,6 +283,8 @@ class ComponentGraph:
     components: tuple[Component, ...]
     vars: Mapping[str, object] = field(default_factory=dict)
     sources: tuple[Path, ...] = ()
+    # Program name -> where it lives when the node's facts do not say.
+    binary_paths: Mapping[str, str] = field(default_factory=dict)
 
     def component(self, name: str) -> Component:
         for c in self.components:
@@ -328,6 +339,24 @@ class ComponentGraph:
     def unit_wants(self, component: str | Component) -> list[str]:
         comp = component if isinstance(component, Component) else self.component(component)
         return list(comp.systemd_wants)
+
+    def disruptive_units(self) -> frozenset[str]:
+        """Units whose restart takes pods or the kubelet away (of ``disruptive`` components)."""
+        return frozenset(u for c in self.components if c.disruptive for u in c.units)
+
+    @property
+    def pod_network_prefix(self) -> str | None:
+        """The etcd prefix under which the pod network (flannel) keeps its config and leases."""
+        return next((c.pod_network_prefix for c in self.components if c.pod_network_prefix), None)
+
+    def image_names(self) -> tuple[str, ...]:
+        """Every image the components run, in graph order: the inventory's ``images.<name>`` keys."""
+        return tuple(dict.fromkeys(i for c in self.components for i in c.images))
+
+    def binaries(self, role: str | None = None) -> dict[str, str]:
+        """Program name -> default path, for the components of ``role`` (all when None)."""
+        comps = self.components if role is None else self.for_role(role)
+        return {b: self.binary_paths[b] for c in comps for b in c.binaries}
 
     def managed_paths(self, role: str) -> list[str]:
         return [f.path for c in self.for_role(role) for f in c.files]
@@ -567,7 +596,8 @@ def _parse_component(path: Path, raw: object, index: int, templates: Path | None
     name = r.text("name", pattern=_NAME_RE)
     r.where = f"component {name}"
     r.check_keys(
-        ["name", "description", "roles", "requires", "units", "templates", "health", "etcd_keys", "systemd"]
+        ["name", "description", "roles", "requires", "units", "templates", "health", "etcd_keys", "systemd",
+         "disruptive", "images", "binaries", "pod_network"]
     )
     roles = r.str_list("roles")
     if not roles:
@@ -648,6 +678,15 @@ def _parse_component(path: Path, raw: object, index: int, templates: Path | None
         after = sr.str_list("after", pattern=_UNIT_RE)
         wants = sr.str_list("wants", pattern=_UNIT_RE)
 
+    disruptive = r.data.get("disruptive", False)
+    if not isinstance(disruptive, bool):
+        raise r.err("disruptive", "'disruptive' must be true or false")
+    prefix: str | None = None
+    if "pod_network" in r.data:
+        pr = r.sub("pod_network", r.data["pod_network"], f"component {name}: pod_network")
+        pr.check_keys(["etcd_prefix"])
+        prefix = pr.text("etcd_prefix", pattern=re.compile(r"^(/[A-Za-z0-9._-]+)+$"))
+
     return Component(
         name=name,
         description=r.text("description", default=name),
@@ -660,6 +699,10 @@ def _parse_component(path: Path, raw: object, index: int, templates: Path | None
         systemd_after=after,
         systemd_wants=wants,
         location=r.loc(),
+        disruptive=disruptive,
+        images=r.str_list("images", pattern=_NAME_RE),
+        binaries=r.str_list("binaries", pattern=_NAME_RE),
+        pod_network_prefix=prefix,
     )
 
 
@@ -759,6 +802,12 @@ def _validate(components: list[Component]) -> list[Component]:
     return ordered
 
 
+@functools.lru_cache(maxsize=1)
+def default_image_names() -> tuple[str, ...]:
+    """The image names of the default playbooks (what an inventory's ``images:`` may set)."""
+    return load_graph().image_names()
+
+
 def load_graph(playbooks_dir: Path | None = None, *, templates_dir: Path | None = None) -> ComponentGraph:
     """Read every ``*.yaml`` in ``playbooks_dir`` into one validated graph.
 
@@ -777,6 +826,7 @@ def load_graph(playbooks_dir: Path | None = None, *, templates_dir: Path | None 
         raise GraphError(f"no playbooks (*.yaml) in {playbooks_dir}")
     components: list[Component] = []
     gvars: dict[str, object] = {}
+    binary_paths: dict[str, str] = {}
     for path in files:
         try:
             text = path.read_text(encoding="utf-8")
@@ -798,7 +848,7 @@ def load_graph(playbooks_dir: Path | None = None, *, templates_dir: Path | None 
         finally:
             loader.dispose()
         top = _Reader(path, doc, "playbook", 1)
-        top.check_keys(["version", "vars", "components"])
+        top.check_keys(["version", "vars", "binaries", "components"])
         if top.data.get("version", 1) != 1:
             raise top.err("version", "unsupported playbook version (this piprov reads version 1)")
         if "vars" in top.data:
@@ -807,6 +857,30 @@ def load_graph(playbooks_dir: Path | None = None, *, templates_dir: Path | None 
                 if k in gvars:
                     raise vr.err(k, f"variable {k!r} is defined in two playbooks")
                 gvars[k] = v
+        if "binaries" in top.data:
+            br = top.sub("binaries", top.data["binaries"], "binaries")
+            for k in br.data:
+                if k in binary_paths:
+                    raise br.err(k, f"binary {k!r} is defined in two playbooks")
+                binary_paths[k] = br.text(k, pattern=_PATH_RE)
         for i, raw in enumerate(top.items("components")):
             components.append(_parse_component(path, raw, i, templates_dir))
-    return ComponentGraph(tuple(_validate(components)), gvars, tuple(files))
+    _check_stack_fields(components, binary_paths)
+    return ComponentGraph(tuple(_validate(components)), gvars, tuple(files), binary_paths)
+
+
+def _check_stack_fields(components: list[Component], binary_paths: Mapping[str, str]) -> None:
+    """Every binary has a default path; at most one component holds the pod network."""
+    for c in components:
+        for b in c.binaries:
+            if b not in binary_paths:
+                raise GraphError(
+                    f"component {c.name} runs binary {b!r}, which no playbook's 'binaries' gives a path",
+                    location=c.location,
+                )
+    holders = [c for c in components if c.pod_network_prefix is not None]
+    for extra in holders[1:]:
+        raise GraphError(
+            f"component {extra.name} holds the pod network, but {holders[0].name} already does",
+            location=extra.location,
+        )

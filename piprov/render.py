@@ -18,7 +18,7 @@ import jinja2
 
 from piprov.errors import RenderError
 from piprov.graph import Component, ComponentGraph, HealthCheck, ManagedFile, probe_context, render_expression
-from piprov.inventory.model import ARCH_MAP, IMAGE_COMPONENTS, Inventory, Node, image_arch
+from piprov.inventory.model import ARCH_MAP, Inventory, Node, image_arch
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ def template_context(
     ctx.update(
         arch=arch,
         bin=types.SimpleNamespace(**{**DEFAULT_BINARIES, **(binaries or {})}),
-        images=types.SimpleNamespace(**{c: inventory.images.ref(c, arch) for c in IMAGE_COMPONENTS}),
+        images=types.SimpleNamespace(**{c: inventory.images.ref(c, arch) for c in graph.image_names()}),
         insecure_registries=list(inventory.images.insecure_registries),
         vars=dict(graph.vars),
     )

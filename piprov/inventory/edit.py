@@ -31,7 +31,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
 from piprov.errors import InventoryError, ProblemList
-from piprov.inventory.load import SCHEMA, Field, _did_you_mean, _syntax_error, field_at, load_text, read_text
+from piprov.inventory.load import Field, _did_you_mean, _syntax_error, field_at, load_text, read_text, schema
 from piprov.inventory.model import Inventory
 from piprov.lock import FileLock
 
@@ -131,7 +131,7 @@ def split_path(dotted: str) -> list[str]:
     """Split a dotted path; free-form keys (labels) keep their dots: ``nodes.a.labels.k8s.io/x``."""
     raw = dotted.split(".")
     parts: list[str] = []
-    f: Field | None = SCHEMA
+    f: Field | None = schema()
     for i, part in enumerate(raw):
         if not part:
             raise InventoryError(f"{dotted!r} is not a valid path (empty part)", hint="e.g. images.hyperkube.tag")

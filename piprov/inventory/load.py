@@ -11,20 +11,20 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import ipaddress
 import os
 import re
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from ruamel.yaml import YAML
 
 from piprov.errors import InventoryError, Location, PiprovError, ProblemList
 from piprov.inventory.model import (
     ARCH_MAP,
-    IMAGE_COMPONENTS,
     ImageSettings,
     ImageSpec,
     Inventory,
@@ -175,72 +175,97 @@ _IMAGE_SPEC = Field(
     },
 )
 
-SCHEMA = Field(
-    "map",
-    fields={
-        "cluster": Field(
-            "map",
-            required=True,
-            fields={"name": Field("str", required=True, check=_hostname)},
-        ),
-        "ssh": Field("map", nullable=True, fields=_ssh_fields(True)),
-        "images": Field(
-            "map",
-            nullable=True,
-            fields={
-                "registry": Field("str", check=_regex(_REGISTRY_RE, "registry (host[:port][/path])")),
-                "insecure_registries": Field(
-                    "list", nullable=True, items=Field("str", check=_regex(_HOSTPORT_RE, "registry address (host:port)"))
-                ),
-                **{c: _IMAGE_SPEC for c in IMAGE_COMPONENTS},
-                "arch_overrides": Field(
-                    "dict",
-                    nullable=True,
-                    key_check=_choice(IMAGE_ARCHES),
-                    items=Field("map", fields={c: _IMAGE_SPEC for c in IMAGE_COMPONENTS}),
-                ),
-            },
-        ),
-        "network": Field(
-            "map",
-            nullable=True,
-            fields={
-                "flannel_network": Field("str", check=_cidr),
-                "flannel_subnet_len": Field("int", check=_subnet_len),
-                "flannel_backend": Field("str", check=_choice(FLANNEL_BACKENDS)),
-                "mtu": Field("int", nullable=True, check=_mtu),
-                "etcd_port": Field("int", check=_port),
-                "apiserver_port": Field("int", check=_port),
-            },
-        ),
-        "nodes": Field(
-            "list",
-            required=True,
-            items=Field(
+
+def default_image_names() -> tuple[str, ...]:
+    """The image names the default playbooks run (``images.<name>`` keys)."""
+    from piprov.graph import default_image_names as names
+
+    return names()
+
+
+@functools.lru_cache(maxsize=8)
+def schema(image_names: tuple[str, ...] | None = None) -> Field:
+    """The inventory schema; ``images.<name>`` for each of ``image_names`` (default: the playbooks')."""
+    names = default_image_names() if image_names is None else image_names
+    return _schema(names)
+
+
+def _schema(image_names: tuple[str, ...]) -> Field:
+    return Field(
+        "map",
+        fields={
+            "cluster": Field(
                 "map",
-                fields={
-                    "name": Field("str", required=True, check=_hostname),
-                    "address": Field("str", required=True, check=_ip),
-                    "role": Field("str", required=True, check=_choice(ROLES)),
-                    "arch": Field("str", check=_choice(tuple(sorted(ARCH_MAP)))),
-                    "mac": Field("str", check=_mac),
-                    "labels": Field(
-                        "dict",
-                        nullable=True,
-                        key_check=_regex(_LABEL_KEY_RE, "Kubernetes label key"),
-                        items=Field("str", check=_regex(_LABEL_VALUE_RE, "Kubernetes label value")),
-                    ),
-                    "ssh": Field("map", nullable=True, fields=_ssh_fields(False)),
-                },
+                required=True,
+                fields={"name": Field("str", required=True, check=_hostname)},
             ),
-        ),
+            "ssh": Field("map", nullable=True, fields=_ssh_fields(True)),
+            "images": _images_field(image_names),
+            "network": _NETWORK,
+            "nodes": _NODES,
+        },
+    )
+
+
+def _images_field(image_names: tuple[str, ...]) -> Field:
+    return Field(
+        "map",
+        nullable=True,
+        fields={
+            "registry": Field("str", check=_regex(_REGISTRY_RE, "registry (host[:port][/path])")),
+            "insecure_registries": Field(
+                "list", nullable=True, items=Field("str", check=_regex(_HOSTPORT_RE, "registry address (host:port)"))
+            ),
+            **{c: _IMAGE_SPEC for c in image_names},
+            "arch_overrides": Field(
+                "dict",
+                nullable=True,
+                key_check=_choice(IMAGE_ARCHES),
+                items=Field("map", fields={c: _IMAGE_SPEC for c in image_names}),
+            ),
+        },
+    )
+
+
+_NETWORK = Field(
+    "map",
+    nullable=True,
+    fields={
+        "flannel_network": Field("str", check=_cidr),
+        "flannel_subnet_len": Field("int", check=_subnet_len),
+        "flannel_backend": Field("str", check=_choice(FLANNEL_BACKENDS)),
+        "mtu": Field("int", nullable=True, check=_mtu),
+        "etcd_port": Field("int", check=_port),
+        "apiserver_port": Field("int", check=_port),
     },
+)
+
+_NODES = Field(
+    "list",
+    required=True,
+    items=Field(
+        "map",
+        fields={
+            "name": Field("str", required=True, check=_hostname),
+            "address": Field("str", required=True, check=_ip),
+            "role": Field("str", required=True, check=_choice(ROLES)),
+            "arch": Field("str", check=_choice(tuple(sorted(ARCH_MAP)))),
+            "mac": Field("str", check=_mac),
+            "labels": Field(
+                "dict",
+                nullable=True,
+                key_check=_regex(_LABEL_KEY_RE, "Kubernetes label key"),
+                items=Field("str", check=_regex(_LABEL_VALUE_RE, "Kubernetes label value")),
+            ),
+            "ssh": Field("map", nullable=True, fields=_ssh_fields(False)),
+        },
+    ),
 )
 
 
 def field_at(path: list[str]) -> Field | None:
     """The schema field for a dotted path (node names/list indexes stand for an item)."""
-    f: Field | None = SCHEMA
+    f: Field | None = schema()
     for part in path:
         if f is None:
             return None
@@ -534,24 +559,27 @@ def read_text(path: Path) -> str:
         ) from None
 
 
-def load(path: Path) -> Inventory:
+def load(path: Path, *, image_names: Sequence[str] | None = None) -> Inventory:
     """Read, validate and return the inventory at ``path``.
 
+    ``image_names`` are the ``images.<name>`` keys allowed (default: those the
+    default playbooks run, :meth:`piprov.graph.ComponentGraph.image_names`).
     Raises InventoryError (file missing, YAML syntax) or ProblemList of
     InventoryErrors (every validation problem, each with file:line:column).
     """
-    return load_text(read_text(path), path)
+    return load_text(read_text(path), path, image_names=image_names)
 
 
-def load_text(text: str, path: Path) -> Inventory:
+def load_text(text: str, path: Path, *, image_names: Sequence[str] | None = None) -> Inventory:
     """Validate ``text`` as if it were the content of ``path`` (used before writing an edit)."""
     file = str(path)
     doc = parse_yaml(text, file)
-    validate_document(doc, file)
-    return _build(doc, path)
+    names = tuple(image_names) if image_names is not None else default_image_names()
+    validate_document(doc, file, image_names=names)
+    return _build(doc, path, names)
 
 
-def validate_document(doc: Any, file: str) -> None:
+def validate_document(doc: Any, file: str, *, image_names: Sequence[str] | None = None) -> None:
     if doc is None:
         raise InventoryError(
             "the inventory is empty",
@@ -563,7 +591,7 @@ def validate_document(doc: Any, file: str) -> None:
         line, col = getattr(getattr(doc, "lc", None), "line", 0) or 0, 0
         v.add((line, col), f"the inventory must be a mapping of sections (cluster:, ssh:, nodes:), not {_type_name(doc)}")
     else:
-        v.walk(doc, SCHEMA, (0, 0), "")
+        v.walk(doc, schema(None if image_names is None else tuple(image_names)), (0, 0), "")
         _cross_checks(v, doc)
     if v.problems:
         v.problems.sort(key=lambda p: (p.location.line or 0, p.location.column or 0) if p.location else (0, 0))
@@ -604,7 +632,7 @@ def _spec(m: Mapping[str, Any]) -> ImageSpec:
     return ImageSpec(repository=str(m["repository"]), tag=str(m["tag"]))
 
 
-def _build(doc: Mapping[str, Any], path: Path) -> Inventory:
+def _build(doc: Mapping[str, Any], path: Path, image_names: tuple[str, ...]) -> Inventory:
     base_dir = path.expanduser().absolute().parent
     ssh_doc = doc.get("ssh") or {}
     ssh = _ssh(ssh_doc, SshSettings(), base_dir)
@@ -613,7 +641,7 @@ def _build(doc: Mapping[str, Any], path: Path) -> Inventory:
     img_doc = doc.get("images") or {}
     defaults = ImageSettings()
     specs = dict(defaults.specs)
-    for c in IMAGE_COMPONENTS:
+    for c in image_names:
         if c in img_doc:
             specs[c] = _spec(img_doc[c])
     overrides = {

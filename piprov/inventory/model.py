@@ -51,9 +51,6 @@ ARCH_MAP: Mapping[str, str] = {
     "amd64": "amd64",
 }
 
-IMAGE_COMPONENTS = ("etcd", "flannel", "hyperkube", "pause")
-
-
 def image_arch(machine: str) -> str:
     """Map ``uname -m`` (or an image arch already) to the image suffix."""
     try:
