@@ -1,21 +1,76 @@
-"""Facts: the one command runs under real POSIX shells; the parser rejects garbage by name."""
+"""Facts: the one command runs under real POSIX shells; the parser rejects garbage by name.
+
+Each record kind's parser is tested from its own fixtures,
+``data/facts/<tag>/*.yaml``: the record lines in, and either the typed values
+they say (the slots of :class:`Collected` that are not at their initial value)
+or the substrings of the error.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from piprov.errors import FactsError
 from piprov.facts import BEGIN, MAX_CONTENT, facts_command, parse_facts
+from piprov.facts.records import RECORDS, parse_records
 
 DATA = Path(__file__).parent / "data" / "facts"
 GARBAGE = yaml.safe_load((DATA / "cases.yaml").read_text())
+RECORD_CASES = sorted(DATA.glob("*/*.yaml"))
 SHELLS = [s for s in (["dash"], ["busybox", "sh"]) if shutil.which(s[0])]
+
+
+def _assert_unreadable(error: FactsError, host: str, texts: list[str]) -> None:
+    assert error.host == host
+    assert str(error).startswith(f"{host}: cannot understand the facts output")
+    for text in texts:
+        assert text in str(error)
+    assert error.hint
+
+
+def _plain(value: Any) -> Any:
+    """A fixture's view of a parsed value: dataclass fields not at their default, bytes as latin-1."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out = {}
+        for f in dataclasses.fields(value):
+            v = getattr(value, f.name)
+            if f.default is not dataclasses.MISSING and v == f.default:
+                continue
+            if f.default_factory is not dataclasses.MISSING and v == f.default_factory():
+                continue
+            out[f.name] = _plain(v)
+        return out
+    if isinstance(value, bytes):
+        return value.decode("latin-1")
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+@pytest.mark.parametrize("path", RECORD_CASES, ids=[f"{p.parent.name}/{p.stem}" for p in RECORD_CASES])
+def test_record_parsers_from_fixtures(path: Path) -> None:
+    case = yaml.safe_load(path.read_text())
+    if "error" in case:
+        with pytest.raises(FactsError) as e:
+            parse_records("rpi-node-7", case["records"])
+        _assert_unreadable(e.value, "rpi-node-7", case["error"])
+    else:
+        assert _plain(parse_records("rpi-node-7", case["records"])) == case["facts"]
+
+
+def test_every_record_kind_has_fixtures() -> None:
+    # "unknown" holds the lines no parser is registered for.
+    assert {p.parent.name for p in RECORD_CASES} == {*RECORDS, "unknown"}
 
 
 def test_parse_good_output() -> None:
@@ -53,11 +108,7 @@ def test_crlf_output_from_a_pty_parses() -> None:
 def test_garbage_is_an_error_naming_the_host(case: dict[str, object]) -> None:
     with pytest.raises(FactsError) as e:
         parse_facts("rpi-node-7", str(case["output"]))
-    assert e.value.host == "rpi-node-7"
-    assert str(e.value).startswith("rpi-node-7: cannot understand the facts output")
-    for text in case["error"]:  # type: ignore[attr-defined]
-        assert text in str(e.value)
-    assert e.value.hint
+    _assert_unreadable(e.value, "rpi-node-7", case["error"])  # type: ignore[arg-type]
 
 
 def test_every_prefix_of_good_output_is_rejected() -> None:
@@ -78,6 +129,8 @@ def test_command_refuses_unsafe_arguments() -> None:
         facts_command([], ["docker.service && reboot"])
     with pytest.raises(FactsError):
         facts_command([], [], etcdctl="etcdctl", etcd_keys=["not a key"])
+    with pytest.raises(FactsError):
+        facts_command([], [], binaries=["docker; reboot"])
 
 
 def test_command_is_one_script_without_bashisms() -> None:
@@ -178,3 +231,20 @@ def test_a_file_checksum_is_computed_from_its_content() -> None:
     big = good.replace("- 644 root root 3 YWJj", "- 644 root root 70000 !big")
     with pytest.raises(FactsError, match="record 3 is malformed"):
         parse_facts("n", big)
+
+
+@pytest.mark.parametrize("shell", SHELLS, ids=[s[0] for s in SHELLS])
+def test_command_locates_the_programs_it_is_given(shell: list[str], tmp_path: Path) -> None:
+    # The graph gives name -> default path; only the names are asked for.
+    program = tmp_path / "piprov-fake-dockerd"
+    program.write_text("#!/bin/sh\n")
+    program.chmod(0o755)
+    env = dict(os.environ, PATH=f"{tmp_path}:{os.environ['PATH']}")
+    cmd = facts_command([], [], binaries={"piprov-fake-dockerd": "/usr/bin/x", "piprov-no-such-program": "/x"})
+    out = subprocess.run([*shell, "-c", cmd], capture_output=True, text=True, timeout=60, env=env)
+    assert parse_facts("localhost", out.stdout).binaries == {
+        "piprov-fake-dockerd": str(program), "piprov-no-such-program": None}
+    none = facts_command([], [], binaries=())
+    assert "bin " not in none
+    out = subprocess.run([*shell, "-c", none], capture_output=True, text=True, timeout=60)
+    assert parse_facts("localhost", out.stdout).binaries == {}
