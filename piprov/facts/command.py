@@ -145,16 +145,17 @@ def facts_command(
     return "".join(parts)
 
 
+# What each kind of name must look like, and the refusal naming it, in _check_names' order.
+_NAME_RULES = (
+    (PATH_RE, "cannot ask for facts of path {!r}: only plain absolute paths are allowed"),
+    (UNIT_RE, "cannot ask for facts of unit {!r}"),
+    (KEY_RE, "cannot ask for etcd key {!r}"),
+    (_PROGRAM_RE, "cannot ask where program {!r} is"),
+)
+
+
 def _check_names(paths: Sequence[str], units: Sequence[str], keys: Sequence[str], programs: Sequence[str]) -> None:
-    for p in paths:
-        if not PATH_RE.match(p):
-            raise FactsError(f"cannot ask for facts of path {p!r}: only plain absolute paths are allowed")
-    for u in units:
-        if not UNIT_RE.match(u):
-            raise FactsError(f"cannot ask for facts of unit {u!r}")
-    for key in keys:
-        if not KEY_RE.match(key):
-            raise FactsError(f"cannot ask for etcd key {key!r}")
-    for b in programs:
-        if not _PROGRAM_RE.match(b):
-            raise FactsError(f"cannot ask where program {b!r} is")
+    for (pattern, refusal), names in zip(_NAME_RULES, (paths, units, keys, programs)):
+        for name in names:
+            if not pattern.match(name):
+                raise FactsError(refusal.format(name))
