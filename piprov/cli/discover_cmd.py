@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.markup import escape
@@ -92,30 +93,39 @@ def discover_cmd(
     if not as_json:
         err.print(f"[dim]browsing mDNS on {', '.join(interfaces) or 'all interfaces'} (up to {timeout:g} s)...[/]")
     result = discover(interfaces, timeout=timeout, quiet=quiet, all_types=all_)
-
     added: list[NewNode] = []
     if add:
-        def plan(current: Inventory) -> list[NewNode]:
-            added[:] = plan_additions(result.hosts, current, pattern=name_pattern, role=role)
-            return added
-
-        inv = edit.add_nodes(inventory_path, plan, what="discover --add")
-
+        inv, added = _add(result, inventory_path, name_pattern, role)
     if as_json:
-        data = result.as_dict()
-        for h in data["hosts"]:
-            host = next(x for x in result.hosts if x.hostname == h["hostname"])
-            h["inventory_node"], h["inventory_note"] = inventory_match(host, inv)
-        if not all_:
-            data["hosts"] = [h for h in data["hosts"] if h["kind"] == "pi"]
-        data["added"] = [n.as_mapping() for n in added]
-        out.print_json(json.dumps(data))
+        out.print_json(json.dumps(_as_json(result, inv, all_, added)))
         return
     _print_table(result, inv, all_, inventory_path)
     for n in added:
         err.print(f"[green]added[/] {n.name} ({n.address}, {n.role}) to {escape(str(inventory_path))}")
     if add and not added:
         err.print("nothing to add: every Pi found is already in the inventory")
+
+
+def _add(result: DiscoveryResult, inventory_path: Path, pattern: str, role: str) -> tuple[Inventory, list[NewNode]]:
+    """Append the new Pis to the inventory (planned against the file as it is under the lock)."""
+    added: list[NewNode] = []
+
+    def plan(current: Inventory) -> list[NewNode]:
+        added[:] = plan_additions(result.hosts, current, pattern=pattern, role=role)
+        return added
+
+    return edit.add_nodes(inventory_path, plan, what="discover --add"), added
+
+
+def _as_json(result: DiscoveryResult, inv: Inventory | None, all_: bool, added: list[NewNode]) -> dict[str, Any]:
+    data = result.as_dict()
+    for h in data["hosts"]:
+        host = next(x for x in result.hosts if x.hostname == h["hostname"])
+        h["inventory_node"], h["inventory_note"] = inventory_match(host, inv)
+    if not all_:
+        data["hosts"] = [h for h in data["hosts"] if h["kind"] == "pi"]
+    data["added"] = [n.as_mapping() for n in added]
+    return data
 
 
 def _print_table(result: DiscoveryResult, inv: Inventory | None, all_: bool, inventory_path: Path) -> None:
