@@ -13,10 +13,11 @@ from rich.table import Table
 from piprov.cli.app import err, inventory_option, out
 from piprov.errors import InventoryError
 from piprov.inventory import Inventory, Node, edit, load
-from piprov.inventory.edit import NewNode, atomic_write
+from piprov.inventory.edit import NewNode
 from piprov.inventory.export import FORMATS, export
 from piprov.inventory.load import ROLES
 from piprov.inventory.model import ARCH_MAP
+from piprov.localfs import atomic_write
 
 
 def node_dict(inv: Inventory, n: Node) -> dict[str, Any]:
@@ -220,5 +221,6 @@ def export_cmd(inventory_path: Path, fmt: str, output: Path | None) -> None:
         return
     if output.exists() and output.resolve() == inventory_path.resolve():
         raise InventoryError("refusing to export over the inventory itself", hint="choose another -o/--output")
-    atomic_write(output, text.encode())
+    # An existing file keeps its mode; a new one is private (0600), as export has always made it.
+    atomic_write(output, text.encode(), mode=None if output.exists() else 0o600)
     err.print(f"wrote {escape(str(output))}")

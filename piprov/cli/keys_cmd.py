@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
-from piprov.cli.app import EXIT_ERROR, ExitWith, err, inventory_option, out
+from piprov.cli.app import EXIT_ERROR, ExitWith, err, inventory_option, out, trust_option
 from piprov.errors import PiprovError
 from piprov.inventory import load
 from piprov.inventory.model import HostKeyPolicy, Node
@@ -52,8 +52,7 @@ def _public_key(identity_file: str, yes: bool) -> PublicKey:
               "checked with `sshd -t`, then reloaded). Nodes where key login failed keep their password.")
 @click.option("--ask-password", is_flag=True,
               help="Prompt for the current password instead of trying the HypriotOS default (hypriot).")
-@click.option("--trust-new-hosts", is_flag=True,
-              help="Pin the host key of nodes seen for the first time. A CHANGED key still stops.")
+@trust_option
 @click.option("-y", "--yes", is_flag=True, help="Create the key pair (ed25519) without asking if it is missing.")
 @click.argument("names", nargs=-1)
 def keys_cmd(inventory_path: Path, disable_password: bool, ask_password: bool, trust_new_hosts: bool,
