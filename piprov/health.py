@@ -12,7 +12,8 @@ http           a URL that must answer 2xx                    from the controller
 node_ready     an apiserver URL .../api/v1/nodes/NAME        from the controller
 =============  ============================================  ====================
 
-Probes on the node poll *on the node*, inside one SSH command bounded by
+Probes on the node poll *on the node* (their shell is in piprov.shell.probes),
+inside one SSH command bounded by
 ``timeout``, so a gate costs one round trip however long it waits. Probes from
 the controller poll with a short, growing interval. Either way the wait ends
 the moment the check passes. A probe never changes state.
@@ -21,7 +22,6 @@ the moment the check passes. A probe never changes state.
 from __future__ import annotations
 
 import json
-import shlex
 import threading
 import time
 import urllib.error
@@ -30,15 +30,12 @@ from dataclasses import dataclass
 from typing import Callable
 
 from piprov.errors import PiprovError, TransportError
+from piprov.shell.probes import wait_command
 from piprov.transport import Transport
 
 SSH_KINDS = ("unit", "docker_socket", "file")
 HTTP_KINDS = ("http", "node_ready")
 KINDS = SSH_KINDS + HTTP_KINDS
-
-# How often a remote wait loop re-checks; the loop itself is bounded by
-# coreutils `timeout`, so this only sets the latency of noticing success.
-_REMOTE_POLL = "0.1"
 
 
 @dataclass(frozen=True)
@@ -63,53 +60,10 @@ class ProbeResult:
     seconds: float
 
 
-def check_command(probe: Probe) -> str:
-    """The shell test for an on-node probe (exit 0 = healthy)."""
-    t = shlex.quote(probe.target)
-    if probe.kind == "unit":
-        # Units are (re)started with --no-block: until the queued job has run,
-        # "active" may still describe the old process.
-        return f"! systemctl list-jobs --no-legend 2>/dev/null | grep -q -w -F {t} && systemctl is-active --quiet {t}"
-    if probe.kind == "docker_socket":
-        return f"docker -H {_docker_host(probe.target)} version --format '{{{{.Server.Version}}}}' >/dev/null 2>&1"
-    if probe.kind == "file":
-        return f"test -s {t}"
-    raise PiprovError(f"probe kind {probe.kind!r} does not run on the node")
-
-
-def _docker_host(target: str) -> str:
-    """A docker -H value: playbooks give a URL, a bare path means a unix socket."""
-    return shlex.quote(target if "://" in target else f"unix://{target}")
-
-
-def _remote_wait_command(probe: Probe) -> str:
-    check = check_command(probe)
-    give_up = ""
-    if probe.kind == "unit":
-        # A unit that is down with nothing queued (its start failed for good, or
-        # a dependency failed) will not come up by waiting: say so at once.
-        # Restart=always units read "activating" between attempts, not this.
-        t = shlex.quote(probe.target)
-        give_up = (f"if ! systemctl list-jobs --no-legend 2>/dev/null | grep -q -w -F {t}; then "
-                   f"case $(systemctl is-active {t}) in inactive|failed) exit 1;; esac; fi; ")
-    wait = f"until {check}; do {give_up}sleep {_REMOTE_POLL}; done"
-    secs = max(1, int(probe.timeout + 0.999))
-    # On failure, say what the node sees, so the summary can show it.
-    explain = {
-        "unit": f"systemctl status --no-pager --lines=5 {shlex.quote(probe.target)} 2>&1 | tail -n 8",
-        "docker_socket": f"docker -H {_docker_host(probe.target)} version 2>&1 | tail -n 3",
-        "file": f"ls -l {shlex.quote(probe.target)} 2>&1",
-    }[probe.kind]
-    return (
-        f"if timeout {secs} sh -c {shlex.quote(wait)}; then echo healthy; "
-        f"else {explain}; exit 1; fi"
-    )
-
-
 def wait_on_node(probe: Probe, transport: Transport) -> ProbeResult:
     start = time.monotonic()
     try:
-        res = transport.run(_remote_wait_command(probe), sudo=True, timeout=probe.timeout + 15)
+        res = transport.run(wait_command(probe), sudo=True, timeout=probe.timeout + 15)
     except TransportError as e:
         return ProbeResult(probe, False, str(e.message), time.monotonic() - start)
     detail = res.tail(8) if not res.ok else "healthy"

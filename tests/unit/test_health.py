@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from piprov.health import Probe, check_command, wait_http
+from piprov.health import Probe, wait_http
+from piprov.shell.probes import check_command
 
 
 def node(ready: str, beat: str) -> tuple[int, bytes]:
