@@ -14,10 +14,12 @@ from rich.table import Table
 
 from piprov.cli.app import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, ExitWith, err, inventory_option, out, trust_option
 from piprov.cli.views import Progress, plan_summary, print_plan, print_report, report_json
+from piprov.errors import PiprovError
 from piprov.facts import NodeFacts
 from piprov.graph import ComponentGraph, load_graph
-from piprov.inventory import Inventory, load
+from piprov.inventory import Inventory, Node, load
 from piprov.keys import default_password_report
+from piprov.localfs import atomic_write
 from piprov.plan import Plan, error_line
 from piprov.provision import ApplyReport, Fleet, apply_plan, facts_and_plan, gather_facts, run_lock
 
@@ -173,76 +175,89 @@ def status_cmd(inventory_path: Path, as_json: bool, trust_new_hosts: bool) -> No
 
     Exit code 0 when every component is active and every node Ready, 1 otherwise.
     """
-    from piprov.kubeapi import is_ready, is_unschedulable
-    from piprov.rolling import api_for
-    from piprov.errors import PiprovError
-
     inventory, graph = _load(inventory_path)
     with Fleet.connect(inventory, policy="tofu" if trust_new_hosts else None) as fleet:
         with err.status("reading facts…"):
             facts = gather_facts(inventory, graph, fleet)
             default_pw = default_password_report(inventory)
-    api = api_for(inventory, timeout=3)
-    k8s: dict[str, Any] = {}
-    api_error = ""
-    try:
-        k8s = {n["metadata"]["name"]: n for n in api.nodes()}
-    except PiprovError as e:
-        api_error = e.message
+    k8s, api_error = _kube_nodes(inventory)
     rows: list[dict[str, Any]] = []
     healthy = True
     for node in inventory.nodes:
-        f = facts.get(node.name)
-        row: dict[str, Any] = {"node": node.name, "address": node.address, "role": node.role}
-        if not isinstance(f, NodeFacts):
-            row["error"] = str(f)
-            healthy = False
-        else:
-            row["hostname"] = f.hostname
-            row["components"] = {}
-            for c in graph.for_role(node.role):
-                state = _component_state(f, list(c.units))
-                row["components"][c.name] = state
-                healthy &= state == "active"
-        kn = k8s.get(node.address) or k8s.get(node.name)
-        row["kubernetes"] = (
-            ("Ready" if is_ready(kn) else "NotReady") + (",SchedulingDisabled" if is_unschedulable(kn) else "")
-            if kn else ("unknown" if api_error else "not registered")
-        )
-        healthy &= row["kubernetes"].startswith("Ready")
+        row, ok = _status_row(node, facts.get(node.name), graph, k8s.get(node.address) or k8s.get(node.name),
+                              api_error)
         row["default_password"] = default_pw.get(node.name)
         rows.append(row)
+        healthy &= ok
     if as_json:
         out.print_json(json.dumps({"healthy": healthy, "nodes": rows, "api_error": api_error or None}))
     else:
-        t = Table(show_edge=False, caption="✓ every unit of the component active", caption_justify="left")
-        comps = [c.name for c in graph.components]
-        for col in ["node", "address", "role"]:
-            t.add_column(col, no_wrap=True)
-        for col in comps:
-            t.add_column(col.replace("-", "-\n", 1), justify="center")
-        t.add_column("kubernetes", no_wrap=True)
-        for r in rows:
-            if "error" in r:
-                t.add_row(escape(r["node"]), r["address"], r["role"], f"[red]{escape(r['error'][:60])}[/]",
-                          *[""] * (len(comps) - 1), r["kubernetes"])
-                continue
-            cells = []
-            for name in comps:
-                s = r["components"].get(name)
-                cells.append("" if s is None else "[green]✓[/]" if s == "active" else f"[red]✗ {escape(s)}[/]")
-            k = r["kubernetes"]
-            t.add_row(escape(r["node"]), r["address"], r["role"], *cells,
-                      f"[green]{k}[/]" if k.startswith("Ready") else f"[red]{k}[/]")
-        out.print(t)
-        if api_error:
-            err.print(f"[yellow]Kubernetes API: {escape(api_error)}[/]")
+        _print_status(rows, [c.name for c in graph.components], api_error)
     on_default = [n for n, v in default_pw.items() if v]
     if on_default:
         err.print(f"[bold yellow]warning:[/] {', '.join(escape(n) for n in on_default)} still accept "
                   "the default password (pirate/hypriot): run `piprov keys --disable-password`")
     if not healthy:
         raise ExitWith(EXIT_ERROR)
+
+
+def _kube_nodes(inventory: Inventory) -> tuple[dict[str, Any], str]:
+    """The cluster's Node objects by name, or why the API could not say."""
+    from piprov.rolling import api_for
+
+    api = api_for(inventory, timeout=3)
+    try:
+        return {n["metadata"]["name"]: n for n in api.nodes()}, ""
+    except PiprovError as e:
+        return {}, e.message
+
+
+def _status_row(node: Node, f: object, graph: ComponentGraph, kn: Any, api_error: str) -> tuple[dict[str, Any], bool]:
+    """One node's row of `status`, and whether it is healthy."""
+    from piprov.kubeapi import is_ready, is_unschedulable
+
+    row: dict[str, Any] = {"node": node.name, "address": node.address, "role": node.role}
+    healthy = True
+    if not isinstance(f, NodeFacts):
+        row["error"] = str(f)
+        healthy = False
+    else:
+        row["hostname"] = f.hostname
+        row["components"] = {}
+        for c in graph.for_role(node.role):
+            state = _component_state(f, list(c.units))
+            row["components"][c.name] = state
+            healthy &= state == "active"
+    row["kubernetes"] = (
+        ("Ready" if is_ready(kn) else "NotReady") + (",SchedulingDisabled" if is_unschedulable(kn) else "")
+        if kn else ("unknown" if api_error else "not registered")
+    )
+    healthy &= row["kubernetes"].startswith("Ready")
+    return row, healthy
+
+
+def _print_status(rows: list[dict[str, Any]], comps: list[str], api_error: str) -> None:
+    t = Table(show_edge=False, caption="✓ every unit of the component active", caption_justify="left")
+    for col in ["node", "address", "role"]:
+        t.add_column(col, no_wrap=True)
+    for col in comps:
+        t.add_column(col.replace("-", "-\n", 1), justify="center")
+    t.add_column("kubernetes", no_wrap=True)
+    for r in rows:
+        if "error" in r:
+            t.add_row(escape(r["node"]), r["address"], r["role"], f"[red]{escape(r['error'][:60])}[/]",
+                      *[""] * (len(comps) - 1), r["kubernetes"])
+            continue
+        cells = []
+        for name in comps:
+            s = r["components"].get(name)
+            cells.append("" if s is None else "[green]✓[/]" if s == "active" else f"[red]✗ {escape(s)}[/]")
+        k = r["kubernetes"]
+        t.add_row(escape(r["node"]), r["address"], r["role"], *cells,
+                  f"[green]{k}[/]" if k.startswith("Ready") else f"[red]{k}[/]")
+    out.print(t)
+    if api_error:
+        err.print(f"[yellow]Kubernetes API: {escape(api_error)}[/]")
 
 
 # -- graph ------------------------------------------------------------------------------------------------
@@ -300,12 +315,7 @@ def kubeconfig_cmd(inventory_path: Path, output: Path | None) -> None:
     if output is None:
         sys.stdout.write(text)
         return
-    import os
-    import tempfile
-
     output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, output)
+    # 0600 whatever was there: a kubeconfig is a credential file once the cluster has any.
+    atomic_write(output, text.encode(), mode=0o600)
     err.print(f"wrote {output}")
