@@ -24,12 +24,12 @@ from __future__ import annotations
 import json
 import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from typing import Callable
 
+from piprov import http
 from piprov.errors import PiprovError, TransportError
+from piprov.kube.client import heartbeat, ready_condition
 from piprov.shell.probes import wait_command
 from piprov.transport import Transport
 
@@ -78,13 +78,10 @@ HttpGet = Callable[[str, float], tuple[int, bytes]]
 def http_get(url: str, timeout: float) -> tuple[int, bytes]:
     """GET ``url``; (status, body). Connection errors come back as status 0."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - URLs come from the playbook
-            return int(resp.status), bytes(resp.read(65536))
-    except urllib.error.HTTPError as e:
-        return int(e.code), bytes(e.read(4096) or b"")
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        reason = getattr(e, "reason", e)
-        return 0, str(reason).encode()
+        resp = http.request("GET", url, timeout=timeout, limit=65536)
+    except http.Unreachable as e:
+        return 0, e.reason.encode()
+    return resp.status, resp.body
 
 
 def _node_ready(status: int, body: bytes) -> tuple[bool, str | None, str]:
@@ -93,15 +90,15 @@ def _node_ready(status: int, body: bytes) -> tuple[bool, str | None, str]:
         return False, None, f"HTTP {status}: {body[:200].decode('utf-8', 'replace')}" if status else body.decode()
     try:
         node = json.loads(body)
-        conditions = node.get("status", {}).get("conditions", []) or []
-        ready = next((c for c in conditions if c.get("type") == "Ready"), None)
+        if not isinstance(node, dict):
+            raise ValueError("not an object")
+        ready = ready_condition(node)
     except (ValueError, AttributeError):
         return False, None, "apiserver answered something that is not a Node object"
     if ready is None:
         return False, None, "node has no Ready condition yet"
-    beat = ready.get("lastHeartbeatTime")
     if ready.get("status") == "True":
-        return True, str(beat) if beat else None, "Ready"
+        return True, heartbeat(node), "Ready"
     why = f"{ready.get('reason', '')} {ready.get('message', '')}".strip()
     return False, None, f"Ready={ready.get('status')}" + (f": {why}" if why else "")
 

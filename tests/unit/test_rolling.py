@@ -14,12 +14,15 @@ from typing import Any
 
 import pytest
 
-from piprov import rolling
+from piprov.graph import load_graph
 from piprov.inventory import load_text
-from piprov.kubeapi import ApiResponse, ApiStatusError, KubeApi, is_unschedulable
+from piprov.kube import drain as kdrain
+from piprov.kube import etcd, rollout
+from piprov.kube.client import ApiResponse, ApiStatusError, KubeApi, is_unschedulable
 from piprov.plan import ComponentPlan, NodePlan, Plan
 
 JSON = dict[str, Any]
+DISRUPTIVE = load_graph().disruptive_units()
 
 
 def node_obj(name: str, ready: bool = True, unschedulable: bool = False) -> JSON:
@@ -34,7 +37,7 @@ def pod_obj(name: str, node: str, *, rc: bool = True, mirror: bool = False, app:
     if rc:
         meta["ownerReferences"] = [{"kind": "ReplicationController", "name": app, "controller": True}]
     if mirror:
-        meta["annotations"][rolling.MIRROR_ANNOTATION] = "x"
+        meta["annotations"][kdrain.MIRROR_ANNOTATION] = "x"
     return {"metadata": meta, "spec": {"nodeName": node},
             "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}}
 
@@ -118,18 +121,18 @@ def fake_time() -> tuple[Any, Any]:
 
 def test_sort_pods_keeps_mirror_pods_and_stops_on_unmanaged_ones() -> None:
     pods = [pod_obj("a", "n"), pod_obj("m", "n", mirror=True), pod_obj("bare", "n", rc=False)]
-    s = rolling.sort_pods(pods, force=False)
+    s = kdrain.sort_pods(pods, force=False)
     assert [p["metadata"]["name"] for p in s.evict] == ["a"]
     assert [p["metadata"]["name"] for p in s.mirror] == ["m"]
     assert [p["metadata"]["name"] for p in s.unmanaged] == ["bare"]
-    forced = rolling.sort_pods(pods, force=True)
+    forced = kdrain.sort_pods(pods, force=True)
     assert [p["metadata"]["name"] for p in forced.evict] == ["a", "bare"]
 
 
 def test_created_by_annotation_counts_as_a_controller() -> None:
     p = pod_obj("a", "n", rc=False)
-    p["metadata"]["annotations"][rolling.CREATED_BY_ANNOTATION] = "{}"
-    assert rolling.has_controller(p)
+    p["metadata"]["annotations"][kdrain.CREATED_BY_ANNOTATION] = "{}"
+    assert kdrain.has_controller(p)
 
 
 @pytest.mark.parametrize("selector,labels,want", [
@@ -144,7 +147,7 @@ def test_created_by_annotation_counts_as_a_controller() -> None:
     ({"matchExpressions": [{"key": "tier", "operator": "Bogus"}]}, {"tier": "x"}, False),
 ])
 def test_selector_matches(selector: Any, labels: Any, want: bool) -> None:
-    assert rolling.selector_matches(selector, labels) is want
+    assert kdrain.selector_matches(selector, labels) is want
 
 
 def test_find_leases_ignores_garbage_values() -> None:
@@ -154,8 +157,8 @@ def test_find_leases_ignores_garbage_values() -> None:
         {"key": "/coreos.com/network/subnets/10.0.3.0-24", "value": "not json"},
         {"key": "/coreos.com/network/subnets/10.0.4.0-24", "value": "[1]"},
     ]}}
-    assert rolling.find_leases(listing, "10.1.1.3") == ["/coreos.com/network/subnets/10.0.2.0-24"]
-    assert rolling.find_leases({}, "10.1.1.3") == []
+    assert etcd.find_leases(listing, "10.1.1.3") == ["/coreos.com/network/subnets/10.0.2.0-24"]
+    assert etcd.find_leases({}, "10.1.1.3") == []
 
 
 # -- cordon ownership -------------------------------------------------------------------------------------
@@ -164,15 +167,15 @@ def test_find_leases_ignores_garbage_values() -> None:
 def test_cordon_only_ready_schedulable_nodes_and_uncordon_only_ours() -> None:
     api = FakeKube()
     api.nodes_ = {"a": node_obj("a"), "admin": node_obj("admin", unschedulable=True), "down": node_obj("down", False)}
-    assert rolling.cordon(api, "a") is True
-    assert is_unschedulable(api.nodes_["a"]) and rolling.cordoned_by_us(api.nodes_["a"])
-    assert rolling.cordon(api, "a") is True  # still ours on a second look (a resumed run)
-    assert rolling.cordon(api, "admin") is False
-    assert rolling.cordon(api, "down") is False
-    assert rolling.uncordon(api, "admin", only_ours=True) is False
+    assert kdrain.cordon(api, "a") is True
+    assert is_unschedulable(api.nodes_["a"]) and kdrain.cordoned_by_us(api.nodes_["a"])
+    assert kdrain.cordon(api, "a") is True  # still ours on a second look (a resumed run)
+    assert kdrain.cordon(api, "admin") is False
+    assert kdrain.cordon(api, "down") is False
+    assert kdrain.uncordon(api, "admin", only_ours=True) is False
     assert is_unschedulable(api.nodes_["admin"])
-    assert rolling.uncordon(api, "a", only_ours=True) is True
-    assert not is_unschedulable(api.nodes_["a"]) and not rolling.cordoned_by_us(api.nodes_["a"])
+    assert kdrain.uncordon(api, "a", only_ours=True) is True
+    assert not is_unschedulable(api.nodes_["a"]) and not kdrain.cordoned_by_us(api.nodes_["a"])
 
 
 # -- drain ---------------------------------------------------------------------------------------------
@@ -185,7 +188,7 @@ def test_drain_evicts_everything_but_mirror_pods() -> None:
     api.respawn_on = "n2"
     clock, sleep = fake_time()
     said: list[str] = []
-    res = rolling.drain(api, "n1", timeout=30, say=said.append, clock=clock, sleep=sleep)
+    res = kdrain.drain(api, "n1", timeout=30, say=said.append, clock=clock, sleep=sleep)
     assert res.ok and res.we_cordoned
     assert sorted(res.evicted) == ["default/w1", "default/w2"]
     assert res.mirror_skipped == ["default/static"]
@@ -199,8 +202,8 @@ def test_drain_names_the_budget_and_uncordons_on_timeout() -> None:
     api.pods_ = [pod_obj("w1", "n1"), pod_obj("w2", "n1")]
     clock, sleep = fake_time()
     said: list[str] = []
-    with pytest.raises(rolling.DrainError) as ei:
-        rolling.drain(api, "n1", timeout=10, say=said.append, clock=clock, sleep=sleep)
+    with pytest.raises(kdrain.DrainError) as ei:
+        kdrain.drain(api, "n1", timeout=10, say=said.append, clock=clock, sleep=sleep)
     msg = str(ei.value)
     assert "web-pdb" in msg and "timed out after 10 s" in msg and "uncordoned again" in msg
     assert "other" not in msg.split("PodDisruptionBudget")[1]
@@ -214,11 +217,11 @@ def test_drain_keep_cordoned_and_admin_cordon_are_respected() -> None:
     api.nodes_ = {"n1": node_obj("n1"), "n2": node_obj("n2", unschedulable=True)}
     api.pods_ = [pod_obj("w1", "n1"), pod_obj("w2", "n2")]
     clock, sleep = fake_time()
-    with pytest.raises(rolling.DrainError, match="left cordoned"):
-        rolling.drain(api, "n1", timeout=3, keep_cordoned=True, clock=clock, sleep=sleep)
+    with pytest.raises(kdrain.DrainError, match="left cordoned"):
+        kdrain.drain(api, "n1", timeout=3, keep_cordoned=True, clock=clock, sleep=sleep)
     assert is_unschedulable(api.nodes_["n1"])
-    with pytest.raises(rolling.DrainError):
-        rolling.drain(api, "n2", timeout=3, clock=clock, sleep=sleep)
+    with pytest.raises(kdrain.DrainError):
+        kdrain.drain(api, "n2", timeout=3, clock=clock, sleep=sleep)
     assert is_unschedulable(api.nodes_["n2"])  # an admin's cordon is never lifted by us
 
 
@@ -226,11 +229,11 @@ def test_drain_refuses_unmanaged_pods_before_touching_the_node() -> None:
     api = FakeKube()
     api.nodes_ = {"n1": node_obj("n1")}
     api.pods_ = [pod_obj("bare", "n1", rc=False)]
-    with pytest.raises(rolling.DrainError, match="default/bare.*|--force"):
-        rolling.drain(api, "n1", timeout=3)
+    with pytest.raises(kdrain.DrainError, match="default/bare.*|--force"):
+        kdrain.drain(api, "n1", timeout=3)
     assert not is_unschedulable(api.nodes_["n1"]) and api.evictions == []
     clock, sleep = fake_time()
-    res = rolling.drain(api, "n1", timeout=3, force=True, clock=clock, sleep=sleep)
+    res = kdrain.drain(api, "n1", timeout=3, force=True, clock=clock, sleep=sleep)
     assert res.evicted == ["default/bare"]
 
 
@@ -257,24 +260,24 @@ def test_batches_master_first_alone_then_workers(tmp_path: Path) -> None:
     kube = ["k8s-worker.service"]
     plan = Plan([_np("m", ["k8s-master.service"]), _np("w1", kube), _np("w2", kube), _np("w3", kube),
                  _np("w4", [], ["k8s-worker.service"])])
-    got = [(b.nodes, b.drain) for b in rolling.rolling_batches(inv, plan, batch=2)]
+    got = [(b.nodes, b.drain) for b in rollout.rolling_batches(inv, plan, DISRUPTIVE, batch=2)]
     assert got == [(("w4",), False), (("m",), True), (("w1", "w2"), True), (("w3",), True)]
-    got2 = [b.nodes for b in rolling.rolling_batches(inv, plan, max_unavailable_pct=50)]
+    got2 = [b.nodes for b in rollout.rolling_batches(inv, plan, DISRUPTIVE, max_unavailable_pct=50)]
     assert got2 == [("w4",), ("m",), ("w1", "w2"), ("w3",)]
-    got3 = [b.nodes for b in rolling.rolling_batches(inv, plan, max_unavailable_pct=10)]
+    got3 = [b.nodes for b in rollout.rolling_batches(inv, plan, DISRUPTIVE, max_unavailable_pct=10)]
     assert got3 == [("w4",), ("m",), ("w1",), ("w2",), ("w3",)]  # at least one at a time
-    assert rolling.rolling_batches(inv, Plan([_np("m"), _np("w1")])) == []
+    assert rollout.rolling_batches(inv, Plan([_np("m"), _np("w1")]), DISRUPTIVE) == []
 
 
 def test_state_file_garbage_is_never_fatal(tmp_path: Path) -> None:
     p = tmp_path / "inv.yaml.rolling.json"
-    assert rolling.RollingState.load(p) == (None, "")
+    assert rollout.RollingState.load(p) == (None, "")
     for garbage in ("{", "[1, 2]", '{"batches": 5}', '{"failed": [1]}'):
         p.write_text(garbage)
-        st, why = rolling.RollingState.load(p)
+        st, why = rollout.RollingState.load(p)
         assert st is None and "rebuilt from the nodes' facts" in why
-    rolling.RollingState(started="s", done=["a"], failed={"b": "x"}).save(p)
-    st, why = rolling.RollingState.load(p)
+    rollout.RollingState(started="s", done=["a"], failed={"b": "x"}).save(p)
+    st, why = rollout.RollingState.load(p)
     assert st is not None and st.done == ["a"] and st.failed == {"b": "x"} and why == ""
 
 
@@ -286,7 +289,7 @@ def test_rollout_stops_at_the_first_failed_batch(tmp_path: Path) -> None:
     api.nodes_ = {n.address: node_obj(n.address) for n in inv.nodes}
     kube = ["k8s-worker.service"]
     plan = Plan([_np("w1", kube), _np("w2", kube), _np("w3", kube)])
-    batches = rolling.rolling_batches(inv, plan, batch=1)
+    batches = rollout.rolling_batches(inv, plan, DISRUPTIVE, batch=1)
     applied: list[str] = []
 
     def apply(nodes: Any) -> list[str]:
@@ -305,17 +308,17 @@ def test_rollout_stops_at_the_first_failed_batch(tmp_path: Path) -> None:
         return orig(method, path, body)
 
     api._handle = handle  # type: ignore[method-assign]
-    report = rolling.run_rollout(inv, plan, batches, api, apply, ready_timeout=5)
+    report = rollout.run_rollout(inv, plan, batches, api, apply, ready_timeout=5)
     assert applied == ["w1", "w2"]
     assert [r.status for r in report.batches] == ["done", "failed", "skipped"]
     assert not report.ok and report.failed is not None and "10.0.0.3:22" in report.failed.detail
     assert not is_unschedulable(api.nodes_["10.0.0.2"])  # w1 done: uncordoned
-    assert rolling.cordoned_by_us(api.nodes_["10.0.0.3"])  # w2 broken: stays cordoned, marked as ours
+    assert kdrain.cordoned_by_us(api.nodes_["10.0.0.3"])  # w2 broken: stays cordoned, marked as ours
     assert not is_unschedulable(api.nodes_["10.0.0.4"])  # w3 untouched
-    st, _ = rolling.RollingState.load(rolling.state_path(inv))
+    st, _ = rollout.RollingState.load(rollout.state_path(inv))
     assert st is not None and st.done == ["w1"] and list(st.failed) == ["w2"] and not st.finished
     # A re-run whose plan no longer lists w2 (fixed meanwhile) lifts our cordon and notes the resume.
-    report2 = rolling.run_rollout(inv, Plan([_np("w3", kube)]), rolling.rolling_batches(inv, Plan([_np("w3", kube)])),
+    report2 = rollout.run_rollout(inv, Plan([_np("w3", kube)]), rollout.rolling_batches(inv, Plan([_np("w3", kube)]), DISRUPTIVE),
                                   api, lambda nodes: [], ready_timeout=5)
     assert report2.ok and report2.uncordoned_leftovers == ["w2"]
     assert "resuming" in report2.state_note

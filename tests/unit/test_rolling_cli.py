@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from piprov import rolling
-from piprov.cli import node_cmd
+from piprov.cli import rolling_cmd
+from piprov.kube import rollout
 from piprov.cli.app import EXIT_ERROR, EXIT_USAGE, run
 
 
@@ -49,9 +49,9 @@ def test_node_add_of_a_known_node_with_another_address_is_refused(inv: Path, cap
 
 
 def test_batch_view_renders_every_batch() -> None:
-    batches = [rolling.Batch(0, ("rpi-master",), True), rolling.Batch(1, ("rpi-node-1", "rpi-node-2"), True)]
-    results = [rolling.BatchResult(b) for b in batches]
-    view = node_cmd._BatchView(results, live=False)
+    batches = [rollout.Batch(0, ("rpi-master",), True), rollout.Batch(1, ("rpi-node-1", "rpi-node-2"), True)]
+    results = [rollout.BatchResult(b) for b in batches]
+    view = rolling_cmd.BatchView(results, live=False)
     results[0].status, results[0].seconds = "done", 3.0
     table = view.table()
     assert table.row_count == 2

@@ -1,0 +1,62 @@
+"""The one HTTP client: a request in, a status and the body's bytes out.
+
+piprov speaks plain HTTP to three servers of the cluster it built: the
+apiserver (insecure :8080, 2016 style), the master's etcd v2 API and the
+health URLs of the playbook. None needs more than urllib. An answer with any
+status is an answer (a 404 or 429 is data to its caller); only "nothing
+answered" is an exception, :class:`Unreachable`, raised in this one place.
+Each caller words it for its user (the Kubernetes API, etcd, a probe).
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    body: bytes
+
+
+class Unreachable(Exception):
+    """Nothing answered at ``url``: refused, timed out, no route, or a URL no socket can reach."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"{url}: {reason}")
+        self.url = url
+        self.reason = reason
+
+
+def request(
+    method: str,
+    url: str,
+    *,
+    json_body: Any = None,
+    content_type: str = "application/json",
+    accept: str | None = None,
+    timeout: float = 10.0,
+    limit: int = -1,
+) -> Response:
+    """``method url``; with ``json_body``, send it as JSON under ``content_type``.
+
+    ``limit`` caps the bytes read (a probe needs only the start of a page).
+    Raises :class:`Unreachable` when no HTTP answer came back.
+    """
+    data = json.dumps(json_body).encode() if json_body is not None else None
+    try:
+        req = urllib.request.Request(url, data=data, method=method)  # a URL it cannot parse: ValueError
+        if data is not None:
+            req.add_header("Content-Type", content_type)
+        if accept is not None:
+            req.add_header("Accept", accept)
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - the cluster's own servers
+            return Response(int(resp.status), bytes(resp.read(limit)))
+    except urllib.error.HTTPError as e:
+        return Response(int(e.code), bytes(e.read(limit) or b""))
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        raise Unreachable(url, str(getattr(e, "reason", e))) from None

@@ -1,0 +1,173 @@
+"""A small client for the Kubernetes API of the cluster piprov built.
+
+The seed's apiserver listens on insecure HTTP :8080 on the master (2016
+style), so :mod:`piprov.http` is enough; no kubeconfig, no client library. Only
+what status, drain and remove need: nodes, pods, evictions. The Ready
+condition is read in one place, :func:`ready_condition`, by the health probe,
+status, drain and the rollout alike.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass
+from typing import Any
+
+from piprov import http
+from piprov.errors import ClusterError
+from piprov.inventory.model import Inventory, Node, refuse_documentation_address
+
+JSON = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ApiResponse:
+    status: int
+    body: JSON
+
+
+class KubeApi:
+    def __init__(self, base_url: str, *, timeout: float = 10.0) -> None:
+        self.base = base_url.rstrip("/")
+        self.timeout = timeout
+
+    def request(
+        self, method: str, path: str, body: JSON | None = None, *, content_type: str = "application/json",
+        ok: tuple[int, ...] = (200, 201),
+    ) -> ApiResponse:
+        try:
+            raw = http.request(method, self.base + path, json_body=body, content_type=content_type,
+                               accept="application/json", timeout=self.timeout)
+        except http.Unreachable as e:
+            raise ClusterError(
+                f"cannot reach the Kubernetes API at {self.base}: {e.reason}",
+                hint="is the master up? `piprov status` shows its components",
+            ) from None
+        resp = ApiResponse(raw.status, _json_object(raw.body))
+        if resp.status not in ok:
+            raise ApiStatusError(method, path, resp)
+        return resp
+
+    def get(self, path: str) -> JSON:
+        return self.request("GET", path).body
+
+    # -- nodes ---------------------------------------------------------------
+    def node(self, name: str) -> JSON | None:
+        try:
+            return self.get(f"/api/v1/nodes/{quote(name)}")
+        except ApiStatusError as e:
+            if e.response.status == 404:
+                return None
+            raise
+
+    def nodes(self) -> list[JSON]:
+        items = self.get("/api/v1/nodes").get("items") or []
+        return list(items)
+
+    def patch_node(self, name: str, patch: JSON) -> None:
+        self.request("PATCH", f"/api/v1/nodes/{quote(name)}", patch, content_type="application/merge-patch+json")
+
+    def delete_node(self, name: str) -> None:
+        self.request("DELETE", f"/api/v1/nodes/{quote(name)}", ok=(200, 202, 404))
+
+    # -- pods ----------------------------------------------------------------
+    def pods_on(self, node: str) -> list[JSON]:
+        sel = urllib.parse.quote(f"spec.nodeName={node}")
+        return list(self.get(f"/api/v1/pods?fieldSelector={sel}").get("items") or [])
+
+    def pods(self, namespace: str | None = None, label_selector: str | None = None) -> list[JSON]:
+        base = f"/api/v1/namespaces/{quote(namespace)}/pods" if namespace else "/api/v1/pods"
+        if label_selector:
+            base += "?labelSelector=" + urllib.parse.quote(label_selector)
+        return list(self.get(base).get("items") or [])
+
+    def evict(self, namespace: str, pod: str) -> ApiResponse:
+        """POST an Eviction; returns the response (429 = a disruption budget said no)."""
+        body = {
+            "apiVersion": "policy/v1beta1",
+            "kind": "Eviction",
+            "metadata": {"name": pod, "namespace": namespace},
+        }
+        return self.request(
+            "POST", f"/api/v1/namespaces/{quote(namespace)}/pods/{quote(pod)}/eviction", body,
+            ok=(200, 201, 404, 429),
+        )
+
+
+class ApiStatusError(ClusterError):
+    def __init__(self, method: str, path: str, response: ApiResponse) -> None:
+        msg = response.body.get("message") or response.body.get("reason") or "no message"
+        super().__init__(f"Kubernetes API {method} {path} answered {response.status}: {msg}")
+        self.response = response
+
+
+def _json_object(raw: bytes) -> JSON:
+    """The body as a JSON object: a list becomes ``items``, non-JSON the start of the text as ``message``."""
+    try:
+        parsed = json.loads(raw) if raw else {}
+    except ValueError:
+        parsed = {"message": raw[:200].decode("utf-8", "replace")}
+    if not isinstance(parsed, dict):
+        parsed = {"items": parsed}
+    return parsed
+
+
+def api_for(inventory: Inventory, timeout: float = 10.0) -> KubeApi:
+    refuse_documentation_address(inventory.master)
+    return KubeApi(f"http://{inventory.master.address}:{inventory.network.apiserver_port}", timeout=timeout)
+
+
+def k8s_name(node: Node) -> str:
+    """The Node object's name: kubelets register under the address (--hostname-override)."""
+    return node.address
+
+
+# -- the Ready condition: one reading for every caller ---------------------------------------------------
+
+
+def ready_condition(obj: JSON | None) -> JSON | None:
+    """The ``Ready`` entry of a Node's (or Pod's) status conditions, or None if it has none yet."""
+    for c in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if c.get("type") == "Ready":
+            return dict(c)
+    return None
+
+
+def is_ready(obj: JSON | None) -> bool:
+    c = ready_condition(obj)
+    return c is not None and c.get("status") == "True"
+
+
+def heartbeat(obj: JSON | None) -> str | None:
+    """The Ready condition's lastHeartbeatTime: changes each time the kubelet reports."""
+    hb = (ready_condition(obj) or {}).get("lastHeartbeatTime")
+    return str(hb) if hb else None
+
+
+def is_unschedulable(node: JSON) -> bool:
+    return bool((node.get("spec") or {}).get("unschedulable"))
+
+
+def quote(s: str) -> str:
+    """One path segment of an API URL."""
+    return urllib.parse.quote(s, safe="")
+
+
+def wait_ready(api: KubeApi, name: str, timeout: float, *, cancel: threading.Event | None = None,
+               poll: float = 1.0, newer_than: str | None = None) -> bool:
+    """Until the Node is Ready; with ``newer_than``, Ready in a report the kubelet made after that
+    heartbeat (a restarted kubelet's Node keeps the old Ready for a grace period)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            obj = api.node(name)
+            if obj is not None and is_ready(obj) and (newer_than is None or heartbeat(obj) != newer_than):
+                return True
+        except ClusterError:
+            pass  # the apiserver restarts during the master's batch
+        if time.monotonic() >= deadline or (cancel is not None and cancel.is_set()):
+            return False
+        time.sleep(poll)

@@ -1,0 +1,303 @@
+"""`node add` and `node remove` as procedures of the product, not of the CLI.
+
+`node remove` is a list of named :class:`Step` s (the k0sctl phase model:
+each step has a title and a run); progress such as "2/5 stopping units" comes
+from the list, and the CLI only renders the :class:`StepEvent` s. `node add`
+is :class:`NodeAddition`: plan the whole fleet, apply the new node's plan
+only, wait until Kubernetes calls it Ready.
+
+Safety: `remove` reaches the node before changing anything (a dead node fails
+there, not after its drain), and never deletes a node whose drain failed
+(kubespray #7137). `add` applies nothing to other nodes: their pending
+changes are reported, not applied.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from piprov.errors import PiprovError
+from piprov.graph import ComponentGraph
+from piprov.inventory import Inventory, load
+from piprov.inventory.edit import NewNode, add_nodes, remove_node
+from piprov.inventory.model import Node
+from piprov.kube.client import KubeApi, api_for, k8s_name, wait_ready
+from piprov.kube.drain import Say, drain, quiet
+from piprov.kube.etcd import release_flannel_lease
+from piprov.kube.rollout import ApplyFn
+from piprov.plan import NodePlan, Plan
+from piprov.provision import ApplyReport, Fleet, apply_plan, facts_and_plan, stop_units
+
+# -- steps ----------------------------------------------------------------------------------------------
+
+Announce = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One named step of a procedure.
+
+    ``run(announce)`` does it and returns one line saying what it did; a step
+    that takes long calls ``announce(text)`` first. ``skip`` is why the step
+    will not run, when that is known before the procedure starts.
+    """
+
+    title: str
+    run: Callable[[Announce], str]
+    skip: str | None = None
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    index: int  # 1-based
+    total: int
+    step: Step
+    kind: str  # "announce" (a long step began), "done", "skipped"
+    text: str
+    announced: bool = False  # "done" of a step that announced itself first
+
+
+def run_steps(steps: Sequence[Step], on_event: Callable[[StepEvent], None]) -> None:
+    """Run ``steps`` in order; the first that raises stops the procedure (nothing after it runs)."""
+    total = len(steps)
+    for i, step in enumerate(steps, 1):
+        if step.skip is not None:
+            on_event(StepEvent(i, total, step, "skipped", step.skip))
+            continue
+        announced: list[str] = []
+
+        def announce(text: str, i: int = i, step: Step = step, announced: list[str] = announced) -> None:
+            announced.append(text)
+            on_event(StepEvent(i, total, step, "announce", text))
+
+        done = step.run(announce)
+        on_event(StepEvent(i, total, step, "done", done, announced=bool(announced)))
+
+
+# -- node remove ----------------------------------------------------------------------------------------
+
+UNREACHABLE_HINT = "if the node is gone for good (powered off, dead card), run again with --unreachable"
+
+
+def refuse_removing_master(node: Node) -> None:
+    if node.role == "master":
+        raise PiprovError(
+            f"{node.name} is the master: it runs etcd and the apiserver the whole cluster needs, so it cannot be removed",
+            hint="to replace the master, rebuild the cluster: edit the inventory and run `piprov up`")
+
+
+def _with_unreachable_hint(e: PiprovError) -> PiprovError:
+    e.hint = f"{e.hint} {UNREACHABLE_HINT}" if e.hint else UNREACHABLE_HINT
+    return e
+
+
+def units_to_stop(graph: ComponentGraph, role: str) -> list[str]:
+    """Every unit piprov manages on a node of ``role``, dependents first."""
+    units: list[str] = []
+    for c in reversed(list(graph.for_role(role))):
+        for u in c.units:
+            if u not in units:
+                units.append(u)
+    return units
+
+
+@dataclass
+class NodeRemoval:
+    """Take a worker out of the cluster for good: drain, stop, release its lease, delete, forget."""
+
+    inventory: Inventory
+    graph: ComponentGraph
+    node: Node
+    api: KubeApi
+    timeout: float = 300.0
+    force: bool = False
+    unreachable: bool = False
+    say: Say = quiet
+
+    def reach(self, fleet: Fleet) -> None:
+        """Run one command on the node before anything changes (skipped with ``unreachable``)."""
+        if self.unreachable:
+            return
+        try:
+            fleet.transports[self.node.name].run("true", timeout=30)
+        except PiprovError as e:
+            raise _with_unreachable_hint(e)
+
+    def steps(self, fleet: Fleet) -> list[Step]:
+        n, kname = self.node, k8s_name(self.node)
+        return [
+            Step("draining", self._drain),
+            Step("stopping units", lambda _: self._stop_units(fleet),
+                 skip="--unreachable (the node is not contacted)" if self.unreachable else None),
+            Step("releasing the flannel lease", lambda _: self._release_lease()),
+            Step("deleting the Node", lambda _: self._delete_node(kname)),
+            Step("removing from the inventory", lambda _: self._forget(n.name)),
+        ]
+
+    def _drain(self, announce: Announce) -> str:
+        kname = k8s_name(self.node)
+        if self.api.node(kname) is None:
+            return f"{self.node.name} has no Node object: nothing to drain"
+        announce(f"draining {self.node.name} ({kname})")
+        res = drain(self.api, kname, timeout=self.timeout, force=self.force, keep_cordoned=False,
+                    unreachable=self.unreachable, say=self.say)
+        return res.message
+
+    def _stop_units(self, fleet: Fleet) -> str:
+        units = units_to_stop(self.graph, self.node.role)
+        try:
+            outcome = stop_units(fleet, self.node.name, units)
+        except PiprovError as e:
+            raise _with_unreachable_hint(e)
+        if not outcome.ok:
+            raise PiprovError(f"stopping its units failed: {outcome.detail}", host=self.node.name,
+                              hint=UNREACHABLE_HINT)
+        return f"stopped and disabled: {' '.join(units)}"
+
+    def _release_lease(self) -> str:
+        prefix = self.graph.pod_network_prefix
+        gone = release_flannel_lease(self.inventory, self.node.address, prefix) if prefix else []
+        return f"flannel lease released: {', '.join(gone) if gone else 'none held'}"
+
+    def _delete_node(self, kname: str) -> str:
+        self.api.delete_node(kname)
+        return f"Node {kname} deleted"
+
+    def _forget(self, name: str) -> str:
+        remove_node(self.inventory.path, name)
+        return f"{name} removed from {self.inventory.path}"
+
+
+# -- node add -------------------------------------------------------------------------------------------
+
+
+def is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def next_worker_name(inventory: Inventory) -> str:
+    taken = {n.name for n in inventory.nodes}
+    i = 1
+    while f"rpi-node-{i}" in taken:
+        i += 1
+    return f"rpi-node-{i}"
+
+
+@dataclass(frozen=True)
+class AddTarget:
+    name: str
+    address: str | None = None  # set when the node was added to the inventory just now
+
+
+def resolve_add_target(path: Path, inv: Inventory, target: str, address: str | None, new_name: str | None,
+                       role: str) -> AddTarget:
+    """The inventory node `node add TARGET` means, appending it to the inventory if it is not there."""
+    for n in inv.nodes:
+        if target in (n.name, n.address):
+            if address and address != n.address:
+                raise PiprovError(f"{n.name} is already in {path} with address {n.address}, not {address}",
+                                  hint=f"`piprov inventory set nodes.{n.name}.address {address}` to change it")
+            return AddTarget(n.name)
+    if is_address(target):
+        if address and address != target:
+            raise PiprovError(f"two addresses given: {target} and --address {address}")
+        address, name = target, new_name
+    else:
+        if not address:
+            raise PiprovError(f"{target} is not in {path}; give its address",
+                              hint=f"piprov node add {target} --address 192.168.1.x")
+        name = new_name or target
+    chosen: list[str] = []
+
+    def plan(current: Inventory) -> list[NewNode]:
+        nm = name or next_worker_name(current)
+        chosen.append(nm)
+        return [NewNode(nm, str(address), role)]
+
+    add_nodes(path, plan, what=f"add node {name or address}")
+    return AddTarget(chosen[-1], str(address))
+
+
+def other_changes(plan: Plan, node: str) -> dict[str, list[str]]:
+    """Changes the plan has on nodes other than ``node`` (node add applies none of them)."""
+    return {np.node: np.reasons for np in plan.nodes if np.node != node and np.changed}
+
+
+@dataclass
+class NodeAddition:
+    """Join one node to the running cluster; its steps: plan the fleet, apply this node, wait Ready."""
+
+    inventory: Inventory
+    graph: ComponentGraph
+    name: str
+    plan: Plan = field(default_factory=lambda: Plan([]))
+    others: dict[str, list[str]] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, inventory_path: Path, graph: ComponentGraph, name: str) -> NodeAddition:
+        inventory = load(inventory_path)
+        if inventory.node(name).role == "master":
+            raise PiprovError(f"{name} is the master: it is built by `piprov up`, not joined with `node add`")
+        return cls(inventory, graph, name)
+
+    @property
+    def node(self) -> Node:
+        return self.inventory.node(self.name)
+
+    @property
+    def mine(self) -> NodePlan:
+        return self.plan.node(self.name)
+
+    def plan_fleet(self, fleet: Fleet) -> Plan:
+        """Facts and plan of every node; the new node must be plannable, the others may not be."""
+        self.plan = facts_and_plan(self.inventory, self.graph, fleet)[1]
+        if self.name in self.plan.errors:
+            why = self.plan.errors[self.name]
+            raise PiprovError(why, host=None if why.startswith(self.name) else self.name,
+                              hint="fix the node's SSH access (see `piprov keys`) and run `piprov node add` again")
+        self.others = other_changes(self.plan, self.name)
+        return self.plan
+
+    def apply(self, fleet: Fleet, *, health_timeout: float | None, on_event: Callable[[Any], None] | None,
+              cancel: threading.Event | None) -> ApplyReport:
+        """Apply the new node's plan only: the master is used, not restarted."""
+        return apply_plan(self.inventory, self.graph, self.plan, fleet, only_nodes=[self.name],
+                          health_timeout=health_timeout, on_event=on_event, cancel=cancel)
+
+    def wait_ready(self, timeout: float) -> bool:
+        return wait_ready(api_for(self.inventory), k8s_name(self.node), timeout)
+
+
+# -- applying a plan to some nodes (the rollout's ApplyFn) --------------------------------------------------
+
+
+def apply_nodes(
+    inventory: Inventory,
+    graph: ComponentGraph,
+    plan: Plan,
+    fleet: Fleet,
+    *,
+    health_timeout: float | None = None,
+    on_event: Callable[[Any], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> ApplyFn:
+    """An ApplyFn that applies ``plan`` to some nodes through provision.apply_plan."""
+
+    def apply(nodes: Sequence[str]) -> list[str]:
+        report = apply_plan(inventory, graph, plan, fleet, only_nodes=nodes, health_timeout=health_timeout,
+                            on_event=on_event, cancel=cancel)
+        out = [f"{s.node} / {s.component}: {s.detail}" for s in report.run.failed]
+        skipped = [f"{s.node} / {s.component}" for s in report.run.skipped if s.node in nodes]
+        if skipped:
+            out.append("not started: " + ", ".join(skipped))
+        return out
+
+    return apply
