@@ -20,7 +20,7 @@ import pytest
 from click.testing import CliRunner
 
 from piprov.cli import cli
-from piprov.errors import PiprovError
+from piprov.errors import AuthenticationError, PiprovError
 from piprov.inventory.model import Node, SshSettings
 from piprov.keys import generate_keypair, setup_node
 from piprov.transport import SshTransport, known_hosts_name
@@ -103,6 +103,7 @@ def test_failed_password_login_never_shows_the_password(sshd: tuple[int, Path], 
     with pytest.raises(PiprovError) as ei:
         t.run("true")
     assert "authentication" in ei.value.message and ei.value.host == "rpi-node-1"
+    assert isinstance(ei.value, AuthenticationError)
     assert PASSWORD not in _all_text(ei.value)
     assert PASSWORD not in caplog.text
     assert caplog.records  # paramiko did log the exchange: it was checked, not silent
