@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from piprov.errors import GraphError
-from piprov.graph import ComponentGraph, Vertex, load_graph
+from piprov.graph import ComponentGraph, Vertex, components_dot, components_text, dag_dot, dag_text, load_graph, node_dag
 from piprov.inventory.model import ImageSettings, Inventory, NetworkSettings, Node, SshSettings
 
 DATA = Path(__file__).parent / "data" / "graph"
@@ -136,7 +136,7 @@ def test_managed_paths_and_units(graph: ComponentGraph) -> None:
 
 
 def test_node_dag(graph: ComponentGraph) -> None:
-    dag = graph.node_dag(make_inventory(workers=2))
+    dag = node_dag(graph, make_inventory(workers=2))
     order = dag.topological()
     assert len(order) == 5 + 4 * 2
     pos = {v: i for i, v in enumerate(order)}
@@ -169,35 +169,35 @@ def test_node_dag(graph: ComponentGraph) -> None:
 
 
 def test_dag_renderings(graph: ComponentGraph) -> None:
-    dag = graph.node_dag(make_inventory(workers=1))
-    text = dag.to_text()
+    dag = node_dag(graph, make_inventory(workers=1))
+    text = dag_text(dag)
     assert "rpi-node-1/flannel  <- rpi-node-1/docker-bootstrap, rpi-master/etcd" in text
     assert "node_ready http://192.168.1.100:8080/api/v1/nodes/192.168.1.101 (timeout 300s)" in text
-    dot = dag.to_dot()
+    dot = dag_dot(dag)
     assert dot.startswith("digraph piprov {") and dot.rstrip().endswith("}")
     assert '"rpi-master/etcd" -> "rpi-node-1/flannel" [label="unit, http"];' in dot
     assert dot.count("subgraph cluster_") == 2
 
 
 def test_master_only_inventory(graph: ComponentGraph) -> None:
-    dag = graph.node_dag(make_inventory(workers=0))
+    dag = node_dag(graph, make_inventory(workers=0))
     assert [v.component for v in dag.topological()] == [
         "docker-bootstrap", "etcd", "flannel", "docker", "kube-master",
     ]
 
 
 def test_component_graph_renderings(graph: ComponentGraph) -> None:
-    text = graph.to_text()
+    text = components_text(graph)
     assert "flannel [master, worker] requires docker-bootstrap, etcd on master" in text
     assert "    units: docker-bootstrap.socket docker-bootstrap.service" in text
-    dot = graph.to_dot()
+    dot = components_dot(graph)
     assert '"etcd" -> "flannel" [style=dashed, label="on master"];' in dot
     assert '"docker-bootstrap" -> "etcd";' in dot
     assert '"flannel" [label="flannel\\n(master, worker)"];' in dot
 
 
 def test_critical_path(graph: ComponentGraph) -> None:
-    dag = graph.node_dag(make_inventory(workers=2))
+    dag = node_dag(graph, make_inventory(workers=2))
     waits = {v: 1.0 for v in dag.vertices}
     waits[Vertex("rpi-node-2", "docker")] = 10.0
     total, chain = dag.critical_path(waits)
@@ -210,3 +210,13 @@ def test_critical_path(graph: ComponentGraph) -> None:
     ]
     assert total == 14.0
     assert dag.critical_path({}) [0] == 0.0
+
+
+def test_stack_knowledge(graph: ComponentGraph) -> None:
+    # Every unit of the seed stack is disruptive: a restart takes pods or the kubelet away.
+    assert graph.disruptive_units() == frozenset(u for c in graph.components for u in c.units)
+    assert graph.pod_network_prefix == "/coreos.com/network"
+    assert graph.image_names() == ("etcd", "flannel", "hyperkube", "pause")
+    assert graph.binaries() == {"docker": "/usr/bin/docker", "dockerd": "/usr/bin/dockerd"}
+    assert list(graph.binaries("worker")) == ["docker", "dockerd"]
+    assert graph.component("kube-worker").images == ("hyperkube", "pause")

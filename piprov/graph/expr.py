@@ -1,0 +1,49 @@
+"""Small jinja expressions of the playbooks: probe targets, etcdctl prefixes.
+
+One strict environment (an undefined name is an error, never an empty
+string) and the context such an expression sees.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import jinja2
+
+from piprov.errors import RenderError
+from piprov.graph.model import HealthCheck
+from piprov.inventory.model import Inventory, Node
+
+EXPR_ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
+
+
+def probe_context(inventory: Inventory, node: Node) -> dict[str, object]:
+    """What probe targets and other one-line expressions may refer to."""
+    return {
+        "node": node,
+        "master": inventory.master,
+        "network": inventory.network,
+        "cluster_name": inventory.cluster_name,
+        "inventory": inventory,
+    }
+
+
+def render_expression(text: str, context: Mapping[str, object]) -> str:
+    try:
+        return EXPR_ENV.from_string(text).render(context)
+    except jinja2.TemplateError as e:
+        raise RenderError(f"cannot render {text!r}: {e}") from None
+
+
+def render_check(check: HealthCheck, context: Mapping[str, object]) -> HealthCheck:
+    """``check`` with its target rendered for one node."""
+    return HealthCheck(check.probe, render_expression(check.target, context), check.timeout)
+
+
+def syntax_problem(text: str) -> str | None:
+    """Why ``text`` is not a valid expression, or None."""
+    try:
+        EXPR_ENV.parse(text)
+    except jinja2.TemplateSyntaxError as e:
+        return e.message or str(e)
+    return None

@@ -1,0 +1,218 @@
+"""The component model: components, their requirements, files, health checks; the graph of them.
+
+Plain frozen values, built by :mod:`piprov.graph.playbook` from ``playbooks/*.yaml``.
+Nothing here reads a file or renders a template, so the planner may import it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Mapping, get_args
+
+from piprov.errors import GraphError, Location
+from piprov.inventory.model import Role
+
+ProbeKind = Literal["unit", "docker_socket", "file", "http", "node_ready"]
+PROBE_KINDS: tuple[str, ...] = get_args(ProbeKind)
+ROLES: tuple[str, ...] = get_args(Role)
+Placement = Literal["same", "master"]
+
+SYSTEMD_DIR = "/etc/systemd/system/"
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """One probe: ``probe`` kind, ``target`` and ``timeout`` in seconds.
+
+    In a :class:`Component` the target is a jinja expression over the
+    inventory ("http://{{ master.address }}:{{ network.etcd_port }}/health");
+    in a :class:`~piprov.graph.dag.NodeDag` it is rendered for the vertex's node
+    (:func:`piprov.graph.expr.render_check`).
+
+    Kinds: ``unit`` (target: a unit, active on the node), ``docker_socket``
+    (target: a docker host URL answering ``docker -H TARGET version`` on the
+    node), ``file`` (target: a path, non-empty on the node), ``http`` (target:
+    a URL fetched from the controller, 200 expected), ``node_ready`` (target:
+    the apiserver URL of the Node, ``.../api/v1/nodes/NAME``, whose Ready
+    condition must be True).
+    """
+
+    probe: ProbeKind
+    target: str
+    timeout: float
+
+    def __str__(self) -> str:
+        return f"{self.probe} {self.target} (timeout {self.timeout:g}s)"
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """``component`` must be healthy first: on the ``same`` node, or on the ``master``."""
+
+    component: str
+    on: Placement = "same"
+
+    def __str__(self) -> str:
+        return self.component if self.on == "same" else f"{self.component} on {self.on}"
+
+
+@dataclass(frozen=True)
+class ManagedFile:
+    """A file the component owns, rendered from ``template`` to ``path``."""
+
+    template: str
+    path: str
+    mode: int = 0o644
+    owner: str = "root"
+    group: str = "root"
+    # Units to restart when this file's content changes (besides the unit
+    # whose own unit file this is, which always restarts).
+    restarts: tuple[str, ...] = ()
+
+    @property
+    def unit(self) -> str | None:
+        """The systemd unit this file defines, if it is a unit file."""
+        if self.path.startswith(SYSTEMD_DIR) and "/" not in self.path[len(SYSTEMD_DIR):]:
+            return self.path[len(SYSTEMD_DIR):]
+        return None
+
+
+@dataclass(frozen=True)
+class EtcdKeys:
+    """Desired etcd v2 keys a component owns, written after it is healthy.
+
+    ``etcdctl`` is the command prefix (jinja) that reaches etcd on its node;
+    ``keys`` maps each key to the template rendering its value.
+    """
+
+    etcdctl: str
+    keys: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Component:
+    name: str
+    description: str
+    roles: tuple[Role, ...]
+    requires: tuple[Requirement, ...]
+    units: tuple[str, ...]
+    files: tuple[ManagedFile, ...]
+    health: tuple[HealthCheck, ...]
+    etcd_keys: EtcdKeys | None = None
+    # Non-graph systemd dependencies (e.g. network-online.target).
+    systemd_after: tuple[str, ...] = ()
+    systemd_wants: tuple[str, ...] = ()
+    location: Location | None = None
+    # Restarting its units takes pods or the kubelet away: a rollout drains first.
+    disruptive: bool = False
+    # Image names (inventory ``images.<name>``) its templates run.
+    images: tuple[str, ...] = ()
+    # Programs its units run on the node; default paths in ComponentGraph.binary_paths.
+    binaries: tuple[str, ...] = ()
+    # The etcd prefix of the pod network this component holds (flannel's leases).
+    pod_network_prefix: str | None = None
+
+    def runs_on(self, role: str) -> bool:
+        return role in self.roles
+
+    @property
+    def restart_triggers(self) -> dict[str, tuple[str, ...]]:
+        """Target path -> units restarted when that file's content changes."""
+        triggers: dict[str, tuple[str, ...]] = {}
+        for f in self.files:
+            units = list(f.restarts)
+            own = f.unit
+            if own is not None and own in self.units and own not in units:
+                units.insert(0, own)
+            triggers[f.path] = tuple(units)
+        return triggers
+
+
+@dataclass(frozen=True)
+class ComponentGraph:
+    """Components in topological order (ties kept in playbook order)."""
+
+    components: tuple[Component, ...]
+    vars: Mapping[str, object] = field(default_factory=dict)
+    sources: tuple[Path, ...] = ()
+    # Program name -> where it lives when the node's facts do not say.
+    binary_paths: Mapping[str, str] = field(default_factory=dict)
+
+    def component(self, name: str) -> Component:
+        for c in self.components:
+            if c.name == name:
+                return c
+        raise GraphError(f"no component named {name!r} in the playbooks")
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.components]
+
+    def for_role(self, role: str) -> list[Component]:
+        return [c for c in self.components if c.runs_on(role)]
+
+    def unit_dependencies(
+        self, component: str | Component, *, role: str | None = None, unit: str | None = None
+    ) -> tuple[list[str], list[str]]:
+        """``(after, requires)`` unit lists for the units of ``component``.
+
+        Same-node requirements give ``After=`` and ``Requires=``; a requirement
+        on the master gives ``After=`` only, and only when ``role`` is "master". For a
+        ``X.service`` whose ``X.socket`` the component also owns, the socket is
+        added: the service is socket-activated. System dependencies from the
+        playbook (``systemd: after/wants``) go to ``after`` only; see
+        :meth:`unit_wants`.
+        """
+        comp = component if isinstance(component, Component) else self.component(component)
+        after: list[str] = list(comp.systemd_after)
+        requires: list[str] = []
+        if unit is not None and unit.endswith(".socket"):
+            # A listening socket needs nothing; its service carries the ordering.
+            return [], []
+        if unit is not None and unit.endswith(".service"):
+            sock = unit[: -len(".service")] + ".socket"
+            if sock in comp.units:
+                after.append(sock)
+                requires.append(sock)
+        for req in comp.requires:
+            if req.on != "same" and role != req.on:
+                continue
+            dep = self.component(req.component)
+            for u in dep.units:
+                if u not in after:
+                    after.append(u)
+                # A requirement on "the master's X" is a network dependency: on
+                # the master itself it orders the start but, as on workers, a
+                # restart of X must not restart this unit (Requires= would).
+                if req.on == "same" and u not in requires and not u.endswith(".socket"):
+                    requires.append(u)
+        return after, requires
+
+    def unit_wants(self, component: str | Component) -> list[str]:
+        comp = component if isinstance(component, Component) else self.component(component)
+        return list(comp.systemd_wants)
+
+    def disruptive_units(self) -> frozenset[str]:
+        """Units whose restart takes pods or the kubelet away (of ``disruptive`` components)."""
+        return frozenset(u for c in self.components if c.disruptive for u in c.units)
+
+    @property
+    def pod_network_prefix(self) -> str | None:
+        """The etcd prefix under which the pod network (flannel) keeps its config and leases."""
+        return next((c.pod_network_prefix for c in self.components if c.pod_network_prefix), None)
+
+    def image_names(self) -> tuple[str, ...]:
+        """Every image the components run, in graph order: the inventory's ``images.<name>`` keys."""
+        return tuple(dict.fromkeys(i for c in self.components for i in c.images))
+
+    def binaries(self, role: str | None = None) -> dict[str, str]:
+        """Program name -> default path, for the components of ``role`` (all when None)."""
+        comps = self.components if role is None else self.for_role(role)
+        return {b: self.binary_paths[b] for c in comps for b in c.binaries}
+
+    def managed_paths(self, role: str) -> list[str]:
+        return [f.path for c in self.for_role(role) for f in c.files]
+
+    def managed_units(self, role: str) -> list[str]:
+        return [u for c in self.for_role(role) for u in c.units]
