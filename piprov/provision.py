@@ -21,7 +21,7 @@ from typing import Callable, Iterable
 from piprov import apply as sh
 from piprov.errors import FactsError, PiprovError
 from piprov.facts import NodeFacts, parse_facts
-from piprov.graph import ComponentGraph, HealthCheck, NodeDag, Vertex
+from piprov.graph import ComponentGraph, HealthCheck, NodeDag, Vertex, node_dag
 from piprov.health import Probe, ProbeResult, wait_healthy
 from piprov.inventory.model import HostKeyPolicy, Inventory
 from piprov.lock import FileLock
@@ -226,7 +226,7 @@ def apply_plan(
     health_timeout: float | None = None,
 ) -> ApplyReport:
     """Apply ``plan`` along the node x component DAG; failures come back as data."""
-    dag = graph.node_dag(inventory)
+    dag = node_dag(graph, inventory)
     plans = {np.node: np for np in plan.nodes}
     scope = set(only_nodes) if only_nodes is not None else None
     states = {n.name: _NodeState() for n in inventory.nodes}

@@ -8,70 +8,19 @@ error names the template and the line.
 from __future__ import annotations
 
 import functools
-import hashlib
 import types
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
 import jinja2
 
-from piprov.errors import RenderError
-from piprov.graph import Component, ComponentGraph, HealthCheck, ManagedFile, probe_context, render_expression
+from piprov.errors import PiprovError, RenderError
+from piprov.facts.model import NodeFacts
+from piprov.graph import Component, ComponentGraph, HealthCheck, ManagedFile, probe_context, render_check, render_expression
 from piprov.inventory.model import ARCH_MAP, Inventory, Node, image_arch
+from piprov.plan.desired import DesiredFile, DesiredNode
 
-
-@dataclass(frozen=True)
-class DesiredFile:
-    path: str
-    content: bytes
-    mode: int
-    owner: str
-    group: str
-    component: str
-    template: str = ""
-    # Units restarted when this file's content changes.
-    restarts: tuple[str, ...] = ()
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.content).hexdigest()
-
-    @property
-    def is_unit_file(self) -> bool:
-        return self.path.startswith("/etc/systemd/system/")
-
-
-@dataclass(frozen=True)
-class DesiredNode:
-    node: Node
-    arch: str  # image arch: arm, arm64, amd64
-    hostname: str
-    files: list[DesiredFile]
-    units: dict[str, list[str]]  # component -> its units on this node, graph order
-    etcd_keys: dict[str, str]  # key -> value (master only)
-    # Command prefix reaching etcd on this node (``... etcdctl --endpoints=...``).
-    etcdctl: str | None = None
-    health: dict[str, tuple[HealthCheck, ...]] = field(default_factory=dict)
-
-    @property
-    def name(self) -> str:
-        return self.node.name
-
-    @property
-    def components(self) -> list[str]:
-        return list(self.units)
-
-    def files_for(self, component: str) -> list[DesiredFile]:
-        return [f for f in self.files if f.component == component]
-
-    @property
-    def paths(self) -> list[str]:
-        return [f.path for f in self.files]
-
-    @property
-    def all_units(self) -> list[str]:
-        return [u for us in self.units.values() for u in us]
+__all__ = ["DesiredFile", "DesiredNode", "desired_state", "facts_command_for", "node_image_arch", "node_machine"]
 
 
 def to_image_arch(arch: str) -> str:
@@ -82,6 +31,23 @@ def to_image_arch(arch: str) -> str:
 def node_image_arch(node: Node, machine: str) -> str:
     """Image arch of a node: its inventory override, else what ``uname -m`` said."""
     return to_image_arch(node.arch or machine)
+
+
+def node_machine(graph: ComponentGraph, node: Node, facts: NodeFacts) -> tuple[str, dict[str, str]]:
+    """What the node's facts say its desired state is rendered for: image arch and program paths.
+
+    Raises a PiprovError that concerns this node alone: an architecture piprov
+    has no images for, or no docker.
+    """
+    arch = node_image_arch(node, facts.machine)
+    missing = [b for b in graph.binaries(node.role) if facts.binaries.get(b, "") is None]
+    if missing:
+        raise PiprovError(
+            f"docker is not installed: no {' or '.join(missing)} in sudo's PATH",
+            host=facts.host,
+            hint="piprov needs docker on every node (HypriotOS ships it; on Debian: apt install docker.io)",
+        )
+    return arch, {b: p for b, p in facts.binaries.items() if p is not None}
 
 
 def template_environment(templates_dir: Path | None = None) -> jinja2.Environment:
@@ -104,11 +70,6 @@ def _environment(templates_dir: Path) -> jinja2.Environment:
     )
 
 
-# Where the programs the units run live when the facts do not say (docker-ce,
-# as on HypriotOS). Debian's docker.io has /usr/sbin/dockerd: the facts tell.
-DEFAULT_BINARIES: Mapping[str, str] = {"docker": "/usr/bin/docker", "dockerd": "/usr/bin/dockerd"}
-
-
 def template_context(
     inventory: Inventory,
     graph: ComponentGraph,
@@ -120,7 +81,10 @@ def template_context(
     ctx = probe_context(inventory, node)
     ctx.update(
         arch=arch,
-        bin=types.SimpleNamespace(**{**DEFAULT_BINARIES, **(binaries or {})}),
+        # Where the programs the units run live when the facts do not say: the
+        # playbook's defaults (docker-ce, as on HypriotOS); Debian's docker.io has
+        # /usr/sbin/dockerd, and the facts tell.
+        bin=types.SimpleNamespace(**{**graph.binaries(node.role), **(binaries or {})}),
         images=types.SimpleNamespace(**{c: inventory.images.ref(c, arch) for c in graph.image_names()}),
         insecure_registries=list(inventory.images.insecure_registries),
         vars=dict(graph.vars),
@@ -200,7 +164,8 @@ def desired_state(
     """What ``node`` should look like. ``arch`` is an image arch or a ``uname -m``.
 
     ``binaries`` maps program names (docker, dockerd) to their paths on the
-    node, from :attr:`piprov.facts.NodeFacts.binaries`; see DEFAULT_BINARIES.
+    node, from :attr:`piprov.facts.NodeFacts.binaries`; the playbook's
+    defaults (``ComponentGraph.binaries``) fill in the others.
     """
     if isinstance(node, str):
         node = inventory.node(node)
@@ -212,16 +177,21 @@ def desired_state(
     etcd_keys: dict[str, str] = {}
     etcdctl: str | None = None
     health: dict[str, tuple[HealthCheck, ...]] = {}
+    requires: dict[str, tuple[str, ...]] = {}
+    etcd_owners: dict[str, str] = {}
     for c in graph.for_role(node.role):
         units[c.name] = list(c.units)
+        for u in c.units:
+            requires[u] = tuple(graph.unit_dependencies(c, role=node.role, unit=u)[1])
         for f in c.files:
             files.append(render_file(env, graph, c, f, ctx, node.role))
-        health[c.name] = tuple(h.render(ctx) for h in c.health)
+        health[c.name] = tuple(render_check(h, ctx) for h in c.health)
         if c.etcd_keys is not None:
             etcdctl = render_expression(c.etcd_keys.etcdctl, ctx).strip()
             local = dict(ctx, component=c.name)
             for key, template in c.etcd_keys.keys.items():
                 etcd_keys[key] = _render(env, template, local).strip()
+                etcd_owners[key] = c.name
     return DesiredNode(
         node=node,
         arch=arch,
@@ -231,6 +201,8 @@ def desired_state(
         etcd_keys=etcd_keys,
         etcdctl=etcdctl,
         health=health,
+        requires=requires,
+        etcd_owners=etcd_owners,
     )
 
 
@@ -256,4 +228,5 @@ def facts_command_for(inventory: Inventory, graph: ComponentGraph, node: Node | 
         list(dict.fromkeys(graph.managed_units(node.role))),
         etcdctl=etcdctl,
         etcd_keys=keys,
+        binaries=list(graph.binaries(node.role)),
     )

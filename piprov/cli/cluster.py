@@ -16,7 +16,7 @@ from piprov.cli.app import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, ExitWith, err, inv
 from piprov.cli.views import Progress, plan_summary, print_plan, print_report, report_json
 from piprov.errors import PiprovError
 from piprov.facts import NodeFacts
-from piprov.graph import ComponentGraph, load_graph
+from piprov.graph import ComponentGraph, dag_dot, dag_text, load_graph, node_dag
 from piprov.inventory import Inventory, Node, load
 from piprov.keys import default_password_report
 from piprov.localfs import atomic_write
@@ -116,7 +116,7 @@ def up_cmd(inventory_path: Path, trust_new_hosts: bool, as_json: bool, show_plan
     if batch is not None and max_unavailable is not None:
         raise click.UsageError("give --batch or --max-unavailable, not both")
     if rolling:
-        from piprov.cli.node_cmd import rolling_up
+        from piprov.cli.rolling_cmd import rolling_up
 
         rolling_up(inventory_path, trust_new_hosts=trust_new_hosts, as_json=as_json, batch=batch,
                    max_unavailable=max_unavailable, health_timeout=health_timeout)
@@ -203,7 +203,7 @@ def status_cmd(inventory_path: Path, as_json: bool, trust_new_hosts: bool) -> No
 
 def _kube_nodes(inventory: Inventory) -> tuple[dict[str, Any], str]:
     """The cluster's Node objects by name, or why the API could not say."""
-    from piprov.rolling import api_for
+    from piprov.kube.client import api_for
 
     api = api_for(inventory, timeout=3)
     try:
@@ -214,7 +214,7 @@ def _kube_nodes(inventory: Inventory) -> tuple[dict[str, Any], str]:
 
 def _status_row(node: Node, f: object, graph: ComponentGraph, kn: Any, api_error: str) -> tuple[dict[str, Any], bool]:
     """One node's row of `status`, and whether it is healthy."""
-    from piprov.kubeapi import is_ready, is_unschedulable
+    from piprov.kube.client import is_ready, is_unschedulable
 
     row: dict[str, Any] = {"node": node.name, "address": node.address, "role": node.role}
     healthy = True
@@ -279,8 +279,8 @@ def graph_cmd(inventory_path: Path, dot: bool, components: bool) -> None:
             req = ", ".join(str(r) for r in c.requires) or "-"
             out.print(f"{c.name} [{', '.join(c.roles)}] requires: {req}; units: {', '.join(c.units)}")
         return
-    dag = graph.node_dag(load(inventory_path))
-    sys.stdout.write(dag.to_dot() if dot else dag.to_text())
+    dag = node_dag(graph, load(inventory_path))
+    sys.stdout.write(dag_dot(dag) if dot else dag_text(dag))
 
 
 # -- kubeconfig --------------------------------------------------------------------------------------------
