@@ -16,7 +16,7 @@ inventory: ``discover --add`` writes planned names, the validated address and
 the validated MAC only.
 
 The rooms: ``records`` (what is handed back), ``pi`` (what a Pi looks like),
-``merge`` (answers into hosts), ``additions`` (hosts against the inventory),
+``hosts`` (answers merged into hosts), ``additions`` (hosts against the inventory),
 ``browse`` (python-zeroconf). This package writes nothing; :func:`discover`
 returns records.
 """
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from piprov.discover.additions import inventory_match, plan_additions
 from piprov.discover.browse import discover, local_adapters
-from piprov.discover.merge import MAX_TXT_BYTES, MAX_TXT_ENTRIES, check_hostname, merge, networks_of
+from piprov.discover.hosts import MAX_TXT_BYTES, MAX_TXT_ENTRIES, check_hostname, merge, networks_of
 from piprov.discover.pi import (
     HYPRIOT_DEFAULT_NAME,
     OTHER_SERVICE_TYPES,

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from piprov.discover.merge import Network, merge, networks_of
+from piprov.discover.hosts import Network, merge, networks_of
 from piprov.discover.pi import OTHER_SERVICE_TYPES, PI_SERVICE_TYPES
 from piprov.discover.records import DiscoveryResult, ServiceAnswer
 from piprov.errors import DiscoveryError
