@@ -1,0 +1,258 @@
+"""The inventory's schema, as data: the validator walks it, `inventory set` uses it
+to know what type a value on the command line should have.
+
+Each value check returns None if the value is fine, else a message for the user.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import ipaddress
+import re
+from collections.abc import Mapping
+from typing import Any, Callable
+
+from piprov.inventory.model import ARCH_MAP
+
+Check = Callable[[Any], "str | None"]
+
+_LABEL_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+_USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+_REGISTRY_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?(/[a-z0-9]+([._/-][a-z0-9]+)*)?$")
+_HOSTPORT_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?:[0-9]{1,5}$")
+_REPO_RE = re.compile(r"^[a-z0-9]+([._/-][a-z0-9]+)*$")
+_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+_LABEL_KEY_RE = re.compile(r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+_LABEL_VALUE_RE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+
+HOST_KEY_POLICIES = ("strict", "tofu")
+ROLES = ("master", "worker")
+FLANNEL_BACKENDS = ("host-gw", "vxlan", "udp")
+IMAGE_ARCHES = tuple(sorted(set(ARCH_MAP.values())))
+
+
+def is_hostname_label(name: str) -> bool:
+    """RFC 1123 host name label: letters, digits, hyphens; 1-63 chars; no hyphen at either end."""
+    return bool(_LABEL_RE.match(name))
+
+
+def _hostname(v: Any) -> str | None:
+    if not is_hostname_label(v):
+        return (
+            f"{v!r} is not a valid host name: use 1-63 letters, digits and hyphens, "
+            "not starting or ending with a hyphen (RFC 1123)"
+        )
+    return None
+
+
+def _ip(v: Any) -> str | None:
+    try:
+        ipaddress.ip_address(v)
+    except ValueError:
+        return f"{v!r} is not a valid IP address"
+    return None
+
+
+def _port(v: Any) -> str | None:
+    return None if 1 <= v <= 65535 else f"{v} is not a valid port (1-65535)"
+
+
+def _choice(options: tuple[str, ...]) -> Check:
+    def check(v: Any) -> str | None:
+        if v in options:
+            return None
+        return f"{v!r} is not one of {', '.join(options)}{_did_you_mean(v, options)}"
+
+    return check
+
+
+def _regex(rx: re.Pattern[str], what: str) -> Check:
+    def check(v: Any) -> str | None:
+        return None if rx.match(v) else f"{v!r} is not a valid {what}"
+
+    return check
+
+
+def _positive_timeout(v: Any) -> str | None:
+    return None if 0 < v <= 600 else f"{v} is not a sensible timeout (0 < seconds <= 600)"
+
+
+def _cidr(v: Any) -> str | None:
+    try:
+        net = ipaddress.IPv4Network(v, strict=True)
+    except ValueError as e:
+        return f"{v!r} is not a valid IPv4 network in CIDR form (e.g. 10.0.0.0/16): {e}"
+    if net.prefixlen > 28:
+        return f"{v} is too small for a pod network (prefix /{net.prefixlen}; use /28 or larger)"
+    return None
+
+
+def _subnet_len(v: Any) -> str | None:
+    return None if 8 <= v <= 30 else f"{v} is not a usable per-node subnet length (8-30)"
+
+
+def _mtu(v: Any) -> str | None:
+    return None if 576 <= v <= 9000 else f"{v} is not a sensible MTU (576-9000)"
+
+
+def _mac(v: Any) -> str | None:
+    return None if _MAC_RE.match(v) else f"{v!r} is not a MAC address like b8:27:eb:12:34:56 (lower case)"
+
+
+def _tag(v: Any) -> str | None:
+    return None if _TAG_RE.match(v) else f"{v!r} is not a valid image tag"
+
+
+def _non_empty(v: Any) -> str | None:
+    return None if v.strip() else "must not be empty"
+
+
+def _did_you_mean(word: Any, options: Any) -> str:
+    if not isinstance(word, str):
+        return ""
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+# ---------------------------------------------------------------------------
+# The schema, as data: the validator walks it, `inventory set` uses it to know
+# what type a value on the command line should have.
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    kind: str  # str | int | number | bool | map | list | dict (free keys)
+    required: bool = False
+    nullable: bool = False
+    check: Check | None = None
+    fields: Mapping[str, "Field"] | None = None  # kind == "map"
+    items: "Field | None" = None  # kind == "list" or "dict" (values)
+    key_check: Check | None = None  # kind == "dict"
+    hint: str | None = None
+
+
+def _ssh_fields(top_level: bool) -> dict[str, Field]:
+    f = {
+        "user": Field("str", check=_regex(_USER_RE, "user name")),
+        "port": Field("int", check=_port),
+        "identity_file": Field("str", check=_non_empty),
+        "host_key_policy": Field("str", check=_choice(HOST_KEY_POLICIES)),
+        "connect_timeout": Field("number", check=_positive_timeout),
+    }
+    if top_level:
+        f["known_hosts"] = Field("str", check=_non_empty)
+    return f
+
+
+_IMAGE_SPEC = Field(
+    "map",
+    fields={
+        "repository": Field("str", required=True, check=_regex(_REPO_RE, "image repository")),
+        "tag": Field("str", required=True, check=_tag, hint='quote tags that look like numbers, e.g. tag: "2.0"'),
+    },
+)
+
+
+def default_image_names() -> tuple[str, ...]:
+    """The image names the default playbooks run (``images.<name>`` keys)."""
+    from piprov.graph.playbook import default_image_names as names
+
+    return names()
+
+
+@functools.lru_cache(maxsize=8)
+def schema(image_names: tuple[str, ...] | None = None) -> Field:
+    """The inventory schema; ``images.<name>`` for each of ``image_names`` (default: the playbooks')."""
+    names = default_image_names() if image_names is None else image_names
+    return _schema(names)
+
+
+def _schema(image_names: tuple[str, ...]) -> Field:
+    return Field(
+        "map",
+        fields={
+            "cluster": Field(
+                "map",
+                required=True,
+                fields={"name": Field("str", required=True, check=_hostname)},
+            ),
+            "ssh": Field("map", nullable=True, fields=_ssh_fields(True)),
+            "images": _images_field(image_names),
+            "network": _NETWORK,
+            "nodes": _NODES,
+        },
+    )
+
+
+def _images_field(image_names: tuple[str, ...]) -> Field:
+    return Field(
+        "map",
+        nullable=True,
+        fields={
+            "registry": Field("str", check=_regex(_REGISTRY_RE, "registry (host[:port][/path])")),
+            "insecure_registries": Field(
+                "list", nullable=True, items=Field("str", check=_regex(_HOSTPORT_RE, "registry address (host:port)"))
+            ),
+            **{c: _IMAGE_SPEC for c in image_names},
+            "arch_overrides": Field(
+                "dict",
+                nullable=True,
+                key_check=_choice(IMAGE_ARCHES),
+                items=Field("map", fields={c: _IMAGE_SPEC for c in image_names}),
+            ),
+        },
+    )
+
+
+_NETWORK = Field(
+    "map",
+    nullable=True,
+    fields={
+        "flannel_network": Field("str", check=_cidr),
+        "flannel_subnet_len": Field("int", check=_subnet_len),
+        "flannel_backend": Field("str", check=_choice(FLANNEL_BACKENDS)),
+        "mtu": Field("int", nullable=True, check=_mtu),
+        "etcd_port": Field("int", check=_port),
+        "apiserver_port": Field("int", check=_port),
+    },
+)
+
+_NODES = Field(
+    "list",
+    required=True,
+    items=Field(
+        "map",
+        fields={
+            "name": Field("str", required=True, check=_hostname),
+            "address": Field("str", required=True, check=_ip),
+            "role": Field("str", required=True, check=_choice(ROLES)),
+            "arch": Field("str", check=_choice(tuple(sorted(ARCH_MAP)))),
+            "mac": Field("str", check=_mac),
+            "labels": Field(
+                "dict",
+                nullable=True,
+                key_check=_regex(_LABEL_KEY_RE, "Kubernetes label key"),
+                items=Field("str", check=_regex(_LABEL_VALUE_RE, "Kubernetes label value")),
+            ),
+            "ssh": Field("map", nullable=True, fields=_ssh_fields(False)),
+        },
+    ),
+)
+
+
+def field_at(path: list[str]) -> Field | None:
+    """The schema field for a dotted path (node names/list indexes stand for an item)."""
+    f: Field | None = schema()
+    for part in path:
+        if f is None:
+            return None
+        if f.kind == "map":
+            f = (f.fields or {}).get(part)
+        elif f.kind in ("list", "dict"):
+            f = f.items
+        else:
+            return None
+    return f
