@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from piprov.errors import InventoryError, ProblemList
+from piprov.errors import InventoryError, InventoryNotFoundError, ProblemList
 from piprov.inventory import load, load_text
 
 DATA = Path(__file__).parent / "data" / "inventory"
@@ -114,8 +114,9 @@ def test_syntax_errors_have_positions(text: str, fragment: str, line: int) -> No
 
 
 def test_missing_and_binary_files(tmp_path: Path) -> None:
-    with pytest.raises(InventoryError, match="does not exist"):
+    with pytest.raises(InventoryError, match="does not exist") as missing:
         load(tmp_path / "nope.yaml")
+    assert isinstance(missing.value, InventoryNotFoundError)
     bad = tmp_path / "bin.yaml"
     bad.write_bytes(b"cluster:\n  name: \xff\xfe\n")
     with pytest.raises(InventoryError, match="UTF-8") as ei:
