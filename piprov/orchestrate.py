@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Generic, Hashable, Iterable, Literal, Sequence, TypeVar
 
 from piprov.errors import PiprovError
@@ -35,6 +35,9 @@ class StepResult:
     detail: str = ""  # why it failed / what it changed / which probe passed
     started: float = 0.0  # monotonic clock, for the timeline
     finished: float = 0.0
+    # The error itself when it stopped the step before it began (its node could not be
+    # planned): the CLI shows it with its hint.
+    error: PiprovError | None = None
 
     @property
     def ok(self) -> bool:
@@ -118,8 +121,7 @@ def run_dag(
                 started=t0, finished=time.monotonic(),
             )
         if not r.started:
-            r = StepResult(r.node, r.component, r.status, r.apply_seconds, r.wait_seconds, r.detail,
-                           t0, time.monotonic())
+            r = replace(r, started=t0, finished=time.monotonic())
         emit(Event("done", node, comp, r))
         return r
 

@@ -1,34 +1,35 @@
-"""The main job, end to end: facts -> plan -> apply along the one graph.
+"""The main job, end to end: facts -> desired state -> plan -> apply along the one graph.
 
-``facts_and_plan`` reads every node in parallel, one SSH command each, and
-plans each node with the pure planner as soon as its facts are in. ``apply_plan`` walks the
-node x component DAG (``orchestrate.run_dag``): each vertex writes its files,
-reloads/enables/(re)starts its units in ONE round trip, then waits on its
+``facts_and_plan`` reads every node in parallel, one SSH command each, and as
+soon as a node's facts are in, renders its desired state (``render``) and plans
+it with the pure planner (``plan``). ``apply_plan`` walks the node x component
+DAG (``orchestrate.run_dag``): each vertex does its actions (files, then
+reload/enable/(re)start of its units) in ONE round trip, then waits on its
 health checks; dependents start only after that. An unchanged vertex costs
 nothing: a no-op run is one SSH command per node.
 """
 
 from __future__ import annotations
 
-import shlex
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
-from piprov import apply as sh
 from piprov.errors import FactsError, PiprovError
 from piprov.facts import NodeFacts, parse_facts
+from piprov.fleet import Fleet as Fleet
+from piprov.fleet import FleetResult, parallel
 from piprov.graph import ComponentGraph, HealthCheck, NodeDag, Vertex, node_dag
 from piprov.health import Probe, ProbeResult, wait_healthy
-from piprov.inventory.model import HostKeyPolicy, Inventory
+from piprov.inventory.model import Inventory, Node
 from piprov.lock import FileLock
 from piprov.orchestrate import Event, RunResult, StepResult, run_dag
-from piprov.plan import ComponentPlan, NodePlan, Plan, plan_one
-from piprov.render import facts_command_for
-from piprov.transport import SshTransport, Transport
+from piprov.plan import DisableUnits, NodePlan, Plan, plan_node
+from piprov.render import desired_state, facts_command_for, node_machine
+from piprov.shell import script as sh
+from piprov.transport import Transport
 
 FACTS_TIMEOUT = 60.0
 APPLY_TIMEOUT = 600.0  # first start pulls images over the LAN
@@ -40,61 +41,7 @@ def run_lock(inventory: Inventory) -> FileLock:
     return FileLock(path.with_name(path.name + ".up.lock"), what=f"piprov up on {inventory.cluster_name}")
 
 
-@dataclass
-class Fleet:
-    """Open transports to the inventory's nodes; closed with the fleet."""
-
-    inventory: Inventory
-    transports: dict[str, Transport]
-
-    @classmethod
-    def connect(
-        cls,
-        inventory: Inventory,
-        names: Iterable[str] | None = None,
-        *,
-        policy: HostKeyPolicy | None = None,
-        password: str | None = None,
-    ) -> Fleet:
-        wanted = set(names) if names is not None else None
-        ts: dict[str, Transport] = {}
-        for node in inventory.nodes:
-            if wanted is None or node.name in wanted:
-                ts[node.name] = SshTransport(node, inventory.known_hosts, policy=policy, password=password)
-        return cls(inventory, ts)
-
-    def close(self) -> None:
-        for t in self.transports.values():
-            t.close()
-
-    def __enter__(self) -> Fleet:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def round_trips(self) -> dict[str, int]:
-        return {name: t.round_trips for name, t in self.transports.items()}
-
-
-def parallel(names: Iterable[str], fn: Callable[[str], object], max_workers: int = 32) -> dict[str, object]:
-    """Run ``fn(name)`` for every name at once; results or PiprovErrors by name."""
-    names = list(names)
-    out: dict[str, object] = {}
-    if not names:
-        return out
-
-    def guarded(n: str) -> object:
-        try:
-            return fn(n)
-        except PiprovError as e:
-            e.host = e.host or n
-            return e
-
-    with ThreadPoolExecutor(max_workers=min(max_workers, len(names)), thread_name_prefix="piprov-node") as pool:
-        for n, r in zip(names, pool.map(guarded, names)):
-            out[n] = r
-    return out
+# -- facts and plan ---------------------------------------------------------------------------------
 
 
 def read_facts(inventory: Inventory, graph: ComponentGraph, fleet: Fleet, name: str) -> NodeFacts:
@@ -109,27 +56,83 @@ def read_facts(inventory: Inventory, graph: ComponentGraph, fleet: Fleet, name: 
     return parse_facts(name, res.stdout)
 
 
-def gather_facts(
-    inventory: Inventory, graph: ComponentGraph, fleet: Fleet
-) -> dict[str, NodeFacts | PiprovError]:
+def gather_facts(inventory: Inventory, graph: ComponentGraph, fleet: Fleet) -> FleetResult[NodeFacts]:
     """Every node's facts, one SSH command each, in parallel."""
-    results = parallel(fleet.transports, lambda name: read_facts(inventory, graph, fleet, name))
-    return {n: r for n, r in results.items() if isinstance(r, (NodeFacts, PiprovError))}
+    return parallel(fleet.transports, lambda name: read_facts(inventory, graph, fleet, name))
 
 
-def facts_and_plan(
-    inventory: Inventory, graph: ComponentGraph, fleet: Fleet
-) -> tuple[dict[str, NodeFacts | PiprovError], Plan]:
+def _naming(node: Node, e: PiprovError) -> PiprovError:
+    e.host = e.host or node.name
+    return e
+
+
+def plan_one(
+    inventory: Inventory,
+    graph: ComponentGraph,
+    node: Node,
+    facts: NodeFacts | PiprovError | None,
+    *,
+    templates_dir: Path | None = None,
+) -> NodePlan | PiprovError:
+    """One node's plan from its facts, or the error that leaves it without one (naming the node).
+
+    Rendering errors (a broken template or inventory) are raised: they concern
+    every node, not this one.
+    """
+    if facts is None:
+        return _naming(node, PiprovError("no facts were gathered"))
+    if isinstance(facts, PiprovError):
+        return _naming(node, facts)
+    try:
+        arch, binaries = node_machine(graph, node, facts)
+    except PiprovError as e:
+        return _naming(node, e)
+    desired = desired_state(inventory, graph, node, arch, binaries=binaries, templates_dir=templates_dir)
+    try:
+        return plan_node(desired, facts)
+    except FactsError as e:
+        return _naming(node, e)
+
+
+def _plan_of(inventory: Inventory, planned: Mapping[str, NodePlan | PiprovError]) -> Plan:
+    """The nodes' plans and errors, in the inventory's order."""
+    nodes: list[NodePlan] = []
+    errors: dict[str, PiprovError] = {}
+    for node in inventory.nodes:
+        p = planned.get(node.name)
+        if isinstance(p, NodePlan):
+            nodes.append(p)
+        elif p is not None:
+            errors[node.name] = p
+    return Plan(nodes, errors)
+
+
+def plan_cluster(
+    inventory: Inventory,
+    graph: ComponentGraph,
+    facts: Mapping[str, NodeFacts | PiprovError],
+    *,
+    templates_dir: Path | None = None,
+) -> Plan:
+    """Plan every node of the inventory from its facts (keyed by node name).
+
+    A node whose facts are missing or an error gets an entry in ``Plan.errors``
+    and no plan: partial failure is data.
+    """
+    return _plan_of(inventory, {n.name: plan_one(inventory, graph, n, facts.get(n.name), templates_dir=templates_dir)
+                                for n in inventory.nodes})
+
+
+def facts_and_plan(inventory: Inventory, graph: ComponentGraph, fleet: Fleet) -> tuple[FleetResult[NodeFacts], Plan]:
     """Every node's facts and plan, in parallel: the same as gather_facts + plan_cluster.
 
     Each node is planned in its own worker as soon as its facts are in, so
     rendering its templates overlaps the other nodes' SSH round trips instead
     of following the slowest one.
     """
+    raised: dict[str, PiprovError] = {}
 
-    done: dict[str, tuple[NodeFacts | PiprovError, NodePlan | str | PiprovError]] = {}
-
-    def one(name: str) -> None:
+    def one(name: str) -> tuple[NodeFacts | PiprovError, NodePlan | PiprovError]:
         facts: NodeFacts | PiprovError
         try:
             facts = read_facts(inventory, graph, fleet, name)
@@ -137,25 +140,21 @@ def facts_and_plan(
             e.host = e.host or name
             facts = e
         try:
-            done[name] = (facts, plan_one(inventory, graph, inventory.node(name), facts))
+            return facts, plan_one(inventory, graph, inventory.node(name), facts)
         except PiprovError as e:
-            done[name] = (facts, e)
+            raised[name] = e
+            return facts, e
 
-    parallel(fleet.transports, one)
-    facts: dict[str, NodeFacts | PiprovError] = {}
-    nodes: list[NodePlan] = []
-    errors: dict[str, str] = {}
+    done = parallel(fleet.transports, one).succeeded
     for node in inventory.nodes:
-        if node.name not in done:
-            continue
-        facts[node.name], planned = done[node.name]
-        if isinstance(planned, PiprovError):
-            raise planned  # a template or inventory error: every node has it
-        if isinstance(planned, NodePlan):
-            nodes.append(planned)
-        else:
-            errors[node.name] = planned
-    return facts, Plan(nodes, errors)
+        if node.name in raised:
+            raise raised[node.name]  # a template or inventory error: every node has it
+    order = [n.name for n in inventory.nodes if n.name in done]
+    facts = FleetResult({n: done[n][0] for n in order})
+    return facts, _plan_of(inventory, {n: done[n][1] for n in order})
+
+
+# -- apply --------------------------------------------------------------------------------------------
 
 
 def to_probe(check: HealthCheck, cap: float | None = None) -> Probe:
@@ -169,31 +168,6 @@ def needs_text(dag: NodeDag, v: Vertex) -> str:
     remote = [e for e in dag.edges_into(v) if e.required.node != v.node]
     parts = [f"{e.required} ({'; '.join(f'{h.probe} {h.target}' for h in e.gate)})" for e in remote]
     return f"; it needs {', '.join(parts)}" if parts else ""
-
-
-def component_script(cp: ComponentPlan) -> str:
-    """Files, then systemd, in one script: the component's whole change."""
-    body = "".join(sh.write_file(f) for f in cp.files)
-    # When a unit does not start, its journal says why: put it in the error.
-    journal = " ".join(f"-u {shlex.quote(u)}" for u in [*cp.restart, *cp.start])
-    for cmd in cp.unit_commands():
-        on_fail = f"{{ journalctl --no-pager -o cat -n 6 {journal} >&2; fail; }}" if journal else "fail"
-        body += f"step {cmd}\n{cmd} || {on_fail}\n"
-    return body
-
-
-def prelude_script(np: NodePlan) -> str:
-    """Once per node, before its first component: clean up after interrupted
-    runs and set the hostname (files first, so sudo keeps resolving it)."""
-    desired = np.desired
-    dirs = {p.rsplit("/", 1)[0] or "/" for p in (desired.paths if desired else [])}
-    body = sh.remove_stale_temps(dirs)
-    hc = np.hostname_change
-    if hc is not None:
-        body += "".join(sh.write_file(f) for f in hc.files)
-        for cmd in hc.commands:
-            body += f"step {cmd}\n{cmd} || fail\n"
-    return body
 
 
 @dataclass
@@ -214,6 +188,83 @@ class ApplyReport:
         return self.dag.critical_path(cost)
 
 
+class _Steps:
+    """The work of one vertex: its actions in one round trip, its health gates, then its etcd keys."""
+
+    def __init__(self, plan: Plan, fleet: Fleet, dag: NodeDag, nodes: Iterable[str], *,
+                 scope: set[str] | None, cancel: threading.Event | None, health_timeout: float | None) -> None:
+        self.plan, self.fleet, self.dag, self.scope = plan, fleet, dag, scope
+        self.cancel, self.health_timeout = cancel, health_timeout
+        self.plans = {np.node: np for np in plan.nodes}
+        self.states = {n: _NodeState() for n in nodes}
+        self.probes: dict[Vertex, list[ProbeResult]] = {}
+
+    def work(self, v: Vertex) -> StepResult:
+        error = self.plan.errors.get(v.node)
+        if error is not None:
+            return StepResult(v.node, v.component, "failed", detail=str(error), error=error)
+        np = self.plans.get(v.node)
+        if np is None or (self.scope is not None and v.node not in self.scope):
+            return StepResult(v.node, v.component, "unchanged", detail="not in this run")
+        cp = np.component(v.component)
+        transport = self.fleet.transports[v.node]
+        t0 = time.monotonic()
+        failed = self._apply(v, np, transport)
+        if failed:
+            return StepResult(v.node, v.component, "failed", time.monotonic() - t0,
+                              detail=f"apply failed: {failed}", started=t0, finished=time.monotonic())
+        applied = time.monotonic()
+        if not cp.changed:
+            return StepResult(v.node, v.component, "unchanged", applied - t0,
+                              detail="no change: files, units and keys as desired", started=t0, finished=applied)
+        unhealthy = self._gate(v, transport)
+        if unhealthy:
+            return StepResult(v.node, v.component, "failed", applied - t0, time.monotonic() - applied,
+                              detail=unhealthy, started=t0, finished=time.monotonic())
+        waited = time.monotonic() - applied
+        if cp.etcd_keys:
+            out = sh.run_actions(transport, cp.etcd_actions(), timeout=60)
+            if not out.ok:
+                return StepResult(v.node, v.component, "failed", time.monotonic() - t0 - waited, waited,
+                                  detail=f"writing etcd keys failed: {out.detail}", started=t0,
+                                  finished=time.monotonic())
+        done = time.monotonic()
+        what = ", ".join(cp.reasons[:2]) + (" ..." if len(cp.reasons) > 2 else "")
+        return StepResult(v.node, v.component, "changed", done - t0 - waited, waited, detail=what,
+                          started=t0, finished=done)
+
+    def _apply(self, v: Vertex, np: NodePlan, transport: Transport) -> str:
+        """The node's prelude (its first step only) and the component's change in ONE script; why it failed."""
+        cp = np.component(v.component)
+        state = self.states[v.node]
+        with state.lock:
+            body = ""
+            if not state.prelude_done:
+                state.prelude_done = True
+                if np.changed:
+                    body += sh.script(np.prelude_actions)
+            if cp.changed:
+                # When a unit does not start, its journal says why: put it in the error.
+                body += sh.script(cp.actions, journal=[*cp.restart, *cp.start])
+            if body:
+                out = sh.run_script(transport, sh.wrap(body), timeout=APPLY_TIMEOUT)
+                if not out.ok:
+                    return out.detail
+        return ""
+
+    def _gate(self, v: Vertex, transport: Transport) -> str:
+        """Wait on the vertex's health checks in order; why the first failing one failed."""
+        results: list[ProbeResult] = []
+        self.probes[v] = results
+        for check in self.dag.health.get(v, ()):
+            r = wait_healthy(to_probe(check, self.health_timeout), transport, cancel=self.cancel)
+            results.append(r)
+            if not r.ok:
+                return (f"not healthy after {r.probe.timeout:g} s: {r.probe.describe()}: {r.detail}"
+                        + needs_text(self.dag, v))
+        return ""
+
+
 def apply_plan(
     inventory: Inventory,
     graph: ComponentGraph,
@@ -227,94 +278,25 @@ def apply_plan(
 ) -> ApplyReport:
     """Apply ``plan`` along the node x component DAG; failures come back as data."""
     dag = node_dag(graph, inventory)
-    plans = {np.node: np for np in plan.nodes}
-    scope = set(only_nodes) if only_nodes is not None else None
-    states = {n.name: _NodeState() for n in inventory.nodes}
-    probes: dict[Vertex, list[ProbeResult]] = {}
-
-    def work(v: Vertex) -> StepResult:
-        if v.node in plan.errors:
-            return StepResult(v.node, v.component, "failed", detail=plan.errors[v.node])
-        np = plans.get(v.node)
-        if np is None or (scope is not None and v.node not in scope):
-            return StepResult(v.node, v.component, "unchanged", detail="not in this run")
-        cp = np.component(v.component)
-        transport = fleet.transports[v.node]
-        state = states[v.node]
-        t0 = time.monotonic()
-        with state.lock:
-            script = ""
-            if not state.prelude_done:
-                state.prelude_done = True
-                if np.changed:
-                    script += prelude_script(np)
-            if cp.changed:
-                script += component_script(cp)
-            if script:
-                out = sh.run_script(transport, sh.wrap(script), timeout=APPLY_TIMEOUT)
-                if not out.ok:
-                    return StepResult(v.node, v.component, "failed", time.monotonic() - t0,
-                                      detail=f"apply failed: {out.detail}", started=t0, finished=time.monotonic())
-        applied = time.monotonic()
-        if not cp.changed:
-            return StepResult(v.node, v.component, "unchanged", applied - t0,
-                              detail="no change: files, units and keys as desired", started=t0, finished=applied)
-        results: list[ProbeResult] = []
-        for check in dag.health.get(v, ()):
-            r = wait_healthy(to_probe(check, health_timeout), transport, cancel=cancel)
-            results.append(r)
-            if not r.ok:
-                probes[v] = results
-                return StepResult(
-                    v.node, v.component, "failed", applied - t0, time.monotonic() - applied,
-                    detail=f"not healthy after {r.probe.timeout:g} s: {r.probe.describe()}: {r.detail}"
-                    + needs_text(dag, v),
-                    started=t0, finished=time.monotonic(),
-                )
-        probes[v] = results
-        waited = time.monotonic() - applied
-        if cp.etcd_keys:
-            body = "".join(f"step {c}\n{c} || fail\n" for c in cp.etcd_commands())
-            out = sh.run_script(transport, sh.wrap(body), timeout=60)
-            if not out.ok:
-                return StepResult(v.node, v.component, "failed", time.monotonic() - t0 - waited, waited,
-                                  detail=f"writing etcd keys failed: {out.detail}", started=t0,
-                                  finished=time.monotonic())
-        done = time.monotonic()
-        what = ", ".join(cp.reasons[:2]) + (" ..." if len(cp.reasons) > 2 else "")
-        return StepResult(v.node, v.component, "changed", done - t0 - waited, waited, detail=what,
-                          started=t0, finished=done)
-
+    steps = _Steps(plan, fleet, dag, [n.name for n in inventory.nodes],
+                   scope=set(only_nodes) if only_nodes is not None else None, cancel=cancel,
+                   health_timeout=health_timeout)
     run = run_dag(
         dag.topological(),
         dag.predecessors,
-        work,
+        steps.work,
         lambda v: (v.node, v.component),
         max_workers=max(4, 2 * len(inventory.nodes)),
         on_event=on_event,
         cancel=cancel,
     )
-    return ApplyReport(run, dag, probes, fleet.round_trips())
-
-
-def inventory_dir(inventory: Inventory) -> Path:
-    return inventory.path.resolve().parent
+    return ApplyReport(run, dag, steps.probes, fleet.round_trips())
 
 
 def stop_units(fleet: Fleet, node: str, units: Iterable[str], *, timeout: float = 120) -> sh.ApplyOutcome:
     """Stop and disable ``units`` on ``node`` in one round trip (for `node remove`).
 
     Units that do not exist are not an error: a half-provisioned node is
-    removed as well as a complete one. All units go in ONE systemctl call, so
-    systemd stops them as one transaction (a socket cannot re-activate the
-    service stopped next to it).
+    removed as well as a complete one.
     """
-    names = " ".join(shlex.quote(u) for u in units)
-    body = (
-        "present=''\n"
-        f"for u in {names}; do systemctl cat \"$u\" >/dev/null 2>&1 && present=\"$present $u\"; done\n"
-        "step systemctl disable --now$present\n"
-        'if [ -n "$present" ]; then systemctl disable --quiet --now $present || fail; fi\n'
-        "echo \"stopped:$present\"\n"
-    )
-    return sh.run_script(fleet.transports[node], sh.wrap(body), timeout=timeout)
+    return sh.run_actions(fleet.transports[node], [DisableUnits(tuple(units))], timeout=timeout)

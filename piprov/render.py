@@ -20,7 +20,6 @@ from piprov.graph import Component, ComponentGraph, HealthCheck, ManagedFile, pr
 from piprov.inventory.model import ARCH_MAP, Inventory, Node, image_arch
 from piprov.plan.desired import DesiredFile, DesiredNode
 
-__all__ = ["DesiredFile", "DesiredNode", "desired_state", "facts_command_for", "node_image_arch", "node_machine"]
 
 
 def to_image_arch(arch: str) -> str:

@@ -158,6 +158,15 @@ def cli() -> None:
     """
 
 
+def error_line(e: PiprovError) -> str:
+    """A PiprovError in one line: where (file, node), what, and the next step.
+
+    The one way errors that do not end the command (a node that could not be
+    planned, a step that never started) are shown, in text and in JSON.
+    """
+    return f"{e} (hint: {e.hint})" if e.hint else str(e)
+
+
 def report_error(e: PiprovError) -> None:
     """Print a PiprovError for the person at the keyboard."""
     if isinstance(e, ProblemList):

@@ -12,23 +12,24 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from piprov.cli.app import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, ExitWith, err, inventory_option, out, trust_option
-from piprov.cli.views import Progress, plan_summary, print_plan, print_report, report_json
+from piprov.cli.app import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, ExitWith, err, error_line, inventory_option, out, trust_option
+from piprov.cli.views import Progress, plan_json, plan_summary, print_plan, print_report, report_json
 from piprov.errors import PiprovError
 from piprov.facts import NodeFacts
+from piprov.fleet import Fleet, FleetResult
 from piprov.graph import ComponentGraph, dag_dot, dag_text, load_graph, node_dag
 from piprov.inventory import Inventory, Node, load
 from piprov.keys import default_password_report
 from piprov.localfs import atomic_write
-from piprov.plan import Plan, error_line
-from piprov.provision import ApplyReport, Fleet, apply_plan, facts_and_plan, gather_facts, run_lock
+from piprov.plan import Plan
+from piprov.provision import apply_plan, facts_and_plan, gather_facts, run_lock
 
 
 def _load(path: Path) -> tuple[Inventory, ComponentGraph]:
     return load(path), load_graph()
 
 
-def _facts_and_plan(inventory: Inventory, graph: ComponentGraph, fleet: Fleet) -> tuple[dict[str, Any], Plan]:
+def _facts_and_plan(inventory: Inventory, graph: ComponentGraph, fleet: Fleet) -> tuple[FleetResult[NodeFacts], Plan]:
     with err.status("reading facts from every node (one SSH command each)…"):
         return facts_and_plan(inventory, graph, fleet)
 
@@ -56,21 +57,13 @@ def plan_cmd(inventory_path: Path, as_json: bool, no_diff: bool, trust_new_hosts
     with Fleet.connect(inventory, policy="tofu" if trust_new_hosts else None) as fleet:
         _, plan = _facts_and_plan(inventory, graph, fleet)
     if as_json:
-        out.print_json(json.dumps(_plan_json(plan)))
+        out.print_json(json.dumps(plan_json(plan)))
     else:
         print_plan(plan, diffs=not no_diff)
         err.print(plan_summary(plan))
     if plan.errors:
         raise ExitWith(EXIT_ERROR)
     raise ExitWith(EXIT_CHANGES if plan.changed else EXIT_OK)
-
-
-def _plan_json(plan: Plan) -> dict[str, Any]:
-    return {
-        "changed": plan.changed,
-        "nodes": [n.to_json() for n in plan.nodes],
-        "errors": dict(plan.errors),
-    }
 
 
 # -- up ---------------------------------------------------------------------------------------------
@@ -146,8 +139,8 @@ def up_cmd(inventory_path: Path, trust_new_hosts: bool, as_json: bool, show_plan
     if as_json:
         out.print_json(json.dumps(report_json(report, plan)))
     if not report.run.ok or plan.errors:
-        for node, why in plan.errors.items():
-            err.print(f"[bold red]✗[/] {escape(error_line(node, why))}")
+        for e in plan.errors.values():
+            err.print(f"[bold red]✗[/] {escape(error_line(e))}")
         raise ExitWith(EXIT_ERROR)
 
 

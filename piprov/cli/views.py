@@ -9,12 +9,13 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from piprov.cli.app import LiveView, err, out
+from piprov.cli.app import LiveView, err, error_line, out
 from piprov.graph import ComponentGraph, Vertex
 from piprov.inventory import Inventory
 from piprov.orchestrate import Event, StepResult
-from piprov.plan import Plan, error_line
+from piprov.plan import ComponentPlan, EtcdKeyChange, FileChange, HostnameChange, NodePlan, Plan
 from piprov.provision import ApplyReport
+from piprov.shell.script import commands
 
 SYMBOL = {
     "pending": "[dim]·[/]",
@@ -24,6 +25,77 @@ SYMBOL = {
     "failed": "[bold red]✗[/]",
     "skipped": "[yellow]–[/]",
 }
+
+
+def step_detail(s: StepResult) -> str:
+    """What a step did or why it failed; a step its node's error stopped shows that error."""
+    return error_line(s.error) if s.error is not None else s.detail
+
+
+# -- the plan as JSON (no file contents: secrets stay out) ---------------------------------------
+
+
+def file_json(f: FileChange) -> dict[str, Any]:
+    return {
+        "path": f.path,
+        "mode": f"{f.mode:04o}",
+        "owner": f"{f.owner}:{f.group}",
+        "old_sha256": f.old_sha256,
+        "new_sha256": f.new_sha256,
+        "reason": f.reason,
+        "diff": None if f.secret else f.diff,
+    }
+
+
+def etcd_key_json(k: EtcdKeyChange) -> dict[str, Any]:
+    return {"key": k.key, "value": k.value, "old_value": k.old_value, "reason": k.reason}
+
+
+def hostname_json(hc: HostnameChange) -> dict[str, Any]:
+    return {
+        "old": hc.old,
+        "new": hc.new,
+        "method": hc.method,
+        "reason": hc.reason,
+        "files": [file_json(f) for f in hc.files],
+        "commands": commands(hc.actions),
+    }
+
+
+def component_json(cp: ComponentPlan) -> dict[str, Any]:
+    return {
+        "component": cp.component,
+        "changed": cp.changed,
+        "reasons": list(cp.reasons),
+        "files": [file_json(f) for f in cp.files],
+        "daemon_reload": cp.daemon_reload,
+        "unmask": list(cp.unmask),
+        "enable": list(cp.enable),
+        "restart": list(cp.restart),
+        "start": list(cp.start),
+        "etcd_keys": [etcd_key_json(k) for k in cp.etcd_keys],
+    }
+
+
+def node_json(np: NodePlan) -> dict[str, Any]:
+    return {
+        "node": np.node,
+        "address": np.address,
+        "changed": np.changed,
+        "hostname": hostname_json(np.hostname_change) if np.hostname_change else None,
+        "components": [component_json(c) for c in np.components],
+    }
+
+
+def plan_errors_json(plan: Plan) -> dict[str, str]:
+    return {node: error_line(e) for node, e in plan.errors.items()}
+
+
+def plan_json(plan: Plan) -> dict[str, Any]:
+    return {"changed": plan.changed, "nodes": [node_json(n) for n in plan.nodes], "errors": plan_errors_json(plan)}
+
+
+# -- the plan as text -----------------------------------------------------------------------------
 
 
 def print_plan(plan: Plan, *, diffs: bool = True) -> None:
@@ -53,8 +125,8 @@ def print_plan(plan: Plan, *, diffs: bool = True) -> None:
                     out.print(f"      [magenta]{verb}[/] {' '.join(units)}")
             for k in cp.etcd_keys:
                 out.print(f"      etcd key {escape(k.key)} [dim]({escape(k.reason)})[/]")
-    for node, why in plan.errors.items():
-        out.print(f"[red]cannot plan[/] {escape(error_line(node, why))}")
+    for e in plan.errors.values():
+        out.print(f"[red]cannot plan[/] {escape(error_line(e))}")
 
 
 def plan_summary(plan: Plan) -> str:
@@ -99,7 +171,7 @@ class Progress(LiveView):
                 if self.live is None and e.result.status != "unchanged":
                     r = e.result
                     err.print(f"{SYMBOL[r.status]} {escape(r.node)} {r.component}: {r.status}"
-                              f" [dim]{r.seconds:.1f}s {escape(r.detail[:100])}[/]")
+                              f" [dim]{r.seconds:.1f}s {escape(step_detail(r)[:100])}[/]")
             if self.live is not None:
                 self.live.update(self.table())
 
@@ -116,7 +188,7 @@ def print_report(report: ApplyReport) -> None:
                       escape(s.detail[:80]))
         err.print(t)
     for s in report.run.failed:
-        err.print(f"[bold red]✗ {escape(s.node)} / {s.component}[/]: {escape(s.detail)}")
+        err.print(f"[bold red]✗ {escape(s.node)} / {s.component}[/]: {escape(step_detail(s))}")
     skipped = report.run.skipped
     if skipped:
         err.print(f"[yellow]{len(skipped)} steps not started[/] because something they depend on failed:")
@@ -137,7 +209,7 @@ def report_json(report: ApplyReport, plan: Plan) -> dict[str, Any]:
         return {
             "node": s.node, "component": s.component, "status": s.status,
             "apply_seconds": round(s.apply_seconds, 3), "wait_seconds": round(s.wait_seconds, 3),
-            "detail": s.detail,
+            "detail": step_detail(s),
         }
 
     cp, chain = report.critical_path()
@@ -148,5 +220,5 @@ def report_json(report: ApplyReport, plan: Plan) -> dict[str, Any]:
         "critical_path": [str(v) for v in chain],
         "round_trips": report.round_trips,
         "steps": [step(v, s) for v, s in report.run.steps.items()],
-        "plan_errors": dict(plan.errors),
+        "plan_errors": plan_errors_json(plan),
     }

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from piprov.apply import EXIT_SCRIPT_GARBLED, TEMP_PREFIX, remove_stale_temps, run_script, wrap, write_file
+from piprov.shell.script import EXIT_SCRIPT_GARBLED, TEMP_PREFIX, remove_stale_temps, run_script, wrap, write_file
 from piprov.transport import CommandResult
 
 

@@ -22,8 +22,12 @@ from piprov.inventory.model import (
     Node,
     SshSettings,
 )
-from piprov.plan import NodePlan, plan_cluster, plan_hostname, plan_node
+from piprov.cli.app import error_line
+from piprov.cli.views import file_json, node_json, plan_json
+from piprov.plan import NodePlan, plan_hostname, plan_node
+from piprov.provision import plan_cluster
 from piprov.render import DesiredNode, desired_state, node_image_arch
+from piprov.shell.script import commands
 
 CASES = sorted((Path(__file__).parent / "data" / "plan").glob("*.yaml"))
 
@@ -129,7 +133,7 @@ def run_case(path: Path, graph: ComponentGraph) -> tuple[dict[str, Any], NodePla
     node = inv.node(case["node"])
     facts = build_facts(case["facts"], case["node"], graph)
     desired = desired_state(inv, graph, node, node_image_arch(node, facts.machine))
-    return case, plan_node(desired, facts, graph)
+    return case, plan_node(desired, facts)
 
 
 @pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
@@ -146,6 +150,8 @@ def test_planner_case(path: Path, graph: ComponentGraph) -> None:
         for key, value in expect["hostname"].items():
             if key == "files":
                 assert [f.path for f in hc.files] == value
+            elif key == "commands":
+                assert commands(hc.actions) == value
             else:
                 assert getattr(hc, key) == value, key
 
@@ -182,13 +188,13 @@ def test_planner_case(path: Path, graph: ComponentGraph) -> None:
         assert text in reasons
 
     # Whatever the case, the plan serialises to JSON.
-    json.dumps(plan.to_json())
+    json.dumps(node_json(plan))
 
 
 def test_no_change_says_why(graph: ComponentGraph) -> None:
     _, plan = run_case(Path(__file__).parent / "data/plan/converged-master.yaml", graph)
     assert plan.reasons == ["no change: every file, unit and key is as desired"]
-    assert all(not c.unit_commands() and not c.etcd_commands() for c in plan.components)
+    assert all(not c.unit_actions() and not c.etcd_actions() for c in plan.components)
 
 
 def test_commands_of_a_fresh_node(graph: ComponentGraph) -> None:
@@ -197,20 +203,20 @@ def test_commands_of_a_fresh_node(graph: ComponentGraph) -> None:
     assert paths[:2] == ["/etc/hosts", "/etc/hostname"]
     assert paths[2:] == graph.managed_paths("master")
     etcd = plan.component("etcd")
-    assert etcd.unit_commands() == [
+    assert commands(etcd.unit_actions()) == [
         "systemctl daemon-reload",
         "systemctl enable --quiet k8s-etcd.service",
         "systemctl start --no-block k8s-etcd.service",
     ]
-    assert etcd.unit_commands(no_block=False)[-1] == "systemctl start k8s-etcd.service"
-    (cmd,) = etcd.etcd_commands()
+    assert commands(etcd.unit_actions(no_block=False))[-1] == "systemctl start k8s-etcd.service"
+    (cmd,) = commands(etcd.etcd_actions())
     assert cmd.startswith("docker -H unix:///var/run/docker-bootstrap.sock exec k8s-etcd env ETCDCTL_API=2 etcdctl")
     assert "set /coreos.com/network/config '{\"Backend\": {\"Type\": \"host-gw\"}" in cmd
 
 
 def test_masked_unit_commands(graph: ComponentGraph) -> None:
     _, plan = run_case(Path(__file__).parent / "data/plan/unit-masked.yaml", graph)
-    assert plan.component("docker").unit_commands() == [
+    assert commands(plan.component("docker").unit_actions()) == [
         "systemctl unmask --quiet docker.service",
         "systemctl daemon-reload",
         "systemctl enable --quiet docker.service",
@@ -225,7 +231,7 @@ def test_restart_of_socket_is_one_transaction(graph: ComponentGraph) -> None:
         "systemd restarts with it (Requires=): docker.service, k8s-flannel.service, "
         "k8s-proxy.service, k8s-worker.service"
     )
-    assert plan.component("docker-bootstrap").unit_commands() == [
+    assert commands(plan.component("docker-bootstrap").unit_actions()) == [
         "systemctl daemon-reload",
         "systemctl restart --no-block docker-bootstrap.socket docker-bootstrap.service",
     ]
@@ -233,7 +239,7 @@ def test_restart_of_socket_is_one_transaction(graph: ComponentGraph) -> None:
 
 def test_to_json_has_no_file_contents(graph: ComponentGraph) -> None:
     _, plan = run_case(Path(__file__).parent / "data/plan/fresh-hypriot-worker.yaml", graph)
-    doc = plan.to_json()
+    doc = node_json(plan)
 
     def keys(o: Any) -> set[str]:
         if isinstance(o, dict):
@@ -252,7 +258,7 @@ def test_secret_files_have_no_diff_in_json(graph: ComponentGraph) -> None:
     _, plan = run_case(Path(__file__).parent / "data/plan/fresh-hypriot-worker.yaml", graph)
     change = plan.components[0].files[0]
     secret = replace(change, mode=0o600)
-    assert secret.secret and secret.to_json()["diff"] is None
+    assert secret.secret and file_json(secret)["diff"] is None
 
 
 def test_plan_cluster_keeps_going_past_a_bad_node(graph: ComponentGraph) -> None:
@@ -270,9 +276,9 @@ def test_plan_cluster_keeps_going_past_a_bad_node(graph: ComponentGraph) -> None
     plan = plan_cluster(inv, graph, {"rpi-master": good, "rpi-node-1": weird, "rpi-node-2": bad})
     assert [n.node for n in plan.nodes] == ["rpi-master"]
     assert not plan.changed
-    assert "192.168.1.102" in plan.errors["rpi-node-2"]
-    assert "rpi-node-1: unsupported architecture 'mips'" in plan.errors["rpi-node-1"]
-    assert plan.to_json()["errors"].keys() == {"rpi-node-1", "rpi-node-2"}
+    assert "192.168.1.102" in error_line(plan.errors["rpi-node-2"])
+    assert "rpi-node-1: unsupported architecture 'mips'" in error_line(plan.errors["rpi-node-1"])
+    assert plan_json(plan)["errors"].keys() == {"rpi-node-1", "rpi-node-2"}
 
 
 def test_plan_cluster_missing_facts(graph: ComponentGraph) -> None:
@@ -309,7 +315,7 @@ def test_hostname_keeps_other_occidentalis_lines() -> None:
     # FAT /boot: the file's own mode is kept, never forced to 0644.
     occ = next(f for f in hc.files if f.path == "/boot/occidentalis.txt")
     assert occ.mode == 0o644  # as reported by _file above
-    assert hc.commands[0] == "hostname rpi-node-1"
+    assert commands(hc.actions)[0] == "hostname rpi-node-1"
 
 
 def test_hostname_appends_to_occidentalis_without_hostname_line() -> None:
@@ -318,7 +324,7 @@ def test_hostname_appends_to_occidentalis_without_hostname_line() -> None:
         "n1",
     )
     hc = plan_hostname("n1", facts)
-    assert hc is not None and hc.commands == []
+    assert hc is not None and commands(hc.actions) == []
     assert [f.content.decode() for f in hc.files] == ["wifi_ssid=lab\nhostname=n1\n"]
 
 
@@ -346,7 +352,7 @@ def test_plan_cluster_names_a_node_without_docker(graph: ComponentGraph) -> None
     spec = yaml.safe_load((Path(__file__).parent / "data/plan/converged-master.yaml").read_text())["facts"]
     facts = replace(build_facts(spec, "rpi-master", graph), binaries={"docker": None, "dockerd": None})
     plan = plan_cluster(make_inventory(), graph, {"rpi-master": facts})
-    assert plan.errors["rpi-master"] == "192.168.1.100: docker is not installed: no docker or dockerd in sudo's PATH"
+    assert str(plan.errors["rpi-master"]) == "192.168.1.100: docker is not installed: no docker or dockerd in sudo's PATH"
 
 
 def test_plan_cluster_uses_the_nodes_dockerd(graph: ComponentGraph) -> None:
@@ -381,5 +387,5 @@ def test_facts_and_plan_plans_each_node_as_its_facts_come_in(
     assert isinstance(got_facts["rpi-node-2"], FactsError)
     expected = plan_cluster(inv, graph, got_facts)
     assert [n.node for n in plan.nodes] == [n.node for n in expected.nodes] == ["rpi-master", "rpi-node-1"]
-    assert [n.to_json() for n in plan.nodes] == [n.to_json() for n in expected.nodes]
-    assert plan.errors == expected.errors and "password is required" in plan.errors["rpi-node-2"]
+    assert [node_json(n) for n in plan.nodes] == [node_json(n) for n in expected.nodes]
+    assert plan.errors == expected.errors and "password is required" in error_line(plan.errors["rpi-node-2"])

@@ -1,6 +1,10 @@
-"""Turn planned changes into one POSIX shell script per step, and run it safely.
+"""Plan actions -> one POSIX shell script per step, and running it safely.
 
 The script is what a node executes; it needs only sh, coreutils and systemd.
+Every line that can fail is preceded by ``step WHAT``; a failure prints
+``PIPROV-FAILED-STEP: WHAT`` and stops, so the run's summary can say what the
+node was doing. When a unit does not start, its journal goes with the error.
+
 Files are written the way an atomic editor would: into a temp file in the
 target's own directory (same filesystem, so rename is atomic), checked against
 the planned checksum, given mode and owner, flushed, then renamed over the
@@ -21,6 +25,16 @@ import shlex
 from dataclasses import dataclass
 from typing import Iterable, Protocol, Sequence
 
+from piprov.plan.actions import (
+    Action,
+    DisableUnits,
+    EtcdSet,
+    RemoveFile,
+    RemoveStaleTemps,
+    SetHostname,
+    Systemctl,
+    WriteFile,
+)
 from piprov.transport import CommandResult, Transport
 
 TEMP_PREFIX = ".piprov-tmp."
@@ -113,11 +127,62 @@ def remove_stale_temps(dirs: Iterable[str]) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
-def systemctl(verb: str, units: Sequence[str]) -> str:
-    if not units:
-        return ""
-    joined = " ".join(_q(u) for u in units)
-    return f"step systemctl {verb} {joined}\nsystemctl {verb} {joined} || fail\n"
+def disable_units(units: Sequence[str]) -> str:
+    """Stop and disable the units that exist, in ONE systemctl call.
+
+    Units that do not exist are not an error (a half-provisioned node); one
+    call makes one transaction, so a socket cannot re-activate the service
+    stopped next to it.
+    """
+    names = " ".join(_q(u) for u in units)
+    return (
+        "present=''\n"
+        f"for u in {names}; do systemctl cat \"$u\" >/dev/null 2>&1 && present=\"$present $u\"; done\n"
+        "step systemctl disable --now$present\n"
+        'if [ -n "$present" ]; then systemctl disable --quiet --now $present || fail; fi\n'
+        "echo \"stopped:$present\"\n"
+    )
+
+
+def command(a: Action) -> str:
+    """The one command line an action runs as."""
+    if isinstance(a, Systemctl):
+        flags = (" --quiet" if a.quiet else "") + (" --no-block" if a.no_block else "")
+        cmd = f"systemctl {a.verb}{flags}" + "".join(f" {_q(u)}" for u in a.units)
+        return cmd + " 2>/dev/null || true" if a.best_effort else cmd
+    if isinstance(a, SetHostname):
+        return f"hostname {_q(a.name)}" if a.method == "occidentalis" else f"hostnamectl set-hostname {_q(a.name)}"
+    if isinstance(a, EtcdSet):
+        return f"{a.etcdctl} set {_q(a.key)} {_q(a.value)}"
+    if isinstance(a, RemoveFile):
+        return f"rm -f {_q(a.path)}"
+    raise TypeError(f"{type(a).__name__} is not one command")
+
+
+def commands(actions: Iterable[Action]) -> list[str]:
+    return [command(a) for a in actions]
+
+
+def script(actions: Iterable[Action], *, journal: Sequence[str] = ()) -> str:
+    """The shell doing ``actions`` in order, stopping at the first failure.
+
+    With ``journal`` (the units being started), a failed command shows their
+    last journal lines: when a unit does not start, that says why.
+    """
+    units = " ".join(f"-u {_q(u)}" for u in journal)
+    on_fail = f"{{ journalctl --no-pager -o cat -n 6 {units} >&2; fail; }}" if units else "fail"
+    body = ""
+    for a in actions:
+        if isinstance(a, WriteFile):
+            body += write_file(a)
+        elif isinstance(a, RemoveStaleTemps):
+            body += remove_stale_temps(a.dirs)
+        elif isinstance(a, DisableUnits):
+            body += disable_units(a.units)
+        else:
+            cmd = command(a)
+            body += f"step {cmd}\n{cmd} || {on_fail}\n"
+    return body
 
 
 def wrap(body: str) -> str:
@@ -148,3 +213,9 @@ def run_script(transport: Transport, script: str, *, timeout: float = 300) -> Ap
             if line.startswith("PIPROV-FAILED-STEP: "):
                 failed = line.split(": ", 1)[1]
     return ApplyOutcome(res.ok, res, failed)
+
+
+def run_actions(transport: Transport, actions: Iterable[Action], *, journal: Sequence[str] = (),
+                timeout: float = 300) -> ApplyOutcome:
+    """Do ``actions`` on the node: one script, one round trip."""
+    return run_script(transport, wrap(script(actions, journal=journal)), timeout=timeout)

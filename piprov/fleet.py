@@ -1,0 +1,100 @@
+"""The fleet: open transports to the inventory's nodes, and work done on all of them at once.
+
+Partial failure is data: :func:`parallel` runs a function per node and returns a
+:class:`FleetResult`, a mapping node -> result or the :class:`PiprovError` that
+stopped it (fabric's ``GroupResult`` is the model), so one unreachable node
+never hides what the others did.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable, Generic, Iterable, Iterator, Mapping, TypeVar
+
+from piprov.errors import PiprovError
+from piprov.inventory.model import HostKeyPolicy, Inventory
+from piprov.transport import SshTransport, Transport
+
+T = TypeVar("T")
+
+
+class FleetResult(Mapping[str, "T | PiprovError"], Generic[T]):
+    """Node name -> what ``fn`` returned there, or the error that stopped it; in the order run."""
+
+    def __init__(self, results: Mapping[str, T | PiprovError] | None = None) -> None:
+        self._results: dict[str, T | PiprovError] = dict(results or {})
+
+    def __getitem__(self, node: str) -> T | PiprovError:
+        return self._results[node]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._results)
+
+    def __len__(self) -> int:
+        return len(self._results)
+
+    def __repr__(self) -> str:
+        return f"FleetResult({self._results!r})"
+
+    @property
+    def succeeded(self) -> dict[str, T]:
+        return {n: r for n, r in self._results.items() if not isinstance(r, PiprovError)}
+
+    @property
+    def failed(self) -> dict[str, PiprovError]:
+        return {n: r for n, r in self._results.items() if isinstance(r, PiprovError)}
+
+
+def parallel(names: Iterable[str], fn: Callable[[str], T], max_workers: int = 32) -> FleetResult[T]:
+    """Run ``fn(name)`` for every name at once; a PiprovError is kept (naming its node) as that node's result."""
+    names = list(names)
+    if not names:
+        return FleetResult()
+
+    def guarded(n: str) -> T | PiprovError:
+        try:
+            return fn(n)
+        except PiprovError as e:
+            e.host = e.host or n
+            return e
+
+    with ThreadPoolExecutor(max_workers=min(max_workers, len(names)), thread_name_prefix="piprov-node") as pool:
+        return FleetResult(dict(zip(names, pool.map(guarded, names))))
+
+
+@dataclass
+class Fleet:
+    """Open transports to the inventory's nodes; closed with the fleet."""
+
+    inventory: Inventory
+    transports: dict[str, Transport]
+
+    @classmethod
+    def connect(
+        cls,
+        inventory: Inventory,
+        names: Iterable[str] | None = None,
+        *,
+        policy: HostKeyPolicy | None = None,
+        password: str | None = None,
+    ) -> Fleet:
+        wanted = set(names) if names is not None else None
+        ts: dict[str, Transport] = {}
+        for node in inventory.nodes:
+            if wanted is None or node.name in wanted:
+                ts[node.name] = SshTransport(node, inventory.known_hosts, policy=policy, password=password)
+        return cls(inventory, ts)
+
+    def close(self) -> None:
+        for t in self.transports.values():
+            t.close()
+
+    def __enter__(self) -> Fleet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def round_trips(self) -> dict[str, int]:
+        return {name: t.round_trips for name, t in self.transports.items()}

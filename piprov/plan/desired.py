@@ -1,0 +1,77 @@
+"""Desired state of a node, as data: what :mod:`piprov.render` makes and the planner compares with facts."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Mapping, Protocol
+
+from piprov.inventory.model import Node
+
+
+class Check(Protocol):
+    """A rendered health check (``piprov.graph.HealthCheck``): the planner only carries it."""
+
+    @property
+    def probe(self) -> str: ...
+    @property
+    def target(self) -> str: ...
+    @property
+    def timeout(self) -> float: ...
+
+
+@dataclass(frozen=True)
+class DesiredFile:
+    path: str
+    content: bytes
+    mode: int
+    owner: str
+    group: str
+    component: str
+    template: str = ""
+    # Units restarted when this file's content changes.
+    restarts: tuple[str, ...] = ()
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.content).hexdigest()
+
+    @property
+    def is_unit_file(self) -> bool:
+        return self.path.startswith("/etc/systemd/system/")
+
+
+@dataclass(frozen=True)
+class DesiredNode:
+    node: Node
+    arch: str  # image arch: arm, arm64, amd64
+    hostname: str
+    files: list[DesiredFile]
+    units: dict[str, list[str]]  # component -> its units on this node, graph order
+    etcd_keys: dict[str, str]  # key -> value (master only)
+    # Command prefix reaching etcd on this node (``... etcdctl --endpoints=...``).
+    etcdctl: str | None = None
+    health: Mapping[str, tuple[Check, ...]] = field(default_factory=dict)
+    # unit -> the units it has Requires= on (systemd restarts it along with them)
+    requires: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # etcd key -> the component that writes it once healthy
+    etcd_owners: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.node.name
+
+    @property
+    def components(self) -> list[str]:
+        return list(self.units)
+
+    def files_for(self, component: str) -> list[DesiredFile]:
+        return [f for f in self.files if f.component == component]
+
+    @property
+    def paths(self) -> list[str]:
+        return [f.path for f in self.files]
+
+    @property
+    def all_units(self) -> list[str]:
+        return [u for us in self.units.values() for u in us]

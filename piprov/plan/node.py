@@ -1,0 +1,130 @@
+"""Planning one node: for every component in graph order, its files, units and etcd keys."""
+
+from __future__ import annotations
+
+from piprov.facts.model import NodeFacts
+from piprov.plan.desired import DesiredNode
+from piprov.plan.files import plan_file
+from piprov.plan.hostname import plan_hostname
+from piprov.plan.model import ComponentPlan, EtcdKeyChange, NodePlan
+
+
+def plan_node(desired: DesiredNode, facts: NodeFacts) -> NodePlan:
+    """The changes that make the node as ``desired``; pure."""
+    requirers = _requirers(desired)
+    plans = [_plan_component(desired, facts, comp, units, requirers) for comp, units in desired.units.items()]
+    return NodePlan(
+        node=desired.name,
+        address=desired.node.address,
+        hostname_change=plan_hostname(desired.hostname, facts),
+        components=plans,
+        desired=desired,
+    )
+
+
+def _requirers(desired: DesiredNode) -> dict[str, list[str]]:
+    """Units that systemd restarts along with a given unit (they have Requires= on it)."""
+    out: dict[str, list[str]] = {}
+    for units in desired.units.values():
+        for u in units:
+            for r in desired.requires.get(u, ()):
+                out.setdefault(r, []).append(u)
+    return out
+
+
+def _plan_component(
+    desired: DesiredNode, facts: NodeFacts, component: str, units: list[str], requirers: dict[str, list[str]]
+) -> ComponentPlan:
+    cp = ComponentPlan(component)
+    triggered = _plan_files(cp, desired, facts)
+    _plan_units(cp, desired, facts, units, triggered)
+    _note_restarts_along(cp, requirers)
+    _plan_etcd(cp, desired, facts)
+    if not cp.changed:
+        cp.reasons = ["no change: files, units and keys as desired"]
+    return cp
+
+
+def _plan_files(cp: ComponentPlan, desired: DesiredNode, facts: NodeFacts) -> list[str]:
+    """The component's file changes; returns the units whose trigger files changed."""
+    triggered: list[str] = []
+    for df in desired.files_for(cp.component):
+        change = plan_file(df, facts.file(df.path))
+        if change is None:
+            continue
+        cp.files.append(change)
+        cp.reasons.append(f"{df.path}: {change.reason}")
+        if change.content_changed:
+            triggered.extend(u for u in df.restarts if u not in triggered)
+            if df.is_unit_file:
+                cp.daemon_reload = True
+    return triggered
+
+
+def _plan_units(cp: ComponentPlan, desired: DesiredNode, facts: NodeFacts, units: list[str],
+                triggered: list[str]) -> None:
+    for u in units:
+        uf = facts.unit(u)
+        if uf.enabled in ("masked", "masked-runtime"):
+            cp.unmask.append(u)
+            cp.reasons.append(f"{u} is masked: unmask it (piprov manages it)")
+        if not uf.is_enabled:
+            cp.enable.append(u)
+            state = "not installed" if uf.enabled == "not-found" else uf.enabled
+            cp.reasons.append(f"{u} is {state}: enable it so that it returns after a reboot")
+        if uf.is_failed:
+            cp.restart.append(u)
+            cp.reasons.append(f"{u} has failed: restart it")
+        elif u in triggered:
+            changed_files = [f for f in cp.files if u in _restarts_of(desired, f.path)]
+            # An inactive unit whose file *changed* (not appeared) may be
+            # about to start with the old file (a start job queued at boot):
+            # restart, which starts it if it is down and replaces it if not.
+            if uf.is_active or uf.is_transient or any(f.old_sha256 is not None for f in changed_files):
+                cp.restart.append(u)
+                changed = [f.path for f in changed_files]
+                cp.reasons.append(f"{u}: restart, {', '.join(changed)} changed")
+            else:
+                cp.start.append(u)
+                cp.reasons.append(f"{u} is {uf.active}: start it")
+        elif not uf.is_active and not uf.is_transient:
+            cp.start.append(u)
+            cp.reasons.append(f"{u} is {uf.active}: start it")
+
+
+def _note_restarts_along(cp: ComponentPlan, requirers: dict[str, list[str]]) -> None:
+    """systemd propagates a restart along Requires=, transitively: say so."""
+    also: set[str] = set()
+    todo = list(cp.restart)
+    while todo:
+        for r in requirers.get(todo.pop(), []):
+            if r not in also and r not in cp.restart:
+                also.add(r)
+                todo.append(r)
+    if also:
+        cp.reasons.append("systemd restarts with it (Requires=): " + ", ".join(sorted(also)))
+
+
+def _plan_etcd(cp: ComponentPlan, desired: DesiredNode, facts: NodeFacts) -> None:
+    if not desired.etcdctl:
+        return
+    for key in (k for k, owner in desired.etcd_owners.items() if owner == cp.component):
+        value = desired.etcd_keys[key]
+        current = facts.etcd_keys.get(key)
+        if current is not None and current.state == "ok" and (current.value or "").strip() == value.strip():
+            continue
+        if current is None or current.state == "unavailable":
+            why = "etcd did not answer when facts were read: written once etcd is healthy"
+            old = None
+        elif current.state == "missing":
+            why = "key missing"
+            old = None
+        else:
+            why = "value differs"
+            old = current.value
+        cp.etcd_keys.append(EtcdKeyChange(key=key, value=value, old_value=old, reason=why, etcdctl=desired.etcdctl))
+        cp.reasons.append(f"etcd key {key}: {why}")
+
+
+def _restarts_of(desired: DesiredNode, path: str) -> tuple[str, ...]:
+    return next((f.restarts for f in desired.files if f.path == path), ())
