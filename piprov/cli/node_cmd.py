@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
-from piprov.cli.app import EXIT_ERROR, ExitWith, err, inventory_option, out, trust_option
+from piprov.cli.app import EXIT_ERROR, ExitWith, err, error_line, inventory_option, out, trust_option
 from piprov.cli.rolling_cmd import say
 from piprov.cli.views import Progress, print_report
 from piprov.graph import load_graph
@@ -22,7 +22,8 @@ from piprov.kube.client import api_for, k8s_name
 from piprov.kube.drain import drain, uncordon
 from piprov.kube.procedures import NodeAddition, NodeRemoval, StepEvent, refuse_removing_master, \
     resolve_add_target, run_steps
-from piprov.provision import Fleet, run_lock
+from piprov.fleet import Fleet
+from piprov.provision import run_lock
 
 
 @click.group("node")
@@ -115,7 +116,7 @@ def _print_addition_plan(add: NodeAddition) -> None:
         else:
             out.print(f"[bold]{escape(np.node)}[/]: [green]no change[/]")
     for n, why in add.plan.errors.items():
-        out.print(f"[bold]{escape(n)}[/]: [yellow]could not be planned ({escape(why)}); left alone[/]")
+        out.print(f"[bold]{escape(n)}[/]: [yellow]could not be planned ({escape(error_line(why))}); left alone[/]")
     mine = add.mine
     out.print(f"[bold]{escape(add.name)}[/] ({mine.address}): " + (
         f"{sum(1 for c in mine.components if c.changed)} components to change" if mine.changed else

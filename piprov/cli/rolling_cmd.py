@@ -16,15 +16,16 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from piprov.cli.app import EXIT_ERROR, ExitWith, LiveView, err, out
+from piprov.cli.app import EXIT_ERROR, ExitWith, LiveView, err, error_line, out
 from piprov.cli.views import plan_summary
 from piprov.graph import ComponentGraph, load_graph
 from piprov.inventory import Inventory, load
 from piprov.kube.client import api_for
 from piprov.kube.procedures import apply_nodes
 from piprov.kube.rollout import BatchResult, RolloutReport, rolling_batches, run_rollout
-from piprov.plan import Plan, error_line
-from piprov.provision import Fleet, facts_and_plan, run_lock
+from piprov.plan import Plan
+from piprov.fleet import Fleet
+from piprov.provision import facts_and_plan, run_lock
 
 SYMBOL = {"pending": "[dim]·[/]", "draining": "[cyan]drain…[/]", "applying": "[cyan]apply…[/]",
           "waiting": "[cyan]ready?…[/]", "uncordoning": "[cyan]uncordon…[/]", "done": "[bold green]✓[/]",
@@ -118,7 +119,7 @@ def _print_outcome(report: RolloutReport, inventory_path: Path, *, as_json: bool
                   f"piprov up --rolling -i {inventory_path}"
                   + (f" --batch {batch}" if batch else f" --max-unavailable {max_unavailable:g}" if max_unavailable else ""))
     for n, why in report.plan_errors.items():
-        err.print(f"[bold red]✗[/] {escape(error_line(n, why))} (not rolled)")
+        err.print(f"[bold red]✗[/] {escape(error_line(why))} (not rolled)")
     if not report.ok:
         raise ExitWith(EXIT_ERROR)
     err.print(f"[bold green]✓[/] rollout done: {len(report.batches)} batches in {report.seconds:.1f} s")
@@ -147,5 +148,5 @@ def rollout_json(report: RolloutReport) -> dict[str, Any]:
         "pods_before": report.pods_before,
         "pods_after": report.pods_after,
         "uncordoned_leftovers": report.uncordoned_leftovers,
-        "plan_errors": report.plan_errors,
+        "plan_errors": {n: error_line(e) for n, e in report.plan_errors.items()},
     }

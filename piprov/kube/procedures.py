@@ -30,7 +30,8 @@ from piprov.kube.drain import Say, drain, quiet
 from piprov.kube.etcd import release_flannel_lease
 from piprov.kube.rollout import ApplyFn
 from piprov.plan import NodePlan, Plan
-from piprov.provision import ApplyReport, Fleet, apply_plan, facts_and_plan, stop_units
+from piprov.fleet import Fleet
+from piprov.provision import ApplyReport, apply_plan, facts_and_plan, stop_units
 
 # -- steps ----------------------------------------------------------------------------------------------
 
@@ -261,7 +262,9 @@ class NodeAddition:
         self.plan = facts_and_plan(self.inventory, self.graph, fleet)[1]
         if self.name in self.plan.errors:
             why = self.plan.errors[self.name]
-            raise PiprovError(why, host=None if why.startswith(self.name) else self.name,
+            # The node's own error, its hint kept with the message, and the way out.
+            hint = f" (hint: {why.hint})" if why.hint else ""
+            raise PiprovError(why.message + hint, host=why.host or self.name, location=why.location,
                               hint="fix the node's SSH access (see `piprov keys`) and run `piprov node add` again")
         self.others = other_changes(self.plan, self.name)
         return self.plan

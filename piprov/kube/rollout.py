@@ -160,7 +160,7 @@ class RolloutReport:
     pods_after: dict[str, list[str]]
     seconds: float
     uncordoned_leftovers: list[str] = field(default_factory=list)
-    plan_errors: dict[str, str] = field(default_factory=dict)
+    plan_errors: dict[str, PiprovError] = field(default_factory=dict)
     state_note: str = ""
 
     @property

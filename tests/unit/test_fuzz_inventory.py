@@ -28,7 +28,8 @@ from piprov.errors import PiprovError, ProblemList
 from piprov.facts import NodeFacts, parse_facts
 from piprov.graph import ComponentGraph, load_graph
 from piprov.inventory import load
-from piprov.plan import Plan, plan_cluster
+from piprov.plan import Plan
+from piprov.provision import plan_cluster
 
 FACTS_TEXT = (Path(__file__).parent / "data" / "facts" / "good-hypriot.txt").read_text()
 EXAMPLES = 600

@@ -153,7 +153,8 @@ def test_plan_errors_keep_the_forget_key_hint() -> None:
     from piprov.errors import HostKeyError
     from piprov.graph import load_graph
     from piprov.inventory.model import ImageSettings, Inventory, NetworkSettings
-    from piprov.plan import plan_cluster
+    from piprov.cli.app import error_line
+    from piprov.provision import plan_cluster
 
     node = _node()
     inv = Inventory(Path("inventory.yaml"), "c", SshSettings(), ImageSettings(), NetworkSettings(),
@@ -161,4 +162,4 @@ def test_plan_errors_keep_the_forget_key_hint() -> None:
     err = HostKeyError("HOST KEY CHANGED for 192.168.1.10", host=node.name,
                        hint=f"run `piprov node forget-key {node.name}`")
     plan = plan_cluster(inv, load_graph(), {"rpi-master": err, node.name: err})
-    assert "piprov node forget-key rpi-node-1" in plan.errors[node.name]
+    assert "piprov node forget-key rpi-node-1" in error_line(plan.errors[node.name])

@@ -41,7 +41,7 @@ from faultkit import (
     unshim,
     wait_for,
 )
-from piprov import apply as sh
+from piprov.shell import script as sh
 
 pytestmark = pytest.mark.lab
 
