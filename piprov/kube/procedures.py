@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from piprov.errors import PiprovError
+from piprov.fleet import Fleet
 from piprov.graph import ComponentGraph
 from piprov.inventory import Inventory, load
 from piprov.inventory.edit import NewNode, add_nodes, remove_node
@@ -30,7 +31,6 @@ from piprov.kube.drain import Say, drain, quiet
 from piprov.kube.etcd import release_flannel_lease
 from piprov.kube.rollout import ApplyFn
 from piprov.plan import NodePlan, Plan
-from piprov.fleet import Fleet
 from piprov.provision import ApplyReport, apply_plan, facts_and_plan, stop_units
 
 # -- steps ----------------------------------------------------------------------------------------------

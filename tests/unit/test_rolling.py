@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from piprov.errors import ClusterError
 from piprov.graph import load_graph
 from piprov.inventory import load_text
 from piprov.kube import drain as kdrain
@@ -323,3 +324,72 @@ def test_rollout_stops_at_the_first_failed_batch(tmp_path: Path) -> None:
     assert report2.ok and report2.uncordoned_leftovers == ["w2"]
     assert "resuming" in report2.state_note
     assert not is_unschedulable(api.nodes_["10.0.0.3"])
+
+
+# -- the one HTTP client, the one Ready reading, named steps --------------------------------------------------
+
+
+def test_http_client_returns_every_answer_and_raises_only_when_nothing_answers() -> None:
+    import http.server
+    import threading
+
+    from piprov import http as phttp
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            code = 404 if self.path == "/missing" else 200
+            self.send_response(code)
+            self.end_headers()
+            self.wfile.write(b'{"path": "%s"}' % self.path.encode())
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        ok = phttp.request("GET", base + "/x")
+        assert ok.status == 200 and json.loads(ok.body) == {"path": "/x"}
+        assert phttp.request("GET", base + "/missing").status == 404
+        with pytest.raises(ClusterError, match="cannot reach the Kubernetes API"):
+            KubeApi(base.rsplit(":", 1)[0] + ":1").get("/api/v1/nodes")
+    finally:
+        server.shutdown()
+        server.server_close()
+    with pytest.raises(phttp.Unreachable):
+        phttp.request("GET", "not a url")
+
+
+
+def test_health_status_and_rollout_read_ready_alike() -> None:
+    from piprov.health import _node_ready
+    from piprov.kube.client import heartbeat, is_ready
+
+    objs: list[JSON] = [node_obj("a"), node_obj("b", ready=False), {"status": {"conditions": []}}]
+    for obj in objs:
+        ready, beat, _ = _node_ready(200, json.dumps(obj).encode())
+        assert ready is is_ready(obj)
+        assert beat == (heartbeat(obj) if ready else None)
+
+
+def test_steps_report_their_number_and_stop_at_the_first_failure() -> None:
+    from piprov.errors import PiprovError
+    from piprov.kube.procedures import Step, StepEvent, run_steps
+
+    events: list[StepEvent] = []
+
+    def slow(announce: Any) -> str:
+        announce("draining n")
+        return "2 pods evicted"
+
+    def broken(_: Any) -> str:
+        raise PiprovError("no")
+
+    steps = [Step("draining", slow), Step("stopping units", lambda _: "x", skip="--unreachable"),
+             Step("breaking", broken), Step("never", lambda _: "never")]
+    with pytest.raises(PiprovError):
+        run_steps(steps, events.append)
+    assert [(e.index, e.total, e.kind, e.text, e.announced) for e in events] == [
+        (1, 4, "announce", "draining n", False), (1, 4, "done", "2 pods evicted", True),
+        (2, 4, "skipped", "--unreachable", False)]
