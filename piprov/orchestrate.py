@@ -81,6 +81,41 @@ class RunResult(Generic[V]):
         return [s for s in self.steps.values() if s.status == "changed"]
 
 
+def _guarded(work: Callable[[V], StepResult], label: Callable[[V], tuple[str, str]],
+             emit: Callable[[Event], None], v: V) -> StepResult:
+    """``work(v)`` with its events; an exception becomes the vertex's failure, not the run's."""
+    node, comp = label(v)
+    t0 = time.monotonic()
+    emit(Event("start", node, comp))
+    try:
+        r = work(v)
+    except PiprovError as e:
+        r = StepResult(node, comp, "failed", detail=str(e.message), started=t0, finished=time.monotonic())
+    except Exception as e:  # noqa: BLE001 - one vertex's bug must not hide the fleet's results
+        r = StepResult(
+            node, comp, "failed", detail=f"internal error: {type(e).__name__}: {e}",
+            started=t0, finished=time.monotonic(),
+        )
+    if not r.started:
+        r = replace(r, started=t0, finished=time.monotonic())
+    emit(Event("done", node, comp, r))
+    return r
+
+
+def _not_started(v: V, preds: list[V], result: RunResult[V], label: Callable[[V], tuple[str, str]],
+                 cancel: threading.Event | None) -> StepResult | None:
+    """Why a vertex whose dependencies have all finished must not start, or None when it may."""
+    node, comp = label(v)
+    bad = [p for p in preds if not result.steps[p].ok]
+    if bad:
+        b = result.steps[bad[0]]
+        why = f"not started: {b.component} on {b.node} {'failed' if b.status == 'failed' else 'was skipped'}"
+        return StepResult(node, comp, "skipped", detail=why)
+    if cancel is not None and cancel.is_set():
+        return StepResult(node, comp, "skipped", detail="not started: run interrupted")
+    return None
+
+
 def run_dag(
     vertices: Sequence[V],
     predecessors: Callable[[V], Iterable[V]],
@@ -107,47 +142,22 @@ def run_dag(
     pending = list(vertices)
     running: dict[Future[StepResult], V] = {}
 
-    def guarded(v: V) -> StepResult:
-        node, comp = label(v)
-        t0 = time.monotonic()
-        emit(Event("start", node, comp))
-        try:
-            r = work(v)
-        except PiprovError as e:
-            r = StepResult(node, comp, "failed", detail=str(e.message), started=t0, finished=time.monotonic())
-        except Exception as e:  # noqa: BLE001 - one vertex's bug must not hide the fleet's results
-            r = StepResult(
-                node, comp, "failed", detail=f"internal error: {type(e).__name__}: {e}",
-                started=t0, finished=time.monotonic(),
-            )
-        if not r.started:
-            r = replace(r, started=t0, finished=time.monotonic())
-        emit(Event("done", node, comp, r))
-        return r
-
     with ThreadPoolExecutor(max_workers=max(1, max_workers), thread_name_prefix="piprov-step") as pool:
         while pending or running:
             progressed = True
             while progressed:
                 progressed = False
                 for v in list(pending):
-                    ps = preds[v]
-                    if any(p not in result.steps for p in ps):
+                    if any(p not in result.steps for p in preds[v]):
                         continue
                     pending.remove(v)
                     progressed = True
-                    bad = [p for p in ps if not result.steps[p].ok]
-                    node, comp = label(v)
-                    if bad:
-                        b = result.steps[bad[0]]
-                        why = f"not started: {b.component} on {b.node} {'failed' if b.status == 'failed' else 'was skipped'}"
-                        result.steps[v] = StepResult(node, comp, "skipped", detail=why)
-                        emit(Event("done", node, comp, result.steps[v]))
-                    elif cancel is not None and cancel.is_set():
-                        result.steps[v] = StepResult(node, comp, "skipped", detail="not started: run interrupted")
-                        emit(Event("done", node, comp, result.steps[v]))
+                    skipped = _not_started(v, preds[v], result, label, cancel)
+                    if skipped is not None:
+                        result.steps[v] = skipped
+                        emit(Event("done", skipped.node, skipped.component, skipped))
                     else:
-                        running[pool.submit(guarded, v)] = v
+                        running[pool.submit(_guarded, work, label, emit, v)] = v
             if not running:
                 if pending:  # only possible with a cycle; graph validation prevents it
                     raise PiprovError(f"dependency cycle among {sorted(map(str, pending))}")
