@@ -12,7 +12,7 @@ from rich.table import Table
 
 from piprov.cli.app import err, inventory_option, out
 from piprov.discover import DiscoveryResult, Host, discover, inventory_match, plan_additions
-from piprov.errors import InventoryError, PiprovError
+from piprov.errors import InventoryError, InventoryNotFoundError, PiprovError
 from piprov.inventory import Inventory, edit, load
 from piprov.inventory.edit import NewNode
 from piprov.inventory.load import ROLES
@@ -21,10 +21,8 @@ from piprov.inventory.load import ROLES
 def _load_optional(path: Path) -> Inventory | None:
     try:
         return load(path)
-    except InventoryError as e:
-        if "does not exist" in e.message:
-            return None
-        raise
+    except InventoryNotFoundError:
+        return None
 
 
 @click.command("discover")
