@@ -110,3 +110,24 @@ def test_one_round_trip_per_script(tmp_path: Path) -> None:
     assert run_script(t, wrap(body)).ok
     assert t.round_trips == 1
     assert hashlib.sha256((tmp_path / "f7").read_bytes()).hexdigest() == hashlib.sha256(b"7").hexdigest()
+
+
+def test_actions_render_in_order_in_one_script(tmp_path: Path) -> None:
+    from piprov.plan.actions import DisableUnits, RemoveFile, RemoveStaleTemps, WriteFile
+    from piprov.shell.script import run_actions
+
+    user, group = me()
+    (tmp_path / (TEMP_PREFIX + "old")).write_text("half")
+    gone = tmp_path / "gone"
+    gone.write_text("x")
+    t = LocalTransport()
+    out = run_actions(t, [RemoveStaleTemps((str(tmp_path),)),
+                          WriteFile(str(tmp_path / "a"), b"a\n", 0o600, user, group),
+                          RemoveFile(str(gone)),
+                          DisableUnits(("piprov-no-such-unit.service",))])
+    assert out.ok, out.detail
+    assert t.round_trips == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]
+    assert (tmp_path / "a").stat().st_mode & 0o7777 == 0o600
+    # A unit that does not exist is not an error: nothing to stop.
+    assert out.result.stdout.strip() == "stopped:"

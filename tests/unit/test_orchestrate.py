@@ -97,3 +97,18 @@ def test_critical_path_is_the_longest_chain() -> None:
     cost = {"a": 1.0, "b": 5.0, "c": 2.0, "d": 1.0, "x": 3.0, "y": 3.0}
     total, chain = critical_path(ORDER, PREDS.__getitem__, cost)
     assert total == 7.0 and chain == ["a", "b", "d"]
+
+
+def test_fleet_result_keeps_every_node_and_names_the_failed() -> None:
+    from piprov.errors import PiprovError
+    from piprov.fleet import parallel
+
+    def fn(name: str) -> int:
+        if name == "b":
+            raise PiprovError("unreachable")
+        return len(name)
+
+    r = parallel(["a", "b", "ccc"], fn)
+    assert list(r) == ["a", "b", "ccc"]
+    assert r.succeeded == {"a": 1, "ccc": 3}
+    assert list(r.failed) == ["b"] and str(r.failed["b"]) == "b: unreachable"
