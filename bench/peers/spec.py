@@ -28,10 +28,12 @@ from urllib.parse import urlparse
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from piprov.graph import HealthCheck, Vertex, load_graph  # noqa: E402
+from piprov.graph import HealthCheck, Vertex, load_graph, node_dag  # noqa: E402
 from piprov.inventory import load  # noqa: E402
 from piprov.plan import FileChange  # noqa: E402
-from piprov.provision import Fleet, facts_and_plan  # noqa: E402
+from piprov.fleet import Fleet  # noqa: E402
+from piprov.provision import facts_and_plan  # noqa: E402
+from piprov.shell.script import commands  # noqa: E402
 
 POLL = "0.1"
 
@@ -68,7 +70,7 @@ def build_spec(inventory_path: Path) -> dict[str, Any]:
         _, plan = facts_and_plan(inventory, graph, fleet)
     if plan.errors:
         raise SystemExit(f"cannot plan the peers' deploy: {plan.errors}")
-    dag = graph.node_dag(inventory)
+    dag = node_dag(graph, inventory)
     nodes: dict[str, Any] = {}
     for n in inventory.nodes:
         np = plan.node(n.name)
@@ -76,7 +78,7 @@ def build_spec(inventory_path: Path) -> dict[str, Any]:
         nodes[n.name] = {
             "address": n.address, "user": n.ssh.user, "port": n.ssh.port,
             "hostname": {"files": [_file(f) for f in hc.files] if hc else [],
-                         "commands": list(hc.commands) if hc else []},
+                         "commands": commands(hc.actions) if hc else []},
         }
     components: list[dict[str, Any]] = []
     for c in graph.components:
@@ -93,7 +95,7 @@ def build_spec(inventory_path: Path) -> dict[str, Any]:
                 "enable": list(cp.enable) or list(c.units),
                 "start": list(cp.start) or list(cp.restart) or list(c.units),
                 "waits": waits,
-                "etcd": [_until(cmd + " >/dev/null 2>&1", 60) for cmd in cp.etcd_commands()],
+                "etcd": [_until(cmd + " >/dev/null 2>&1", 60) for cmd in commands(cp.etcd_actions())],
             }
         if per:
             components.append({"name": c.name, "nodes": per})
