@@ -19,10 +19,9 @@ from typing import Callable, Iterable, Mapping
 
 from piprov.errors import FactsError, PiprovError
 from piprov.facts import NodeFacts, parse_facts
-from piprov.fleet import Fleet as Fleet
-from piprov.fleet import FleetResult, parallel
+from piprov.fleet import Fleet, FleetResult, parallel
 from piprov.graph import ComponentGraph, HealthCheck, NodeDag, Vertex, node_dag
-from piprov.health import Probe, ProbeResult, wait_healthy
+from piprov.health import ProbeResult, wait_healthy
 from piprov.inventory.model import Inventory, Node
 from piprov.lock import FileLock
 from piprov.orchestrate import Event, RunResult, StepResult, run_dag
@@ -157,11 +156,6 @@ def facts_and_plan(inventory: Inventory, graph: ComponentGraph, fleet: Fleet) ->
 # -- apply --------------------------------------------------------------------------------------------
 
 
-def to_probe(check: HealthCheck, cap: float | None = None) -> Probe:
-    timeout = float(check.timeout) if cap is None else min(float(check.timeout), cap)
-    return Probe(check.probe, check.target, timeout)
-
-
 def needs_text(dag: NodeDag, v: Vertex) -> str:
     """What a failed vertex waits on across the network: the first suspect
     when its own probe fails (a worker's flannel and the master's etcd)."""
@@ -257,10 +251,10 @@ class _Steps:
         results: list[ProbeResult] = []
         self.probes[v] = results
         for check in self.dag.health.get(v, ()):
-            r = wait_healthy(to_probe(check, self.health_timeout), transport, cancel=self.cancel)
+            r = wait_healthy(check.capped(self.health_timeout), transport, cancel=self.cancel)
             results.append(r)
             if not r.ok:
-                return (f"not healthy after {r.probe.timeout:g} s: {r.probe.describe()}: {r.detail}"
+                return (f"not healthy after {r.check.timeout:g} s: {r.check.describe()}: {r.detail}"
                         + needs_text(self.dag, v))
         return ""
 

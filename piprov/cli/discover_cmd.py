@@ -15,7 +15,7 @@ from piprov.discover import DiscoveryResult, Host, discover, inventory_match, pl
 from piprov.errors import InventoryError, InventoryNotFoundError, PiprovError
 from piprov.inventory import Inventory, edit, load
 from piprov.inventory.edit import NewNode
-from piprov.inventory.load import ROLES
+from piprov.inventory.schema import ROLES
 
 
 def _load_optional(path: Path) -> Inventory | None:

@@ -15,7 +15,7 @@ from piprov.errors import InventoryError
 from piprov.inventory import Inventory, Node, edit, load
 from piprov.inventory.edit import NewNode
 from piprov.inventory.export import FORMATS, export
-from piprov.inventory.load import ROLES
+from piprov.inventory.schema import ROLES
 from piprov.inventory.model import ARCH_MAP
 from piprov.localfs import atomic_write
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from piprov.discover.records import Host
 from piprov.errors import DiscoveryError
 from piprov.inventory.edit import NewNode
-from piprov.inventory.load import is_hostname_label
+from piprov.inventory.schema import is_hostname_label
 from piprov.inventory.model import Inventory
 
 

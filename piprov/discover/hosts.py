@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 
 from piprov.discover.pi import classify, mac_from_workstation
 from piprov.discover.records import Host, Rejected, ServiceAnswer, escape
-from piprov.inventory.load import is_hostname_label
+from piprov.inventory.schema import is_hostname_label
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 

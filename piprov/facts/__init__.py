@@ -24,13 +24,12 @@ back (``!big``); otherwise the parser hashes the content, which saves a
 process per file. Nothing here decides anything.
 """
 
-from piprov.facts.command import BEGIN, BINARIES, END, HOST_FILES, MAX_CONTENT, facts_command
+from piprov.facts.command import BEGIN, END, HOST_FILES, MAX_CONTENT, facts_command
 from piprov.facts.model import OCCIDENTALIS, Address, EtcdKeyFacts, EtcdKeyState, FileFacts, NodeFacts, UnitFacts
 from piprov.facts.parse import parse_facts
 
 __all__ = [
     "BEGIN",
-    "BINARIES",
     "END",
     "HOST_FILES",
     "MAX_CONTENT",

@@ -21,10 +21,6 @@ END = "PIPROV-FACTS-END"
 MAX_CONTENT = 64 * 1024
 # Read on every node: hostname planning edits them.
 HOST_FILES = (OCCIDENTALIS, "/etc/hostname", "/etc/hosts")
-# Programs the units run, located on the node: docker-ce (HypriotOS) puts the
-# daemon in /usr/bin, Debian's docker.io in /usr/sbin. The default for callers
-# that do not yet take the list from the component graph.
-BINARIES = ("docker", "dockerd")
 # Program names go into the script unquoted, like paths and units.
 _PROGRAM_RE = re.compile(r"^[A-Za-z0-9._+-]+$")
 
@@ -111,15 +107,17 @@ def facts_command(
     *,
     etcdctl: str | None = None,
     etcd_keys: Sequence[str] = (),
-    binaries: Iterable[str] = BINARIES,
+    binaries: Iterable[str] = (),
 ) -> str:
     """ONE POSIX sh script printing every fact planning needs; run it with sudo.
 
     ``paths``: managed files (the host files hostname planning edits are always
     added); ``units``: managed units; ``etcdctl``: a command prefix reaching etcd
     (trusted: it comes from the playbook), used for ``etcd_keys`` when given;
-    ``binaries``: names of the programs to locate (a name → default path mapping
-    will do: its keys are the names).
+    ``binaries``: names of the programs the units run, located under sudo's
+    PATH (the graph knows them: docker-ce on HypriotOS puts dockerd in
+    /usr/bin, Debian's docker.io in /usr/sbin); a name → default path mapping
+    will do, its keys are the names.
     """
     all_paths = list(dict.fromkeys([*HOST_FILES, *paths]))
     programs = list(dict.fromkeys(binaries))

@@ -29,13 +29,12 @@ from piprov.inventory.load import load_text, read_text
 from piprov.inventory.model import Inventory
 from piprov.inventory.schema import Field, _did_you_mean, field_at, schema
 from piprov.inventory.splice import TextDoc as _TextDoc
-from piprov.inventory.splice import render_flow, render_scalar
 from piprov.lock import FileLock
 from piprov.localfs import LocalWriteError
 
 __all__ = [
-    "LOCK_WAIT_S", "NewNode", "add_node", "add_nodes", "atomic_write", "lock_path", "parse_value", "remove_node",
-    "rename_node", "render_flow", "render_scalar", "set_value", "split_path",
+    "LOCK_WAIT_S", "NewNode", "add_node", "add_nodes", "lock_path", "parse_value", "remove_node",
+    "rename_node", "set_value", "split_path",
 ]
 
 # How long an edit waits for another edit of the same file to finish. Edits
@@ -205,11 +204,11 @@ def _edit(path: Path, apply: Callable[[str, Inventory | None], str], what: str) 
             ) from None
         except InventoryError as e:
             raise InventoryError(f"{path} not changed: '{what}' would make the inventory invalid: {e.message}") from None
-        atomic_write(real, new_text.encode("utf-8"))
+        _write(real, new_text.encode("utf-8"))
         return result
 
 
-def atomic_write(path: Path, data: bytes) -> None:
+def _write(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` (:func:`piprov.localfs.atomic_write`); a failure is an InventoryError."""
     try:
         localfs.atomic_write(path, data)

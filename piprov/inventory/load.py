@@ -17,10 +17,10 @@ from typing import Any
 from piprov import yamlsrc
 from piprov.errors import InventoryError, InventoryNotFoundError, Location
 from piprov.inventory.model import ImageSettings, ImageSpec, Inventory, NetworkSettings, Node, SshSettings
-from piprov.inventory.schema import ROLES, default_image_names, is_hostname_label
+from piprov.inventory.schema import default_image_names
 from piprov.inventory.validate import validate_document
 
-__all__ = ["ROLES", "is_hostname_label", "load", "load_text", "parse_yaml", "read_text", "validate_document"]
+__all__ = ["load", "load_text", "parse_yaml", "read_text", "validate_document"]
 
 
 def parse_yaml(text: str, file: str) -> Any:

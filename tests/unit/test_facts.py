@@ -21,6 +21,7 @@ import yaml
 from piprov.errors import FactsError
 from piprov.facts import BEGIN, MAX_CONTENT, facts_command, parse_facts
 from piprov.facts.records import RECORDS, parse_records
+from piprov.graph import load_graph
 
 DATA = Path(__file__).parent / "data" / "facts"
 GARBAGE = yaml.safe_load((DATA / "cases.yaml").read_text())
@@ -166,7 +167,8 @@ def test_command_runs_under_a_posix_shell(shell: list[str], tmp_path: Path) -> N
     )
     fake.chmod(0o755)
     paths = [str(p) for p in (small, empty, big, binary, tmp_path / "adir", tmp_path / "missing")]
-    cmd = facts_command(paths, ["docker.service"], etcdctl=str(fake), etcd_keys=["/a", "/b", "/c"])
+    cmd = facts_command(paths, ["docker.service"], etcdctl=str(fake), etcd_keys=["/a", "/b", "/c"],
+                        binaries=load_graph().binaries())
     out = subprocess.run([*shell, "-c", cmd], capture_output=True, text=True, timeout=60)
     facts = parse_facts("localhost", out.stdout)
     assert facts.machine == os.uname().machine

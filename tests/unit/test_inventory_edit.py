@@ -12,6 +12,7 @@ import pytest
 from piprov.errors import InventoryError, LockError, ProblemList
 from piprov.inventory import edit, load
 from piprov.inventory.edit import NewNode
+from piprov.inventory.splice import render_scalar
 from piprov.lock import FileLock
 
 DATA = Path(__file__).parent / "data" / "inventory"
@@ -211,7 +212,7 @@ from ruamel.yaml import YAML  # noqa: E402
 @given(value=st.text(max_size=40) | st.sampled_from(["yes", "2.0", "~", "null", "a: b", "#x", "- x", "'", '"', "1e3"]))
 def test_render_scalar_round_trips(value: str) -> None:
     for style in (None, "'", '"'):
-        doc = YAML(typ="safe", pure=True).load("k: " + edit.render_scalar(value, style) + "\n")
+        doc = YAML(typ="safe", pure=True).load("k: " + render_scalar(value, style) + "\n")
         assert doc["k"] == value
 
 

@@ -26,7 +26,8 @@ from piprov.cli.app import error_line
 from piprov.cli.views import file_json, node_json, plan_json
 from piprov.plan import NodePlan, plan_hostname, plan_node
 from piprov.provision import plan_cluster
-from piprov.render import DesiredNode, desired_state, node_image_arch
+from piprov.plan.desired import DesiredNode
+from piprov.render import desired_state, node_image_arch
 from piprov.shell.script import commands
 
 CASES = sorted((Path(__file__).parent / "data" / "plan").glob("*.yaml"))
@@ -371,6 +372,7 @@ def test_facts_and_plan_plans_each_node_as_its_facts_come_in(
     # The pipelined path (each node planned in its SSH worker) must plan exactly
     # as plan_cluster does, keep the inventory's order and keep failures as data.
     from piprov import provision
+    from piprov.fleet import Fleet
 
     inv = make_inventory()
     case = yaml.safe_load((Path(__file__).parent / "data/plan/converged-master.yaml").read_text())
@@ -382,7 +384,7 @@ def test_facts_and_plan_plans_each_node_as_its_facts_come_in(
         return facts[name]
 
     monkeypatch.setattr(provision, "read_facts", read)
-    fleet = provision.Fleet(inv, dict.fromkeys([n.name for n in inv.nodes]))  # type: ignore[arg-type]
+    fleet = Fleet(inv, dict.fromkeys([n.name for n in inv.nodes]))  # type: ignore[arg-type]
     got_facts, plan = provision.facts_and_plan(inv, graph, fleet)
     assert isinstance(got_facts["rpi-node-2"], FactsError)
     expected = plan_cluster(inv, graph, got_facts)

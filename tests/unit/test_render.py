@@ -14,7 +14,8 @@ from piprov import resources
 from piprov.errors import PiprovError, RenderError
 from piprov.graph import ComponentGraph, load_graph
 from piprov.inventory.model import ImageSettings, ImageSpec, Inventory, NetworkSettings, Node, SshSettings
-from piprov.render import DesiredNode, desired_state, facts_command_for
+from piprov.plan.desired import DesiredNode
+from piprov.render import desired_state, facts_command_for
 
 MACHINES = {"armv7l": "arm", "aarch64": "arm64", "x86_64": "amd64"}
 REGISTRY = "10.77.0.1:5000"
