@@ -177,6 +177,10 @@ def report_error(e: PiprovError) -> None:
                 err.print(f"    [dim]{_escape(p.hint)}[/]")
     else:
         err.print(f"[bold red]error:[/] {_escape(str(e))}")
+    # A step that failed because of a node's own error raises its own error
+    # `from` it: both are said, each with its next step.
+    if isinstance(e.__cause__, PiprovError):
+        err.print(f"  [red]because:[/] {_escape(error_line(e.__cause__))}")
     if e.hint:
         err.print(f"[yellow]hint:[/] {_escape(e.hint)}")
 

@@ -261,11 +261,10 @@ class NodeAddition:
         """Facts and plan of every node; the new node must be plannable, the others may not be."""
         self.plan = facts_and_plan(self.inventory, self.graph, fleet)[1]
         if self.name in self.plan.errors:
-            why = self.plan.errors[self.name]
-            # The node's own error, its hint kept with the message, and the way out.
-            hint = f" (hint: {why.hint})" if why.hint else ""
-            raise PiprovError(why.message + hint, host=why.host or self.name, location=why.location,
-                              hint="fix the node's SSH access (see `piprov keys`) and run `piprov node add` again")
+            raise PiprovError(
+                "it cannot be planned, so it cannot join", host=self.name,
+                hint="fix the node's SSH access (see `piprov keys`) and run `piprov node add` again",
+            ) from self.plan.errors[self.name]
         self.others = other_changes(self.plan, self.name)
         return self.plan
 

@@ -55,3 +55,25 @@ def test_batch_view_renders_every_batch() -> None:
     results[0].status, results[0].seconds = "done", 3.0
     table = view.table()
     assert table.row_count == 2
+
+
+def test_node_add_of_a_node_that_cannot_be_planned_says_why_and_the_way_out(
+    inv: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from piprov.errors import FactsError
+    from piprov.kube import procedures
+    from piprov.plan import Plan
+
+    def no_plan(inventory: object, graph: object, fleet: object) -> tuple[dict[str, object], Plan]:
+        why = FactsError("the facts command failed (exit 1): sudo: a password is required", host="rpi-node-1",
+                         hint="piprov needs passwordless sudo for the SSH user on every node")
+        return {}, Plan([], {"rpi-node-1": why})
+
+    monkeypatch.setattr(procedures, "facts_and_plan", no_plan)
+    before = inv.read_text()
+    assert run(["node", "add", "rpi-node-1", "-i", str(inv)]) == EXIT_ERROR
+    err = " ".join(capsys.readouterr().err.split())
+    assert "rpi-node-1: it cannot be planned, so it cannot join" in err
+    assert "because: rpi-node-1: the facts command failed (exit 1): sudo: a password is required" in err
+    assert "(hint: piprov needs passwordless sudo" in err and "run `piprov node add` again" in err
+    assert inv.read_text() == before
