@@ -29,47 +29,32 @@ from typing import Callable
 
 from piprov import http
 from piprov.errors import PiprovError, TransportError
+from piprov.graph.model import HealthCheck
 from piprov.kube.client import heartbeat, ready_condition
 from piprov.shell.probes import wait_command
 from piprov.transport import Transport
 
 SSH_KINDS = ("unit", "docker_socket", "file")
-HTTP_KINDS = ("http", "node_ready")
-KINDS = SSH_KINDS + HTTP_KINDS
-
-
-@dataclass(frozen=True)
-class Probe:
-    kind: str
-    target: str
-    timeout: float
-
-    def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise PiprovError(f"unknown health probe kind {self.kind!r}; known: {', '.join(KINDS)}")
-
-    def describe(self) -> str:
-        return f"{self.kind} {self.target}"
 
 
 @dataclass(frozen=True)
 class ProbeResult:
-    probe: Probe
+    check: HealthCheck
     ok: bool
     detail: str  # the last thing the probe saw: for the person reading a failure
     seconds: float
 
 
-def wait_on_node(probe: Probe, transport: Transport) -> ProbeResult:
+def wait_on_node(check: HealthCheck, transport: Transport) -> ProbeResult:
     start = time.monotonic()
     try:
-        res = transport.run(wait_command(probe), sudo=True, timeout=probe.timeout + 15)
+        res = transport.run(wait_command(check), sudo=True, timeout=check.timeout + 15)
     except TransportError as e:
-        return ProbeResult(probe, False, str(e.message), time.monotonic() - start)
+        return ProbeResult(check, False, str(e.message), time.monotonic() - start)
     detail = res.tail(8) if not res.ok else "healthy"
     if not res.ok and not detail:
-        detail = f"not healthy after {probe.timeout:g} s"
-    return ProbeResult(probe, res.ok, detail, time.monotonic() - start)
+        detail = f"not healthy after {check.timeout:g} s"
+    return ProbeResult(check, res.ok, detail, time.monotonic() - start)
 
 
 HttpGet = Callable[[str, float], tuple[int, bytes]]
@@ -103,9 +88,9 @@ def _node_ready(status: int, body: bytes) -> tuple[bool, str | None, str]:
     return False, None, f"Ready={ready.get('status')}" + (f": {why}" if why else "")
 
 
-def check_http_once(probe: Probe, get: HttpGet = http_get) -> tuple[bool, str]:
-    status, body = get(probe.target, min(5.0, max(0.5, probe.timeout)))
-    if probe.kind == "http":
+def check_http_once(check: HealthCheck, get: HttpGet = http_get) -> tuple[bool, str]:
+    status, body = get(check.target, min(5.0, max(0.5, check.timeout)))
+    if check.probe == "http":
         if 200 <= status < 300:
             return True, f"HTTP {status}"
         return False, f"HTTP {status}: {body[:200].decode('utf-8', 'replace')}" if status else body.decode()
@@ -114,14 +99,14 @@ def check_http_once(probe: Probe, get: HttpGet = http_get) -> tuple[bool, str]:
 
 
 def wait_http(
-    probe: Probe,
+    check: HealthCheck,
     *,
     get: HttpGet = http_get,
     cancel: threading.Event | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> ProbeResult:
     start = clock()
-    deadline = start + probe.timeout
+    deadline = start + check.timeout
     interval = 0.05
     # A node that is already Ready when we start looking (its kubelet was just
     # restarted) must report once more: its Ready may be the old kubelet's. The
@@ -130,8 +115,8 @@ def wait_http(
     baseline: str | None = None
     first = True
     while True:
-        if probe.kind == "node_ready":
-            ready, beat, detail = _node_ready(*get(probe.target, min(5.0, max(0.5, probe.timeout))))
+        if check.probe == "node_ready":
+            ready, beat, detail = _node_ready(*get(check.target, min(5.0, max(0.5, check.timeout))))
             if first and ready:
                 baseline = beat
             ok = ready and (baseline is None or (beat is not None and beat != baseline))
@@ -139,12 +124,12 @@ def wait_http(
                 detail = "Ready, waiting for a heartbeat of the restarted kubelet"
             first = False
         else:
-            ok, detail = check_http_once(probe, get)
+            ok, detail = check_http_once(check, get)
         if ok:
-            return ProbeResult(probe, True, detail, clock() - start)
+            return ProbeResult(check, True, detail, clock() - start)
         now = clock()
         if now >= deadline or (cancel is not None and cancel.is_set()):
-            return ProbeResult(probe, False, detail, now - start)
+            return ProbeResult(check, False, detail, now - start)
         # Poll quickly at first (most things come up within a second), then back off.
         wait = min(interval, deadline - now)
         if cancel is not None:
@@ -155,11 +140,11 @@ def wait_http(
 
 
 def wait_healthy(
-    probe: Probe, transport: Transport | None, *, cancel: threading.Event | None = None
+    check: HealthCheck, transport: Transport | None, *, cancel: threading.Event | None = None
 ) -> ProbeResult:
-    """Block until ``probe`` passes or its timeout ends."""
-    if probe.kind in SSH_KINDS:
+    """Block until ``check`` passes or its timeout ends."""
+    if check.probe in SSH_KINDS:
         if transport is None:
-            raise PiprovError(f"probe {probe.describe()} needs a connection to the node")
-        return wait_on_node(probe, transport)
-    return wait_http(probe, cancel=cancel)
+            raise PiprovError(f"probe {check.describe()} needs a connection to the node")
+        return wait_on_node(check, transport)
+    return wait_http(check, cancel=cancel)

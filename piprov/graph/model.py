@@ -42,6 +42,13 @@ class HealthCheck:
     target: str
     timeout: float
 
+    def describe(self) -> str:
+        return f"{self.probe} {self.target}"
+
+    def capped(self, cap: float | None) -> HealthCheck:
+        """The same check, giving up after ``cap`` seconds if that is sooner."""
+        return self if cap is None or cap >= self.timeout else HealthCheck(self.probe, self.target, float(cap))
+
     def __str__(self) -> str:
         return f"{self.probe} {self.target} (timeout {self.timeout:g}s)"
 

@@ -8,36 +8,27 @@ moment the check passes. On failure the command prints what the node sees.
 from __future__ import annotations
 
 import shlex
-from typing import Protocol
 
 from piprov.errors import PiprovError
+from piprov.graph.model import HealthCheck
 
 # How often a remote wait loop re-checks; the loop itself is bounded by
 # coreutils `timeout`, so this only sets the latency of noticing success.
 _REMOTE_POLL = "0.1"
 
 
-class ProbeLike(Protocol):
-    @property
-    def kind(self) -> str: ...
-    @property
-    def target(self) -> str: ...
-    @property
-    def timeout(self) -> float: ...
-
-
-def check_command(probe: ProbeLike) -> str:
+def check_command(check: HealthCheck) -> str:
     """The shell test for an on-node probe (exit 0 = healthy)."""
-    t = shlex.quote(probe.target)
-    if probe.kind == "unit":
+    t = shlex.quote(check.target)
+    if check.probe == "unit":
         # Units are (re)started with --no-block: until the queued job has run,
         # "active" may still describe the old process.
         return f"! systemctl list-jobs --no-legend 2>/dev/null | grep -q -w -F {t} && systemctl is-active --quiet {t}"
-    if probe.kind == "docker_socket":
-        return f"docker -H {_docker_host(probe.target)} version --format '{{{{.Server.Version}}}}' >/dev/null 2>&1"
-    if probe.kind == "file":
+    if check.probe == "docker_socket":
+        return f"docker -H {_docker_host(check.target)} version --format '{{{{.Server.Version}}}}' >/dev/null 2>&1"
+    if check.probe == "file":
         return f"test -s {t}"
-    raise PiprovError(f"probe kind {probe.kind!r} does not run on the node")
+    raise PiprovError(f"probe kind {check.probe!r} does not run on the node")
 
 
 def _docker_host(target: str) -> str:
@@ -45,25 +36,25 @@ def _docker_host(target: str) -> str:
     return shlex.quote(target if "://" in target else f"unix://{target}")
 
 
-def wait_command(probe: ProbeLike) -> str:
-    """One command waiting up to ``probe.timeout`` for the probe to pass; prints 'healthy' or what it saw."""
-    check = check_command(probe)
+def wait_command(check: HealthCheck) -> str:
+    """One command waiting up to ``check.timeout`` for the probe to pass; prints 'healthy' or what it saw."""
+    test = check_command(check)
     give_up = ""
-    if probe.kind == "unit":
+    if check.probe == "unit":
         # A unit that is down with nothing queued (its start failed for good, or
         # a dependency failed) will not come up by waiting: say so at once.
         # Restart=always units read "activating" between attempts, not this.
-        t = shlex.quote(probe.target)
+        t = shlex.quote(check.target)
         give_up = (f"if ! systemctl list-jobs --no-legend 2>/dev/null | grep -q -w -F {t}; then "
                    f"case $(systemctl is-active {t}) in inactive|failed) exit 1;; esac; fi; ")
-    wait = f"until {check}; do {give_up}sleep {_REMOTE_POLL}; done"
-    secs = max(1, int(probe.timeout + 0.999))
+    wait = f"until {test}; do {give_up}sleep {_REMOTE_POLL}; done"
+    secs = max(1, int(check.timeout + 0.999))
     # On failure, say what the node sees, so the summary can show it.
     explain = {
-        "unit": f"systemctl status --no-pager --lines=5 {shlex.quote(probe.target)} 2>&1 | tail -n 8",
-        "docker_socket": f"docker -H {_docker_host(probe.target)} version 2>&1 | tail -n 3",
-        "file": f"ls -l {shlex.quote(probe.target)} 2>&1",
-    }[probe.kind]
+        "unit": f"systemctl status --no-pager --lines=5 {shlex.quote(check.target)} 2>&1 | tail -n 8",
+        "docker_socket": f"docker -H {_docker_host(check.target)} version 2>&1 | tail -n 3",
+        "file": f"ls -l {shlex.quote(check.target)} 2>&1",
+    }[check.probe]
     return (
         f"if timeout {secs} sh -c {shlex.quote(wait)}; then echo healthy; "
         f"else {explain}; exit 1; fi"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from piprov.health import Probe, wait_http
+from piprov.graph.model import HealthCheck
+from piprov.health import wait_http
 from piprov.shell.probes import check_command
 
 
@@ -26,7 +27,7 @@ class Script:
         return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
 
 
-PROBE = Probe("node_ready", "http://m:8080/api/v1/nodes/10.0.0.2", timeout=5)
+PROBE = HealthCheck("node_ready", "http://m:8080/api/v1/nodes/10.0.0.2", timeout=5)
 
 
 def test_a_node_that_appears_ready_passes_at_once() -> None:
@@ -43,15 +44,15 @@ def test_a_ready_left_over_from_before_a_restart_does_not_count() -> None:
 
 def test_not_ready_until_timeout_says_why() -> None:
     get = Script(node("False", "T1"))
-    r = wait_http(Probe("node_ready", PROBE.target, timeout=0.3), get=get)
+    r = wait_http(HealthCheck("node_ready", PROBE.target, timeout=0.3), get=get)
     assert not r.ok and "Ready=False" in r.detail and "KubeletReady" in r.detail
 
 
 def test_http_probe_reports_connection_errors() -> None:
-    r = wait_http(Probe("http", "http://m:4001/health", timeout=0.2), get=Script((0, b"connection refused")))
+    r = wait_http(HealthCheck("http", "http://m:4001/health", timeout=0.2), get=Script((0, b"connection refused")))
     assert not r.ok and r.detail == "connection refused"
 
 
 def test_unit_probe_waits_for_queued_jobs() -> None:
-    cmd = check_command(Probe("unit", "k8s-flannel.service", 10))
+    cmd = check_command(HealthCheck("unit", "k8s-flannel.service", 10))
     assert "list-jobs" in cmd and "is-active" in cmd
