@@ -23,7 +23,7 @@ import hashlib
 import posixpath
 import shlex
 from dataclasses import dataclass
-from typing import Iterable, Protocol, Sequence
+from typing import Iterable, Sequence
 
 from piprov.plan.actions import (
     Action,
@@ -45,19 +45,6 @@ STALE_RUNNER_MINUTES = 15  # > the longest apply (provision.APPLY_TIMEOUT, 10 mi
 # Exit codes of the wrapper, chosen not to clash with sh's own.
 EXIT_SCRIPT_GARBLED = 98
 EXIT_NO_TEMP = 97
-
-
-class FileLike(Protocol):
-    @property
-    def path(self) -> str: ...
-    @property
-    def content(self) -> bytes: ...
-    @property
-    def mode(self) -> int: ...
-    @property
-    def owner(self) -> str: ...
-    @property
-    def group(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -89,7 +76,7 @@ fail() { printf 'PIPROV-FAILED-STEP: %s\\n' "$PIPROV_STEP" >&2; exit 1; }
 """
 
 
-def write_file(f: FileLike) -> str:
+def write_file(f: WriteFile) -> str:
     """Shell that writes one file atomically (see module docstring)."""
     d = posixpath.dirname(f.path) or "/"
     digest = hashlib.sha256(f.content).hexdigest()

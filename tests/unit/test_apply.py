@@ -8,20 +8,11 @@ import os
 import pwd
 import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
+from piprov.plan.actions import WriteFile
 from piprov.shell.script import EXIT_SCRIPT_GARBLED, TEMP_PREFIX, remove_stale_temps, run_script, wrap, write_file
 from piprov.transport import CommandResult
-
-
-@dataclass
-class F:
-    path: str
-    content: bytes
-    mode: int
-    owner: str
-    group: str
 
 
 class LocalTransport:
@@ -56,7 +47,7 @@ def test_write_file_is_exact_and_sets_mode(tmp_path: Path) -> None:
     user, group = me()
     target = tmp_path / "etc" / "kubernetes" / "k8s.conf"
     content = b"K8S_MASTER_IP=10.1.2.3\n" + bytes(range(256))  # binary-safe too
-    out = run_script(LocalTransport(), wrap(write_file(F(str(target), content, 0o640, user, group))))
+    out = run_script(LocalTransport(), wrap(write_file(WriteFile(str(target), content, 0o640, user, group))))
     assert out.ok, out.detail
     assert target.read_bytes() == content
     assert (target.stat().st_mode & 0o7777) == 0o640
@@ -68,7 +59,7 @@ def test_write_file_replaces_atomically(tmp_path: Path) -> None:
     target = tmp_path / "unit.service"
     target.write_text("old\n")
     inode_before = target.stat().st_ino
-    out = run_script(LocalTransport(), wrap(write_file(F(str(target), b"new\n", 0o644, user, group))))
+    out = run_script(LocalTransport(), wrap(write_file(WriteFile(str(target), b"new\n", 0o644, user, group))))
     assert out.ok and target.read_text() == "new\n"
     assert target.stat().st_ino != inode_before  # renamed into place, not rewritten
 
@@ -77,7 +68,7 @@ def test_failure_names_the_step_and_keeps_the_old_file(tmp_path: Path) -> None:
     user, group = me()
     target = tmp_path / "f"
     target.write_text("old\n")
-    bad = F(str(target), b"new\n", 0o644, "no-such-user-piprov", group)
+    bad = WriteFile(str(target), b"new\n", 0o644, "no-such-user-piprov", group)
     out = run_script(LocalTransport(), wrap(write_file(bad)))
     assert not out.ok
     assert out.failed_step == f"write {target}"
@@ -88,7 +79,7 @@ def test_failure_names_the_step_and_keeps_the_old_file(tmp_path: Path) -> None:
 def test_truncated_script_is_never_run(tmp_path: Path) -> None:
     user, group = me()
     target = tmp_path / "f"
-    script = wrap(write_file(F(str(target), b"x" * 5000, 0o644, user, group)))
+    script = wrap(write_file(WriteFile(str(target), b"x" * 5000, 0o644, user, group)))
     for cut in (10, len(script) // 2, len(script) - 1):
         out = run_script(LocalTransport(truncate_stdin_at=cut), script)
         assert out.result.exit_code == EXIT_SCRIPT_GARBLED
@@ -106,7 +97,7 @@ def test_stale_temp_files_are_removed(tmp_path: Path) -> None:
 def test_one_round_trip_per_script(tmp_path: Path) -> None:
     user, group = me()
     t = LocalTransport()
-    body = "".join(write_file(F(str(tmp_path / f"f{i}"), b"%d" % i, 0o644, user, group)) for i in range(8))
+    body = "".join(write_file(WriteFile(str(tmp_path / f"f{i}"), b"%d" % i, 0o644, user, group)) for i in range(8))
     assert run_script(t, wrap(body)).ok
     assert t.round_trips == 1
     assert hashlib.sha256((tmp_path / "f7").read_bytes()).hexdigest() == hashlib.sha256(b"7").hexdigest()

@@ -41,6 +41,7 @@ from faultkit import (
     unshim,
     wait_for,
 )
+from piprov.plan.actions import WriteFile
 from piprov.shell import script as sh
 
 pytestmark = pytest.mark.lab
@@ -97,15 +98,6 @@ def test_a_killed_runs_lock_is_taken_over(faults: FaultCluster) -> None:
 
 
 @dataclass(frozen=True)
-class _File:
-    path: str
-    content: bytes
-    mode: int = 0o644
-    owner: str = "root"
-    group: str = "root"
-
-
-@dataclass(frozen=True)
 class _HalfUpload:
     client: paramiko.SSHClient
     temp: str  # the half-received script in the node's /tmp
@@ -118,7 +110,7 @@ def _half_upload(faults: FaultCluster, node: str, tag: str) -> _HalfUpload:
     lab = faults.lab
     desired_text = lab.exec(node, f"cat {K8S_CONF}").stdout.encode()
     desired, drifted = drift(faults, node, tag)
-    script = sh.wrap(sh.write_file(_File(K8S_CONF, desired_text))).encode()
+    script = sh.wrap(sh.write_file(WriteFile(K8S_CONF, desired_text, 0o644, "root", "root"))).encode()
     client = paramiko.SSHClient()
     client.load_host_keys(str(faults.known_hosts))
     client.connect(lab.node(node).ip, username="pirate", key_filename=str(lab.identity_file),
