@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal, Mapping, get_args
 
 from piprov.errors import GraphError, Location
-from piprov.inventory.model import Role
+from piprov.inventory.model import ImageSpec, Role
 
 ProbeKind = Literal["unit", "docker_socket", "file", "http", "node_ready"]
 PROBE_KINDS: tuple[str, ...] = get_args(ProbeKind)
@@ -145,6 +145,8 @@ class ComponentGraph:
     sources: tuple[Path, ...] = ()
     # Program name -> where it lives when the node's facts do not say.
     binary_paths: Mapping[str, str] = field(default_factory=dict)
+    # Image name -> the repository and tag a node runs unless the inventory says otherwise.
+    image_specs: Mapping[str, ImageSpec] = field(default_factory=dict)
 
     def component(self, name: str) -> Component:
         for c in self.components:
@@ -212,6 +214,10 @@ class ComponentGraph:
     def image_names(self) -> tuple[str, ...]:
         """Every image the components run, in graph order: the inventory's ``images.<name>`` keys."""
         return tuple(dict.fromkeys(i for c in self.components for i in c.images))
+
+    def image_defaults(self) -> dict[str, ImageSpec]:
+        """Every image the components run (in :meth:`image_names` order) with its default repository and tag."""
+        return {i: self.image_specs[i] for i in self.image_names()}
 
     def binaries(self, role: str | None = None) -> dict[str, str]:
         """Program name -> default path, for the components of ``role`` (all when None)."""

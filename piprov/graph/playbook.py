@@ -29,7 +29,7 @@ from piprov.graph.model import (
     ProbeKind,
     Requirement,
 )
-from piprov.inventory.model import Role
+from piprov.inventory.model import ImageSpec, Role
 
 _UNIT_RE = re.compile(r"^[A-Za-z0-9@_.:-]+\.(service|socket|path|timer|target|mount)$")
 _NAME_RE = re.compile(r"^[a-z][a-z0-9-]*$")
@@ -298,9 +298,16 @@ def _topological(components: list[Component]) -> list[Component]:
     return ordered
 
 
-def _check_stack_fields(components: list[Component], binary_paths: Mapping[str, str]) -> None:
-    """Every binary has a default path; at most one component holds the pod network."""
+def _check_stack_fields(components: list[Component], binary_paths: Mapping[str, str],
+                        images: Mapping[str, ImageSpec]) -> None:
+    """Every binary has a default path, every image a default; at most one component holds the pod network."""
     for c in components:
+        for i in c.images:
+            if i not in images:
+                raise GraphError(
+                    f"component {c.name} runs image {i!r}, which no playbook's 'images' defines",
+                    location=c.location,
+                )
         for b in c.binaries:
             if b not in binary_paths:
                 raise GraphError(
@@ -315,13 +322,14 @@ def _check_stack_fields(components: list[Component], binary_paths: Mapping[str, 
         )
 
 
-def _validate(components: list[Component], binary_paths: Mapping[str, str]) -> list[Component]:
+def _validate(components: list[Component], binary_paths: Mapping[str, str],
+              images: Mapping[str, ImageSpec]) -> list[Component]:
     """Dangling references, role mismatches, duplicate ownership, cycles; then a topological sort."""
     by_name = _by_name(components)
     for c in components:
         _check_requirements(c, by_name)
     _check_ownership(components)
-    _check_stack_fields(components, binary_paths)
+    _check_stack_fields(components, binary_paths, images)
     _check_acyclic(components, by_name)
     return _topological(components)
 
@@ -338,6 +346,7 @@ class _Playbooks:
         self.components: list[Component] = []
         self.vars: dict[str, object] = {}
         self.binary_paths: dict[str, str] = {}
+        self.images: dict[str, ImageSpec] = {}
 
     def read(self, path: Path) -> None:
         try:
@@ -346,11 +355,12 @@ class _Playbooks:
             raise GraphError(f"cannot read playbook: {e.strerror}", location=Location(str(path))) from None
         doc = yamlsrc.parse(text, str(path), GraphError, lead="invalid YAML", yaml11_numbers=True)
         top = Reader(GraphError, str(path), doc, "playbook", (0, 0))
-        top.check_keys(["version", "vars", "binaries", "components"])
+        top.check_keys(["version", "vars", "binaries", "images", "components"])
         if top.data.get("version", 1) != 1:
             raise top.err("version", "unsupported playbook version (this piprov reads version 1)")
         self._named("vars", top, self.vars, "variable", lambda r, k: yamlsrc.plain(r.data[k]))
         self._named("binaries", top, self.binary_paths, "binary", lambda r, k: r.text(k, pattern=_PATH_RE))
+        self._named("images", top, self.images, "image", _image_spec)
         items = top.items("components")
         for i in range(len(items)):
             r = top.item(items, i, f"component #{i + 1}")
@@ -368,8 +378,8 @@ class _Playbooks:
             into[str(k)] = value(r, k)
 
     def graph(self, files: tuple[Path, ...]) -> ComponentGraph:
-        return ComponentGraph(tuple(_validate(self.components, self.binary_paths)), self.vars, files,
-                              self.binary_paths)
+        return ComponentGraph(tuple(_validate(self.components, self.binary_paths, self.images)), self.vars, files,
+                              self.binary_paths, self.images)
 
 
 def load_graph(playbooks_dir: Path | None = None, *, templates_dir: Path | None = None) -> ComponentGraph:
@@ -405,6 +415,12 @@ def _load(playbooks_dir: Path, templates_dir: Path) -> ComponentGraph:
     return books.graph(tuple(files))
 
 
-def default_image_names() -> tuple[str, ...]:
-    """The image names of the default playbooks (what an inventory's ``images:`` may set)."""
-    return load_graph().image_names()
+def default_images() -> dict[str, ImageSpec]:
+    """The images the default playbooks run, with their defaults: what an inventory's ``images:`` may set."""
+    return load_graph().image_defaults()
+
+
+def _image_spec(r: Reader, key: str) -> ImageSpec:
+    ir = r.sub(key, r.data[key], f"images.{key}")
+    ir.check_keys(["repository", "tag"])
+    return ImageSpec(ir.text("repository"), ir.text("tag"))

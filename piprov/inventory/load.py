@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from piprov import yamlsrc
 from piprov.errors import InventoryError, InventoryNotFoundError, Location
 from piprov.inventory.model import ImageSettings, ImageSpec, Inventory, NetworkSettings, Node, SshSettings
-from piprov.inventory.schema import default_image_names
+from piprov.inventory.schema import default_images
 from piprov.inventory.validate import validate_document
 
 __all__ = ["load", "load_text", "parse_yaml", "read_text", "validate_document"]
@@ -51,24 +51,26 @@ def read_text(path: Path) -> str:
         ) from None
 
 
-def load(path: Path, *, image_names: Sequence[str] | None = None) -> Inventory:
+def load(path: Path, *, images: Mapping[str, ImageSpec] | None = None) -> Inventory:
     """Read, validate and return the inventory at ``path``.
 
-    ``image_names`` are the ``images.<name>`` keys allowed (default: those the
-    default playbooks run, :meth:`piprov.graph.ComponentGraph.image_names`).
+    ``images`` are the images the stack runs, with their defaults: the
+    ``images.<name>`` keys allowed and what a node gets when the inventory does
+    not say (default: the default playbooks',
+    :meth:`piprov.graph.ComponentGraph.image_defaults`).
     Raises InventoryError (file missing, YAML syntax) or ProblemList of
     InventoryErrors (every validation problem, each with file:line:column).
     """
-    return load_text(read_text(path), path, image_names=image_names)
+    return load_text(read_text(path), path, images=images)
 
 
-def load_text(text: str, path: Path, *, image_names: Sequence[str] | None = None) -> Inventory:
+def load_text(text: str, path: Path, *, images: Mapping[str, ImageSpec] | None = None) -> Inventory:
     """Validate ``text`` as if it were the content of ``path`` (used before writing an edit)."""
     file = str(path)
     doc = parse_yaml(text, file)
-    names = tuple(image_names) if image_names is not None else default_image_names()
-    validate_document(doc, file, image_names=names)
-    return _build(doc, path, names)
+    defaults = dict(images) if images is not None else default_images()
+    validate_document(doc, file, image_names=tuple(defaults))
+    return _build(doc, path, defaults)
 
 
 # Building the model: only after validation passed, so the types are known good.
@@ -99,7 +101,7 @@ def _spec(m: Mapping[str, Any]) -> ImageSpec:
     return ImageSpec(repository=str(m["repository"]), tag=str(m["tag"]))
 
 
-def _build(doc: Mapping[str, Any], path: Path, image_names: tuple[str, ...]) -> Inventory:
+def _build(doc: Mapping[str, Any], path: Path, image_defaults: Mapping[str, ImageSpec]) -> Inventory:
     base_dir = path.expanduser().absolute().parent
     ssh_doc = doc.get("ssh") or {}
     ssh = _ssh(ssh_doc, SshSettings(), base_dir)
@@ -107,8 +109,8 @@ def _build(doc: Mapping[str, Any], path: Path, image_names: tuple[str, ...]) -> 
 
     img_doc = doc.get("images") or {}
     defaults = ImageSettings()
-    specs = dict(defaults.specs)
-    for c in image_names:
+    specs = dict(image_defaults)
+    for c in image_defaults:
         if c in img_doc:
             specs[c] = _spec(img_doc[c])
     overrides = {

@@ -82,14 +82,9 @@ class ImageSpec:
 class ImageSettings:
     registry: str = "gcr.io/google_containers"
     insecure_registries: tuple[str, ...] = ()
-    specs: Mapping[str, ImageSpec] = field(
-        default_factory=lambda: {
-            "etcd": ImageSpec("etcd", "2.1.1"),
-            "flannel": ImageSpec("flannel", "0.5.5"),
-            "hyperkube": ImageSpec("hyperkube", "v1.1.2"),
-            "pause": ImageSpec("pause", "2.0"),
-        }
-    )
+    # Image name -> repository and tag: the playbooks' defaults (graph.image_defaults)
+    # with the inventory's own on top; the loader fills it.
+    specs: Mapping[str, ImageSpec] = field(default_factory=dict)
     # Per image-arch overrides, e.g. {"arm64": {"hyperkube": ImageSpec(...)}}.
     arch_overrides: Mapping[str, Mapping[str, ImageSpec]] = field(default_factory=dict)
 

@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, Callable
 
-from piprov.inventory.model import ARCH_MAP
+from piprov.inventory.model import ARCH_MAP, ImageSpec
 
 Check = Callable[[Any], "str | None"]
 
@@ -156,17 +156,17 @@ _IMAGE_SPEC = Field(
 )
 
 
-def default_image_names() -> tuple[str, ...]:
-    """The image names the default playbooks run (``images.<name>`` keys)."""
-    from piprov.graph.playbook import default_image_names as names
+def default_images() -> dict[str, ImageSpec]:
+    """The images the default playbooks run, with their defaults (the ``images.<name>`` keys)."""
+    from piprov.graph.playbook import default_images as images
 
-    return names()
+    return images()
 
 
 @functools.lru_cache(maxsize=8)
 def schema(image_names: tuple[str, ...] | None = None) -> Field:
     """The inventory schema; ``images.<name>`` for each of ``image_names`` (default: the playbooks')."""
-    names = default_image_names() if image_names is None else image_names
+    names = tuple(default_images()) if image_names is None else image_names
     return _schema(names)
 
 

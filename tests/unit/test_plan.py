@@ -37,7 +37,7 @@ def make_inventory(overrides: dict[str, Any] | None = None) -> Inventory:
     """The test fleet: one master, an armv7l worker, an aarch64-overridden worker."""
     o = overrides or {}
     ssh = SshSettings()
-    specs = dict(ImageSettings().specs)
+    specs = load_graph().image_defaults()
     for name, tag in o.get("image_tags", {}).items():
         specs[name] = ImageSpec(specs[name].repository, tag)
     images = ImageSettings(

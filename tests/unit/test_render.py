@@ -30,6 +30,7 @@ def make_inventory(mtu: int | None = None) -> Inventory:
         images=ImageSettings(
             registry=REGISTRY,
             insecure_registries=(REGISTRY, "10.77.0.2:5000"),
+            specs=load_graph().image_defaults(),
             arch_overrides={"arm64": {"hyperkube": ImageSpec("hyperkube", "v1.2.0")}},
         ),
         network=NetworkSettings(mtu=mtu),
