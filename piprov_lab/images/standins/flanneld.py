@@ -34,8 +34,10 @@ the ``host-gw`` backend, as the 2016 seed stack used it:
     never looks again, never writes the subnet file; SIGTERM logs "Exiting..."
     and exits 0 (main.go:292-295). The log lines: ``Error looking up interface
     10.0.0.5: No interface with given IP found`` (main.go:121, pkg/ip/iface.go:116),
-    ``Error looking up interface eth9: no such network interface`` (main.go:126, Go's
-    net.InterfaceByName), ``Failed to find IPv4 address for interface eth0`` (main.go:139).
+    ``Error looking up interface eth9: no such network interface`` (main.go:126: Go
+    1.4's net.InterfaceByName error errNoSuchInterface, net/interface.go; the v0.5.5
+    image was built with golang:1.4.2, dist/build-docker.sh:14), ``Failed to find
+    IPv4 address for interface eth0`` (main.go:139).
     The address is matched against every IPv4 address of every interface
     (pkg/ip/iface.go:66-83, 103-117), secondary ones included.
   - etcd cannot be reached: nothing at start waits for etcd (subnet.NewEtcdManager
