@@ -585,6 +585,30 @@ class Lab:
             n.partitioned = on
             st.save(s)
 
+    def set_address(self, node: str, present: bool) -> None:
+        """Take the node's LAN address off its eth0 (present=False) or give it back.
+
+        For the boot-time case of a Pi whose DHCP address comes late: HypriotOS
+        brings eth0 up with ifupdown's ``allow-hotplug``, so ``network-online.target``
+        does not wait for the address (the lab's node image masks
+        systemd-networkd-wait-online: the same). The address lives in the node's
+        network namespace, which outlives reboots and power cuts, so::
+
+            lab.set_address("pi2", False)
+            lab.reboot("pi2", wait=False)      # or kill() + start(wait=False)
+            time.sleep(20)                     # the node boots without its address
+            lab.set_address("pi2", True)       # ... and gets it 20 s after boot
+
+        Unlike ``partition`` the link stays up (carrier, mDNS multicast route
+        restored with the address). While the address is off, SSH to the node
+        cannot work (``reboot``/``start`` need ``wait=False``); ``exec`` still does.
+        """
+        require_root()
+        with st.locked(self.name):
+            s = self._state()
+            n = self._find(s, node)
+            net.set_address(n.netns, n.ip, ipaddress.IPv4Network(s.subnet).prefixlen, present)
+
     def netem(self, rtt_ms: float | None = None, loss_pct: float | None = None, node: str | None = None) -> None:
         """Set round-trip delay (userspace relay on port 22) and/or packet loss for one or all nodes."""
         require_root()

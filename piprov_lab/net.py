@@ -137,3 +137,21 @@ def delete_bridge(name: str) -> None:
 
 def set_link(veth: str, up: bool) -> None:
     run(["ip", "link", "set", veth, "up" if up else "down"])
+
+
+def has_address(netns: str, ip: str) -> bool:
+    out = run(["ip", "-n", netns, "-4", "-o", "addr", "show", "dev", "eth0"], check=False).stdout
+    return f" {ip}/" in out
+
+
+def set_address(netns: str, ip: str, prefixlen: int, present: bool) -> None:
+    """Take the host's address off its eth0 (link stays up) or put it back, with the
+    multicast route: the kernel drops a device's routes with its last IPv4 address."""
+    ns = ["ip", "-n", netns]
+    if not present:
+        if has_address(netns, ip):
+            run([*ns, "addr", "del", f"{ip}/{prefixlen}", "dev", "eth0"])
+        return
+    if not has_address(netns, ip):
+        run([*ns, "addr", "add", f"{ip}/{prefixlen}", "dev", "eth0"])
+    run([*ns, "route", "replace", "224.0.0.0/4", "dev", "eth0"])

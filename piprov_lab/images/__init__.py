@@ -81,7 +81,8 @@ def build_images(cache_dir: Path) -> list[BuiltImage]:
     label = {"io.piprov.lab": "stand-in images built by piprov_lab.images"}
     specs = {
         "etcd": ([bb, py, etcd], ["/usr/local/bin/etcd"], []),
-        "flannel": ([bb, py, si], ["/opt/bin/flanneld"], env_py),
+        # The stand-in follows the start-up behaviour of the flannel version of its tag.
+        "flannel": ([bb, py, si], ["/opt/bin/flanneld"], env_py + [f"FLANNEL_VERSION={IMAGES['flannel'][1]}"]),
         "hyperkube": ([bb, py, si], ["/hyperkube"], env_py + ["KUBE_VERSION=v1.1.2"]),
         "hyperkube-next": ([bb, py, si], ["/hyperkube"], env_py + ["KUBE_VERSION=v1.1.3"]),
         "pause": ([bb], ["/pause"], []),

@@ -317,6 +317,34 @@ def test_partition_cuts_and_restores_the_link(fault_lab: Lab) -> None:
     assert system.ssh_banner(ip)
 
 
+def test_address_can_come_late_at_boot(fault_lab: Lab) -> None:
+    """A late DHCP address (HypriotOS' `allow-hotplug eth0`): the node boots and reaches
+    network-online.target without its address; set_address gives it afterwards."""
+    lab = fault_lab
+    ip = lab.node("pi2").ip
+    old_pid1 = lab.node("pi2").pid1
+    lab.set_address("pi2", False)
+    try:
+        lab.reboot("pi2", wait=False)
+        deadline = time.monotonic() + 30  # wait=False may return before nspawn's new PID 1 exists
+        while lab.node("pi2").pid1 in (None, old_pid1) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        lab.wait_booted("pi2")
+        online = lab.exec("pi2", "systemctl start network-online.target && systemctl is-active network-online.target")
+        assert online.stdout.strip() == "active"
+        assert f" {ip}/" not in lab.exec("pi2", "ip -4 -o addr show dev eth0").stdout
+        assert "LOWER_UP" in lab.exec("pi2", "ip link show dev eth0").stdout  # the cable is in
+        assert not system.ssh_banner(ip, timeout=1)
+    finally:
+        lab.set_address("pi2", True)
+    deadline = time.monotonic() + 10
+    while not system.ssh_banner(ip) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert system.ssh_banner(ip)
+    assert "224.0.0.0/4 dev eth0" in lab.exec("pi2", "ip route").stdout  # mDNS works again
+    lab.set_address("pi2", True)  # idempotent
+
+
 def test_netem_rtt_delays_ssh_and_can_be_removed(fault_lab: Lab) -> None:
     lab = fault_lab
     ip = lab.node("pi1").ip

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -193,3 +195,127 @@ def test_main_writes_subnet_env_and_keeps_running(etcd: str, prefix: str, tmp_pa
     q = urllib.parse.quote(f"{prefix}/subnets")
     body = json.loads(urllib.request.urlopen(f"{etcd}/v2/keys{q}?recursive=true").read())
     assert json.loads(body["node"]["nodes"][0]["value"])["PublicIP"] == "127.0.0.1"
+
+
+# -- start-up as flannel v0.5.5 (see the stand-in's docstring for the source lines) --------------
+
+ABSENT_IP = "198.51.100.77"  # TEST-NET-2: an address no interface of this machine has
+
+
+def _popen_main(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    code = ("import sys; sys.path.insert(0, %r); from standins.flanneld import main; "
+            "main(router=lambda *a: None)" % str(testsupport.IMAGES_DIR))
+    return subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+
+
+def _stop(proc: subprocess.Popen[str]) -> str:
+    proc.terminate()
+    _, err = proc.communicate(timeout=10)
+    return err
+
+
+def test_lookup_iface_matches_addresses_and_names_as_flannel() -> None:
+    assert flanneld.lookup_iface("127.0.0.1") == ("lo", "127.0.0.1")
+    assert flanneld.lookup_iface("lo") == ("lo", "127.0.0.1")
+    with pytest.raises(flanneld.IfaceError, match=f"^Error looking up interface {ABSENT_IP}: No interface with given IP found$"):
+        flanneld.lookup_iface(ABSENT_IP)
+    with pytest.raises(flanneld.IfaceError, match="^Error looking up interface nosuch0: no such network interface$"):
+        flanneld.lookup_iface("nosuch0")
+
+
+@pytest.mark.parametrize("iface, line", [
+    (ABSENT_IP, f"Error looking up interface {ABSENT_IP}: No interface with given IP found"),
+    ("nosuch0", "Error looking up interface nosuch0: no such network interface"),
+])
+def test_iface_not_on_the_node_logs_and_idles_without_exiting(etcd: str, prefix: str, tmp_path: Path,
+                                                              iface: str, line: str) -> None:
+    """flannel v0.5.5: lookupIface fails, initAndRun returns, main waits for a signal (main.go:167-171, 288)."""
+    env_file = tmp_path / "subnet.env"
+    proc = _popen_main([f"--etcd-endpoints={etcd}", f"--etcd-prefix={prefix}", f"--iface={iface}",
+                        f"--subnet-file={env_file}"])
+    time.sleep(3)
+    assert proc.poll() is None, "flannel v0.5.5 does not exit when --iface matches nothing"
+    err = _stop(proc)
+    assert proc.returncode == 0  # SIGTERM: "Exiting...", status 0 (main.go:292-295)
+    assert line in err and "Exiting..." in err.splitlines()[-1], err
+    assert not env_file.exists(), "no lease, no subnet file"
+    nodes, _ = Etcd2([etcd]).list(f"{prefix}/subnets")
+    assert nodes == [], "it never reached etcd"
+
+
+class LateEtcd:
+    """A port where etcd "comes up" late: once ``open()`` is called, connections to it are
+    forwarded to the test etcd (which holds the config: this stand-in exits when it is missing)."""
+
+    def __init__(self, etcd: str) -> None:
+        self.port = testsupport.free_port()
+        self.target = urllib.parse.urlsplit(etcd).port
+        self.server: socket.socket | None = None
+
+    def open(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, args=(self.server,), daemon=True).start()
+
+    def _accept(self, server: socket.socket) -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+                up = socket.create_connection(("127.0.0.1", self.target or 0))
+            except OSError:
+                return
+            for a, b in ((conn, up), (up, conn)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            a.close()
+            b.close()
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
+def test_etcd_unreachable_at_start_is_retried_every_second_until_it_answers(etcd: str, prefix: str,
+                                                                             tmp_path: Path) -> None:
+    """flannel v0.5.5 network.go:87-100: each start-up step loops on a 1 s sleep for ever."""
+    late = LateEtcd(etcd)
+    env_file = tmp_path / "subnet.env"
+    proc = _popen_main([f"--etcd-endpoints=http://127.0.0.1:{late.port}", f"--etcd-prefix={prefix}",
+                        "--iface=127.0.0.1", f"--subnet-file={env_file}"])
+    try:
+        time.sleep(4)
+        assert proc.poll() is None, "no --etcd-timeout: it must not give up"
+        late.open()
+        deadline = time.monotonic() + 20
+        while not env_file.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert env_file.exists() and read_env(str(env_file))["FLANNEL_NETWORK"] == "10.0.0.0/16"
+        assert proc.poll() is None
+    finally:
+        err = _stop(proc)
+        late.close()
+    failures = [ln for ln in err.splitlines()
+                if "Failed to retrieve network config: client: etcd cluster is unavailable or misconfigured" in ln]
+    assert 3 <= len(failures) <= 6, err  # about one a second for the 4 s etcd was away
+    assert "Subnet lease acquired: 10.0." in err, err
+
+
+def test_version_comes_from_the_image_tag(tmp_path: Path) -> None:
+    import os
+
+    env = dict(os.environ, FLANNEL_VERSION="v0.5.5")
+    proc = _popen_main(["--version"], env=env)
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0 and err.strip() == "0.5.5"
+    env["FLANNEL_VERSION"] = "v0.7.1"
+    proc = _popen_main(["--iface=127.0.0.1", f"--subnet-file={tmp_path}/s.env"], env=env)
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 1 and "not v0.7.1" in err.splitlines()[-1], err

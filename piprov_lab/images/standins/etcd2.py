@@ -10,7 +10,6 @@ import http.client
 import json
 import logging
 import threading
-import time
 import urllib.parse
 from dataclasses import dataclass
 from typing import Any
@@ -210,15 +209,3 @@ class Etcd2:
         prev = Node.from_json(body["prevNode"]) if body.get("prevNode") else None
         return str(body["action"]), Node.from_json(body["node"]), prev
 
-
-def wait_for_etcd(client: Etcd2, attempts: int, interval: float) -> None:
-    """Bounded retry until etcd answers; raises EtcdUnreachable after the last try."""
-    for n in range(1, attempts + 1):
-        try:
-            client.version()
-            return
-        except EtcdUnreachable as exc:
-            if n == attempts:
-                raise
-            log.info("etcd not reachable yet (attempt %d/%d): %s", n, attempts, exc)
-            time.sleep(interval)

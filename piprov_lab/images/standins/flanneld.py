@@ -22,9 +22,38 @@ the ``host-gw`` backend, as the 2016 seed stack used it:
 * host-gw: ``ip route replace <subnet> via <PublicIP>`` for every other node's
   lease, kept current by watching ``<prefix>/subnets`` (``wait=true&recursive=true``);
   routes of expired or deleted leases are removed.
-* exits non-zero with one clear log line when etcd stays unreachable past a bounded
-  retry (``--etcd-timeout``, a stand-in extension, default 30s) or when the config
-  key is missing (real flannel would wait for it forever).
+* start-up failures, as flannel v0.5.3-v0.5.5 behave (those tags have the same
+  main.go, network/network.go, pkg/ip/iface.go, subnet/etcd.go and subnet/registry.go;
+  v0.5.6 rewrote network/ and subnet/). The version is the image's tag
+  (``FLANNEL_VERSION``, set by the lab's image build); any other version is refused.
+
+  - ``--iface`` names no address of the node (the boot-time case: the DHCP address
+    is not there yet): flannel v0.5.5 main.go:112-144 ``lookupIface`` fails,
+    ``initAndRun`` (main.go:167-171) logs the error and returns, and ``main``
+    (main.go:288) then only waits for SIGINT/SIGTERM: the process stays up, idle,
+    never looks again, never writes the subnet file; SIGTERM logs "Exiting..."
+    and exits 0 (main.go:292-295). The log lines: ``Error looking up interface
+    10.0.0.5: No interface with given IP found`` (main.go:121, pkg/ip/iface.go:116),
+    ``Error looking up interface eth9: no such network interface`` (main.go:126: Go
+    1.4's net.InterfaceByName error errNoSuchInterface, net/interface.go; the v0.5.5
+    image was built with golang:1.4.2, dist/build-docker.sh:14), ``Failed to find
+    IPv4 address for interface eth0`` (main.go:139).
+    The address is matched against every IPv4 address of every interface
+    (pkg/ip/iface.go:66-83, 103-117), secondary ones included.
+  - etcd cannot be reached: nothing at start waits for etcd (subnet.NewEtcdManager
+    only builds a client, subnet/registry.go:52-87); network/network.go:45-103
+    ``Init`` runs its steps (config, then the backend's lease) each in a loop with
+    ``time.Sleep(time.Second)`` until it succeeds, for ever, logging
+    ``Failed to retrieve network config: client: etcd cluster is unavailable or
+    misconfigured`` (network.go:53; the text is the vendored etcd client's
+    ErrClusterUnavailable, Godeps/.../etcd/client/client.go:34, cluster_error.go) or
+    ``Failed to acquire subnet: ...`` (subnet/etcd.go:91, also every second). Once
+    etcd answers it takes its lease ("Subnet lease acquired: 10.0.5.0/24",
+    subnet/etcd.go:84) and writes the subnet file (main.go:211).
+    ``--etcd-timeout`` (a stand-in extension, default 0 = for ever, as flannel)
+    bounds that retry for tests: past it, exit 1 with one clear log line.
+  - the config key is missing: exit 1 with one clear log line (a stand-in
+    shortcut: flannel v0.5.5 retries it every second like the etcd case).
 
 Not covered: the udp and vxlan backends (any Backend.Type is routed as host-gw,
 with a log line), the masquerade rules of ``--ip-masq`` (the flag is recorded in
@@ -32,11 +61,13 @@ FLANNEL_IPMASQ only: the lab has no outside network to masquerade to), etcd TLS,
 ``--subnet-dir``/multi-network mode, the remote (client/server) mode.
 
 Stand-in extensions (not flannel flags): ``--lease-ttl`` (default 24h) and
-``--etcd-timeout``, so tests can exercise expiry and failure quickly.
+``--etcd-timeout``, so tests can exercise expiry and failure quickly. ``--version``
+prints the version without its "v" on stderr and exits 0, as flannel (main.go:240-243).
 """
 
 from __future__ import annotations
 
+import array
 import fcntl
 import ipaddress
 import json
@@ -50,12 +81,20 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 from .common import Flag, parse_flags, setup_logging
-from .etcd2 import EVENT_INDEX_CLEARED, KEY_NOT_FOUND, NODE_EXISTS, Etcd2, EtcdError, EtcdUnreachable, wait_for_etcd
+from .etcd2 import EVENT_INDEX_CLEARED, KEY_NOT_FOUND, NODE_EXISTS, Etcd2, EtcdError, EtcdUnreachable
 
 log = logging.getLogger("standin")
+
+# The image's tag (see the module docstring: the start-up behaviour below is that of these tags).
+VERSION = os.environ.get("FLANNEL_VERSION", "v0.5.5")
+MODELLED_VERSIONS = ("v0.5.3", "v0.5.4", "v0.5.5")
+
+# What flannel v0.5.5 logs for any etcd request that no endpoint answered: the vendored
+# etcd client's ClusterError.Error() is ErrClusterUnavailable's text (client.go:34).
+ETCD_UNAVAILABLE = "client: etcd cluster is unavailable or misconfigured"
 
 FLAGS = [
     Flag("etcd-endpoints", "http://127.0.0.1:4001,http://127.0.0.1:2379"),
@@ -65,7 +104,8 @@ FLAGS = [
     Flag("ip-masq", False, bool),
     Flag("subnet-file", "/run/flannel/subnet.env"),
     Flag("lease-ttl", 24 * 3600.0, float),
-    Flag("etcd-timeout", 30.0, float),
+    Flag("etcd-timeout", 0.0, float),  # 0: retry for ever, as flannel v0.5.5 (network.go:87-100)
+    Flag("version", False, bool),
 ]
 
 Router = Callable[[str, str, str], None]  # (action "replace"|"del", subnet, gateway)
@@ -73,6 +113,11 @@ Router = Callable[[str, str, str], None]  # (action "replace"|"del", subnet, gat
 
 class FatalError(Exception):
     """Stops flanneld with exit status 1 and this message as its last log line."""
+
+
+class IfaceError(FatalError):
+    """``--iface`` matches nothing on the node. flannel v0.5.5 logs it and then idles
+    until a signal, without exiting (main.go:167-171, 288): see the module docstring."""
 
 
 def ip_router(action: str, subnet: str, gateway: str) -> None:
@@ -104,11 +149,47 @@ def _default_route_iface() -> str | None:
     return None
 
 
+def _ipv4_addresses() -> list[tuple[str, str]]:
+    """(interface, address) for every IPv4 address of the node, secondary ones included
+    (SIOCGIFCONF lists each address; flannel's GetInterfaceByIP looks at all of them)."""
+    SIOCGIFCONF = 0x8912
+    size = 40 if struct.calcsize("P") == 8 else 32  # sizeof(struct ifreq)
+    count = 512
+    buf = array.array("B", bytes(count * size))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        out = fcntl.ioctl(s.fileno(), SIOCGIFCONF, struct.pack("iP", count * size, buf.buffer_info()[0]))
+    length = struct.unpack("iP", out)[0]
+    raw = buf.tobytes()[:length]
+    found = []
+    for i in range(0, length, size):
+        label = raw[i:i + 16].split(b"\0", 1)[0].decode(errors="replace")
+        found.append((label.split(":", 1)[0], socket.inet_ntoa(raw[i + 20:i + 24])))
+    return found
+
+
 def _iface_of_ip(ip: str) -> str | None:
-    for name in sorted(os.listdir("/sys/class/net")):
-        if _iface_ipv4(name) == ip:
+    for name, addr in _ipv4_addresses():
+        if addr == ip:
             return name
     return None
+
+
+def lookup_iface(iface: str) -> tuple[str, str]:
+    """(interface name, its IPv4) for ``--iface`` (an IP or a name), as flannel v0.5.5's
+    lookupIface (main.go:112-144); raises IfaceError with flannel's own message."""
+    try:
+        addr = ipaddress.ip_address(iface)
+    except ValueError:
+        if not os.path.isdir(f"/sys/class/net/{iface}"):
+            raise IfaceError(f"Error looking up interface {iface}: no such network interface") from None
+        ip = _iface_ipv4(iface)
+        if ip is None:
+            raise IfaceError(f"Failed to find IPv4 address for interface {iface}") from None
+        return iface, ip
+    name = _iface_of_ip(str(addr)) if addr.version == 4 else None
+    if name is None:
+        raise IfaceError(f"Error looking up interface {iface}: No interface with given IP found")
+    return name, str(addr)
 
 
 def _mtu(iface: str | None) -> int:
@@ -122,16 +203,13 @@ def _mtu(iface: str | None) -> int:
 
 
 def choose_public_ip(iface: str, public_ip: str) -> tuple[str, str | None]:
-    """(PublicIP, interface name or None) from --iface / --public-ip, as flannel picks them."""
+    """(PublicIP, interface name or None) from --iface / --public-ip, as flannel picks them.
+
+    Without --iface this stand-in falls back to the first interface with an IPv4
+    address (the lab has no default route, which flannel would need)."""
     if iface:
-        try:
-            ipaddress.IPv4Address(iface)
-            return public_ip or iface, _iface_of_ip(iface)
-        except ValueError:
-            ip = _iface_ipv4(iface)
-            if ip is None:
-                raise FatalError(f"failed to find IPv4 address for interface {iface}") from None
-            return public_ip or ip, iface
+        found, found_ip = lookup_iface(iface)
+        return public_ip or found_ip, found
     candidates = [_default_route_iface()] + sorted(os.listdir("/sys/class/net"))
     for name in candidates:
         if not name or name == "lo":
@@ -396,25 +474,60 @@ class Flanneld:
         self.handle_event(action, node.key, node.value, prev.value if prev else None)
 
 
+def _stop(*_: Any) -> NoReturn:
+    log.info("Exiting...")  # flannel v0.5.5 main.go:292, then exit status 0
+    sys.exit(0)
+
+
+def idle_until_signal() -> NoReturn:
+    """What flannel v0.5.5 does once initAndRun returned early: main waits for a signal (main.go:288)."""
+    while True:
+        signal.pause()
+
+
+def start_up(d: Flanneld, etcd_timeout: float) -> None:
+    """Network config, then a lease, each retried every second while etcd cannot be reached,
+    as flannel v0.5.5 network/network.go:87-100 (for ever) and subnet/etcd.go:80-100.
+    ``etcd_timeout`` > 0 (a stand-in extension) gives up after that long instead."""
+    started = time.monotonic()
+    steps: list[tuple[Callable[[], object], str]] = [
+        (d.load_config, "Failed to retrieve network config"),  # network.go:53
+        (d.acquire_lease, "Failed to acquire subnet"),  # subnet/etcd.go:91
+    ]
+    for step, failed in steps:
+        while True:
+            try:
+                step()
+                break
+            except EtcdUnreachable as exc:
+                if etcd_timeout > 0 and time.monotonic() - started >= etcd_timeout:
+                    raise FatalError(f"etcd unreachable after {etcd_timeout:.0f}s, giving up: {exc}") from None
+                log.error("%s: %s", failed, ETCD_UNAVAILABLE)
+                time.sleep(1.0)
+
+
 def main(argv: list[str] | None = None, router: Router = ip_router) -> None:
     setup_logging("flanneld")
     opts = parse_flags("flanneld", sys.argv[1:] if argv is None else argv, FLAGS)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    if opts["version"]:
+        print(VERSION.lstrip("v"), file=sys.stderr)
+        sys.exit(0)
+    signal.signal(signal.SIGTERM, _stop)
     try:
-        public_ip, iface = choose_public_ip(opts["iface"], opts["public-ip"])
-        log.info("using interface %s with PublicIP %s", iface or "?", public_ip)
-        etcd = Etcd2(opts["etcd-endpoints"].split(","))
-        timeout = float(opts["etcd-timeout"])
+        if VERSION not in MODELLED_VERSIONS:
+            raise FatalError(f"this stand-in follows flannel {', '.join(MODELLED_VERSIONS)}, not {VERSION}")
         try:
-            wait_for_etcd(etcd, attempts=max(1, int(timeout)), interval=1.0)
-        except EtcdUnreachable as exc:
-            raise FatalError(f"etcd unreachable after {timeout:.0f}s, giving up: {exc}") from None
-        d = Flanneld(etcd, opts["etcd-prefix"].rstrip("/"), public_ip, iface, opts["ip-masq"],
-                     opts["subnet-file"], int(opts["lease-ttl"]), router=router)
-        d.load_config()
+            public_ip, iface = choose_public_ip(opts["iface"], opts["public-ip"])
+        except IfaceError as exc:
+            log.error("%s", exc)
+            idle_until_signal()
+        log.info("using interface %s with PublicIP %s", iface or "?", public_ip)
+        d = Flanneld(Etcd2(opts["etcd-endpoints"].split(",")), opts["etcd-prefix"].rstrip("/"), public_ip, iface,
+                     opts["ip-masq"], opts["subnet-file"], int(opts["lease-ttl"]), router=router)
+        start_up(d, float(opts["etcd-timeout"]))
+        log.info("Subnet lease acquired: %s", d.subnet)  # subnet/etcd.go:84
         if opts["ip-masq"]:
             log.info("--ip-masq: recorded in FLANNEL_IPMASQ; this stand-in installs no masquerade rules")
-        d.acquire_lease()
         d.write_env()
         d.resync()
         last_resync = time.monotonic()
