@@ -16,9 +16,18 @@ import jinja2
 
 from piprov.errors import PiprovError, RenderError
 from piprov.facts.model import NodeFacts
-from piprov.graph import Component, ComponentGraph, HealthCheck, ManagedFile, probe_context, render_check, render_expression
+from piprov.graph import (
+    Component,
+    ComponentGraph,
+    HealthCheck,
+    ManagedFile,
+    UnitDependencies,
+    probe_context,
+    render_check,
+    render_expression,
+)
 from piprov.inventory.model import ARCH_MAP, Inventory, Node, image_arch
-from piprov.plan.desired import DesiredFile, DesiredNode
+from piprov.plan.desired import DesiredFile, DesiredNode, RestartCascade
 
 
 
@@ -131,13 +140,8 @@ def render_file(
     role: str,
 ) -> DesiredFile:
     local = dict(ctx, component=component.name, template=f.template, unit=f.unit)
-    after, requires = graph.unit_dependencies(component, role=role, unit=f.unit)
-    is_socket = f.unit is not None and f.unit.endswith(".socket")
-    local.update(
-        after=after if f.unit else [],
-        requires=requires if f.unit else [],
-        wants=[] if is_socket or not f.unit else graph.unit_wants(component),
-    )
+    deps = graph.unit_dependencies(component, role=role, unit=f.unit) if f.unit else UnitDependencies()
+    local.update(after=deps.after, requires=deps.requires, binds_to=deps.binds_to, wants=deps.wants)
     text = _render(env, f.template, local)
     return DesiredFile(
         path=f.path,
@@ -176,12 +180,9 @@ def desired_state(
     etcd_keys: dict[str, str] = {}
     etcdctl: str | None = None
     health: dict[str, tuple[HealthCheck, ...]] = {}
-    requires: dict[str, tuple[str, ...]] = {}
     etcd_owners: dict[str, str] = {}
     for c in graph.for_role(node.role):
         units[c.name] = list(c.units)
-        for u in c.units:
-            requires[u] = tuple(graph.unit_dependencies(c, role=node.role, unit=u)[1])
         for f in c.files:
             files.append(render_file(env, graph, c, f, ctx, node.role))
         health[c.name] = tuple(render_check(h, ctx) for h in c.health)
@@ -200,7 +201,10 @@ def desired_state(
         etcd_keys=etcd_keys,
         etcdctl=etcdctl,
         health=health,
-        requires=requires,
+        cascades=tuple(
+            RestartCascade(dep.name, tuple(u for u in dep.units if not u.endswith(".socket")), on, why)
+            for dep, on, why in graph.restart_cascades(node.role)
+        ),
         etcd_owners=etcd_owners,
     )
 

@@ -261,7 +261,7 @@ def _print_status(rows: list[dict[str, Any]], comps: list[str], api_error: str) 
 @click.option("--dot", is_flag=True, help="Graphviz DOT (pipe into `dot -Tsvg`).")
 @click.option("--components", is_flag=True, help="The component graph alone, without the inventory's nodes.")
 def graph_cmd(inventory_path: Path, dot: bool, components: bool) -> None:
-    """Print the dependency graph that orders `piprov up` and the units' After=/Requires=.
+    """Print the dependency graph that orders `piprov up` and the units' After=/Wants=/Requires=.
 
     Without --components: every (node, component) step, what it waits for and
     its health checks, for the nodes of the inventory.

@@ -17,6 +17,10 @@ ProbeKind = Literal["unit", "docker_socket", "file", "http", "node_ready"]
 PROBE_KINDS: tuple[str, ...] = get_args(ProbeKind)
 ROLES: tuple[str, ...] = get_args(Role)
 Placement = Literal["same", "master"]
+# How a same-node requirement is written into the unit files (see
+# ComponentGraph.unit_dependencies and the comments in playbooks/).
+EdgeKind = Literal["wants", "requires", "binds_to"]
+EDGE_KINDS: tuple[str, ...] = get_args(EdgeKind)
 
 SYSTEMD_DIR = "/etc/systemd/system/"
 
@@ -55,13 +59,40 @@ class HealthCheck:
 
 @dataclass(frozen=True)
 class Requirement:
-    """``component`` must be healthy first: on the ``same`` node, or on the ``master``."""
+    """``component`` must be healthy first: on the ``same`` node, or on the ``master``.
+
+    On the same node, ``edge`` is the systemd dependency of this component's
+    units on that component's units (always with ``After=``): ``wants``
+    (``Wants=``: a failed start of the dependency does not fail this unit's
+    start job; the unit checks its own precondition and ``Restart=`` retries
+    it), ``requires`` (``Requires=``) or ``binds_to`` (``BindsTo=``).
+    ``cascade``, when set, says why this component's units must restart when
+    piprov restarts the required component's units: the planner then restarts
+    them too (systemd does not, along ``Wants=``).
+    """
 
     component: str
     on: Placement = "same"
+    edge: EdgeKind = "wants"
+    cascade: str | None = None
 
     def __str__(self) -> str:
         return self.component if self.on == "same" else f"{self.component} on {self.on}"
+
+
+@dataclass(frozen=True)
+class UnitDependencies:
+    """The dependency lines of one unit file: unit names per directive."""
+
+    after: list[str] = field(default_factory=list)
+    requires: list[str] = field(default_factory=list)
+    binds_to: list[str] = field(default_factory=list)
+    wants: list[str] = field(default_factory=list)
+
+    def add(self, kind: EdgeKind, unit: str) -> None:
+        target = {"wants": self.wants, "requires": self.requires, "binds_to": self.binds_to}[kind]
+        if unit not in target:
+            target.append(unit)
 
 
 @dataclass(frozen=True)
@@ -163,44 +194,52 @@ class ComponentGraph:
 
     def unit_dependencies(
         self, component: str | Component, *, role: str | None = None, unit: str | None = None
-    ) -> tuple[list[str], list[str]]:
-        """``(after, requires)`` unit lists for the units of ``component``.
+    ) -> UnitDependencies:
+        """The ``After=``/``Requires=``/``BindsTo=``/``Wants=`` units of a unit of ``component``.
 
-        Same-node requirements give ``After=`` and ``Requires=``; a requirement
-        on the master gives ``After=`` only, and only when ``role`` is "master". For a
-        ``X.service`` whose ``X.socket`` the component also owns, the socket is
-        added: the service is socket-activated. System dependencies from the
-        playbook (``systemd: after/wants``) go to ``after`` only; see
-        :meth:`unit_wants`.
+        A same-node requirement orders after every unit of the required
+        component (``After=``) and adds its non-socket units under the
+        requirement's ``edge``. A requirement on the master gives ``After=``
+        only, and only when ``role`` is "master". For a ``X.service`` whose
+        ``X.socket`` the component also owns, the socket is ``Requires=``: the
+        service is socket-activated (``-H fd://``) and cannot run without it.
+        System dependencies from the playbook (``systemd: after/wants``) go to
+        ``after`` and ``wants``. A socket gets nothing: it listens at once.
         """
         comp = component if isinstance(component, Component) else self.component(component)
-        after: list[str] = list(comp.systemd_after)
-        requires: list[str] = []
+        deps = UnitDependencies(after=list(comp.systemd_after), wants=list(comp.systemd_wants))
         if unit is not None and unit.endswith(".socket"):
-            # A listening socket needs nothing; its service carries the ordering.
-            return [], []
+            return UnitDependencies()
         if unit is not None and unit.endswith(".service"):
             sock = unit[: -len(".service")] + ".socket"
             if sock in comp.units:
-                after.append(sock)
-                requires.append(sock)
+                deps.after.append(sock)
+                deps.add("requires", sock)
         for req in comp.requires:
             if req.on != "same" and role != req.on:
                 continue
-            dep = self.component(req.component)
-            for u in dep.units:
-                if u not in after:
-                    after.append(u)
+            for u in self.component(req.component).units:
+                if u not in deps.after:
+                    deps.after.append(u)
                 # A requirement on "the master's X" is a network dependency: on
-                # the master itself it orders the start but, as on workers, a
-                # restart of X must not restart this unit (Requires= would).
-                if req.on == "same" and u not in requires and not u.endswith(".socket"):
-                    requires.append(u)
-        return after, requires
+                # the master itself it orders the start but ties nothing else.
+                if req.on == "same" and not u.endswith(".socket"):
+                    deps.add(req.edge, u)
+        return deps
 
-    def unit_wants(self, component: str | Component) -> list[str]:
-        comp = component if isinstance(component, Component) else self.component(component)
-        return list(comp.systemd_wants)
+    def restart_cascades(self, role: str) -> list[tuple[Component, tuple[str, ...], str]]:
+        """``(dependent, units whose restart cascades, why)`` per same-node ``cascade`` edge of ``role``.
+
+        In graph order. The dependent's non-socket units restart when piprov
+        restarts any of those units (a socket needs no restart: it listens).
+        """
+        out: list[tuple[Component, tuple[str, ...], str]] = []
+        for comp in self.for_role(role):
+            for req in comp.requires:
+                if req.on == "same" and req.cascade:
+                    dep = self.component(req.component)
+                    out.append((comp, tuple(u for u in dep.units if not u.endswith(".socket")), req.cascade))
+        return out
 
     def disruptive_units(self) -> frozenset[str]:
         """Units whose restart takes pods or the kubelet away (of ``disruptive`` components)."""

@@ -18,10 +18,12 @@ from piprov import yamlsrc
 from piprov.errors import GraphError, Location
 from piprov.graph.expr import syntax_problem
 from piprov.graph.model import (
+    EDGE_KINDS,
     PROBE_KINDS,
     ROLES,
     Component,
     ComponentGraph,
+    EdgeKind,
     EtcdKeys,
     HealthCheck,
     ManagedFile,
@@ -87,11 +89,21 @@ def _requires(r: Reader, name: str) -> tuple[Requirement, ...]:
             requires.append(Requirement(str(item)))
             continue
         rr = r.item(items, i, f"component {name}: requirement")
-        rr.check_keys(["component", "on"])
+        rr.check_keys(["component", "on", "edge", "cascade"])
         on = rr.text("on", default="same")
         if on not in ("same", "master"):
             raise rr.err("on", f"'on' must be 'same' or 'master', not {on!r}")
-        requires.append(Requirement(rr.text("component"), cast(Placement, on)))
+        edge = rr.text("edge", default="wants")
+        if edge not in EDGE_KINDS:
+            raise rr.err("edge", f"unknown edge {edge!r} (edges are: {', '.join(EDGE_KINDS)})")
+        cascade = rr.text("cascade") if "cascade" in rr.data else None
+        if on != "same":
+            # The master's X is reached over the network: only ordering, on the
+            # master itself; nothing of it can be tied to this node's units.
+            for key in ("edge", "cascade"):
+                if key in rr.data:
+                    raise rr.err(key, f"'{key}' applies to a requirement on the same node, not on the {on}")
+        requires.append(Requirement(rr.text("component"), cast(Placement, on), cast(EdgeKind, edge), cascade))
     return tuple(requires)
 
 

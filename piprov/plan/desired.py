@@ -42,6 +42,20 @@ class DesiredFile:
 
 
 @dataclass(frozen=True)
+class RestartCascade:
+    """``units`` of ``component`` restart when piprov restarts any of ``on``, because ``reason``.
+
+    From the playbook's ``cascade`` edges: systemd does not propagate a
+    restart along ``Wants=``, so the plan lists each such restart itself.
+    """
+
+    component: str
+    units: tuple[str, ...]
+    on: tuple[str, ...]
+    reason: str
+
+
+@dataclass(frozen=True)
 class DesiredNode:
     node: Node
     arch: str  # image arch: arm, arm64, amd64
@@ -52,8 +66,8 @@ class DesiredNode:
     # Command prefix reaching etcd on this node (``... etcdctl --endpoints=...``).
     etcdctl: str | None = None
     health: Mapping[str, tuple[Check, ...]] = field(default_factory=dict)
-    # unit -> the units it has Requires= on (systemd restarts it along with them)
-    requires: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # Restarts that follow a restart, in graph order (the playbook's ``cascade`` edges)
+    cascades: tuple[RestartCascade, ...] = ()
     # etcd key -> the component that writes it once healthy
     etcd_owners: Mapping[str, str] = field(default_factory=dict)
 

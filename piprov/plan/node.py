@@ -11,8 +11,12 @@ from piprov.plan.model import ComponentPlan, EtcdKeyChange, NodePlan
 
 def plan_node(desired: DesiredNode, facts: NodeFacts) -> NodePlan:
     """The changes that make the node as ``desired``; pure."""
-    requirers = _requirers(desired)
-    plans = [_plan_component(desired, facts, comp, units, requirers) for comp, units in desired.units.items()]
+    plans: list[ComponentPlan] = []
+    restarting: list[str] = []  # every unit restarted so far, in graph order
+    for comp, units in desired.units.items():
+        cp = _plan_component(desired, facts, comp, units, restarting)
+        restarting.extend(cp.restart)
+        plans.append(cp)
     return NodePlan(
         node=desired.name,
         address=desired.node.address,
@@ -22,23 +26,13 @@ def plan_node(desired: DesiredNode, facts: NodeFacts) -> NodePlan:
     )
 
 
-def _requirers(desired: DesiredNode) -> dict[str, list[str]]:
-    """Units that systemd restarts along with a given unit (they have Requires= on it)."""
-    out: dict[str, list[str]] = {}
-    for units in desired.units.values():
-        for u in units:
-            for r in desired.requires.get(u, ()):
-                out.setdefault(r, []).append(u)
-    return out
-
-
 def _plan_component(
-    desired: DesiredNode, facts: NodeFacts, component: str, units: list[str], requirers: dict[str, list[str]]
+    desired: DesiredNode, facts: NodeFacts, component: str, units: list[str], restarting: list[str]
 ) -> ComponentPlan:
     cp = ComponentPlan(component)
     triggered = _plan_files(cp, desired, facts)
     _plan_units(cp, desired, facts, units, triggered)
-    _note_restarts_along(cp, requirers)
+    _plan_cascades(cp, desired, restarting)
     _plan_etcd(cp, desired, facts)
     if not cp.changed:
         cp.reasons = ["no change: files, units and keys as desired"]
@@ -92,17 +86,22 @@ def _plan_units(cp: ComponentPlan, desired: DesiredNode, facts: NodeFacts, units
             cp.reasons.append(f"{u} is {uf.active}: start it")
 
 
-def _note_restarts_along(cp: ComponentPlan, requirers: dict[str, list[str]]) -> None:
-    """systemd propagates a restart along Requires=, transitively: say so."""
-    also: set[str] = set()
-    todo = list(cp.restart)
-    while todo:
-        for r in requirers.get(todo.pop(), []):
-            if r not in also and r not in cp.restart:
-                also.add(r)
-                todo.append(r)
-    if also:
-        cp.reasons.append("systemd restarts with it (Requires=): " + ", ".join(sorted(also)))
+def _plan_cascades(cp: ComponentPlan, desired: DesiredNode, restarting: list[str]) -> None:
+    """Restart the component's units whose requirement piprov restarts (the playbook's ``cascade``).
+
+    systemd propagates no restart along ``Wants=``: the plan does, each with
+    its reason. Graph order makes it transitive (flannel -> docker -> kubelet).
+    A unit being started anyway needs no restart: it starts on the new state.
+    """
+    for cascade in (c for c in desired.cascades if c.component == cp.component):
+        causes = [u for u in cascade.on if u in restarting]
+        if not causes:
+            continue
+        for u in cascade.units:
+            if u in cp.restart or u in cp.start:
+                continue
+            cp.restart.append(u)
+            cp.reasons.append(f"{u}: restart, {', '.join(causes)} restarts ({cascade.reason})")
 
 
 def _plan_etcd(cp: ComponentPlan, desired: DesiredNode, facts: NodeFacts) -> None:

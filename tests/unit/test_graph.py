@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from piprov.errors import GraphError
-from piprov.graph import ComponentGraph, Vertex, components_dot, components_text, dag_dot, dag_text, load_graph, node_dag
+from piprov.graph import ComponentGraph, UnitDependencies, Vertex, components_dot, components_text, dag_dot, dag_text, load_graph, node_dag
 from piprov.inventory.model import ImageSettings, Inventory, NetworkSettings, Node, SshSettings
 
 DATA = Path(__file__).parent / "data" / "graph"
@@ -103,27 +103,40 @@ def test_restart_triggers(graph: ComponentGraph) -> None:
 
 
 def test_unit_dependencies_come_from_the_graph(graph: ComponentGraph) -> None:
-    assert graph.unit_dependencies("etcd") == (
-        ["docker-bootstrap.socket", "docker-bootstrap.service"],
-        ["docker-bootstrap.service"],
+    # Same-node component edges are Wants= + After= (playbooks/: edge: wants).
+    assert graph.unit_dependencies("etcd") == UnitDependencies(
+        after=["docker-bootstrap.socket", "docker-bootstrap.service"],
+        wants=["docker-bootstrap.service"],
     )
-    assert graph.unit_dependencies("docker", unit="docker.service") == (
-        ["docker.socket", "k8s-flannel.service"],
-        ["docker.socket", "k8s-flannel.service"],
+    # The service's own socket stays Requires=: -H fd:// cannot run without it.
+    assert graph.unit_dependencies("docker", unit="docker.service") == UnitDependencies(
+        after=["docker.socket", "k8s-flannel.service"],
+        requires=["docker.socket"],
+        wants=["k8s-flannel.service"],
     )
     # A socket listens without waiting for anything.
-    assert graph.unit_dependencies("docker", unit="docker.socket") == ([], [])
+    assert graph.unit_dependencies("docker", unit="docker.socket") == UnitDependencies()
     # The master's etcd: a network dependency. On the master it orders the start
-    # (After=) without tying restarts together (no Requires=); on workers, nothing.
-    after, requires = graph.unit_dependencies("flannel", role="master")
-    assert "k8s-etcd.service" in after and "k8s-etcd.service" not in requires
-    after, requires = graph.unit_dependencies("flannel", role="worker")
-    assert "k8s-etcd.service" not in after
-    assert graph.unit_dependencies("docker-bootstrap", unit="docker-bootstrap.service") == (
-        ["network-online.target", "docker-bootstrap.socket"],
-        ["docker-bootstrap.socket"],
+    # (After=) without tying anything else; on workers, nothing.
+    deps = graph.unit_dependencies("flannel", role="master")
+    assert "k8s-etcd.service" in deps.after
+    assert "k8s-etcd.service" not in deps.requires + deps.wants + deps.binds_to
+    assert "k8s-etcd.service" not in graph.unit_dependencies("flannel", role="worker").after
+    assert graph.unit_dependencies("docker-bootstrap", unit="docker-bootstrap.service") == UnitDependencies(
+        after=["network-online.target", "docker-bootstrap.socket"],
+        requires=["docker-bootstrap.socket"],
+        wants=["network-online.target"],
     )
-    assert graph.unit_wants("docker-bootstrap") == ["network-online.target"]
+
+
+def test_restart_cascades_follow_the_cascade_edges(graph: ComponentGraph) -> None:
+    got = [(c.name, on, why) for c, on, why in graph.restart_cascades("worker")]
+    assert got == [
+        ("flannel", ("docker-bootstrap.service",), "its container runs on that daemon and stops with it"),
+        ("docker", ("k8s-flannel.service",), "the pod network it runs on may change"),
+        ("kube-worker", ("docker.service",), "its containers run on that daemon"),
+    ]
+    assert [c.name for c, _, _ in graph.restart_cascades("master")] == ["etcd", "flannel", "docker", "kube-master"]
 
 
 def test_managed_paths_and_units(graph: ComponentGraph) -> None:

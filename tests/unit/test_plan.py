@@ -227,11 +227,15 @@ def test_masked_unit_commands(graph: ComponentGraph) -> None:
 
 def test_restart_of_socket_is_one_transaction(graph: ComponentGraph) -> None:
     _, plan = run_case(Path(__file__).parent / "data/plan/socket-file-changed.yaml", graph)
-    # The whole node stack hangs off the bootstrap daemon: the plan says so.
-    assert plan.component("docker-bootstrap").reasons[-1] == (
-        "systemd restarts with it (Requires=): docker.service, k8s-flannel.service, "
-        "k8s-proxy.service, k8s-worker.service"
-    )
+    # The whole node stack hangs off the bootstrap daemon: the plan restarts it
+    # in graph order, each with its reason (systemd does not, along Wants=).
+    assert plan.component("flannel").reasons == [
+        "k8s-flannel.service: restart, docker-bootstrap.service restarts "
+        "(its container runs on that daemon and stops with it)"
+    ]
+    assert commands(plan.component("kube-worker").unit_actions()) == [
+        "systemctl restart --no-block k8s-worker.service k8s-proxy.service",
+    ]
     assert commands(plan.component("docker-bootstrap").unit_actions()) == [
         "systemctl daemon-reload",
         "systemctl restart --no-block docker-bootstrap.socket docker-bootstrap.service",
