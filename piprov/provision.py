@@ -196,7 +196,7 @@ class _Steps:
     def work(self, v: Vertex) -> StepResult:
         error = self.plan.errors.get(v.node)
         if error is not None:
-            return StepResult(v.node, v.component, "failed", detail=str(error), error=error)
+            raise error
         np = self.plans.get(v.node)
         if np is None or (self.scope is not None and v.node not in self.scope):
             return StepResult(v.node, v.component, "unchanged", detail="not in this run")
