@@ -194,11 +194,13 @@ class _Steps:
         self.probes: dict[Vertex, list[ProbeResult]] = {}
 
     def work(self, v: Vertex) -> StepResult:
+        if self.scope is not None and v.node not in self.scope:
+            return StepResult(v.node, v.component, "unchanged", detail="not in this run")
         error = self.plan.errors.get(v.node)
         if error is not None:
             raise error
         np = self.plans.get(v.node)
-        if np is None or (self.scope is not None and v.node not in self.scope):
+        if np is None:
             return StepResult(v.node, v.component, "unchanged", detail="not in this run")
         cp = np.component(v.component)
         transport = self.fleet.transports[v.node]

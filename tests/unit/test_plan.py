@@ -391,3 +391,22 @@ def test_facts_and_plan_plans_each_node_as_its_facts_come_in(
     assert [n.node for n in plan.nodes] == [n.node for n in expected.nodes] == ["rpi-master", "rpi-node-1"]
     assert [node_json(n) for n in plan.nodes] == [node_json(n) for n in expected.nodes]
     assert plan.errors == expected.errors and "password is required" in error_line(plan.errors["rpi-node-2"])
+
+
+def test_apply_leaves_an_unplannable_node_outside_the_scope_alone(graph: ComponentGraph) -> None:
+    # `node add` and a rolling batch apply to some nodes only: a node outside
+    # them that could not be planned must not fail the run.
+    from piprov.errors import PiprovError
+    from piprov.fleet import Fleet
+    from piprov.plan.model import Plan
+    from piprov.provision import apply_plan
+
+    inv = make_inventory()
+    plan = Plan(nodes=[], errors={"rpi-node-2": PiprovError("no route to host", host="rpi-node-2", hint="check it")})
+    scoped = apply_plan(inv, graph, plan, Fleet(inv, {}), only_nodes=["rpi-master"])
+    assert scoped.run.ok and not scoped.run.failed
+    everyone = apply_plan(inv, graph, plan, Fleet(inv, {}))
+    failed = everyone.run.failed
+    assert failed and {s.node for s in failed} == {"rpi-node-2"}
+    assert all(s.error is plan.errors["rpi-node-2"] for s in failed)
+    assert error_line(failed[0].error) == "rpi-node-2: no route to host (hint: check it)"
