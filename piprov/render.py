@@ -78,13 +78,15 @@ def template_context(
 ) -> dict[str, object]:
     """Everything a template may use (see the top of playbooks/seed-stack.yaml)."""
     ctx = probe_context(inventory, node)
+    # The playbooks' images with the inventory's settings on top.
+    images = graph.image_defaults()
     ctx.update(
         arch=arch,
         # Where the programs the units run live when the facts do not say: the
         # playbook's defaults (docker-ce, as on HypriotOS); Debian's docker.io has
         # /usr/sbin/dockerd, and the facts tell.
         bin=types.SimpleNamespace(**{**graph.binaries(node.role), **(binaries or {})}),
-        images=types.SimpleNamespace(**{c: inventory.images.ref(c, arch) for c in graph.image_names()}),
+        images=types.SimpleNamespace(**{c: inventory.images.ref(c, arch, images) for c in images}),
         insecure_registries=list(inventory.images.insecure_registries),
         vars=dict(graph.vars),
     )

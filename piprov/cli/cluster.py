@@ -18,7 +18,7 @@ from piprov.errors import PiprovError
 from piprov.facts import NodeFacts
 from piprov.fleet import Fleet, FleetResult
 from piprov.graph import ComponentGraph, dag_dot, dag_text, load_graph, node_dag
-from piprov.inventory import Inventory, Node, load
+from piprov.inventory import Inventory, Node, check_images, load
 from piprov.keys import default_password_report
 from piprov.localfs import atomic_write
 from piprov.plan import Plan
@@ -26,7 +26,9 @@ from piprov.provision import apply_plan, facts_and_plan, gather_facts, run_lock
 
 
 def _load(path: Path) -> tuple[Inventory, ComponentGraph]:
-    return load(path), load_graph()
+    inventory, graph = load(path), load_graph()
+    check_images(inventory, graph.image_names())
+    return inventory, graph
 
 
 def _facts_and_plan(inventory: Inventory, graph: ComponentGraph, fleet: Fleet) -> tuple[FleetResult[NodeFacts], Plan]:
@@ -272,7 +274,9 @@ def graph_cmd(inventory_path: Path, dot: bool, components: bool) -> None:
             req = ", ".join(str(r) for r in c.requires) or "-"
             out.print(f"{c.name} [{', '.join(c.roles)}] requires: {req}; units: {', '.join(c.units)}")
         return
-    dag = node_dag(graph, load(inventory_path))
+    inventory = load(inventory_path)
+    check_images(inventory, graph.image_names())
+    dag = node_dag(graph, inventory)
     sys.stdout.write(dag_dot(dag) if dot else dag_text(dag))
 
 

@@ -17,7 +17,7 @@ from piprov.cli.app import EXIT_ERROR, ExitWith, err, error_line, inventory_opti
 from piprov.cli.rolling_cmd import say
 from piprov.cli.views import Progress, print_report
 from piprov.graph import load_graph
-from piprov.inventory import Inventory, load
+from piprov.inventory import Inventory, check_images, load
 from piprov.kube.client import api_for, k8s_name
 from piprov.kube.drain import drain, uncordon
 from piprov.kube.procedures import NodeAddition, NodeRemoval, StepEvent, refuse_removing_master, \
@@ -189,10 +189,11 @@ def remove_cmd(target: str, timeout: float, force: bool, unreachable: bool, inve
     4. delete its Node object
     5. remove it from the inventory (comments kept)
     """
-    inventory = load(inventory_path)
+    inventory, graph = load(inventory_path), load_graph()
+    check_images(inventory, graph.image_names())
     n = inventory.node(target)
     refuse_removing_master(n)
-    removal = NodeRemoval(inventory, load_graph(), n, api_for(inventory), timeout=timeout, force=force,
+    removal = NodeRemoval(inventory, graph, n, api_for(inventory), timeout=timeout, force=force,
                           unreachable=unreachable, say=say)
     with run_lock(inventory), Fleet.connect(inventory, [n.name], policy="tofu" if trust_new_hosts else None) as fleet:
         removal.reach(fleet)
