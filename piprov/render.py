@@ -16,7 +16,7 @@ import jinja2
 
 from piprov.errors import PiprovError, RenderError
 from piprov.facts.model import NodeFacts
-from piprov.graph import Component, ComponentGraph, HealthCheck, ManagedFile, probe_context, render_check, render_expression
+from piprov.graph import Component, ComponentGraph, ManagedFile, probe_context, render_expression
 from piprov.inventory.model import ARCH_MAP, Inventory, Node, image_arch
 from piprov.plan.desired import DesiredFile, DesiredNode
 
@@ -177,7 +177,6 @@ def desired_state(
     units: dict[str, list[str]] = {}
     etcd_keys: dict[str, str] = {}
     etcdctl: str | None = None
-    health: dict[str, tuple[HealthCheck, ...]] = {}
     requires: dict[str, tuple[str, ...]] = {}
     etcd_owners: dict[str, str] = {}
     for c in graph.for_role(node.role):
@@ -186,7 +185,6 @@ def desired_state(
             requires[u] = tuple(graph.unit_dependencies(c, role=node.role, unit=u)[1])
         for f in c.files:
             files.append(render_file(env, graph, c, f, ctx, node.role))
-        health[c.name] = tuple(render_check(h, ctx) for h in c.health)
         if c.etcd_keys is not None:
             etcdctl = render_expression(c.etcd_keys.etcdctl, ctx).strip()
             local = dict(ctx, component=c.name)
@@ -201,7 +199,6 @@ def desired_state(
         units=units,
         etcd_keys=etcd_keys,
         etcdctl=etcdctl,
-        health=health,
         requires=requires,
         etcd_owners=etcd_owners,
     )

@@ -4,20 +4,9 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Mapping, Protocol
+from typing import Mapping
 
 from piprov.inventory.model import Node
-
-
-class Check(Protocol):
-    """A rendered health check (``piprov.graph.HealthCheck``): the planner only carries it."""
-
-    @property
-    def probe(self) -> str: ...
-    @property
-    def target(self) -> str: ...
-    @property
-    def timeout(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -51,7 +40,6 @@ class DesiredNode:
     etcd_keys: dict[str, str]  # key -> value (master only)
     # Command prefix reaching etcd on this node (``... etcdctl --endpoints=...``).
     etcdctl: str | None = None
-    health: Mapping[str, tuple[Check, ...]] = field(default_factory=dict)
     # unit -> the units it has Requires= on (systemd restarts it along with them)
     requires: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # etcd key -> the component that writes it once healthy

@@ -14,6 +14,7 @@ import yaml
 from piprov.errors import FactsError
 from piprov.facts import EtcdKeyFacts, FileFacts, NodeFacts, UnitFacts, parse_facts
 from piprov.graph import ComponentGraph, load_graph
+from piprov.graph.dag import Vertex, node_dag
 from piprov.inventory.model import (
     ImageSettings,
     ImageSpec,
@@ -346,7 +347,8 @@ def test_hostname_too_big_hosts_file_is_an_error_naming_the_host() -> None:
 def test_desired_node_is_reused_by_plan(graph: ComponentGraph) -> None:
     _, plan = run_case(Path(__file__).parent / "data/plan/converged-master.yaml", graph)
     assert isinstance(plan.desired, DesiredNode)
-    assert plan.desired.health["etcd"][1].target == "http://192.168.1.100:4001/health"
+    checks = node_dag(graph, make_inventory()).health[Vertex("rpi-master", "etcd")]
+    assert checks[1].target == "http://192.168.1.100:4001/health"
 
 
 def test_plan_cluster_names_a_node_without_docker(graph: ComponentGraph) -> None:
