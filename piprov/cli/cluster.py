@@ -20,6 +20,7 @@ from piprov.fleet import Fleet, FleetResult
 from piprov.graph import ComponentGraph, dag_dot, dag_text, load_graph, node_dag
 from piprov.inventory import Inventory, Node, check_images, load
 from piprov.keys import default_password_report
+from piprov.kube.client import apiserver_url
 from piprov.localfs import atomic_write
 from piprov.plan import Plan
 from piprov.provision import apply_plan, facts_and_plan, gather_facts, run_lock
@@ -284,7 +285,7 @@ def graph_cmd(inventory_path: Path, dot: bool, components: bool) -> None:
 
 
 def kubeconfig_text(inventory: Inventory) -> str:
-    server = f"http://{inventory.master.address}:{inventory.network.apiserver_port}"
+    server = apiserver_url(inventory)
     name = inventory.cluster_name
     return (
         "apiVersion: v1\nkind: Config\n"

@@ -115,9 +115,14 @@ def _json_object(raw: bytes) -> JSON:
     return parsed
 
 
+def apiserver_url(inventory: Inventory) -> str:
+    """The master's apiserver, as the client and the kubeconfig reach it (plain HTTP, as the seed's)."""
+    return f"http://{inventory.master.address}:{inventory.network.apiserver_port}"
+
+
 def api_for(inventory: Inventory, timeout: float = 10.0) -> KubeApi:
     refuse_documentation_address(inventory.master)
-    return KubeApi(f"http://{inventory.master.address}:{inventory.network.apiserver_port}", timeout=timeout)
+    return KubeApi(apiserver_url(inventory), timeout=timeout)
 
 
 def k8s_name(node: Node) -> str:
