@@ -14,7 +14,8 @@ from typing import Callable, Generic, Iterable, Iterator, Mapping, TypeVar
 
 from piprov.errors import PiprovError
 from piprov.inventory.model import HostKeyPolicy, Inventory
-from piprov.transport import SshTransport, Transport
+from piprov.shell.probes import LOGIN_PROBE
+from piprov.transport import CommandResult, SshTransport, Transport
 
 T = TypeVar("T")
 
@@ -44,6 +45,14 @@ class FleetResult(Mapping[str, "T | PiprovError"], Generic[T]):
     @property
     def failed(self) -> dict[str, PiprovError]:
         return {n: r for n, r in self._results.items() if isinstance(r, PiprovError)}
+
+
+def reach(transport: Transport, *, timeout: float = 30) -> CommandResult:
+    """Log in and run the one probe command: does the node answer over SSH (changing nothing)?
+
+    A transport, not a fleet member, so keys can probe its key-only login with it too.
+    """
+    return transport.run(LOGIN_PROBE, timeout=timeout)
 
 
 def parallel(names: Iterable[str], fn: Callable[[str], T], max_workers: int = 32) -> FleetResult[T]:

@@ -36,7 +36,8 @@ import paramiko
 from piprov.errors import AuthenticationError, HostKeyError, PiprovError, TransportError
 from piprov.inventory.model import HostKeyPolicy, Inventory, Node, refuse_documentation_address
 from piprov.localfs import atomic_write
-from piprov.shell.keys import LOGIN_PROBE, disable_password_script, install_key_script
+from piprov.fleet import reach
+from piprov.shell.keys import disable_password_script, install_key_script
 from piprov.transport import SshTransport, known_hosts_name
 
 HYPRIOT_PASSWORD = "hypriot"
@@ -126,7 +127,7 @@ def _key_transport(node: Node, known_hosts: Path, policy: HostKeyPolicy | None) 
 def key_login_works(node: Node, known_hosts: Path, policy: HostKeyPolicy | None = None) -> bool:
     t = _key_transport(node, known_hosts, policy)
     try:
-        return t.run(LOGIN_PROBE, timeout=node.ssh.connect_timeout + 5).ok
+        return reach(t, timeout=node.ssh.connect_timeout + 5).ok
     except HostKeyError:
         raise
     except TransportError:

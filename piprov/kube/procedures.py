@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from piprov.errors import PiprovError, TransportError
-from piprov.fleet import Fleet
+from piprov.fleet import Fleet, reach
 from piprov.graph import ComponentGraph
 from piprov.inventory import Inventory, check_images, load
-from piprov.inventory.edit import NewNode, add_nodes, remove_node
+from piprov.inventory.edit import NewNode, add_nodes, free_name, remove_node
 from piprov.inventory.model import Node
 from piprov.kube.client import KubeApi, api_for, k8s_name, wait_ready
 from piprov.kube.drain import Say, drain, quiet
@@ -120,7 +120,7 @@ class NodeRemoval:
         if self.unreachable:
             return
         try:
-            fleet.transports[self.node.name].run("true", timeout=30)
+            reach(fleet.transports[self.node.name], timeout=30)
         except PiprovError as e:
             raise self._unreachable("it does not answer over SSH") from e
 
@@ -185,11 +185,7 @@ def is_address(text: str) -> bool:
 
 
 def next_worker_name(inventory: Inventory) -> str:
-    taken = {n.name for n in inventory.nodes}
-    i = 1
-    while f"rpi-node-{i}" in taken:
-        i += 1
-    return f"rpi-node-{i}"
+    return free_name("rpi-node-{n}", [n.name for n in inventory.nodes])
 
 
 @dataclass(frozen=True)

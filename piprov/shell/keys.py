@@ -22,9 +22,6 @@ SSHD_DROPIN_TEXT = (
     "KbdInteractiveAuthentication no\n"
 )
 
-# A command that succeeds once logged in: proves a login works and nothing else.
-LOGIN_PROBE = "true"
-
 
 class AuthorizedKey(Protocol):
     """An OpenSSH public key: its base64 blob, and its authorized_keys line."""
