@@ -14,7 +14,7 @@ import threading
 import time
 import urllib.parse
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from piprov import http
 from piprov.errors import ClusterError
@@ -161,18 +161,71 @@ def quote(s: str) -> str:
     return urllib.parse.quote(s, safe="")
 
 
-def wait_ready(api: KubeApi, name: str, timeout: float, *, cancel: threading.Event | None = None,
-               poll: float = 1.0, newer_than: str | None = None) -> bool:
-    """Until the Node is Ready; with ``newer_than``, Ready in a report the kubelet made after that
-    heartbeat (a restarted kubelet's Node keeps the old Ready for a grace period)."""
-    deadline = time.monotonic() + timeout
-    while True:
+# One look at a Node: (Ready?, its last heartbeat, what we saw, for the person reading a failure).
+NodeRead = Callable[[], tuple[bool, "str | None", str]]
+
+
+def ready_state(obj: JSON) -> tuple[bool, str | None, str]:
+    """(Ready?, last heartbeat, what we saw) of a Node object."""
+    ready = ready_condition(obj)
+    if ready is None:
+        return False, None, "node has no Ready condition yet"
+    if ready.get("status") == "True":
+        return True, heartbeat(obj), "Ready"
+    why = f"{ready.get('reason', '')} {ready.get('message', '')}".strip()
+    return False, None, f"Ready={ready.get('status')}" + (f": {why}" if why else "")
+
+
+def node_reader(api: KubeApi, name: str) -> NodeRead:
+    """A :data:`NodeRead` of Node ``name`` through ``api``."""
+
+    def read() -> tuple[bool, str | None, str]:
         try:
             obj = api.node(name)
-            if obj is not None and is_ready(obj) and (newer_than is None or heartbeat(obj) != newer_than):
-                return True
-        except ClusterError:
-            pass  # the apiserver restarts during the master's batch
-        if time.monotonic() >= deadline or (cancel is not None and cancel.is_set()):
-            return False
-        time.sleep(poll)
+        except ClusterError as e:
+            return False, None, e.message  # the apiserver restarts during the master's batch
+        return ready_state(obj) if obj is not None else (False, None, "no Node object yet")
+
+    return read
+
+
+def wait_ready(
+    read: NodeRead,
+    timeout: float,
+    *,
+    newer_than: str | None = None,
+    fresh: bool = False,
+    cancel: threading.Event | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> tuple[bool, str]:
+    """Until the Node is Ready: (Ready?, what the last look saw). The one Ready wait.
+
+    A restarted kubelet's Node keeps the old Ready for a grace period, so with
+    ``newer_than`` only a Ready whose heartbeat differs from that one counts
+    (the rollout passes the heartbeat seen before the update); with ``fresh``, a
+    node already Ready at the first look must report once more (the health
+    probe). Heartbeats are compared with each other, never with our clock: a Pi
+    without an RTC may be minutes off.
+    """
+    start = clock()
+    deadline, interval, first = start + timeout, 0.05, True
+    while True:
+        ready, beat, detail = read()
+        if first and fresh and ready and newer_than is None:
+            newer_than = beat
+        first = False
+        ok = ready and (newer_than is None or (beat is not None and beat != newer_than))
+        if ok:
+            return True, detail
+        if ready:
+            detail = "Ready, waiting for a heartbeat of the restarted kubelet"
+        now = clock()
+        if now >= deadline or (cancel is not None and cancel.is_set()):
+            return False, detail
+        # Quick at first (most things come up within a second), then back off.
+        wait = min(interval, deadline - now)
+        if cancel is not None:
+            cancel.wait(wait)
+        else:
+            time.sleep(wait)
+        interval = min(interval * 1.5, 1.0)

@@ -26,7 +26,7 @@ from piprov.graph import ComponentGraph
 from piprov.inventory import Inventory, check_images, load
 from piprov.inventory.edit import NewNode, add_nodes, free_name, remove_node
 from piprov.inventory.model import Node
-from piprov.kube.client import KubeApi, api_for, k8s_name, wait_ready
+from piprov.kube.client import KubeApi, api_for, k8s_name, node_reader, wait_ready
 from piprov.kube.drain import Say, drain, quiet
 from piprov.kube.etcd import release_flannel_lease
 from piprov.kube.rollout import ApplyFn
@@ -272,7 +272,7 @@ class NodeAddition:
                           health_timeout=health_timeout, on_event=on_event, cancel=cancel)
 
     def wait_ready(self, timeout: float) -> bool:
-        return wait_ready(api_for(self.inventory), k8s_name(self.node), timeout)
+        return wait_ready(node_reader(api_for(self.inventory), k8s_name(self.node)), timeout)[0]
 
 
 # -- applying a plan to some nodes (the rollout's ApplyFn) --------------------------------------------------

@@ -21,7 +21,7 @@ from typing import Callable, Collection, Sequence
 
 from piprov.errors import ClusterError, PiprovError
 from piprov.inventory.model import Inventory
-from piprov.kube.client import KubeApi, heartbeat, is_ready, k8s_name, wait_ready
+from piprov.kube.client import KubeApi, heartbeat, is_ready, k8s_name, node_reader, wait_ready
 from piprov.kube.drain import DrainResult, Say, cordoned_by_us, drain, pods_per_node, quiet, uncordon
 from piprov.localfs import atomic_write
 from piprov.orchestrate import StepResult
@@ -248,7 +248,7 @@ def _wait_phase(ro: _Rollout, r: BatchResult) -> None:
         except ClusterError:
             pass
     for n, kn in zip(r.batch.nodes, names):
-        if not wait_ready(ro.api, kn, ro.ready_timeout, cancel=ro.cancel, newer_than=seen[kn]):
+        if not wait_ready(node_reader(ro.api, kn), ro.ready_timeout, cancel=ro.cancel, newer_than=seen[kn])[0]:
             raise ClusterError(f"{n} ({kn}) is not Ready {ro.ready_timeout:g} s after its update", host=n)
 
 
