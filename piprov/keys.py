@@ -36,7 +36,7 @@ import paramiko
 from piprov.errors import AuthenticationError, HostKeyError, PiprovError, TransportError
 from piprov.inventory.model import HostKeyPolicy, Inventory, Node, refuse_documentation_address
 from piprov.localfs import atomic_write
-from piprov.fleet import reach
+from piprov.fleet import naming, reach
 from piprov.shell.keys import disable_password_script, install_key_script
 from piprov.transport import SshTransport, known_hosts_name
 
@@ -191,8 +191,7 @@ def setup_node(
                                      host=node.name)
             res.password_disabled = True
     except PiprovError as e:
-        e.host = e.host or node.name
-        res.error = e
+        res.error = naming(e, node.name)
     return res
 
 
