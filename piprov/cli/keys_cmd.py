@@ -55,7 +55,7 @@ def _public_key(identity_file: str, yes: bool) -> PublicKey:
 @trust_option
 @click.option("-y", "--yes", is_flag=True, help="Create the key pair (ed25519) without asking if it is missing.")
 @click.argument("names", nargs=-1)
-def keys_cmd(inventory_path: Path, disable_password: bool, ask_password: bool, trust_new_hosts: bool,
+def keys_cmd(inventory_path: Path, disable_password: bool, ask_password: bool, policy: HostKeyPolicy | None,
              yes: bool, names: tuple[str, ...]) -> None:
     """Install your SSH key on every node (or NAMES), prove it works, optionally lock passwords out.
 
@@ -89,7 +89,6 @@ def keys_cmd(inventory_path: Path, disable_password: bool, ask_password: bool, t
             raise PiprovError("no ssh.identity_file in the inventory: piprov does not know which key to install",
                               hint=f"set ssh.identity_file in {inventory.path}, e.g. ~/.ssh/id_ed25519")
         keys[ident] = _public_key(ident, yes)
-    policy: HostKeyPolicy | None = "tofu" if trust_new_hosts else None
 
     def one(n: Node) -> NodeKeyResult:
         return setup_node(n, keys[n.ssh.identity_file or ""], inventory.known_hosts, password=password or "",

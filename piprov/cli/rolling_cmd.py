@@ -20,6 +20,7 @@ from piprov.cli.app import EXIT_ERROR, ExitWith, LiveView, err, error_line, out
 from piprov.cli.views import plan_summary, step_detail
 from piprov.graph import ComponentGraph, load_graph
 from piprov.inventory import Inventory, check_images, load
+from piprov.inventory.model import HostKeyPolicy
 from piprov.kube.client import api_for
 from piprov.kube.procedures import apply_nodes
 from piprov.kube.rollout import BatchResult, RolloutReport, StepsFailed, rolling_batches, run_rollout
@@ -84,13 +85,13 @@ def batch_detail(r: BatchResult) -> str:
     return error_line(e) if e is not None else r.detail
 
 
-def rolling_up(inventory_path: Path, *, trust_new_hosts: bool, as_json: bool, batch: int | None,
+def rolling_up(inventory_path: Path, *, policy: HostKeyPolicy | None, as_json: bool, batch: int | None,
                max_unavailable: float | None, health_timeout: float | None, drain_timeout: float = 300.0) -> None:
     """`piprov up --rolling`: the body behind the option (called by cluster.up_cmd)."""
     inventory, graph = load(inventory_path), load_graph()
     check_images(inventory, graph.image_names())
     api = api_for(inventory)
-    with run_lock(inventory), Fleet.connect(inventory, policy="tofu" if trust_new_hosts else None) as fleet:
+    with run_lock(inventory), Fleet.connect(inventory, policy=policy) as fleet:
         plan = facts_plan(inventory, graph, fleet)
         batches = rolling_batches(inventory, plan, graph.disruptive_units(), batch=batch,
                                   max_unavailable_pct=max_unavailable)
