@@ -27,7 +27,6 @@ import binascii
 import fcntl
 import os
 import socket
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -36,7 +35,7 @@ import paramiko
 from piprov.errors import AuthenticationError, HostKeyError, PiprovError, TransportError
 from piprov.inventory.model import HostKeyPolicy, Inventory, Node, refuse_documentation_address
 from piprov.localfs import atomic_write
-from piprov.fleet import naming, reach
+from piprov.fleet import naming, parallel, reach
 from piprov.shell.keys import disable_password_script, install_key_script
 from piprov.transport import SshTransport, known_hosts_name
 
@@ -238,12 +237,11 @@ def default_password_accepted(node: Node, known_hosts: Path, password: str = HYP
 
 def default_password_report(inventory: Inventory) -> dict[str, bool | None]:
     """Node name -> whether it accepts the HypriotOS default password (None: could not tell)."""
-    nodes = list(inventory.nodes)
-    if not nodes:
-        return {}
-    with ThreadPoolExecutor(max_workers=min(16, len(nodes))) as pool:
-        found = pool.map(lambda n: default_password_accepted(n, inventory.known_hosts), nodes)
-        return {n.name: v for n, v in zip(nodes, found)}
+    found = parallel([n.name for n in inventory.nodes],
+                     lambda name: default_password_accepted(inventory.node(name), inventory.known_hosts), max_workers=16)
+    for e in found.failed.values():
+        raise e
+    return found.succeeded
 
 
 # -- piprov's known_hosts --------------------------------------------------------------------------

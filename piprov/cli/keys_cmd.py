@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import click
@@ -13,7 +12,8 @@ from rich.markup import escape
 from piprov.cli.app import EXIT_ERROR, ExitWith, err, inventory_option, out, trust_option
 from piprov.errors import PiprovError
 from piprov.inventory import load
-from piprov.inventory.model import HostKeyPolicy, Node
+from piprov.fleet import parallel
+from piprov.inventory.model import HostKeyPolicy
 from piprov.keys import (
     HYPRIOT_PASSWORD,
     NodeKeyResult,
@@ -90,13 +90,18 @@ def keys_cmd(inventory_path: Path, disable_password: bool, ask_password: bool, p
                               hint=f"set ssh.identity_file in {inventory.path}, e.g. ~/.ssh/id_ed25519")
         keys[ident] = _public_key(ident, yes)
 
-    def one(n: Node) -> NodeKeyResult:
+    by_name = {n.name: n for n in nodes}
+
+    def one(name: str) -> NodeKeyResult:
+        n = by_name[name]
         return setup_node(n, keys[n.ssh.identity_file or ""], inventory.known_hosts, password=password or "",
                           disable_password=disable_password, policy=policy)
 
     with err.status(f"installing the key on {len(nodes)} nodes…"):
-        with ThreadPoolExecutor(max_workers=max(1, min(16, len(nodes)))) as pool:
-            results = list(pool.map(one, nodes))
+        done = parallel(by_name, one, max_workers=16)
+    for e in done.failed.values():
+        raise e  # setup_node keeps a node's errors in its result; one that escapes it stops the command
+    results = list(done.succeeded.values())
     failed = 0
     for r in results:
         if r.error is not None:
