@@ -46,7 +46,7 @@ class KubeApi:
                 f"cannot reach the Kubernetes API at {self.base}: {e.reason}",
                 hint="is the master up? `piprov status` shows its components",
             ) from None
-        resp = ApiResponse(raw.status, _json_object(raw.body))
+        resp = ApiResponse(raw.status, json_object(raw.body))
         if resp.status not in ok:
             raise ApiStatusError(method, path, resp)
         return resp
@@ -104,8 +104,8 @@ class ApiStatusError(ClusterError):
         self.response = response
 
 
-def _json_object(raw: bytes) -> JSON:
-    """The body as a JSON object: a list becomes ``items``, non-JSON the start of the text as ``message``."""
+def json_object(raw: bytes) -> JSON:
+    """An HTTP body (the apiserver's, etcd's) as a JSON object: a list becomes ``items``, non-JSON the start of the text as ``message``."""
     try:
         parsed = json.loads(raw) if raw else {}
     except ValueError:
