@@ -17,7 +17,7 @@ from piprov.cli.views import Progress, plan_json, plan_summary, print_plan, prin
 from piprov.errors import PiprovError
 from piprov.facts import NodeFacts
 from piprov.fleet import Fleet, FleetResult
-from piprov.graph import ComponentGraph, dag_dot, dag_text, load_graph, node_dag
+from piprov.graph import ComponentGraph, components_dot, components_text, dag_dot, dag_text, load_graph, node_dag
 from piprov.inventory import Inventory, Node, check_images, load
 from piprov.inventory.model import HostKeyPolicy
 from piprov.keys import default_password_report
@@ -272,9 +272,7 @@ def graph_cmd(inventory_path: Path, dot: bool, components: bool) -> None:
     """
     graph = load_graph()
     if components or not inventory_path.exists():
-        for c in graph.components:
-            req = ", ".join(str(r) for r in c.requires) or "-"
-            out.print(f"{c.name} [{', '.join(c.roles)}] requires: {req}; units: {', '.join(c.units)}")
+        sys.stdout.write(components_dot(graph) if dot else components_text(graph))
         return
     inventory = load(inventory_path)
     check_images(inventory, graph.image_names())
