@@ -105,23 +105,9 @@ def wait_http(
         # restarted) must report once more: its Ready may be the old kubelet's.
         ok, detail = wait_ready(lambda: _node_ready(*get(check.target, min(5.0, max(0.5, check.timeout)))),
                                 check.timeout, fresh=True, cancel=cancel, clock=clock)
-        return ProbeResult(check, ok, detail, clock() - start)
-    deadline = start + check.timeout
-    interval = 0.05
-    while True:
-        ok, detail = check_http_once(check, get)
-        if ok:
-            return ProbeResult(check, True, detail, clock() - start)
-        now = clock()
-        if now >= deadline or (cancel is not None and cancel.is_set()):
-            return ProbeResult(check, False, detail, now - start)
-        # Poll quickly at first (most things come up within a second), then back off.
-        wait = min(interval, deadline - now)
-        if cancel is not None:
-            cancel.wait(wait)
-        else:
-            time.sleep(wait)
-        interval = min(interval * 1.5, 1.0)
+    else:
+        ok, detail = http.poll_until(lambda: check_http_once(check, get), check.timeout, cancel=cancel, clock=clock)
+    return ProbeResult(check, ok, detail, clock() - start)
 
 
 def wait_healthy(

@@ -207,25 +207,16 @@ def wait_ready(
     probe). Heartbeats are compared with each other, never with our clock: a Pi
     without an RTC may be minutes off.
     """
-    start = clock()
-    deadline, interval, first = start + timeout, 0.05, True
-    while True:
+    baseline, first = newer_than, True
+
+    def look() -> tuple[bool, str]:
+        nonlocal baseline, first
         ready, beat, detail = read()
-        if first and fresh and ready and newer_than is None:
-            newer_than = beat
+        if first and fresh and ready and baseline is None:
+            baseline = beat
         first = False
-        ok = ready and (newer_than is None or (beat is not None and beat != newer_than))
-        if ok:
+        if ready and (baseline is None or (beat is not None and beat != baseline)):
             return True, detail
-        if ready:
-            detail = "Ready, waiting for a heartbeat of the restarted kubelet"
-        now = clock()
-        if now >= deadline or (cancel is not None and cancel.is_set()):
-            return False, detail
-        # Quick at first (most things come up within a second), then back off.
-        wait = min(interval, deadline - now)
-        if cancel is not None:
-            cancel.wait(wait)
-        else:
-            time.sleep(wait)
-        interval = min(interval * 1.5, 1.0)
+        return False, "Ready, waiting for a heartbeat of the restarted kubelet" if ready else detail
+
+    return http.poll_until(look, timeout, cancel=cancel, clock=clock)
