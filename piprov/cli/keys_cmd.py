@@ -101,7 +101,10 @@ def keys_cmd(inventory_path: Path, disable_password: bool, ask_password: bool, p
         done = parallel(by_name, one, max_workers=16)
     for e in done.failed.values():
         raise e  # setup_node keeps a node's errors in its result; one that escapes it stops the command
-    results = list(done.succeeded.values())
+    _print_key_results(list(done.succeeded.values()), disable_password)
+
+
+def _print_key_results(results: list[NodeKeyResult], disable_password: bool) -> None:
     failed = 0
     for r in results:
         if r.error is not None:
