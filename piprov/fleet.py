@@ -14,7 +14,8 @@ from typing import Callable, Generic, Iterable, Iterator, Mapping, TypeVar
 
 from piprov.errors import PiprovError
 from piprov.inventory.model import HostKeyPolicy, Inventory
-from piprov.transport import SshTransport, Transport
+from piprov.shell.probes import LOGIN_PROBE
+from piprov.transport import CommandResult, SshTransport, Transport
 
 T = TypeVar("T")
 
@@ -46,6 +47,20 @@ class FleetResult(Mapping[str, "T | PiprovError"], Generic[T]):
         return {n: r for n, r in self._results.items() if isinstance(r, PiprovError)}
 
 
+def naming(e: PiprovError, node: str) -> PiprovError:
+    """``e``, naming ``node`` as where it happened unless it names a host already."""
+    e.host = e.host or node
+    return e
+
+
+def reach(transport: Transport, *, timeout: float = 30) -> CommandResult:
+    """Log in and run the one probe command: does the node answer over SSH (changing nothing)?
+
+    A transport, not a fleet member, so keys can probe its key-only login with it too.
+    """
+    return transport.run(LOGIN_PROBE, timeout=timeout)
+
+
 def parallel(names: Iterable[str], fn: Callable[[str], T], max_workers: int = 32) -> FleetResult[T]:
     """Run ``fn(name)`` for every name at once; a PiprovError is kept (naming its node) as that node's result."""
     names = list(names)
@@ -56,8 +71,7 @@ def parallel(names: Iterable[str], fn: Callable[[str], T], max_workers: int = 32
         try:
             return fn(n)
         except PiprovError as e:
-            e.host = e.host or n
-            return e
+            return naming(e, n)
 
     with ThreadPoolExecutor(max_workers=min(max_workers, len(names)), thread_name_prefix="piprov-node") as pool:
         return FleetResult(dict(zip(names, pool.map(guarded, names))))

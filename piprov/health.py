@@ -30,7 +30,7 @@ from typing import Callable
 from piprov import http
 from piprov.errors import PiprovError, TransportError
 from piprov.graph.model import HealthCheck
-from piprov.kube.client import heartbeat, ready_condition
+from piprov.kube.client import ready_state, wait_ready
 from piprov.shell.probes import wait_command
 from piprov.transport import Transport
 
@@ -77,15 +77,9 @@ def _node_ready(status: int, body: bytes) -> tuple[bool, str | None, str]:
         node = json.loads(body)
         if not isinstance(node, dict):
             raise ValueError("not an object")
-        ready = ready_condition(node)
+        return ready_state(node)
     except (ValueError, AttributeError):
         return False, None, "apiserver answered something that is not a Node object"
-    if ready is None:
-        return False, None, "node has no Ready condition yet"
-    if ready.get("status") == "True":
-        return True, heartbeat(node), "Ready"
-    why = f"{ready.get('reason', '')} {ready.get('message', '')}".strip()
-    return False, None, f"Ready={ready.get('status')}" + (f": {why}" if why else "")
 
 
 def check_http_once(check: HealthCheck, get: HttpGet = http_get) -> tuple[bool, str]:
@@ -106,37 +100,14 @@ def wait_http(
     clock: Callable[[], float] = time.monotonic,
 ) -> ProbeResult:
     start = clock()
-    deadline = start + check.timeout
-    interval = 0.05
-    # A node that is already Ready when we start looking (its kubelet was just
-    # restarted) must report once more: its Ready may be the old kubelet's. The
-    # heartbeat is compared with itself, never with our clock: a Pi without an
-    # RTC may be minutes off.
-    baseline: str | None = None
-    first = True
-    while True:
-        if check.probe == "node_ready":
-            ready, beat, detail = _node_ready(*get(check.target, min(5.0, max(0.5, check.timeout))))
-            if first and ready:
-                baseline = beat
-            ok = ready and (baseline is None or (beat is not None and beat != baseline))
-            if ready and not ok:
-                detail = "Ready, waiting for a heartbeat of the restarted kubelet"
-            first = False
-        else:
-            ok, detail = check_http_once(check, get)
-        if ok:
-            return ProbeResult(check, True, detail, clock() - start)
-        now = clock()
-        if now >= deadline or (cancel is not None and cancel.is_set()):
-            return ProbeResult(check, False, detail, now - start)
-        # Poll quickly at first (most things come up within a second), then back off.
-        wait = min(interval, deadline - now)
-        if cancel is not None:
-            cancel.wait(wait)
-        else:
-            time.sleep(wait)
-        interval = min(interval * 1.5, 1.0)
+    if check.probe == "node_ready":
+        # A node already Ready when we start looking (its kubelet was just
+        # restarted) must report once more: its Ready may be the old kubelet's.
+        ok, detail = wait_ready(lambda: _node_ready(*get(check.target, min(5.0, max(0.5, check.timeout)))),
+                                check.timeout, fresh=True, cancel=cancel, clock=clock)
+    else:
+        ok, detail = http.poll_until(lambda: check_http_once(check, get), check.timeout, cancel=cancel, clock=clock)
+    return ProbeResult(check, ok, detail, clock() - start)
 
 
 def wait_healthy(

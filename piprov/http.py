@@ -11,10 +11,35 @@ Each caller words it for its user (the Kubernetes API, etcd, a probe).
 from __future__ import annotations
 
 import json
+import threading
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
+
+
+def poll_until(look: Callable[[], tuple[bool, str]], timeout: float, *, cancel: threading.Event | None = None,
+               clock: Callable[[], float] = time.monotonic) -> tuple[bool, str]:
+    """Call ``look`` until it says done or ``timeout`` ends: (done?, what the last look saw).
+
+    The one wait of the controller on a server: quick at first (most things come
+    up within a second), then backing off to one look a second.
+    """
+    deadline, interval = clock() + timeout, 0.05
+    while True:
+        ok, detail = look()
+        if ok:
+            return True, detail
+        now = clock()
+        if now >= deadline or (cancel is not None and cancel.is_set()):
+            return False, detail
+        wait = min(interval, deadline - now)
+        if cancel is not None:
+            cancel.wait(wait)
+        else:
+            time.sleep(wait)
+        interval = min(interval * 1.5, 1.0)
 
 
 @dataclass(frozen=True)

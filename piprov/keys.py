@@ -27,7 +27,6 @@ import binascii
 import fcntl
 import os
 import socket
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -36,7 +35,8 @@ import paramiko
 from piprov.errors import AuthenticationError, HostKeyError, PiprovError, TransportError
 from piprov.inventory.model import HostKeyPolicy, Inventory, Node, refuse_documentation_address
 from piprov.localfs import atomic_write
-from piprov.shell.keys import LOGIN_PROBE, disable_password_script, install_key_script
+from piprov.fleet import naming, parallel, reach
+from piprov.shell.keys import disable_password_script, install_key_script
 from piprov.transport import SshTransport, known_hosts_name
 
 HYPRIOT_PASSWORD = "hypriot"
@@ -126,7 +126,7 @@ def _key_transport(node: Node, known_hosts: Path, policy: HostKeyPolicy | None) 
 def key_login_works(node: Node, known_hosts: Path, policy: HostKeyPolicy | None = None) -> bool:
     t = _key_transport(node, known_hosts, policy)
     try:
-        return t.run(LOGIN_PROBE, timeout=node.ssh.connect_timeout + 5).ok
+        return reach(t, timeout=node.ssh.connect_timeout + 5).ok
     except HostKeyError:
         raise
     except TransportError:
@@ -190,8 +190,7 @@ def setup_node(
                                      host=node.name)
             res.password_disabled = True
     except PiprovError as e:
-        e.host = e.host or node.name
-        res.error = e
+        res.error = naming(e, node.name)
     return res
 
 
@@ -238,12 +237,11 @@ def default_password_accepted(node: Node, known_hosts: Path, password: str = HYP
 
 def default_password_report(inventory: Inventory) -> dict[str, bool | None]:
     """Node name -> whether it accepts the HypriotOS default password (None: could not tell)."""
-    nodes = list(inventory.nodes)
-    if not nodes:
-        return {}
-    with ThreadPoolExecutor(max_workers=min(16, len(nodes))) as pool:
-        found = pool.map(lambda n: default_password_accepted(n, inventory.known_hosts), nodes)
-        return {n.name: v for n, v in zip(nodes, found)}
+    found = parallel([n.name for n in inventory.nodes],
+                     lambda name: default_password_accepted(inventory.node(name), inventory.known_hosts), max_workers=16)
+    for e in found.failed.values():
+        raise e
+    return found.succeeded
 
 
 # -- piprov's known_hosts --------------------------------------------------------------------------

@@ -35,8 +35,8 @@ class StepResult:
     detail: str = ""  # why it failed / what it changed / which probe passed
     started: float = 0.0  # monotonic clock, for the timeline
     finished: float = 0.0
-    # The error itself when it stopped the step before it began (its node could not be
-    # planned): the CLI shows it with its hint.
+    # The PiprovError that failed the step (its node could not be planned, a probe or
+    # round trip failed): the CLI shows it with its hint.
     error: PiprovError | None = None
 
     @property
@@ -90,7 +90,7 @@ def _guarded(work: Callable[[V], StepResult], label: Callable[[V], tuple[str, st
     try:
         r = work(v)
     except PiprovError as e:
-        r = StepResult(node, comp, "failed", detail=str(e.message), started=t0, finished=time.monotonic())
+        r = StepResult(node, comp, "failed", detail=e.message, error=e, started=t0, finished=time.monotonic())
     except Exception as e:  # noqa: BLE001 - one vertex's bug must not hide the fleet's results
         r = StepResult(
             node, comp, "failed", detail=f"internal error: {type(e).__name__}: {e}",

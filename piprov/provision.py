@@ -19,7 +19,7 @@ from typing import Callable, Iterable, Mapping
 
 from piprov.errors import FactsError, PiprovError
 from piprov.facts import NodeFacts, parse_facts
-from piprov.fleet import Fleet, FleetResult, parallel
+from piprov.fleet import Fleet, FleetResult, naming, parallel
 from piprov.graph import ComponentGraph, HealthCheck, NodeDag, Vertex, node_dag
 from piprov.health import ProbeResult, wait_healthy
 from piprov.inventory.model import Inventory, Node
@@ -60,11 +60,6 @@ def gather_facts(inventory: Inventory, graph: ComponentGraph, fleet: Fleet) -> F
     return parallel(fleet.transports, lambda name: read_facts(inventory, graph, fleet, name))
 
 
-def _naming(node: Node, e: PiprovError) -> PiprovError:
-    e.host = e.host or node.name
-    return e
-
-
 def plan_one(
     inventory: Inventory,
     graph: ComponentGraph,
@@ -79,18 +74,18 @@ def plan_one(
     every node, not this one.
     """
     if facts is None:
-        return _naming(node, PiprovError("no facts were gathered"))
+        return naming(PiprovError("no facts were gathered"), node.name)
     if isinstance(facts, PiprovError):
-        return _naming(node, facts)
+        return naming(facts, node.name)
     try:
         arch, binaries = node_machine(graph, node, facts)
     except PiprovError as e:
-        return _naming(node, e)
+        return naming(e, node.name)
     desired = desired_state(inventory, graph, node, arch, binaries=binaries, templates_dir=templates_dir)
     try:
         return plan_node(desired, facts)
     except FactsError as e:
-        return _naming(node, e)
+        return naming(e, node.name)
 
 
 def _plan_of(inventory: Inventory, planned: Mapping[str, NodePlan | PiprovError]) -> Plan:
@@ -136,8 +131,7 @@ def facts_and_plan(inventory: Inventory, graph: ComponentGraph, fleet: Fleet) ->
         try:
             facts = read_facts(inventory, graph, fleet, name)
         except PiprovError as e:
-            e.host = e.host or name
-            facts = e
+            facts = naming(e, name)
         try:
             return facts, plan_one(inventory, graph, inventory.node(name), facts)
         except PiprovError as e:
@@ -194,11 +188,13 @@ class _Steps:
         self.probes: dict[Vertex, list[ProbeResult]] = {}
 
     def work(self, v: Vertex) -> StepResult:
+        if self.scope is not None and v.node not in self.scope:
+            return StepResult(v.node, v.component, "unchanged", detail="not in this run")
         error = self.plan.errors.get(v.node)
         if error is not None:
-            return StepResult(v.node, v.component, "failed", detail=str(error), error=error)
+            raise error
         np = self.plans.get(v.node)
-        if np is None or (self.scope is not None and v.node not in self.scope):
+        if np is None:
             return StepResult(v.node, v.component, "unchanged", detail="not in this run")
         cp = np.component(v.component)
         transport = self.fleet.transports[v.node]

@@ -16,16 +16,7 @@ import jinja2
 
 from piprov.errors import PiprovError, RenderError
 from piprov.facts.model import NodeFacts
-from piprov.graph import (
-    Component,
-    ComponentGraph,
-    HealthCheck,
-    ManagedFile,
-    UnitDependencies,
-    probe_context,
-    render_check,
-    render_expression,
-)
+from piprov.graph import Component, ComponentGraph, ManagedFile, UnitDependencies, probe_context, render_expression
 from piprov.inventory.model import ARCH_MAP, Inventory, Node, image_arch
 from piprov.plan.desired import DesiredFile, DesiredNode, RestartCascade
 
@@ -87,13 +78,15 @@ def template_context(
 ) -> dict[str, object]:
     """Everything a template may use (see the top of playbooks/seed-stack.yaml)."""
     ctx = probe_context(inventory, node)
+    # The playbooks' images with the inventory's settings on top.
+    images = graph.image_defaults()
     ctx.update(
         arch=arch,
         # Where the programs the units run live when the facts do not say: the
         # playbook's defaults (docker-ce, as on HypriotOS); Debian's docker.io has
         # /usr/sbin/dockerd, and the facts tell.
         bin=types.SimpleNamespace(**{**graph.binaries(node.role), **(binaries or {})}),
-        images=types.SimpleNamespace(**{c: inventory.images.ref(c, arch) for c in graph.image_names()}),
+        images=types.SimpleNamespace(**{c: inventory.images.ref(c, arch, images) for c in images}),
         insecure_registries=list(inventory.images.insecure_registries),
         vars=dict(graph.vars),
     )
@@ -179,13 +172,11 @@ def desired_state(
     units: dict[str, list[str]] = {}
     etcd_keys: dict[str, str] = {}
     etcdctl: str | None = None
-    health: dict[str, tuple[HealthCheck, ...]] = {}
     etcd_owners: dict[str, str] = {}
     for c in graph.for_role(node.role):
         units[c.name] = list(c.units)
         for f in c.files:
             files.append(render_file(env, graph, c, f, ctx, node.role))
-        health[c.name] = tuple(render_check(h, ctx) for h in c.health)
         if c.etcd_keys is not None:
             etcdctl = render_expression(c.etcd_keys.etcdctl, ctx).strip()
             local = dict(ctx, component=c.name)
@@ -200,7 +191,6 @@ def desired_state(
         units=units,
         etcd_keys=etcd_keys,
         etcdctl=etcdctl,
-        health=health,
         cascades=tuple(
             RestartCascade(dep.name, tuple(u for u in dep.units if not u.endswith(".socket")), on, why)
             for dep, on, why in graph.restart_cascades(node.role)

@@ -29,7 +29,7 @@ from urllib.parse import urlparse
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from piprov.graph import HealthCheck, Vertex, load_graph, node_dag  # noqa: E402
-from piprov.inventory import load  # noqa: E402
+from piprov.inventory import check_images, load  # noqa: E402
 from piprov.plan import FileChange  # noqa: E402
 from piprov.fleet import Fleet  # noqa: E402
 from piprov.provision import facts_and_plan  # noqa: E402
@@ -66,6 +66,7 @@ def wait_command(check: HealthCheck) -> str | None:
 
 def build_spec(inventory_path: Path) -> dict[str, Any]:
     inventory, graph = load(inventory_path), load_graph()
+    check_images(inventory, graph.image_names())
     with Fleet.connect(inventory) as fleet:
         _, plan = facts_and_plan(inventory, graph, fleet)
     if plan.errors:

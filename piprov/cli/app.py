@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.live import Live
 
 from piprov.errors import PiprovError, ProblemList
+from piprov.inventory.model import HostKeyPolicy
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -49,11 +50,17 @@ def inventory_option(f: click.decorators.FC) -> click.decorators.FC:
     )(f)
 
 
+def _host_key_policy(ctx: click.Context, param: click.Parameter, trust: bool) -> HostKeyPolicy | None:
+    return "tofu" if trust else None
+
+
 def trust_option(f: click.decorators.FC) -> click.decorators.FC:
-    """`--trust-new-hosts`: the one way to ask for trust on first use."""
+    """`--trust-new-hosts`: the one way to ask for trust on first use; delivers ``policy``, the HostKeyPolicy."""
     return click.option(
         "--trust-new-hosts",
+        "policy",
         is_flag=True,
+        callback=_host_key_policy,
         help="Pin the host key of nodes seen for the first time (trust on first use). "
         "A CHANGED key still stops work on that node.",
     )(f)

@@ -17,16 +17,20 @@ from piprov.cli.views import Progress, plan_json, plan_summary, print_plan, prin
 from piprov.errors import PiprovError
 from piprov.facts import NodeFacts
 from piprov.fleet import Fleet, FleetResult
-from piprov.graph import ComponentGraph, dag_dot, dag_text, load_graph, node_dag
-from piprov.inventory import Inventory, Node, load
+from piprov.graph import ComponentGraph, components_dot, components_text, dag_dot, dag_text, load_graph, node_dag
+from piprov.inventory import Inventory, Node, check_images, load
+from piprov.inventory.model import HostKeyPolicy
 from piprov.keys import default_password_report
+from piprov.kube.client import apiserver_url
 from piprov.localfs import atomic_write
 from piprov.plan import Plan
 from piprov.provision import apply_plan, facts_and_plan, gather_facts, run_lock
 
 
 def _load(path: Path) -> tuple[Inventory, ComponentGraph]:
-    return load(path), load_graph()
+    inventory, graph = load(path), load_graph()
+    check_images(inventory, graph.image_names())
+    return inventory, graph
 
 
 def _facts_and_plan(inventory: Inventory, graph: ComponentGraph, fleet: Fleet) -> tuple[FleetResult[NodeFacts], Plan]:
@@ -42,7 +46,7 @@ def _facts_and_plan(inventory: Inventory, graph: ComponentGraph, fleet: Fleet) -
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON (no file contents of secrets).")
 @click.option("--no-diff", is_flag=True, help="List changed files without their diffs.")
 @trust_option
-def plan_cmd(inventory_path: Path, as_json: bool, no_diff: bool, trust_new_hosts: bool) -> None:
+def plan_cmd(inventory_path: Path, as_json: bool, no_diff: bool, policy: HostKeyPolicy | None) -> None:
     """Show what `piprov up` would change on every node, and why. Changes nothing.
 
     Reads each node's facts with one SSH command, then compares them with the
@@ -54,7 +58,7 @@ def plan_cmd(inventory_path: Path, as_json: bool, no_diff: bool, trust_new_hosts
     (like terraform plan -detailed-exitcode), so scripts can tell drift.
     """
     inventory, graph = _load(inventory_path)
-    with Fleet.connect(inventory, policy="tofu" if trust_new_hosts else None) as fleet:
+    with Fleet.connect(inventory, policy=policy) as fleet:
         _, plan = _facts_and_plan(inventory, graph, fleet)
     if as_json:
         out.print_json(json.dumps(plan_json(plan)))
@@ -84,7 +88,7 @@ def plan_cmd(inventory_path: Path, as_json: bool, no_diff: bool, trust_new_hosts
               help="With --rolling: this many workers at a time (default 1).")
 @click.option("--max-unavailable", type=click.FloatRange(min=0, max=100), metavar="PCT",
               help="With --rolling: batches of this percentage of the workers (at least one).")
-def up_cmd(inventory_path: Path, trust_new_hosts: bool, as_json: bool, show_plan: bool,
+def up_cmd(inventory_path: Path, policy: HostKeyPolicy | None, as_json: bool, show_plan: bool,
            health_timeout: float | None, rolling: bool, batch: int | None, max_unavailable: float | None) -> None:
     """Provision the whole cluster: make every node as the inventory says.
 
@@ -111,11 +115,11 @@ def up_cmd(inventory_path: Path, trust_new_hosts: bool, as_json: bool, show_plan
     if rolling:
         from piprov.cli.rolling_cmd import rolling_up
 
-        rolling_up(inventory_path, trust_new_hosts=trust_new_hosts, as_json=as_json, batch=batch,
+        rolling_up(inventory_path, policy=policy, as_json=as_json, batch=batch,
                    max_unavailable=max_unavailable, health_timeout=health_timeout)
         return
     inventory, graph = _load(inventory_path)
-    with run_lock(inventory), Fleet.connect(inventory, policy="tofu" if trust_new_hosts else None) as fleet:
+    with run_lock(inventory), Fleet.connect(inventory, policy=policy) as fleet:
         _, plan = _facts_and_plan(inventory, graph, fleet)
         if not plan.changed and not plan.errors:
             err.print(f"[green]nothing to do[/]: all {len(plan.nodes)} nodes are as the inventory says "
@@ -159,7 +163,7 @@ def _component_state(facts: NodeFacts, units: list[str]) -> str:
 @inventory_option
 @click.option("--json", "as_json", is_flag=True, help="Print node x component health as JSON.")
 @trust_option
-def status_cmd(inventory_path: Path, as_json: bool, trust_new_hosts: bool) -> None:
+def status_cmd(inventory_path: Path, as_json: bool, policy: HostKeyPolicy | None) -> None:
     """Show node x component health: units active, node Ready in Kubernetes.
 
     Also warns about nodes that still accept the HypriotOS default password
@@ -169,7 +173,7 @@ def status_cmd(inventory_path: Path, as_json: bool, trust_new_hosts: bool) -> No
     Exit code 0 when every component is active and every node Ready, 1 otherwise.
     """
     inventory, graph = _load(inventory_path)
-    with Fleet.connect(inventory, policy="tofu" if trust_new_hosts else None) as fleet:
+    with Fleet.connect(inventory, policy=policy) as fleet:
         with err.status("reading facts…"):
             facts = gather_facts(inventory, graph, fleet)
             default_pw = default_password_report(inventory)
@@ -268,11 +272,11 @@ def graph_cmd(inventory_path: Path, dot: bool, components: bool) -> None:
     """
     graph = load_graph()
     if components or not inventory_path.exists():
-        for c in graph.components:
-            req = ", ".join(str(r) for r in c.requires) or "-"
-            out.print(f"{c.name} [{', '.join(c.roles)}] requires: {req}; units: {', '.join(c.units)}")
+        sys.stdout.write(components_dot(graph) if dot else components_text(graph))
         return
-    dag = node_dag(graph, load(inventory_path))
+    inventory = load(inventory_path)
+    check_images(inventory, graph.image_names())
+    dag = node_dag(graph, inventory)
     sys.stdout.write(dag_dot(dag) if dot else dag_text(dag))
 
 
@@ -280,7 +284,7 @@ def graph_cmd(inventory_path: Path, dot: bool, components: bool) -> None:
 
 
 def kubeconfig_text(inventory: Inventory) -> str:
-    server = f"http://{inventory.master.address}:{inventory.network.apiserver_port}"
+    server = apiserver_url(inventory)
     name = inventory.cluster_name
     return (
         "apiVersion: v1\nkind: Config\n"

@@ -12,7 +12,8 @@ from rich.table import Table
 
 from piprov.cli.app import err, inventory_option, out
 from piprov.errors import InventoryError
-from piprov.inventory import Inventory, Node, edit, load
+from piprov.graph import load_graph
+from piprov.inventory import Inventory, Node, check_images, edit, load
 from piprov.inventory.edit import NewNode
 from piprov.inventory.export import FORMATS, export
 from piprov.inventory.schema import ROLES
@@ -192,6 +193,9 @@ def rename_cmd(inventory_path: Path, old: str, new: str) -> None:
 def validate_cmd(inventory_path: Path) -> None:
     """Check the file; every problem is reported with file:line:column (exit 1 if any)."""
     inv = load(inventory_path)
+    # The image names are the playbooks': only this command and those that
+    # deploy read both (`inventory show/set` need not parse every playbook).
+    check_images(inv, load_graph().image_names())
     w = len(inv.workers)
     err.print(
         f"[green]ok[/]: {escape(str(inventory_path))}: cluster {escape(inv.cluster_name)}, "

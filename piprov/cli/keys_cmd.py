@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import click
@@ -13,7 +12,8 @@ from rich.markup import escape
 from piprov.cli.app import EXIT_ERROR, ExitWith, err, inventory_option, out, trust_option
 from piprov.errors import PiprovError
 from piprov.inventory import load
-from piprov.inventory.model import HostKeyPolicy, Node
+from piprov.fleet import parallel
+from piprov.inventory.model import HostKeyPolicy
 from piprov.keys import (
     HYPRIOT_PASSWORD,
     NodeKeyResult,
@@ -55,7 +55,7 @@ def _public_key(identity_file: str, yes: bool) -> PublicKey:
 @trust_option
 @click.option("-y", "--yes", is_flag=True, help="Create the key pair (ed25519) without asking if it is missing.")
 @click.argument("names", nargs=-1)
-def keys_cmd(inventory_path: Path, disable_password: bool, ask_password: bool, trust_new_hosts: bool,
+def keys_cmd(inventory_path: Path, disable_password: bool, ask_password: bool, policy: HostKeyPolicy | None,
              yes: bool, names: tuple[str, ...]) -> None:
     """Install your SSH key on every node (or NAMES), prove it works, optionally lock passwords out.
 
@@ -89,15 +89,22 @@ def keys_cmd(inventory_path: Path, disable_password: bool, ask_password: bool, t
             raise PiprovError("no ssh.identity_file in the inventory: piprov does not know which key to install",
                               hint=f"set ssh.identity_file in {inventory.path}, e.g. ~/.ssh/id_ed25519")
         keys[ident] = _public_key(ident, yes)
-    policy: HostKeyPolicy | None = "tofu" if trust_new_hosts else None
 
-    def one(n: Node) -> NodeKeyResult:
+    by_name = {n.name: n for n in nodes}
+
+    def one(name: str) -> NodeKeyResult:
+        n = by_name[name]
         return setup_node(n, keys[n.ssh.identity_file or ""], inventory.known_hosts, password=password or "",
                           disable_password=disable_password, policy=policy)
 
     with err.status(f"installing the key on {len(nodes)} nodes…"):
-        with ThreadPoolExecutor(max_workers=max(1, min(16, len(nodes)))) as pool:
-            results = list(pool.map(one, nodes))
+        done = parallel(by_name, one, max_workers=16)
+    for e in done.failed.values():
+        raise e  # setup_node keeps a node's errors in its result; one that escapes it stops the command
+    _print_key_results(list(done.succeeded.values()), disable_password)
+
+
+def _print_key_results(results: list[NodeKeyResult], disable_password: bool) -> None:
     failed = 0
     for r in results:
         if r.error is not None:

@@ -17,7 +17,8 @@ from piprov.cli.app import EXIT_ERROR, ExitWith, err, error_line, inventory_opti
 from piprov.cli.rolling_cmd import say
 from piprov.cli.views import Progress, print_report
 from piprov.graph import load_graph
-from piprov.inventory import Inventory, load
+from piprov.inventory import Inventory, check_images, load
+from piprov.inventory.model import HostKeyPolicy
 from piprov.kube.client import api_for, k8s_name
 from piprov.kube.drain import drain, uncordon
 from piprov.kube.procedures import NodeAddition, NodeRemoval, StepEvent, refuse_removing_master, \
@@ -57,7 +58,7 @@ def node() -> None:
 @inventory_option
 @trust_option
 def add_cmd(target: str, address: str | None, new_name: str | None, role: str, health_timeout: float | None,
-            inventory_path: Path, trust_new_hosts: bool) -> None:
+            inventory_path: Path, policy: HostKeyPolicy | None) -> None:
     """Join one new node to the running cluster; nothing else changes.
 
     Adds the node to the inventory if it is not there (comments kept), reads
@@ -76,7 +77,7 @@ def add_cmd(target: str, address: str | None, new_name: str | None, role: str, h
         err.print(f"added {escape(found.name)} ({found.address}) to {inventory_path}")
     add = NodeAddition.load(inventory_path, load_graph(), found.name)
     name = add.name
-    with run_lock(add.inventory), Fleet.connect(add.inventory, policy="tofu" if trust_new_hosts else None) as fleet:
+    with run_lock(add.inventory), Fleet.connect(add.inventory, policy=policy) as fleet:
         with err.status("reading facts from every node (one SSH command each)…"):
             add.plan_fleet(fleet)
         _print_addition_plan(add)
@@ -179,7 +180,7 @@ def uncordon_cmd(target: str, inventory_path: Path) -> None:
 @inventory_option
 @trust_option
 def remove_cmd(target: str, timeout: float, force: bool, unreachable: bool, inventory_path: Path,
-               trust_new_hosts: bool) -> None:
+               policy: HostKeyPolicy | None) -> None:
     """Take a worker out of the cluster for good.
 
     \b
@@ -189,12 +190,13 @@ def remove_cmd(target: str, timeout: float, force: bool, unreachable: bool, inve
     4. delete its Node object
     5. remove it from the inventory (comments kept)
     """
-    inventory = load(inventory_path)
+    inventory, graph = load(inventory_path), load_graph()
+    check_images(inventory, graph.image_names())
     n = inventory.node(target)
     refuse_removing_master(n)
-    removal = NodeRemoval(inventory, load_graph(), n, api_for(inventory), timeout=timeout, force=force,
+    removal = NodeRemoval(inventory, graph, n, api_for(inventory), timeout=timeout, force=force,
                           unreachable=unreachable, say=say)
-    with run_lock(inventory), Fleet.connect(inventory, [n.name], policy="tofu" if trust_new_hosts else None) as fleet:
+    with run_lock(inventory), Fleet.connect(inventory, [n.name], policy=policy) as fleet:
         removal.reach(fleet)
         run_steps(removal.steps(fleet), _print_step)
     err.print(f"[bold green]✓[/] {escape(n.name)} removed")

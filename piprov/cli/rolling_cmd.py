@@ -17,12 +17,13 @@ from rich.markup import escape
 from rich.table import Table
 
 from piprov.cli.app import EXIT_ERROR, ExitWith, LiveView, err, error_line, out
-from piprov.cli.views import plan_summary
+from piprov.cli.views import plan_summary, step_detail
 from piprov.graph import ComponentGraph, load_graph
-from piprov.inventory import Inventory, load
+from piprov.inventory import Inventory, check_images, load
+from piprov.inventory.model import HostKeyPolicy
 from piprov.kube.client import api_for
 from piprov.kube.procedures import apply_nodes
-from piprov.kube.rollout import BatchResult, RolloutReport, rolling_batches, run_rollout
+from piprov.kube.rollout import BatchResult, RolloutReport, StepsFailed, rolling_batches, run_rollout
 from piprov.plan import Plan
 from piprov.fleet import Fleet
 from piprov.provision import facts_and_plan, run_lock
@@ -60,7 +61,7 @@ class BatchView(LiveView):
                                                      if b.index in self.started else 0.0)
             t.add_row(str(b.index + 1), escape(b.label()), "yes" if b.drain else "no",
                       SYMBOL.get(status, status), f"{secs:.0f}" if secs else "",
-                      escape((r.detail if r else "")[:70]))
+                      escape((batch_detail(r) if r else "")[:70]))
         return t
 
     def __call__(self, r: BatchResult) -> None:
@@ -71,15 +72,26 @@ class BatchView(LiveView):
         else:
             err.print(f"batch {r.batch.index + 1}/{len(self.batches)} ({escape(r.batch.label())}): "
                       f"{SYMBOL.get(r.status, r.status)} {r.status}"
-                      + (f" [dim]{escape(r.detail[:200])}[/]" if r.status in ("done", "failed") else ""))
+                      + (f" [dim]{escape(batch_detail(r)[:200])}[/]" if r.status in ("done", "failed") else ""))
 
 
-def rolling_up(inventory_path: Path, *, trust_new_hosts: bool, as_json: bool, batch: int | None,
+def batch_detail(r: BatchResult) -> str:
+    """What a batch did, or why it failed: its error with its hint, or each failed step with its own."""
+    e = r.error
+    if isinstance(e, StepsFailed):
+        failed = [f"{s.node} / {s.component}: {step_detail(s)}" for s in e.steps if s.status == "failed"]
+        skipped = [f"{s.node} / {s.component}" for s in e.steps if s.status == "skipped"]
+        return "; ".join(failed + (["not started: " + ", ".join(skipped)] if skipped else []))
+    return error_line(e) if e is not None else r.detail
+
+
+def rolling_up(inventory_path: Path, *, policy: HostKeyPolicy | None, as_json: bool, batch: int | None,
                max_unavailable: float | None, health_timeout: float | None, drain_timeout: float = 300.0) -> None:
     """`piprov up --rolling`: the body behind the option (called by cluster.up_cmd)."""
     inventory, graph = load(inventory_path), load_graph()
+    check_images(inventory, graph.image_names())
     api = api_for(inventory)
-    with run_lock(inventory), Fleet.connect(inventory, policy="tofu" if trust_new_hosts else None) as fleet:
+    with run_lock(inventory), Fleet.connect(inventory, policy=policy) as fleet:
         plan = facts_plan(inventory, graph, fleet)
         batches = rolling_batches(inventory, plan, graph.disruptive_units(), batch=batch,
                                   max_unavailable_pct=max_unavailable)
@@ -114,7 +126,7 @@ def _print_outcome(report: RolloutReport, inventory_path: Path, *, as_json: bool
     if failed is not None:
         left = [n for r in report.batches if r.status == "skipped" for n in r.batch.nodes]
         err.print(f"[bold red]✗ rollout stopped at batch {failed.batch.index + 1} ({escape(failed.batch.label())})[/]: "
-                  f"{escape(failed.detail)}")
+                  f"{escape(batch_detail(failed))}")
         err.print(f"  untouched: {escape(', '.join(left)) or 'none'}. Fix the node, then resume with: "
                   f"piprov up --rolling -i {inventory_path}"
                   + (f" --batch {batch}" if batch else f" --max-unavailable {max_unavailable:g}" if max_unavailable else ""))
@@ -143,7 +155,7 @@ def rollout_json(report: RolloutReport) -> dict[str, Any]:
         "ok": report.ok,
         "seconds": round(report.seconds, 3),
         "batches": [{"nodes": list(r.batch.nodes), "drain": r.batch.drain, "status": r.status,
-                     "seconds": round(r.seconds, 3), "detail": r.detail,
+                     "seconds": round(r.seconds, 3), "detail": batch_detail(r),
                      "evicted": [p for d in r.drains for p in d.evicted]} for r in report.batches],
         "pods_before": report.pods_before,
         "pods_after": report.pods_after,

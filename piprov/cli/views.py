@@ -28,7 +28,7 @@ SYMBOL = {
 
 
 def step_detail(s: StepResult) -> str:
-    """What a step did or why it failed; a step its node's error stopped shows that error."""
+    """What a step did or why it failed; a step a PiprovError failed shows it with its hint."""
     return error_line(s.error) if s.error is not None else s.detail
 
 

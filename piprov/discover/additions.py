@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from piprov.discover.records import Host
 from piprov.errors import DiscoveryError
-from piprov.inventory.edit import NewNode
+from piprov.inventory.edit import NewNode, free_name
 from piprov.inventory.schema import is_hostname_label
 from piprov.inventory.model import Inventory
 
@@ -35,19 +35,16 @@ def plan_additions(hosts: Sequence[Host], inv: Inventory, *, pattern: str = "rpi
     """New Pis -> nodes to append, named by ``pattern`` with the next free numbers."""
     if pattern.count("{n}") != 1 or re.search(r"\{(?!n\})", pattern):
         raise DiscoveryError(f"--name-pattern {pattern!r} must contain {{n}} exactly once", hint="e.g. rpi-node-{n}")
-    used = {n.name.lower() for n in inv.nodes}
+    used = [n.name for n in inv.nodes]
     new: list[NewNode] = []
-    k = 1
     for h in hosts:
         if not h.is_pi or inventory_match(h, inv)[0] is not None:
             continue
         if len([a for a in h.addresses if ipaddress.ip_address(a).version == 4]) != 1:
             continue
-        while pattern.replace("{n}", str(k)).lower() in used:
-            k += 1
-        name = pattern.replace("{n}", str(k))
+        name = free_name(pattern, used)
         if not is_hostname_label(name):
             raise DiscoveryError(f"--name-pattern {pattern!r} gives {name!r}, which is not a valid host name")
-        used.add(name.lower())
+        used.append(name)
         new.append(NewNode(name=name, address=h.address, role=role, mac=h.mac))
     return new

@@ -24,7 +24,12 @@ _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 _MODE_RE = re.compile(r"[0-7]{1,4}")
 _CIDR_RE = re.compile(r"[0-9.]+/[0-9]{1,2}")
 
-HINT = "run `piprov plan -v` to see the raw output; is the node a Linux with systemd?"
+# No piprov option shows the raw facts output: point at what the script needs
+# and at the node itself.
+HINT = (
+    "the facts script needs a POSIX sh, coreutils, iproute2 and systemd on the node; "
+    "to see more, log in with ssh and run e.g. `systemctl --version`, `ip -o addr` and `uname -m` by hand"
+)
 
 
 def unreadable(host: str, what: str, hint: str | None = None) -> FactsError:

@@ -33,7 +33,7 @@ from piprov.graph.model import (
     Requirement,
     UnitDependencies,
 )
-from piprov.graph.playbook import default_images, load_graph
+from piprov.graph.playbook import load_graph
 from piprov.graph.text import components_dot, components_text, dag_dot, dag_text
 
 __all__ = [
@@ -59,7 +59,6 @@ __all__ = [
     "critical_path",
     "dag_dot",
     "dag_text",
-    "default_images",
     "load_graph",
     "node_dag",
     "probe_context",

@@ -427,11 +427,6 @@ def _load(playbooks_dir: Path, templates_dir: Path) -> ComponentGraph:
     return books.graph(tuple(files))
 
 
-def default_images() -> dict[str, ImageSpec]:
-    """The images the default playbooks run, with their defaults: what an inventory's ``images:`` may set."""
-    return load_graph().image_defaults()
-
-
 def _image_spec(r: Reader, key: str) -> ImageSpec:
     ir = r.sub(key, r.data[key], f"images.{key}")
     ir.check_keys(["repository", "tag"])

@@ -1,6 +1,6 @@
 """Inventory: the YAML file describing the fleet, its model, loading and edits."""
 
-from piprov.inventory.load import load, load_text
+from piprov.inventory.load import check_images, load, load_text
 
 from piprov.inventory.model import (
     ARCH_MAP,
@@ -21,6 +21,7 @@ __all__ = [
     "NetworkSettings",
     "Node",
     "SshSettings",
+    "check_images",
     "image_arch",
     "load",
     "load_text",

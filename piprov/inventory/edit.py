@@ -18,7 +18,7 @@ Every edit, under an exclusive lock on ``<inventory>.lock``:
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -33,7 +33,7 @@ from piprov.lock import FileLock
 from piprov.localfs import LocalWriteError
 
 __all__ = [
-    "LOCK_WAIT_S", "NewNode", "add_node", "add_nodes", "lock_path", "parse_value", "remove_node",
+    "LOCK_WAIT_S", "NewNode", "add_node", "add_nodes", "free_name", "lock_path", "parse_value", "remove_node",
     "rename_node", "set_value", "split_path",
 ]
 
@@ -61,6 +61,18 @@ class NewNode:
         if self.labels:
             m["labels"] = dict(self.labels)
         return m
+
+
+def free_name(pattern: str, taken: Collection[str]) -> str:
+    """``pattern`` with the lowest number n >= 1 for ``{n}`` that no name in ``taken`` has.
+
+    Case-insensitively, as validation compares node names (host names are).
+    """
+    used = {t.lower() for t in taken}
+    n = 1
+    while pattern.replace("{n}", str(n)).lower() in used:
+        n += 1
+    return pattern.replace("{n}", str(n))
 
 
 # ---------------------------------------------------------------------------

@@ -17,10 +17,9 @@ from typing import Any
 from piprov import yamlsrc
 from piprov.errors import InventoryError, InventoryNotFoundError, Location
 from piprov.inventory.model import ImageSettings, ImageSpec, Inventory, NetworkSettings, Node, SshSettings
-from piprov.inventory.schema import default_images
-from piprov.inventory.validate import validate_document
+from piprov.inventory.validate import check_images, validate_document
 
-__all__ = ["load", "load_text", "parse_yaml", "read_text", "validate_document"]
+__all__ = ["check_images", "load", "load_text", "parse_yaml", "read_text", "validate_document"]
 
 
 def parse_yaml(text: str, file: str) -> Any:
@@ -51,26 +50,23 @@ def read_text(path: Path) -> str:
         ) from None
 
 
-def load(path: Path, *, images: Mapping[str, ImageSpec] | None = None) -> Inventory:
+def load(path: Path) -> Inventory:
     """Read, validate and return the inventory at ``path``.
 
-    ``images`` are the images the stack runs, with their defaults: the
-    ``images.<name>`` keys allowed and what a node gets when the inventory does
-    not say (default: the default playbooks',
-    :meth:`piprov.graph.ComponentGraph.image_defaults`).
+    Its ``images.<name>`` settings are kept as given: which names exist is the
+    playbooks' business (:func:`check_images` where both are loaded).
     Raises InventoryError (file missing, YAML syntax) or ProblemList of
     InventoryErrors (every validation problem, each with file:line:column).
     """
-    return load_text(read_text(path), path, images=images)
+    return load_text(read_text(path), path)
 
 
-def load_text(text: str, path: Path, *, images: Mapping[str, ImageSpec] | None = None) -> Inventory:
+def load_text(text: str, path: Path) -> Inventory:
     """Validate ``text`` as if it were the content of ``path`` (used before writing an edit)."""
     file = str(path)
     doc = parse_yaml(text, file)
-    defaults = dict(images) if images is not None else default_images()
-    validate_document(doc, file, image_names=tuple(defaults))
-    return _build(doc, path, defaults)
+    validate_document(doc, file)
+    return _build(doc, path)
 
 
 # Building the model: only after validation passed, so the types are known good.
@@ -97,11 +93,23 @@ def _ssh(m: Mapping[str, Any], base_settings: SshSettings, base_dir: Path) -> Ss
     return dataclasses.replace(base_settings, **changes)
 
 
-def _spec(m: Mapping[str, Any]) -> ImageSpec:
-    return ImageSpec(repository=str(m["repository"]), tag=str(m["tag"]))
+_IMAGE_SETTINGS = ("registry", "insecure_registries", "arch_overrides")
 
 
-def _build(doc: Mapping[str, Any], path: Path, image_defaults: Mapping[str, ImageSpec]) -> Inventory:
+def _specs(m: Mapping[str, Any], file: str, skip: tuple[str, ...] = ()) -> dict[str, ImageSpec]:
+    """Image name -> spec for the image keys of ``m``, each with its key's location."""
+    return {
+        str(name): ImageSpec(
+            repository=str(s["repository"]),
+            tag=str(s["tag"]),
+            location=yamlsrc.location(file, yamlsrc.key_pos(m, name, (0, 0))),
+        )
+        for name, s in m.items()
+        if name not in skip
+    }
+
+
+def _build(doc: Mapping[str, Any], path: Path) -> Inventory:
     base_dir = path.expanduser().absolute().parent
     ssh_doc = doc.get("ssh") or {}
     ssh = _ssh(ssh_doc, SshSettings(), base_dir)
@@ -109,19 +117,13 @@ def _build(doc: Mapping[str, Any], path: Path, image_defaults: Mapping[str, Imag
 
     img_doc = doc.get("images") or {}
     defaults = ImageSettings()
-    specs = dict(image_defaults)
-    for c in image_defaults:
-        if c in img_doc:
-            specs[c] = _spec(img_doc[c])
-    overrides = {
-        str(arch): {str(c): _spec(s) for c, s in comps.items()}
-        for arch, comps in (img_doc.get("arch_overrides") or {}).items()
-    }
     images = ImageSettings(
         registry=str(img_doc.get("registry", defaults.registry)),
         insecure_registries=tuple(str(r) for r in img_doc.get("insecure_registries") or ()),
-        specs=specs,
-        arch_overrides=overrides,
+        specs=_specs(img_doc, str(path), _IMAGE_SETTINGS),
+        arch_overrides={
+            str(arch): _specs(comps, str(path)) for arch, comps in (img_doc.get("arch_overrides") or {}).items()
+        },
     )
 
     net_doc = doc.get("network") or {}

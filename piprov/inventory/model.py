@@ -76,24 +76,28 @@ class SshSettings:
 class ImageSpec:
     repository: str
     tag: str
+    # Where the inventory set it (None for the playbooks' defaults): an error
+    # about an image name found only once the graph is at hand points there.
+    location: Location | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
 class ImageSettings:
     registry: str = "gcr.io/google_containers"
     insecure_registries: tuple[str, ...] = ()
-    # Image name -> repository and tag: the playbooks' defaults (graph.image_defaults)
-    # with the inventory's own on top; the loader fills it.
+    # Image name -> repository and tag the inventory sets: overrides of the
+    # playbooks' defaults (graph.image_defaults), which the inventory does not know.
     specs: Mapping[str, ImageSpec] = field(default_factory=dict)
     # Per image-arch overrides, e.g. {"arm64": {"hyperkube": ImageSpec(...)}}.
     arch_overrides: Mapping[str, Mapping[str, ImageSpec]] = field(default_factory=dict)
 
-    def ref(self, component: str, arch: str) -> str:
-        """Full image reference for ``component`` on image arch ``arch``.
+    def ref(self, name: str, arch: str, defaults: Mapping[str, ImageSpec]) -> str:
+        """Full image reference for image ``name`` on image arch ``arch``.
 
-        ``registry/repository-arch:tag`` as the 2016 images were named.
+        ``registry/repository-arch:tag`` as the 2016 images were named; the
+        inventory's settings win over ``defaults`` (the playbooks').
         """
-        spec = self.arch_overrides.get(arch, {}).get(component) or self.specs[component]
+        spec = self.arch_overrides.get(arch, {}).get(name) or self.specs.get(name) or defaults[name]
         return f"{self.registry}/{spec.repository}-{arch}:{spec.tag}"
 
 

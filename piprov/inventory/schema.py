@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, Callable
 
-from piprov.inventory.model import ARCH_MAP, ImageSpec
+from piprov.inventory.model import ARCH_MAP
 
 Check = Callable[[Any], "str | None"]
 
@@ -24,6 +24,9 @@ _REGISTRY_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5}
 _HOSTPORT_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?:[0-9]{1,5}$")
 _REPO_RE = re.compile(r"^[a-z0-9]+([._/-][a-z0-9]+)*$")
 _TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+# An image's name (``images.<name>``): which names exist is the playbooks' business
+# (graph.image_names); the inventory only knows what one looks like.
+IMAGE_NAME_RE = re.compile(r"^[a-z][a-z0-9-]*$")
 _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 _LABEL_KEY_RE = re.compile(r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 _LABEL_VALUE_RE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
@@ -132,6 +135,18 @@ class Field:
     items: "Field | None" = None  # kind == "list" or "dict" (values)
     key_check: Check | None = None  # kind == "dict"
     hint: str | None = None
+    # kind == "map": keys outside ``fields`` that match ``extra_key`` are ``extra``
+    # (``extra_what`` says what they are, for the unknown-key hint).
+    extra_key: "re.Pattern[str] | None" = None
+    extra: "Field | None" = None
+    extra_what: str = ""
+
+    def sub(self, key: str) -> "Field | None":
+        """The field for ``key`` of this map (a fixed one, else an ``extra`` one), None if unknown."""
+        f = (self.fields or {}).get(key)
+        if f is None and self.extra_key is not None and self.extra_key.match(key):
+            return self.extra
+        return f
 
 
 def _ssh_fields(top_level: bool) -> dict[str, Field]:
@@ -156,21 +171,9 @@ _IMAGE_SPEC = Field(
 )
 
 
-def default_images() -> dict[str, ImageSpec]:
-    """The images the default playbooks run, with their defaults (the ``images.<name>`` keys)."""
-    from piprov.graph.playbook import default_images as images
-
-    return images()
-
-
-@functools.lru_cache(maxsize=8)
-def schema(image_names: tuple[str, ...] | None = None) -> Field:
-    """The inventory schema; ``images.<name>`` for each of ``image_names`` (default: the playbooks')."""
-    names = tuple(default_images()) if image_names is None else image_names
-    return _schema(names)
-
-
-def _schema(image_names: tuple[str, ...]) -> Field:
+@functools.lru_cache(maxsize=1)
+def schema() -> Field:
+    """The inventory schema."""
     return Field(
         "map",
         fields={
@@ -180,31 +183,36 @@ def _schema(image_names: tuple[str, ...]) -> Field:
                 fields={"name": Field("str", required=True, check=_hostname)},
             ),
             "ssh": Field("map", nullable=True, fields=_ssh_fields(True)),
-            "images": _images_field(image_names),
+            "images": _IMAGES,
             "network": _NETWORK,
             "nodes": _NODES,
         },
     )
 
 
-def _images_field(image_names: tuple[str, ...]) -> Field:
-    return Field(
-        "map",
-        nullable=True,
-        fields={
-            "registry": Field("str", check=_regex(_REGISTRY_RE, "registry (host[:port][/path])")),
-            "insecure_registries": Field(
-                "list", nullable=True, items=Field("str", check=_regex(_HOSTPORT_RE, "registry address (host:port)"))
-            ),
-            **{c: _IMAGE_SPEC for c in image_names},
-            "arch_overrides": Field(
-                "dict",
-                nullable=True,
-                key_check=_choice(IMAGE_ARCHES),
-                items=Field("map", fields={c: _IMAGE_SPEC for c in image_names}),
-            ),
-        },
-    )
+_IMAGE_NAMES = "an image name (lower-case letters, digits, hyphens)"
+
+# ``images.<name>`` for any well-formed name: the names the playbooks run are
+# checked where the graph is at hand (validate.check_images).
+_IMAGES = Field(
+    "map",
+    nullable=True,
+    fields={
+        "registry": Field("str", check=_regex(_REGISTRY_RE, "registry (host[:port][/path])")),
+        "insecure_registries": Field(
+            "list", nullable=True, items=Field("str", check=_regex(_HOSTPORT_RE, "registry address (host:port)"))
+        ),
+        "arch_overrides": Field(
+            "dict",
+            nullable=True,
+            key_check=_choice(IMAGE_ARCHES),
+            items=Field("map", fields={}, extra_key=IMAGE_NAME_RE, extra=_IMAGE_SPEC, extra_what=_IMAGE_NAMES),
+        ),
+    },
+    extra_key=IMAGE_NAME_RE,
+    extra=_IMAGE_SPEC,
+    extra_what=_IMAGE_NAMES,
+)
 
 
 _NETWORK = Field(
@@ -250,7 +258,7 @@ def field_at(path: list[str]) -> Field | None:
         if f is None:
             return None
         if f.kind == "map":
-            f = (f.fields or {}).get(part)
+            f = f.sub(part)
         elif f.kind in ("list", "dict"):
             f = f.items
         else:

@@ -9,12 +9,13 @@ fixes a file in one pass.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from piprov.errors import InventoryError, Location, PiprovError, ProblemList
+from piprov.inventory.model import Inventory
 from piprov.inventory.schema import Field, _did_you_mean, is_hostname_label, schema
-from piprov.yamlsrc import Pos, key_pos, value_pos
+from piprov.yamlsrc import Pos, key_pos, location, value_pos
 
 _KIND_NAMES = {
     "str": "a string",
@@ -67,8 +68,7 @@ class _Validator:
         self.problems: list[PiprovError] = []
 
     def add(self, pos: Pos, message: str, hint: str | None = None) -> None:
-        loc = Location(self.file, pos[0] + 1, pos[1] + 1)
-        self.problems.append(InventoryError(message, hint=hint, location=loc))
+        self.problems.append(InventoryError(message, hint=hint, location=location(self.file, pos)))
 
     def walk(self, v: Any, f: Field, pos: Pos, path: str) -> None:
         if v is None and f.nullable:
@@ -113,15 +113,17 @@ class _Validator:
             if not isinstance(k, str):
                 self.add(kpos, f"{prefix or 'top level: '}key {k!r} must be a string")
                 continue
-            if k not in fields:
+            sub = f.sub(k)
+            if sub is None:
                 where = f"in {path}" if path else "at the top level"
+                known = ", ".join([*fields, *([f.extra_what] if f.extra_what else [])])
                 self.add(
                     kpos,
                     f"unknown key {k!r} {where}{_did_you_mean(k, fields)}",
-                    hint=f"known keys here: {', '.join(fields)}",
+                    hint=f"known keys here: {known}",
                 )
                 continue
-            self.walk(m[k], fields[k], value_pos(m, k, kpos), prefix + k)
+            self.walk(m[k], sub, value_pos(m, k, kpos), prefix + k)
         for name, sub in fields.items():
             if sub.required and name not in m:
                 what = path or "the inventory"
@@ -224,7 +226,7 @@ def _check_network(v: _Validator, network: Mapping[Any, Any], net: ipaddress.IPv
         )
 
 
-def validate_document(doc: Any, file: str, *, image_names: Sequence[str] | None = None) -> None:
+def validate_document(doc: Any, file: str) -> None:
     if doc is None:
         raise InventoryError(
             "the inventory is empty",
@@ -236,13 +238,49 @@ def validate_document(doc: Any, file: str, *, image_names: Sequence[str] | None 
         line, col = getattr(getattr(doc, "lc", None), "line", 0) or 0, 0
         v.add((line, col), f"the inventory must be a mapping of sections (cluster:, ssh:, nodes:), not {_type_name(doc)}")
     else:
-        v.walk(doc, schema(None if image_names is None else tuple(image_names)), (0, 0), "")
+        v.walk(doc, schema(), (0, 0), "")
         _cross_checks(v, doc)
-    if v.problems:
-        v.problems.sort(key=lambda p: (p.location.line or 0, p.location.column or 0) if p.location else (0, 0))
-        n = len(v.problems)
+    _raise(file, v.problems)
+
+
+def check_images(inventory: Inventory, names: Collection[str]) -> None:
+    """Refuse ``images.<name>`` keys of ``inventory`` that name no image in ``names``.
+
+    ``names`` are the images the playbooks run (graph.image_names); the
+    inventory does not know them, so whoever holds both inventory and graph
+    calls this once. Raises ProblemList of InventoryErrors, as validation does.
+    """
+    images = inventory.images
+    file = str(inventory.path)
+    top = ["registry", "insecure_registries", *names, "arch_overrides"]
+    problems: list[PiprovError] = []
+
+    def unknown(name: str, where: str, known: list[str], loc: Location | None) -> None:
+        problems.append(
+            InventoryError(
+                f"unknown key {name!r} in {where}{_did_you_mean(name, known)}",
+                hint=f"known keys here: {', '.join(known)}",
+                location=loc,
+            )
+        )
+
+    for name, spec in images.specs.items():
+        if name not in names:
+            unknown(name, "images", top, spec.location)
+    for arch, specs in images.arch_overrides.items():
+        for name, spec in specs.items():
+            if name not in names:
+                unknown(name, f"images.arch_overrides.{arch}", list(names), spec.location)
+    _raise(file, problems)
+
+
+def _raise(file: str, problems: list[PiprovError]) -> None:
+    """Every problem at once, in file order, as one ProblemList (nothing when there are none)."""
+    if problems:
+        problems.sort(key=lambda p: (p.location.line or 0, p.location.column or 0) if p.location else (0, 0))
+        n = len(problems)
         raise ProblemList(
             f"{file}: {n} problem{'s' if n != 1 else ''} in the inventory",
-            v.problems,
+            problems,
             hint="fix them and run `piprov inventory validate`",
         )

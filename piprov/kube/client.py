@@ -14,7 +14,7 @@ import threading
 import time
 import urllib.parse
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from piprov import http
 from piprov.errors import ClusterError
@@ -46,7 +46,7 @@ class KubeApi:
                 f"cannot reach the Kubernetes API at {self.base}: {e.reason}",
                 hint="is the master up? `piprov status` shows its components",
             ) from None
-        resp = ApiResponse(raw.status, _json_object(raw.body))
+        resp = ApiResponse(raw.status, json_object(raw.body))
         if resp.status not in ok:
             raise ApiStatusError(method, path, resp)
         return resp
@@ -104,8 +104,8 @@ class ApiStatusError(ClusterError):
         self.response = response
 
 
-def _json_object(raw: bytes) -> JSON:
-    """The body as a JSON object: a list becomes ``items``, non-JSON the start of the text as ``message``."""
+def json_object(raw: bytes) -> JSON:
+    """An HTTP body (the apiserver's, etcd's) as a JSON object: a list becomes ``items``, non-JSON the start of the text as ``message``."""
     try:
         parsed = json.loads(raw) if raw else {}
     except ValueError:
@@ -115,9 +115,14 @@ def _json_object(raw: bytes) -> JSON:
     return parsed
 
 
+def apiserver_url(inventory: Inventory) -> str:
+    """The master's apiserver, as the client and the kubeconfig reach it (plain HTTP, as the seed's)."""
+    return f"http://{inventory.master.address}:{inventory.network.apiserver_port}"
+
+
 def api_for(inventory: Inventory, timeout: float = 10.0) -> KubeApi:
     refuse_documentation_address(inventory.master)
-    return KubeApi(f"http://{inventory.master.address}:{inventory.network.apiserver_port}", timeout=timeout)
+    return KubeApi(apiserver_url(inventory), timeout=timeout)
 
 
 def k8s_name(node: Node) -> str:
@@ -156,18 +161,62 @@ def quote(s: str) -> str:
     return urllib.parse.quote(s, safe="")
 
 
-def wait_ready(api: KubeApi, name: str, timeout: float, *, cancel: threading.Event | None = None,
-               poll: float = 1.0, newer_than: str | None = None) -> bool:
-    """Until the Node is Ready; with ``newer_than``, Ready in a report the kubelet made after that
-    heartbeat (a restarted kubelet's Node keeps the old Ready for a grace period)."""
-    deadline = time.monotonic() + timeout
-    while True:
+# One look at a Node: (Ready?, its last heartbeat, what we saw, for the person reading a failure).
+NodeRead = Callable[[], tuple[bool, "str | None", str]]
+
+
+def ready_state(obj: JSON) -> tuple[bool, str | None, str]:
+    """(Ready?, last heartbeat, what we saw) of a Node object."""
+    ready = ready_condition(obj)
+    if ready is None:
+        return False, None, "node has no Ready condition yet"
+    if ready.get("status") == "True":
+        return True, heartbeat(obj), "Ready"
+    why = f"{ready.get('reason', '')} {ready.get('message', '')}".strip()
+    return False, None, f"Ready={ready.get('status')}" + (f": {why}" if why else "")
+
+
+def node_reader(api: KubeApi, name: str) -> NodeRead:
+    """A :data:`NodeRead` of Node ``name`` through ``api``."""
+
+    def read() -> tuple[bool, str | None, str]:
         try:
             obj = api.node(name)
-            if obj is not None and is_ready(obj) and (newer_than is None or heartbeat(obj) != newer_than):
-                return True
-        except ClusterError:
-            pass  # the apiserver restarts during the master's batch
-        if time.monotonic() >= deadline or (cancel is not None and cancel.is_set()):
-            return False
-        time.sleep(poll)
+        except ClusterError as e:
+            return False, None, e.message  # the apiserver restarts during the master's batch
+        return ready_state(obj) if obj is not None else (False, None, "no Node object yet")
+
+    return read
+
+
+def wait_ready(
+    read: NodeRead,
+    timeout: float,
+    *,
+    newer_than: str | None = None,
+    fresh: bool = False,
+    cancel: threading.Event | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> tuple[bool, str]:
+    """Until the Node is Ready: (Ready?, what the last look saw). The one Ready wait.
+
+    A restarted kubelet's Node keeps the old Ready for a grace period, so with
+    ``newer_than`` only a Ready whose heartbeat differs from that one counts
+    (the rollout passes the heartbeat seen before the update); with ``fresh``, a
+    node already Ready at the first look must report once more (the health
+    probe). Heartbeats are compared with each other, never with our clock: a Pi
+    without an RTC may be minutes off.
+    """
+    baseline, first = newer_than, True
+
+    def look() -> tuple[bool, str]:
+        nonlocal baseline, first
+        ready, beat, detail = read()
+        if first and fresh and ready and baseline is None:
+            baseline = beat
+        first = False
+        if ready and (baseline is None or (beat is not None and beat != baseline)):
+            return True, detail
+        return False, "Ready, waiting for a heartbeat of the restarted kubelet" if ready else detail
+
+    return http.poll_until(look, timeout, cancel=cancel, clock=clock)

@@ -13,7 +13,7 @@ import urllib.parse
 from piprov import http
 from piprov.errors import ClusterError
 from piprov.inventory.model import Inventory
-from piprov.kube.client import JSON
+from piprov.kube.client import JSON, json_object
 
 
 def etcd_url(inventory: Inventory) -> str:
@@ -26,11 +26,7 @@ def _etcd(method: str, url: str, timeout: float = 10.0) -> tuple[int, JSON]:
     except http.Unreachable as e:
         raise ClusterError(f"cannot reach etcd at {url}: {e.reason}",
                            hint="is the master's etcd up? `piprov status` shows it") from None
-    try:
-        body = json.loads(resp.body) if resp.body else {}
-    except ValueError:
-        body = {}
-    return resp.status, body if isinstance(body, dict) else {}
+    return resp.status, json_object(resp.body)
 
 
 def find_leases(listing: JSON, address: str) -> list[str]:

@@ -20,17 +20,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from piprov.errors import PiprovError
-from piprov.fleet import Fleet
+from piprov.errors import PiprovError, TransportError
+from piprov.fleet import Fleet, reach
 from piprov.graph import ComponentGraph
-from piprov.inventory import Inventory, load
-from piprov.inventory.edit import NewNode, add_nodes, remove_node
+from piprov.inventory import Inventory, check_images, load
+from piprov.inventory.edit import NewNode, add_nodes, free_name, remove_node
 from piprov.inventory.model import Node
-from piprov.kube.client import KubeApi, api_for, k8s_name, wait_ready
+from piprov.kube.client import KubeApi, api_for, k8s_name, node_reader, wait_ready
 from piprov.kube.drain import Say, drain, quiet
 from piprov.kube.etcd import release_flannel_lease
 from piprov.kube.rollout import ApplyFn
 from piprov.plan import NodePlan, Plan
+from piprov.orchestrate import StepResult
 from piprov.provision import ApplyReport, apply_plan, facts_and_plan, stop_units
 
 # -- steps ----------------------------------------------------------------------------------------------
@@ -91,11 +92,6 @@ def refuse_removing_master(node: Node) -> None:
             hint="to replace the master, rebuild the cluster: edit the inventory and run `piprov up`")
 
 
-def _with_unreachable_hint(e: PiprovError) -> PiprovError:
-    e.hint = f"{e.hint} {UNREACHABLE_HINT}" if e.hint else UNREACHABLE_HINT
-    return e
-
-
 def units_to_stop(graph: ComponentGraph, role: str) -> list[str]:
     """Every unit piprov manages on a node of ``role``, dependents first."""
     units: list[str] = []
@@ -124,9 +120,13 @@ class NodeRemoval:
         if self.unreachable:
             return
         try:
-            fleet.transports[self.node.name].run("true", timeout=30)
+            reach(fleet.transports[self.node.name], timeout=30)
         except PiprovError as e:
-            raise _with_unreachable_hint(e)
+            raise self._unreachable("it does not answer over SSH") from e
+
+    def _unreachable(self, what: str) -> TransportError:
+        # Raised `from` the SSH error: the CLI says both, each with its own hint (e.g. forget a changed key).
+        return TransportError(what, host=self.node.name, hint=UNREACHABLE_HINT)
 
     def steps(self, fleet: Fleet) -> list[Step]:
         n, kname = self.node, k8s_name(self.node)
@@ -153,7 +153,7 @@ class NodeRemoval:
         try:
             outcome = stop_units(fleet, self.node.name, units)
         except PiprovError as e:
-            raise _with_unreachable_hint(e)
+            raise self._unreachable("its units could not be stopped") from e
         if not outcome.ok:
             raise PiprovError(f"stopping its units failed: {outcome.detail}", host=self.node.name,
                               hint=UNREACHABLE_HINT)
@@ -185,11 +185,7 @@ def is_address(text: str) -> bool:
 
 
 def next_worker_name(inventory: Inventory) -> str:
-    taken = {n.name for n in inventory.nodes}
-    i = 1
-    while f"rpi-node-{i}" in taken:
-        i += 1
-    return f"rpi-node-{i}"
+    return free_name("rpi-node-{n}", [n.name for n in inventory.nodes])
 
 
 @dataclass(frozen=True)
@@ -245,6 +241,7 @@ class NodeAddition:
     @classmethod
     def load(cls, inventory_path: Path, graph: ComponentGraph, name: str) -> NodeAddition:
         inventory = load(inventory_path)
+        check_images(inventory, graph.image_names())
         if inventory.node(name).role == "master":
             raise PiprovError(f"{name} is the master: it is built by `piprov up`, not joined with `node add`")
         return cls(inventory, graph, name)
@@ -275,7 +272,7 @@ class NodeAddition:
                           health_timeout=health_timeout, on_event=on_event, cancel=cancel)
 
     def wait_ready(self, timeout: float) -> bool:
-        return wait_ready(api_for(self.inventory), k8s_name(self.node), timeout)
+        return wait_ready(node_reader(api_for(self.inventory), k8s_name(self.node)), timeout)[0]
 
 
 # -- applying a plan to some nodes (the rollout's ApplyFn) --------------------------------------------------
@@ -293,13 +290,9 @@ def apply_nodes(
 ) -> ApplyFn:
     """An ApplyFn that applies ``plan`` to some nodes through provision.apply_plan."""
 
-    def apply(nodes: Sequence[str]) -> list[str]:
+    def apply(nodes: Sequence[str]) -> list[StepResult]:
         report = apply_plan(inventory, graph, plan, fleet, only_nodes=nodes, health_timeout=health_timeout,
                             on_event=on_event, cancel=cancel)
-        out = [f"{s.node} / {s.component}: {s.detail}" for s in report.run.failed]
-        skipped = [f"{s.node} / {s.component}" for s in report.run.skipped if s.node in nodes]
-        if skipped:
-            out.append("not started: " + ", ".join(skipped))
-        return out
+        return report.run.failed + [s for s in report.run.skipped if s.node in nodes]
 
     return apply

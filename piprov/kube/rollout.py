@@ -21,9 +21,10 @@ from typing import Callable, Collection, Sequence
 
 from piprov.errors import ClusterError, PiprovError
 from piprov.inventory.model import Inventory
-from piprov.kube.client import KubeApi, heartbeat, is_ready, k8s_name, wait_ready
+from piprov.kube.client import KubeApi, heartbeat, is_ready, k8s_name, node_reader, wait_ready
 from piprov.kube.drain import DrainResult, Say, cordoned_by_us, drain, pods_per_node, quiet, uncordon
 from piprov.localfs import atomic_write
+from piprov.orchestrate import StepResult
 from piprov.plan import NodePlan, Plan
 
 # -- batches (pure) -------------------------------------------------------------------------------------
@@ -151,6 +152,8 @@ class BatchResult:
     seconds: float = 0.0
     detail: str = ""
     drains: list[DrainResult] = field(default_factory=list)
+    # Why the batch failed, typed: the CLI shows it with its hint (and each failed step's).
+    error: PiprovError | None = None
 
 
 @dataclass
@@ -172,7 +175,18 @@ class RolloutReport:
         return next((b for b in self.batches if b.status == "failed"), None)
 
 
-ApplyFn = Callable[[Sequence[str]], list[str]]  # apply the plan to these nodes; returns failure texts
+# Apply the plan to these nodes; returns their steps that failed or never started (none: all went well).
+ApplyFn = Callable[[Sequence[str]], list[StepResult]]
+
+
+class StepsFailed(ClusterError):
+    """Applying a batch left steps failed or not started; ``steps`` keeps each with its own error."""
+
+    def __init__(self, steps: Sequence[StepResult]) -> None:
+        failed = [f"{s.node} / {s.component}: {s.detail}" for s in steps if s.status == "failed"]
+        skipped = [f"{s.node} / {s.component}" for s in steps if s.status == "skipped"]
+        super().__init__("; ".join(failed + (["not started: " + ", ".join(skipped)] if skipped else [])))
+        self.steps = list(steps)
 BatchEvent = Callable[[BatchResult], None]
 
 
@@ -209,8 +223,9 @@ def _drain_phase(ro: _Rollout, r: BatchResult) -> None:
         try:
             registered = ro.api.node(kn) is not None
         except ClusterError as e:
-            e.hint = "`piprov up --rolling` changes a running cluster; build it with `piprov up` first"
-            raise
+            raise ClusterError(f"cannot read node {kn} from the apiserver", host=n,
+                               hint="`piprov up --rolling` changes a running cluster; build it with `piprov up` first"
+                               ) from e
         if not registered:
             ro.say(f"{n}: no Node object yet: nothing to drain")
             continue
@@ -221,7 +236,7 @@ def _drain_phase(ro: _Rollout, r: BatchResult) -> None:
 def _apply_phase(ro: _Rollout, r: BatchResult) -> None:
     failures = ro.apply(r.batch.nodes)
     if failures:
-        raise ClusterError("; ".join(failures))
+        raise StepsFailed(failures)
 
 
 def _wait_phase(ro: _Rollout, r: BatchResult) -> None:
@@ -233,7 +248,7 @@ def _wait_phase(ro: _Rollout, r: BatchResult) -> None:
         except ClusterError:
             pass
     for n, kn in zip(r.batch.nodes, names):
-        if not wait_ready(ro.api, kn, ro.ready_timeout, cancel=ro.cancel, newer_than=seen[kn]):
+        if not wait_ready(node_reader(ro.api, kn), ro.ready_timeout, cancel=ro.cancel, newer_than=seen[kn])[0]:
             raise ClusterError(f"{n} ({kn}) is not Ready {ro.ready_timeout:g} s after its update", host=n)
 
 
@@ -270,9 +285,9 @@ def _run_batch(ro: _Rollout, r: BatchResult) -> bool:
                         uncordon(ro.api, d.node, only_ours=True)
                     except PiprovError:
                         pass
-        why = str(e) + (f" ({e.hint})" if e.hint else "")
-        ro.state.failed = {n: why for n in r.batch.nodes}
-        ro.emit(r, "failed", why)
+        r.error = e
+        ro.state.failed = {n: str(e) for n in r.batch.nodes}
+        ro.emit(r, "failed", str(e))
         return False
     r.seconds = time.monotonic() - start
     ro.state.done += list(r.batch.nodes)

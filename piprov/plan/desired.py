@@ -4,20 +4,9 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Mapping, Protocol
+from typing import Mapping
 
 from piprov.inventory.model import Node
-
-
-class Check(Protocol):
-    """A rendered health check (``piprov.graph.HealthCheck``): the planner only carries it."""
-
-    @property
-    def probe(self) -> str: ...
-    @property
-    def target(self) -> str: ...
-    @property
-    def timeout(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -65,7 +54,6 @@ class DesiredNode:
     etcd_keys: dict[str, str]  # key -> value (master only)
     # Command prefix reaching etcd on this node (``... etcdctl --endpoints=...``).
     etcdctl: str | None = None
-    health: Mapping[str, tuple[Check, ...]] = field(default_factory=dict)
     # Restarts that follow a restart, in graph order (the playbook's ``cascade`` edges)
     cascades: tuple[RestartCascade, ...] = ()
     # etcd key -> the component that writes it once healthy

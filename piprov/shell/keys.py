@@ -11,6 +11,8 @@ from __future__ import annotations
 import shlex
 from typing import Protocol
 
+from piprov.shell.script import TEMP_PREFIX
+
 # Sorts before the distribution's and the image's own drop-ins: in sshd the
 # first value read for a keyword wins.
 SSHD_DROPIN = "/etc/ssh/sshd_config.d/00-piprov-no-password.conf"
@@ -19,9 +21,6 @@ SSHD_DROPIN_TEXT = (
     "PasswordAuthentication no\n"
     "KbdInteractiveAuthentication no\n"
 )
-
-# A command that succeeds once logged in: proves a login works and nothing else.
-LOGIN_PROBE = "true"
 
 
 class AuthorizedKey(Protocol):
@@ -46,7 +45,7 @@ def install_key_script(key: AuthorizedKey) -> str:
         "set -u; umask 077; d=\"$HOME/.ssh\"; a=\"$d/authorized_keys\"\n"
         'mkdir -p "$d" && chmod 700 "$d" || exit 1\n'
         f'if [ -f "$a" ] && grep -qF -- {blob} "$a"; then echo present; exit 0; fi\n'
-        't=$(mktemp "$d/.piprov-tmp.XXXXXX") || exit 1\n'
+        f't=$(mktemp "$d/{TEMP_PREFIX}XXXXXX") || exit 1\n'
         '{ if [ -f "$a" ]; then cat "$a"; [ -z "$(tail -c 1 "$a")" ] || echo; fi; '
         f"printf '%s\\n' {line}; }} > \"$t\" && chmod 600 \"$t\" && mv -f \"$t\" \"$a\" "
         '|| { rm -f "$t"; exit 1; }\n'
@@ -65,12 +64,12 @@ def disable_password_script() -> str:
     return (
         "set -u; c=/etc/ssh/sshd_config; d=" + shlex.quote(SSHD_DROPIN) + "\n"
         "if grep -qiE '^[[:space:]]*Include[[:space:]]+/etc/ssh/sshd_config.d/' \"$c\"; then\n"
-        '  t=$(mktemp /etc/ssh/sshd_config.d/.piprov-tmp.XXXXXX) || exit 1\n'
+        f'  t=$(mktemp /etc/ssh/sshd_config.d/{TEMP_PREFIX}XXXXXX) || exit 1\n'
         f"  printf '%s' {text} > \"$t\" && chmod 644 \"$t\" && mv -f \"$t\" \"$d\" || {{ rm -f \"$t\"; exit 1; }}\n"
         '  undo() { rm -f "$d"; }\n'
         "else\n"
         '  cp -p "$c" "$c.piprov-bak" || exit 1\n'
-        '  t=$(mktemp /etc/ssh/.piprov-tmp.XXXXXX) || exit 1\n'
+        f'  t=$(mktemp /etc/ssh/{TEMP_PREFIX}XXXXXX) || exit 1\n'
         f"  {{ printf '%s' {text}; grep -v '^# written by .piprov keys' \"$c\"; }} > \"$t\" "
         '&& chmod --reference="$c" "$t" && mv -f "$t" "$c" || { rm -f "$t"; exit 1; }\n'
         '  undo() { mv -f "$c.piprov-bak" "$c"; }\n'

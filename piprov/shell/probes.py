@@ -12,6 +12,9 @@ import shlex
 from piprov.errors import PiprovError
 from piprov.graph.model import HealthCheck
 
+# A command that succeeds once logged in: proves a login works, changes nothing.
+LOGIN_PROBE = "true"
+
 # How often a remote wait loop re-checks; the loop itself is bounded by
 # coreutils `timeout`, so this only sets the latency of noticing success.
 _REMOTE_POLL = "0.1"

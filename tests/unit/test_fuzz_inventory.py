@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from piprov.errors import PiprovError, ProblemList
 from piprov.facts import NodeFacts, parse_facts
 from piprov.graph import ComponentGraph, load_graph
-from piprov.inventory import load
+from piprov.inventory import check_images, load
 from piprov.plan import Plan
 from piprov.provision import plan_cluster
 
@@ -179,6 +179,7 @@ def test_inventory_file_fuzz(doc: dict[str, Any], seed: int, mode: str, graph: C
     outcome = "plan"
     try:
         inv = load(path)
+        check_images(inv, graph.image_names())
         plan = plan_cluster(inv, graph, _facts([n.name for n in inv.nodes]))
         assert isinstance(plan, Plan)
         assert set(plan.errors) | {n.node for n in plan.nodes} == {n.name for n in inv.nodes}

@@ -9,7 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from piprov.errors import InventoryError, InventoryNotFoundError, ProblemList
-from piprov.inventory import load, load_text
+from piprov.graph import load_graph
+from piprov.inventory import check_images, load, load_text
 
 DATA = Path(__file__).parent / "data" / "inventory"
 EXAMPLE = Path(__file__).parents[2] / "inventory.example.yaml"
@@ -37,8 +38,9 @@ def test_example_loads() -> None:
     # Relative paths are relative to the inventory file, ~ is expanded.
     assert inv.known_hosts == EXAMPLE.parent / "known_hosts"
     assert inv.ssh.identity_file == str(Path("~/.ssh/id_ed25519").expanduser())
-    assert inv.images.ref("hyperkube", "arm64").endswith("hyperkube-arm64:v1.2.0")
-    assert inv.images.ref("hyperkube", "arm").endswith("hyperkube-arm:v1.1.2")
+    defaults = load_graph().image_defaults()
+    assert inv.images.ref("hyperkube", "arm64", defaults).endswith("hyperkube-arm64:v1.2.0")
+    assert inv.images.ref("hyperkube", "arm", defaults).endswith("hyperkube-arm:v1.1.2")
     assert inv.master.location is not None and inv.master.location.line == 48
 
 
@@ -159,3 +161,23 @@ def test_fuzz_never_tracebacks(text: str) -> None:
         load_text(text, Path("fuzz.yaml"))
     except (InventoryError, ProblemList):
         pass
+
+
+def test_unknown_image_names_refused_where_the_graph_is_known(tmp_path: Path) -> None:
+    # The inventory keeps any well-formed image name; the playbooks' names are
+    # checked once both are loaded, each problem at the key's file:line:column.
+    f = tmp_path / "inv.yaml"
+    f.write_text(
+        "cluster: {name: c}\nimages:\n  etcdd: {repository: etcd, tag: '2.1.1'}\n"
+        "  arch_overrides:\n    arm64:\n      hyperkub: {repository: hyperkube, tag: v1.2.0}\n"
+        "nodes:\n  - {name: m, address: 10.1.1.1, role: master}\n"
+    )
+    inv = load(f)
+    with pytest.raises(ProblemList) as ei:
+        check_images(inv, load_graph().image_names())
+    got = [(p.location.line, p.location.column, p.message) for p in ei.value.problems if p.location]
+    assert got == [
+        (3, 3, "unknown key 'etcdd' in images; did you mean 'etcd'?"),
+        (6, 7, "unknown key 'hyperkub' in images.arch_overrides.arm64; did you mean 'hyperkube'?"),
+    ]
+    check_images(load(EXAMPLE), load_graph().image_names())

@@ -14,6 +14,7 @@ import yaml
 from piprov.errors import FactsError
 from piprov.facts import EtcdKeyFacts, FileFacts, NodeFacts, UnitFacts, parse_facts
 from piprov.graph import ComponentGraph, load_graph
+from piprov.graph.dag import Vertex, node_dag
 from piprov.inventory.model import (
     ImageSettings,
     ImageSpec,
@@ -350,7 +351,8 @@ def test_hostname_too_big_hosts_file_is_an_error_naming_the_host() -> None:
 def test_desired_node_is_reused_by_plan(graph: ComponentGraph) -> None:
     _, plan = run_case(Path(__file__).parent / "data/plan/converged-master.yaml", graph)
     assert isinstance(plan.desired, DesiredNode)
-    assert plan.desired.health["etcd"][1].target == "http://192.168.1.100:4001/health"
+    checks = node_dag(graph, make_inventory()).health[Vertex("rpi-master", "etcd")]
+    assert checks[1].target == "http://192.168.1.100:4001/health"
 
 
 def test_plan_cluster_names_a_node_without_docker(graph: ComponentGraph) -> None:
@@ -395,3 +397,22 @@ def test_facts_and_plan_plans_each_node_as_its_facts_come_in(
     assert [n.node for n in plan.nodes] == [n.node for n in expected.nodes] == ["rpi-master", "rpi-node-1"]
     assert [node_json(n) for n in plan.nodes] == [node_json(n) for n in expected.nodes]
     assert plan.errors == expected.errors and "password is required" in error_line(plan.errors["rpi-node-2"])
+
+
+def test_apply_leaves_an_unplannable_node_outside_the_scope_alone(graph: ComponentGraph) -> None:
+    # `node add` and a rolling batch apply to some nodes only: a node outside
+    # them that could not be planned must not fail the run.
+    from piprov.errors import PiprovError
+    from piprov.fleet import Fleet
+    from piprov.plan.model import Plan
+    from piprov.provision import apply_plan
+
+    inv = make_inventory()
+    plan = Plan(nodes=[], errors={"rpi-node-2": PiprovError("no route to host", host="rpi-node-2", hint="check it")})
+    scoped = apply_plan(inv, graph, plan, Fleet(inv, {}), only_nodes=["rpi-master"])
+    assert scoped.run.ok and not scoped.run.failed
+    everyone = apply_plan(inv, graph, plan, Fleet(inv, {}))
+    failed = everyone.run.failed
+    assert failed and {s.node for s in failed} == {"rpi-node-2"}
+    assert all(s.error is plan.errors["rpi-node-2"] for s in failed)
+    assert error_line(failed[0].error) == "rpi-node-2: no route to host (hint: check it)"

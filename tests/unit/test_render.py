@@ -13,6 +13,7 @@ import pytest
 from piprov import resources
 from piprov.errors import PiprovError, RenderError
 from piprov.graph import ComponentGraph, load_graph
+from piprov.graph.dag import Vertex, node_dag
 from piprov.inventory.model import ImageSettings, ImageSpec, Inventory, NetworkSettings, Node, SshSettings
 from piprov.plan.desired import DesiredNode
 from piprov.render import desired_state, facts_command_for
@@ -211,7 +212,8 @@ def test_desired_node_metadata(graph: ComponentGraph) -> None:
         "/etc/systemd/system/k8s-flannel.service",
     ]
     assert all(f.mode == 0o644 and f.owner == "root" and f.group == "root" for f in d.files)
-    assert d.health["kube-worker"][-1].target == "http://192.168.1.100:8080/api/v1/nodes/192.168.1.101"
+    checks = node_dag(graph, make_inventory(None)).health[Vertex("rpi-node-1", "kube-worker")]
+    assert checks[-1].target == "http://192.168.1.100:8080/api/v1/nodes/192.168.1.101"
 
 
 def test_unsupported_arch_is_an_error(graph: ComponentGraph) -> None:

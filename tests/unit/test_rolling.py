@@ -20,6 +20,7 @@ from piprov.inventory import load_text
 from piprov.kube import drain as kdrain
 from piprov.kube import etcd, rollout
 from piprov.kube.client import ApiResponse, ApiStatusError, KubeApi, is_unschedulable
+from piprov.orchestrate import StepResult
 from piprov.plan import ComponentPlan, NodePlan, Plan
 
 JSON = dict[str, Any]
@@ -293,10 +294,10 @@ def test_rollout_stops_at_the_first_failed_batch(tmp_path: Path) -> None:
     batches = rollout.rolling_batches(inv, plan, DISRUPTIVE, batch=1)
     applied: list[str] = []
 
-    def apply(nodes: Any) -> list[str]:
+    def apply(nodes: Any) -> list[StepResult]:
         applied.extend(nodes)
         if "w2" in nodes:
-            return ["w2 / kube-worker: cannot reach 10.0.0.3:22 over SSH"]
+            return [StepResult("w2", "kube-worker", "failed", detail="cannot reach 10.0.0.3:22 over SSH")]
         return []
 
     # The kubelet "reports" on every GET: the heartbeat changes each time.
