@@ -6,7 +6,7 @@ import json
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import click
 from rich.markup import escape
@@ -159,12 +159,45 @@ def _component_state(facts: NodeFacts, units: list[str]) -> str:
     return ", ".join(bad)
 
 
+def _unit_history(facts: NodeFacts, units: list[str]) -> dict[str, dict[str, Any]]:
+    """Per unit: its state, systemd's restart count and how long ago it last died, where known."""
+    history: dict[str, dict[str, Any]] = {}
+    for u in units:
+        uf = facts.units.get(u)
+        ago = None if uf is None or uf.failed_ago is None else round(uf.failed_ago, 1)
+        history[u] = {"active": uf.active if uf else "unknown", "restarts": uf.restarts if uf else None,
+                      "last_failure_seconds_ago": ago}
+    return history
+
+
+def _history_text(history: list[dict[str, Any]]) -> str:
+    """A component's past over its units, e.g. ``3 restarts, last failure 2 min ago``; empty when none."""
+    restarts = sum(h["restarts"] or 0 for h in history)
+    agos = [h["last_failure_seconds_ago"] for h in history if h["last_failure_seconds_ago"] is not None]
+    parts = [f"{restarts} restart{'s' if restarts != 1 else ''}"] if restarts else []
+    if agos:
+        parts.append(f"last failure {_ago(min(agos))}")
+    return ", ".join(parts)
+
+
+def _ago(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)} {unit} ago"
+    return f"{int(seconds)} s ago"
+
+
 @click.command("status")
 @inventory_option
 @click.option("--json", "as_json", is_flag=True, help="Print node x component health as JSON.")
 @trust_option
 def status_cmd(inventory_path: Path, as_json: bool, policy: HostKeyPolicy | None) -> None:
     """Show node x component health: units active, node Ready in Kubernetes.
+
+    Each component also shows how often systemd restarted its units by their
+    Restart= and how long ago one last failed, since it was last started by hand
+    (or by piprov) in this boot: a flapping component is seen even while it is
+    active. The count needs systemd 235 or later.
 
     Also warns about nodes that still accept the HypriotOS default password
     (pirate/hypriot): it tries it, over a connection whose host key matched
@@ -189,7 +222,8 @@ def status_cmd(inventory_path: Path, as_json: bool, policy: HostKeyPolicy | None
     if as_json:
         out.print_json(json.dumps({"healthy": healthy, "nodes": rows, "api_error": api_error or None}))
     else:
-        _print_status(rows, [c.name for c in graph.components], api_error)
+        _print_status(rows, [c.name for c in graph.components], api_error,
+                      {c.name: list(c.units) for c in graph.components})
     on_default = [n for n, v in default_pw.items() if v]
     if on_default:
         err.print(f"[bold yellow]warning:[/] {', '.join(escape(n) for n in on_default)} still accept "
@@ -221,9 +255,12 @@ def _status_row(node: Node, f: object, graph: ComponentGraph, kn: Any, api_error
     else:
         row["hostname"] = f.hostname
         row["components"] = {}
+        row["units"] = {}
         for c in graph.for_role(node.role):
             state = _component_state(f, list(c.units))
             row["components"][c.name] = state
+            # Restarts are history, not health: a component systemd revived is active.
+            row["units"].update(_unit_history(f, list(c.units)))
             healthy &= state == "active"
     row["kubernetes"] = (
         ("Ready" if is_ready(kn) else "NotReady") + (",SchedulingDisabled" if is_unschedulable(kn) else "")
@@ -233,7 +270,9 @@ def _status_row(node: Node, f: object, graph: ComponentGraph, kn: Any, api_error
     return row, healthy
 
 
-def _print_status(rows: list[dict[str, Any]], comps: list[str], api_error: str) -> None:
+def _print_status(rows: list[dict[str, Any]], comps: list[str], api_error: str,
+                  units: Mapping[str, Sequence[str]] | None = None) -> None:
+    """The status table; ``units`` (component -> its units) adds each component's restarts."""
     t = Table(show_edge=False, caption="✓ every unit of the component active", caption_justify="left")
     for col in ["node", "address", "role"]:
         t.add_column(col, no_wrap=True)
@@ -248,7 +287,10 @@ def _print_status(rows: list[dict[str, Any]], comps: list[str], api_error: str) 
         cells = []
         for name in comps:
             s = r["components"].get(name)
-            cells.append("" if s is None else "[green]✓[/]" if s == "active" else f"[red]✗ {escape(s)}[/]")
+            seen = [r.get("units", {})[u] for u in (units or {}).get(name, ()) if u in r.get("units", {})]
+            past = _history_text(seen)
+            cell = "" if s is None else "[green]✓[/]" if s == "active" else f"[red]✗ {escape(s)}[/]"
+            cells.append(f"{cell} [yellow]{escape(past)}[/]" if cell and past else cell)
         k = r["kubernetes"]
         t.add_row(escape(r["node"]), r["address"], r["role"], *cells,
                   f"[green]{k}[/]" if k.startswith("Ready") else f"[red]{k}[/]")

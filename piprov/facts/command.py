@@ -24,6 +24,15 @@ HOST_FILES = (OCCIDENTALIS, "/etc/hostname", "/etc/hosts")
 # Program names go into the script unquoted, like paths and units.
 _PROGRAM_RE = re.compile(r"^[A-Za-z0-9._+-]+$")
 
+# u(): ONE `systemctl show` for every unit, a block of KEY=VALUE lines per unit in
+# argument order, blank-line separated. systemctl prints the properties in its own
+# order, not in the order of -p (systemd 252 prints a service's NRestarts before
+# its ActiveState), and leaves out, without an error, a property the unit does not
+# have (seen on 252 with a made-up name): NRestarts before systemd 235 (NEWS,
+# "CHANGES WITH 235": "a restart counter is now kept ... systemctl show -p
+# NRestarts"), NRestarts on a .socket. So each block is read by key, in any order,
+# and a missing value goes out as "-". What the values mean: the unithistory
+# parser in piprov.facts.records.
 _PRELUDE = r"""export LC_ALL=C
 n=0
 r() { printf '%s\n' "$*"; n=$((n+1)); }
@@ -40,15 +49,23 @@ f() {
   else r "file $1 missing"; fi
 }
 u() {
+  active= file= restarts= result= down=
   while IFS='=' read -r key val; do
     case $key in
       ActiveState) active=$val ;;
       UnitFileState) file=$val ;;
-      '') if [ $# -gt 0 ] && [ -n "$active" ]; then r "unit $1 $active ${file:-not-found}"; shift; fi
-          active= file= ;;
+      NRestarts) restarts=$val ;;
+      Result) result=$val ;;
+      InactiveEnterTimestampMonotonic) down=$val ;;
+      '') if [ $# -gt 0 ] && [ -n "$active" ]; then
+            r "unit $1 $active ${file:-not-found}"
+            r "unithistory $1 ${restarts:--} ${result:--} ${down:--}"; shift
+          fi
+          active= file= restarts= result= down= ;;
     esac
   done <<PIPROV_UNITS
-$(systemctl show -p ActiveState -p UnitFileState -- "$@" 2>/dev/null)
+$(systemctl show -p ActiveState -p UnitFileState -p NRestarts -p Result -p InactiveEnterTimestampMonotonic \
+  -- "$@" 2>/dev/null)
 
 PIPROV_UNITS
   for unit in "$@"; do r "unit $unit unknown not-found"; done
@@ -85,6 +102,7 @@ fi
 
 _SYSTEM = r"""r "uname $(uname -m)"
 r "hostname $(uname -n)"
+up=; { read -r up _ </proc/uptime; } 2>/dev/null; r "uptime ${up:--}"
 if [ -r /etc/os-release ]; then r "osrelease $(b64 < /etc/os-release)"; else r "osrelease -"; fi
 while read -r _ ifc _ cidr _; do
   [ -n "$cidr" ] && r "addr $ifc $cidr"

@@ -46,6 +46,15 @@ class UnitFacts:
     name: str
     active: str  # active, inactive, failed, activating, deactivating, reloading, unknown
     enabled: str  # enabled, disabled, static, masked, not-found, ...
+    # Health over time, from the same `systemctl show` (the ``unithistory``
+    # record): how often systemd restarted the unit by its Restart= since it
+    # was last started or restarted by hand (by piprov too) or reset-failed,
+    # within this boot (None: a systemd before 235, which has no NRestarts, or
+    # a unit type without it), and how many seconds before the facts were read
+    # it last died without being asked to (None: not since then, or not known).
+    # Status shows them; planning ignores them, they are not drift.
+    restarts: int | None = None
+    failed_ago: float | None = None
 
     @property
     def is_active(self) -> bool:
@@ -96,6 +105,8 @@ class NodeFacts:
     addresses: tuple[Address, ...] = ()
     # Program name -> absolute path on the node, None when not installed.
     binaries: Mapping[str, str | None] = field(default_factory=dict)
+    # Seconds since the node booted (/proc/uptime) when the facts were read.
+    uptime: float | None = None
 
     def file(self, path: str) -> FileFacts:
         """Facts of ``path``; a path the command did not ask about counts as missing."""

@@ -65,4 +65,5 @@ def _node_facts(host: str, got: Collected) -> NodeFacts:
         etcd_keys=got.etcd_keys,
         addresses=tuple(got.addresses),
         binaries=got.binaries,
+        uptime=got.uptime,
     )

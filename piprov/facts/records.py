@@ -13,7 +13,7 @@ import base64
 import binascii
 import hashlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 from piprov.errors import FactsError
@@ -23,6 +23,8 @@ _STATE_RE = re.compile(r"^[a-z][a-z-]*$")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 _MODE_RE = re.compile(r"[0-7]{1,4}")
 _CIDR_RE = re.compile(r"[0-9.]+/[0-9]{1,2}")
+_SECONDS_RE = re.compile(r"[0-9]+(\.[0-9]+)?")
+_COUNT_RE = re.compile(r"[0-9]+")
 
 # No piprov option shows the raw facts output: point at what the script needs
 # and at the node itself.
@@ -54,6 +56,7 @@ class Collected:
     etcd_keys: dict[str, EtcdKeyFacts] = field(default_factory=dict)
     addresses: list[Address] = field(default_factory=list)
     binaries: dict[str, str | None] = field(default_factory=dict)
+    uptime: float | None = None
 
 
 @dataclass(frozen=True)
@@ -194,6 +197,75 @@ def _unit(rec: Record, into: Collected) -> None:
     if not _STATE_RE.match(active) or not _STATE_RE.match(enabled):
         raise rec.malformed()
     into.units[name] = UnitFacts(name, active, enabled)
+
+
+@record("unithistory")
+def _unithistory(rec: Record, into: Collected) -> None:
+    """``unithistory <name> <NRestarts|-> <Result|-> <InactiveEnterTimestampMonotonic|->``,
+    after the unit's ``unit`` record (and the node's ``uptime``)."""
+    if len(rec.args) != 4 or not UNIT_RE.match(rec.args[0]):
+        raise rec.malformed()
+    name, restarts_field, result, down_field = rec.args
+    for number in (restarts_field, down_field):
+        if number != "-" and not _COUNT_RE.fullmatch(number):
+            raise rec.malformed()
+    if result != "-" and not _STATE_RE.match(result):
+        raise rec.malformed()
+    unit = into.units.get(name)
+    if unit is None:
+        raise rec.wrong(f"history of unit {name} before its state")
+    restarts = None if restarts_field == "-" else int(restarts_field)
+    # 0 µs: the unit never went down since boot.
+    down = None if down_field in ("-", "0") else int(down_field) / 1e6
+    failed = _failed(unit.active, restarts, None if result == "-" else result)
+    ago = None if not failed or down is None or into.uptime is None else max(0.0, into.uptime - down)
+    into.units[name] = replace(unit, restarts=restarts, failed_ago=ago)
+
+
+def _failed(active: str, restarts: int | None, result: str | None) -> bool:
+    """Whether the unit's last entry into inactive/failed was a death systemd did not ask for.
+
+    From systemd's src/core/service.c (read in the stored copies of v22x,
+    v236..v24x and main, commit 8017ed7e):
+    - service_enter_dead() passes a dying service through a state that maps to
+      ``failed`` (Result != success) or ``inactive`` before Restart= arms its
+      timer (main: SERVICE_FAILED/DEAD_BEFORE_AUTO_RESTART, skipped only with
+      RestartMode=direct, which piprov's units do not set); unit_notify() in
+      src/core/unit.c stamps InactiveEnterTimestamp on each entry into
+      inactive/failed, so it is the time of the last death;
+    - service_start() sets Result back to success on every start, Restart='s
+      included: a Result other than success is seen only while the unit is
+      failed or waiting for its restart;
+    - service_enter_restart() counts NRestarts; a death without an automatic
+      restart (a stop or restart by hand, by piprov too: service_stop() sets
+      forbid_restart) sets flush_n_restarts, and the next service_start()
+      zeroes the count; ``systemctl reset-failed`` zeroes it at once.
+    So a Result other than success is a failure now; NRestarts > 0 means the
+    unit died since it was last started by hand and systemd revived it (a
+    clean exit under Restart=always counts: it was not asked to stop), unless
+    it is inactive: then a stop by hand came after, and the last inactive-enter
+    is that stop. Before systemd 235 (no NRestarts) a death that systemd
+    already revived is not seen here.
+    """
+    if result is not None and result != "success":
+        return True
+    return bool(restarts) and active != "inactive"
+
+
+@record("uptime")
+def _uptime(rec: Record, into: Collected) -> None:
+    """``uptime <seconds since boot | ->`` (/proc/uptime's first field).
+
+    Failure times are monotonic timestamps (seconds since boot) made into
+    "seconds before the facts were read" with it, rather than the node's wall
+    clock: a Pi has no RTC, and until NTP answers its clock is wherever
+    fake-hwclock left it. /proc/uptime counts CLOCK_BOOTTIME, systemd's
+    timestamps CLOCK_MONOTONIC: they differ by the time spent suspended, which
+    a Pi of the shelf never is.
+    """
+    if len(rec.args) != 1 or not (rec.args[0] == "-" or _SECONDS_RE.fullmatch(rec.args[0])):
+        raise rec.malformed()
+    into.uptime = None if rec.args[0] == "-" else float(rec.args[0])
 
 
 @record("etcdkey")

@@ -179,3 +179,34 @@ def test_unreachable_etcd_is_named_with_the_worker_and_flannel(cluster: Cluster)
     p = cluster.piprov("up")
     assert p.returncode == 0, p.stderr[-3000:]
     cluster.wait_all_ready(120)
+
+
+def test_status_shows_a_daemon_that_systemd_revived(cluster: Cluster) -> None:
+    """kill -9 of a worker's dockerd: systemd brings it back, `status` counts the restart.
+
+    Last in the module: on units that do not heal their dependents, the kubelet
+    may stay down after docker died; this test asserts only on docker.service.
+    """
+    worker = cluster.lab.nodes[1]
+    props = "-p ActiveState -p MainPID -p NRestarts -p Result -p InactiveEnterTimestampMonotonic"
+
+    def show() -> dict[str, str]:
+        text = cluster.lab.exec(worker.name, f"systemctl show {props} docker.service").stdout
+        return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+    pid = show()["MainPID"]
+    assert pid not in ("", "0")
+    cluster.lab.exec(worker.name, f"kill -9 {pid}")
+    try:
+        wait_for("docker.service active again",
+                 lambda: (lambda u: u["ActiveState"] == "active" and u["MainPID"] != pid)(show()), 120, 1)
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n{show()}\n{cluster.diagnose()}") from None
+    p = cluster.piprov("status", "--json", timeout=120)
+    row = next(n for n in _json(p)["nodes"] if n["node"] == "rpi-node-1")
+    assert "units" in row, (row, show())
+    docker = row["units"]["docker.service"]
+    assert docker["active"] == "active", (docker, show())
+    assert docker["restarts"] >= 1, (row["units"], show())
+    ago = docker["last_failure_seconds_ago"]
+    assert ago is not None and 0 <= ago < 150, (docker, show())

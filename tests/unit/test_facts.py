@@ -200,29 +200,62 @@ ActiveState=failed
 UnitFileState=masked
 """
 
+# What systemd >= 235 prints for the same units: its own property order, not the
+# order of -p (systemd 252 on the lab prints a service's NRestarts before its
+# ActiveState); a socket has no NRestarts. a.service died twice and is back,
+# b.service never started.
+SYSTEMCTL_SHOW_235 = """Result=success
+NRestarts=2
+ActiveState=active
+UnitFileState=enabled
+InactiveEnterTimestampMonotonic=1000000
+
+InactiveEnterTimestampMonotonic=0
+ActiveState=inactive
+UnitFileState=
+Result=success
+NRestarts=0
+
+ActiveState=failed
+UnitFileState=masked
+InactiveEnterTimestampMonotonic=2000000
+"""
+
 
 @pytest.mark.parametrize("shell", SHELLS, ids=[s[0] for s in SHELLS])
-@pytest.mark.parametrize("answer", ["blocks", "no-systemd"])
+@pytest.mark.parametrize("answer", ["blocks", "blocks-235", "no-systemd"])
 def test_units_come_from_one_systemctl_call(shell: list[str], answer: str, tmp_path: Path) -> None:
     # One `systemctl show` for every unit (a call costs ~15 ms on a node); its
     # blocks come back in argument order. A node where it answers nothing
     # reports every unit as unknown, never as a misaligned neighbour's state.
+    # "blocks" is a systemd before 235: no NRestarts, and (as the fake) nothing
+    # else of the history either.
     log = tmp_path / "calls"
     fake = tmp_path / "systemctl"
-    body = f"cat <<'EOF'\n{SYSTEMCTL_SHOW}EOF\n" if answer == "blocks" else "exit 1\n"
+    show = {"blocks": SYSTEMCTL_SHOW, "blocks-235": SYSTEMCTL_SHOW_235}.get(answer)
+    body = f"cat <<'EOF'\n{show}EOF\n" if show else "exit 1\n"
     fake.write_text(f'#!/bin/sh\necho "$*" >> {log}\n{body}')
     fake.chmod(0o755)
     cmd = facts_command([], ["a.service", "b.service", "c.socket"])
     env = dict(os.environ, PATH=f"{tmp_path}:{os.environ['PATH']}")
     out = subprocess.run([*shell, "-c", cmd], capture_output=True, text=True, timeout=60, env=env)
-    units = parse_facts("localhost", out.stdout).units
+    facts = parse_facts("localhost", out.stdout)
+    units = facts.units
     assert log.read_text().count("\n") == 1
+    assert "-p NRestarts -p Result -p InactiveEnterTimestampMonotonic" in log.read_text()
     got = {name: (u.active, u.enabled) for name, u in units.items()}
-    if answer == "blocks":
+    if answer.startswith("blocks"):
         assert got == {"a.service": ("active", "enabled"), "b.service": ("inactive", "not-found"),
                        "c.socket": ("failed", "masked")}
     else:
         assert got == dict.fromkeys(["a.service", "b.service", "c.socket"], ("unknown", "not-found"))
+    assert facts.uptime is not None and facts.uptime > 2  # this machine's /proc/uptime
+    history = {name: (u.restarts, u.failed_ago is not None) for name, u in units.items()}
+    if answer == "blocks-235":
+        assert history == {"a.service": (2, True), "b.service": (0, False), "c.socket": (None, False)}
+        assert units["a.service"].failed_ago == pytest.approx(facts.uptime - 1, abs=0.01)
+    else:
+        assert history == dict.fromkeys(["a.service", "b.service", "c.socket"], (None, False))
 
 
 def test_a_file_checksum_is_computed_from_its_content() -> None:

@@ -199,6 +199,20 @@ def test_no_change_says_why(graph: ComponentGraph) -> None:
     assert all(not c.unit_actions() and not c.etcd_actions() for c in plan.components)
 
 
+def test_restarts_are_history_not_drift(graph: ComponentGraph) -> None:
+    # Units systemd restarted (and one that died a minute ago and is back) plan
+    # nothing: `status` shows them, the plan of a converged node stays a no-op.
+    case = yaml.safe_load((Path(__file__).parent / "data/plan/converged-master.yaml").read_text())
+    inv = make_inventory(case.get("inventory"))
+    node = inv.node(case["node"])
+    facts = build_facts(case["facts"], case["node"], graph)
+    flapped = {name: replace(u, restarts=7, failed_ago=60.0) for name, u in facts.units.items()}
+    facts = replace(facts, units=flapped, uptime=3600.0)
+    plan = plan_node(desired_state(inv, graph, node, node_image_arch(node, facts.machine)), facts)
+    assert not plan.changed, plan.reasons
+    assert plan.reasons == ["no change: every file, unit and key is as desired"]
+
+
 def test_commands_of_a_fresh_node(graph: ComponentGraph) -> None:
     _, plan = run_case(Path(__file__).parent / "data/plan/fresh-debian-master.yaml", graph)
     paths = [f.path for f in plan.all_files]
