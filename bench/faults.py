@@ -1,15 +1,20 @@
 #!/usr/bin/env python3
-"""Fault suite figures (issue 9): run the fault scenarios and print what they found.
+"""Fault suite figures (issues 9 and 18): run the fault scenarios and print what they found.
 
 Runs, with pytest:
-  - tests/lab/faults/ (as root: one 3-node lab; every scenario ends with a
-    `piprov up` that converges and checks that nothing was lost);
+  - tests/lab/faults/ (as root: one 3-node lab per module): the fault
+    scenarios (each ends with a `piprov up` that converges and checks that
+    nothing was lost) and the heal suite (test_heal_lab.py: each scenario must
+    heal with NO piprov run; its heal time is recorded);
   - the unit-level fault tests: inventory fuzz (>= 500 generated files),
     secrets, keys/known_hosts.
 Then prints: scenarios run, passed, partial files found (goal 0), lost
-inventory edits (goal 0), tracebacks seen (goal 0), plus the fuzz volume.
+inventory edits (goal 0), tracebacks seen (goal 0), plus the fuzz volume;
+and per heal scenario its heal time ("cause removed" -> every unit active and
+every Node Ready; median and max over --runs runs of the heal suite) and the
+number of heal scenarios that needed a piprov run (goal 0).
 
-    sudo .venv/bin/python bench/faults.py [--unit-only] [-k EXPR]
+    sudo .venv/bin/python bench/faults.py [--unit-only | --heal-only] [--runs N] [-k EXPR]
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import argparse
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,14 +32,59 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 UNIT = ["tests/unit/test_fuzz_inventory.py", "tests/unit/test_secrets.py", "tests/unit/test_keys.py"]
+HEAL = "tests/lab/faults/test_heal_lab.py"
+
+
+def run_lab(paths: list[str], keyword: str | None) -> tuple[dict[str, object], float]:
+    """One pytest session over ``paths``; its figures (conftest's $PIPROV_FAULTS_REPORT) and seconds."""
+    with tempfile.TemporaryDirectory() as d:
+        report = Path(d) / "faults.json"
+        argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *paths]
+        if keyword:
+            argv += ["-k", keyword]
+        t1 = time.monotonic()
+        p = subprocess.run(argv, cwd=ROOT, env=dict(os.environ, PIPROV_FAULTS_REPORT=str(report)),
+                           capture_output=True, text=True)
+        took = time.monotonic() - t1
+        if report.exists():
+            return json.loads(report.read_text()), took
+        print(p.stdout[-4000:] + p.stderr[-2000:], file=sys.stderr)
+        return {}, took
+
+
+def print_heal(runs: list[dict[str, object]]) -> int:
+    """Per heal scenario: median and max heal time over the runs; returns how many needed piprov."""
+    times: dict[str, list[float | None]] = {}
+    for lab in runs:
+        for name, h in dict(lab.get("heal", {})).items():  # type: ignore[call-overload]
+            times.setdefault(name, []).append(h["heal_s"])
+    if not times:
+        return 0
+    needed = [n for n, ts in times.items() if any(t is None for t in ts)]
+    print(f"  heal scenarios ({len(runs)} run(s); heal time = cause removed -> every unit active, every Node Ready):")
+    width = max(len(n) for n in times)
+    for name, ts in times.items():
+        ok = [t for t in ts if t is not None]
+        med = f"{statistics.median(ok):6.1f} s" if ok else "     -  "
+        mx = f"{max(ok):6.1f} s" if ok else "     -  "
+        miss = f"  NOT healed in {len(ts) - len(ok)} of {len(ts)} (piprov up needed)" if len(ok) < len(ts) else ""
+        print(f"    {name:<{width}}  median {med}  max {mx}{miss}")
+    print(f"  heal scenarios that needed a piprov run: {len(needed)} of {len(times)}  (goal 0)")
+    return len(needed)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--unit-only", action="store_true", help="skip the lab scenarios (no root needed)")
+    ap.add_argument("--heal-only", action="store_true", help="only the heal suite (issue 18), no unit tests")
+    ap.add_argument("--runs", type=int, default=1, metavar="N",
+                    help="run the heal suite N times (heal time median/max over them; the first run is "
+                         "part of the whole fault suite unless --heal-only)")
     ap.add_argument("-k", dest="keyword", help="pytest -k expression for the lab scenarios")
     args = ap.parse_args()
 
+    if args.heal_only:
+        return heal_only(args.runs, args.keyword)
     t0 = time.monotonic()
     unit = subprocess.run([sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", *UNIT],
                           cwd=ROOT, capture_output=True, text=True)
@@ -46,23 +97,13 @@ def main() -> int:
 
     lab: dict[str, object] = {}
     lab_s = 0.0
+    heal_runs: list[dict[str, object]] = []
     if not args.unit_only:
         if os.geteuid() != 0:
             print("the lab scenarios need root (or pass --unit-only)", file=sys.stderr)
             return 64
-        with tempfile.TemporaryDirectory() as d:
-            report = Path(d) / "faults.json"
-            argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/lab/faults"]
-            if args.keyword:
-                argv += ["-k", args.keyword]
-            t1 = time.monotonic()
-            p = subprocess.run(argv, cwd=ROOT, env=dict(os.environ, PIPROV_FAULTS_REPORT=str(report)),
-                               capture_output=True, text=True)
-            lab_s = time.monotonic() - t1
-            if report.exists():
-                lab = json.loads(report.read_text())
-            else:
-                print(p.stdout[-4000:] + p.stderr[-2000:], file=sys.stderr)
+        lab, lab_s = run_lab(["tests/lab/faults"], args.keyword)
+        heal_runs = [lab] + [run_lab([HEAL], args.keyword)[0] for _ in range(args.runs - 1)]
 
     print("fault suite (issue 9)")
     if lab:
@@ -77,6 +118,9 @@ def main() -> int:
               f"in {lab['piprov_runs']} piprov runs")
         for note in lab.get("notes", []):  # type: ignore[union-attr]
             print(f"  - {note}")
+        needed = print_heal(heal_runs)
+    else:
+        needed = 0
     print(f"  unit fault tests:        {unit_passed} passed, {unit_failed} failed ({unit_s:.0f} s)")
     if fuzz:
         f = json.loads(fuzz.group(1).replace("'", '"'))
@@ -84,7 +128,26 @@ def main() -> int:
               f"{f.get('broken', 0)} broken) -> {f.get('plan', 0)} plans, {f.get('error', 0)} located errors, "
               "0 tracebacks, 0 writes")
     ok = unit.returncode == 0 and (args.unit_only or (bool(lab) and lab["passed"] == lab["scenarios_run"]))
-    return 0 if ok else 1
+    return 0 if ok and needed == 0 else 1
+
+
+def heal_only(runs: int, keyword: str | None) -> int:
+    if os.geteuid() != 0:
+        print("the heal suite needs root", file=sys.stderr)
+        return 64
+    results = []
+    t0 = time.monotonic()
+    for _ in range(runs):
+        results.append(run_lab([HEAL], keyword)[0])
+    print(f"heal suite (issue 18): {runs} run(s) in {time.monotonic() - t0:.0f} s, one 3-node lab each")
+    if not all(results):
+        print("  a run produced no figures (see the pytest output above)")
+        return 1
+    failed = sorted({k for r in results for k, v in dict(r["scenarios"]).items() if v != "passed"})  # type: ignore[call-overload]
+    if failed:
+        print(f"  failed: {', '.join(failed)}")
+    needed = print_heal(results)
+    return 0 if needed == 0 and not failed else 1
 
 
 if __name__ == "__main__":

@@ -41,6 +41,12 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.write_line(f"{k}: {data[k]}")
     for note in FIGURES.notes:
         terminalreporter.write_line(f"note: {note}")
+    for name, h in FIGURES.heal.items():
+        took = "NOT healed (piprov up needed)" if h["heal_s"] is None else f"healed in {h['heal_s']} s"
+        terminalreporter.write_line(f"heal {name}: {took} {h['detail']}".rstrip())
+    if FIGURES.heal:
+        terminalreporter.write_line(f"heal scenarios that needed a piprov run: {data['heal_needed_piprov']} "
+                                    f"of {len(FIGURES.heal)} (goal 0)")
     out = os.environ.get("PIPROV_FAULTS_REPORT")
     if out:
         Path(out).write_text(json.dumps(data, indent=2))

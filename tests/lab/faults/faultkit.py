@@ -43,6 +43,8 @@ class Figures:
     tracebacks: int = 0
     piprov_runs: int = 0
     notes: list[str] = field(default_factory=list)
+    # heal suite (issue 18): scenario -> {"heal_s": seconds or None, "needed_piprov": bool, "detail": str}
+    heal: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         vals = list(self.scenarios.values())
@@ -57,6 +59,8 @@ class Figures:
             "piprov_runs": self.piprov_runs,
             "scenarios": self.scenarios,
             "notes": self.notes,
+            "heal": self.heal,
+            "heal_needed_piprov": sum(1 for h in self.heal.values() if h["needed_piprov"]),
         }
 
 
