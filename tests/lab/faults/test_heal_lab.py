@@ -15,6 +15,7 @@ session and land in $PIPROV_FAULTS_REPORT (bench/faults.py).
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import subprocess
@@ -71,6 +72,18 @@ def test_kill_9(healer: Healer, node: str, kind: str, name: str) -> None:
     killed = kill9(fc, node, pid_of(fc, node, kind, name))
     t0 = time.monotonic()
     healer.measure(f"kill -9 {name} on {node}", t0, (killed,))
+    if kind != "pod":  # a pod's container is the kubelet's to replace: no unit restarts for it
+        unit = name if name.endswith(".service") else f"{name}.service"
+        assert_status_shows_a_restart(fc, node, unit)
+
+
+def assert_status_shows_a_restart(fc: FaultCluster, node: str, unit: str) -> None:
+    """`piprov status` tells the restart that healed the kill, though the unit is active again."""
+    p = fc.piprov("status", "--json")
+    rows = {r["address"]: r for r in json.loads(p.stdout)["nodes"]}
+    history = rows[fc.lab.node(node).ip].get("units", {}).get(unit, {})
+    assert (history.get("restarts") or 0) >= 1, f"status shows no restart of {unit} on {node}: {history}"
+    assert history.get("active") == "active", history
 
 
 # -- flannel's first start fails while docker's and the kubelet's starts are queued --------------
