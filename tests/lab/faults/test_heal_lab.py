@@ -7,7 +7,7 @@ scenario: cause -> cause removed -> poll, without `piprov up`, until every
 unit piprov manages is active on every node, every Node is Ready and every
 killed process has been replaced (healkit.Healer) -> the heal time is
 recorded -> `piprov plan` shows no change. A scenario that does not heal
-within the bound ($PIPROV_HEAL_BOUND, default 180 s) is restored with one
+within the bound ($PIPROV_HEAL_BOUND, default 90 s) is restored with one
 `piprov up` (counted as "needed a piprov run") and fails, so the next one
 still starts from a whole cluster. Heal times are printed at the end of the
 session and land in $PIPROV_FAULTS_REPORT (bench/faults.py).
@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import subprocess
 import time
 from typing import Iterator
 
@@ -30,7 +29,8 @@ from labkit import wait_for
 
 pytestmark = pytest.mark.lab
 
-BOUND_S = float(os.environ.get("PIPROV_HEAL_BOUND", "180"))
+# Heals measure 1-18 s here; the bound caps what one regression costs the suite's CI time.
+BOUND_S = float(os.environ.get("PIPROV_HEAL_BOUND", "90"))
 
 
 @pytest.fixture(scope="module")
@@ -106,10 +106,19 @@ def test_reproduction_flannel_start_fails_once_on_a_worker(healer: Healer) -> No
     healer.measure("flannel start fails once, kubelet+proxy queued (issue repro) on pi2", time.monotonic())
 
 
-def _flannel_failed_once(healer: Healer, node: str) -> bool:
+def _flannel_met_no_etcd(healer: Healer, node: str) -> str | None:
+    """How flannel's start met the unreachable etcd on ``node``, once it did; None before."""
     out = healer.fc.lab.exec(node, "systemctl show -p NRestarts -p Result k8s-flannel.service",
                              check=False).stdout
-    return "NRestarts=0" not in out or "Result=success" not in out
+    if "NRestarts=0" not in out or "Result=success" not in out:
+        return "flannel's first start failed while etcd was blocked"
+    # flanneld v0.5.5 retries etcd every second for ever (network/network.go:87-100), so its
+    # start does not fail: it waits, with docker's and the kubelet's starts queued behind it.
+    refused = healer.fc.lab.exec(node, "journalctl -b -u k8s-flannel.service -o cat --no-pager | "
+                                       "grep -c 'Failed to retrieve network config'", check=False).stdout.strip()
+    if refused.isdigit() and int(refused) >= 2:
+        return f"flanneld retried the unreachable etcd {refused} times while its start waited"
+    return None
 
 
 def test_worker_boots_while_masters_etcd_is_unreachable(healer: Healer) -> None:
@@ -117,13 +126,10 @@ def test_worker_boots_while_masters_etcd_is_unreachable(healer: Healer) -> None:
     with EtcdBlocked(fc, WORKER2) as block:
         fc.lab.kill(WORKER2)
         fc.lab.start(WORKER2)
-        # Hold etcd away until flannel's first start has failed (the lab's flanneld gives up
-        # after its --etcd-timeout, 30 s) or, should flanneld retry for ever, for 45 s.
-        try:
-            wait_for("flannel's first start on pi3 to fail", lambda: _flannel_failed_once(healer, WORKER2), 45, 1)
-            how = "flannel's first start failed while etcd was blocked"
-        except AssertionError:
-            how = "flannel still starting after 45 s of blocked etcd"
+        # Hold etcd away until flannel's start has met it (failed, or waiting on its retries).
+        wait_for("flannel's start on pi3 to meet the unreachable etcd",
+                 lambda: _flannel_met_no_etcd(healer, WORKER2) is not None, 60, 1)
+        how = _flannel_met_no_etcd(healer, WORKER2) or ""
         block.unblock()
     healer.measure("worker boots while master's etcd unreachable (pi3)", time.monotonic(), detail=how, fresh=True)
 
@@ -132,10 +138,8 @@ def test_node_address_appears_20s_after_boot(healer: Healer) -> None:
     """The Pi's DHCP address comes after network-online.target: pi3 boots without its address
     (removed from its eth0 while the power is off), which comes 20 s after power-on."""
     fc = healer.fc
-    ns = fc.lab.node(WORKER2).netns
-    cidr = fc.lab.exec(WORKER2, "ip -4 -o addr show dev eth0").stdout.split()[3]
     fc.lab.kill(WORKER2)
-    _ip(ns, "addr", "del", cidr, "dev", "eth0")
+    fc.lab.set_address(WORKER2, False)  # the netns outlives the power cut: changed from the host
     try:
         fc.lab.start(WORKER2, wait=False)
         booted = time.monotonic()
@@ -143,16 +147,10 @@ def test_node_address_appears_20s_after_boot(healer: Healer) -> None:
         flannel = fc.lab.exec(WORKER2, "systemctl show -p ActiveState -p NRestarts k8s-flannel.service",
                               check=False).stdout.split()
     finally:
-        _ip(ns, "addr", "replace", cidr, "dev", "eth0")
-        _ip(ns, "route", "replace", "224.0.0.0/4", "dev", "eth0")
+        fc.lab.set_address(WORKER2, True)
     t0 = time.monotonic()
     healer.measure("node address appears 20 s after boot (pi3)", t0,
                    detail=f"flannel at +{t0 - booted:.0f} s: {' '.join(flannel)}", fresh=True)
-
-
-def _ip(ns: str, *args: str) -> None:
-    # The node's netns outlives its power cut: the address is changed from the host, node off.
-    subprocess.run(["ip", "-n", ns, *args], check=True, capture_output=True, text=True)
 
 
 # -- the master goes away while the workers run -------------------------------------------------
