@@ -302,6 +302,13 @@ def test_hostname_from_occidentalis_applies_at_reboot(fault_lab: Lab) -> None:
         c.close()
 
 
+def _sshd_answers_again(ip: str, within: float = 10) -> None:
+    deadline = time.monotonic() + within
+    while not system.ssh_banner(ip) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert system.ssh_banner(ip)
+
+
 def test_partition_cuts_and_restores_the_link(fault_lab: Lab) -> None:
     lab = fault_lab
     ip = lab.node("pi2").ip
@@ -311,10 +318,7 @@ def test_partition_cuts_and_restores_the_link(fault_lab: Lab) -> None:
         assert not system.ssh_banner(ip, timeout=1)
     finally:
         lab.partition("pi2", False)
-    deadline = time.monotonic() + 10
-    while not system.ssh_banner(ip) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert system.ssh_banner(ip)
+    _sshd_answers_again(ip)
 
 
 def test_address_can_come_late_at_boot(fault_lab: Lab) -> None:
@@ -337,10 +341,7 @@ def test_address_can_come_late_at_boot(fault_lab: Lab) -> None:
         assert not system.ssh_banner(ip, timeout=1)
     finally:
         lab.set_address("pi2", True)
-    deadline = time.monotonic() + 10
-    while not system.ssh_banner(ip) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert system.ssh_banner(ip)
+    _sshd_answers_again(ip)
     assert "224.0.0.0/4 dev eth0" in lab.exec("pi2", "ip route").stdout  # mDNS works again
     lab.set_address("pi2", True)  # idempotent
 
