@@ -114,6 +114,9 @@ def test_render_per_role_and_arch(graph: ComponentGraph, role: str, machine: str
             # Never dead for good; the spelling systemd 215 knows (see _start_limit.j2).
             assert values(u, "Service", "StartLimitInterval") == ["0"], unit
             assert not values(u, "Unit", "StartLimitIntervalSec"), unit
+            # systemd 215/216 ignore a time span of "infinity" (see k8s-flannel.service.j2).
+            for key in ("TimeoutStartSec", "TimeoutStopSec", "TimeoutSec", "RestartSec"):
+                assert "infinity" not in values(u, "Service", key), (unit, key)
             for cmd in values(u, "Service", "ExecStart"):
                 assert cmd.split()[0].lstrip("-") in ("/usr/bin/dockerd", "/usr/bin/docker"), cmd
 
