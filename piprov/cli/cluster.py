@@ -197,7 +197,8 @@ def status_cmd(inventory_path: Path, as_json: bool, policy: HostKeyPolicy | None
     Each component also shows how often systemd restarted its units by their
     Restart= and how long ago one last failed, since it was last started by hand
     (or by piprov) in this boot: a flapping component is seen even while it is
-    active. The count needs systemd 235 or later.
+    active. Before systemd 235 (no restart counter) both come from the journal
+    and cover the whole boot.
 
     Also warns about nodes that still accept the HypriotOS default password
     (pirate/hypriot): it tries it, over a connection whose host key matched

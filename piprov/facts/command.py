@@ -49,12 +49,12 @@ f() {
   else r "file $1 missing"; fi
 }
 u() {
-  active= file= restarts= result= down=
+  active= file= restarts= result= down= nr=
   while IFS='=' read -r key val; do
     case $key in
       ActiveState) active=$val ;;
       UnitFileState) file=$val ;;
-      NRestarts) restarts=$val ;;
+      NRestarts) restarts=$val nr=1 ;;
       Result) result=$val ;;
       InactiveEnterTimestampMonotonic) down=$val ;;
       '') if [ $# -gt 0 ] && [ -n "$active" ]; then
@@ -69,6 +69,66 @@ $(systemctl show -p ActiveState -p UnitFileState -p NRestarts -p Result -p Inact
 
 PIPROV_UNITS
   for unit in "$@"; do r "unit $unit unknown not-found"; done
+}
+"""
+
+# j(): the restart history NRestarts gives on systemd >= 235, from the journal
+# on an older one: per service, how often systemd scheduled its restart by
+# Restart= in this boot, and when (monotonic seconds) it last did or the unit
+# last entered the failed state. It costs nothing where u() saw any NRestarts
+# (systemd >= 235 with a service loaded); else one `systemctl --version`, and
+# below 235 one journalctl whose filter is exact field matches (_PID=1 and
+# the MESSAGE texts below), which journald answers from its field index
+# without reading the units' own output (a kubelet's), plus one sh loop per
+# service over the matched lines (two a death). What systemd prints, read in
+# systemd/systemd-stable (tags v215..v234, src/core/service.c service_dispatch_timer
+# SERVICE_AUTO_RESTART, src/core/unit.c unit_notify):
+# - v215..v219: "UNIT holdoff time over, scheduling restart." ("UNIT has no
+#   holdoff time, scheduling restart." with RestartSec=0) and "Unit UNIT
+#   entered failed state.";
+# - v220..v234: log_unit_*() prefixes "UNIT: " (src/shared/log.c, later
+#   src/basic/log.c, log_object_internalv): "UNIT: Service hold-off time over,
+#   scheduling restart." ("UNIT: Service has no hold-off time, ..."), "UNIT:
+#   Unit entered failed state.";
+# - a clean exit is logged at debug level, which systemd does not log by
+#   default (v215 "main process exited" with f == SERVICE_SUCCESS; v220's
+#   "Scheduled restart job." is log_unit_debug too), so the restart message
+#   is what every revival leaves.
+# -o short-monotonic ("[%5llu.%06llu] HOST IDENT[PID]: MESSAGE", v215
+# src/shared/logs-show.c output_short) because short-unix only came in v230,
+# and because facts times are monotonic anyway (see the uptime record). The
+# count covers the boot, not NRestarts' "since last started by hand".
+_JOURNAL_FN = r"""j() {
+  [ -n "$nr" ] && return 0
+  v=$(systemctl --version 2>/dev/null) || return 0
+  v=${v#systemd }; v=${v%%[!0-9]*}
+  [ -n "$v" ] && [ "$v" -lt 235 ] || return 0
+  units=$*
+  set --
+  for u in $units; do
+    set -- "$@" "MESSAGE=$u holdoff time over, scheduling restart." \
+      "MESSAGE=$u has no holdoff time, scheduling restart." "MESSAGE=Unit $u entered failed state." \
+      "MESSAGE=$u: Service hold-off time over, scheduling restart." \
+      "MESSAGE=$u: Service has no hold-off time, scheduling restart." "MESSAGE=$u: Unit entered failed state."
+  done
+  jo=$(journalctl -b -q --no-pager -o short-monotonic _PID=1 "$@" 2>/dev/null) || return 0
+  for u in $units; do
+    c=0 t=-
+    while IFS= read -r line; do
+      case $line in
+        *" $u holdoff time over, scheduling restart."|*" $u has no holdoff time, scheduling restart."|\
+        *" $u: Service hold-off time over, scheduling restart."|\
+        *" $u: Service has no hold-off time, scheduling restart.") c=$((c+1)) ;;
+        *" Unit $u entered failed state."|*" $u: Unit entered failed state.") ;;
+        *) continue ;;
+      esac
+      s=${line#\[}; s=${s%%]*}; s=${s##* }
+      case $s in ''|*[!0-9.]*|*.*.*) ;; *) t=$s ;; esac
+    done <<PIPROV_JOURNAL
+$jo
+PIPROV_JOURNAL
+    r "unitjournal $u $c $t"
+  done
 }
 """
 
@@ -141,6 +201,9 @@ def facts_command(
     programs = list(dict.fromkeys(binaries))
     _check_names(all_paths, units, etcd_keys, programs)
     parts = [_PRELUDE.replace("MAXCONTENT", str(MAX_CONTENT))]
+    services = [u for u in dict.fromkeys(units) if u.endswith(".service")]
+    if services:
+        parts.append(_JOURNAL_FN)
     keys = " ".join(shlex.quote(k) for k in etcd_keys) if etcdctl else ""
     if etcdctl and keys:
         if "\n" in etcdctl or "'" in etcdctl:
@@ -155,6 +218,8 @@ def facts_command(
     parts.extend(f"f {p}\n" for p in all_paths)
     if units:
         parts.append(f"u {' '.join(dict.fromkeys(units))}\n")
+    if services:
+        parts.append(f"j {' '.join(services)}\n")
     if keys:
         parts.append(_ETCD_COLLECT.replace("KEYS", keys))
     parts.append(f'printf \'%s %s\\n\' {END} "$n"\n')

@@ -49,9 +49,11 @@ class UnitFacts:
     # Health over time, from the same `systemctl show` (the ``unithistory``
     # record): how often systemd restarted the unit by its Restart= since it
     # was last started or restarted by hand (by piprov too) or reset-failed,
-    # within this boot (None: a systemd before 235, which has no NRestarts, or
-    # a unit type without it), and how many seconds before the facts were read
-    # it last died without being asked to (None: not since then, or not known).
+    # within this boot (a systemd before 235 has no NRestarts: there it is
+    # the restarts of the whole boot, from the journal, the ``unitjournal``
+    # record; None: a unit type without it, or not known), and how many
+    # seconds before the facts were read it last died without being asked to
+    # (None: not since then, or not known).
     # Status shows them; planning ignores them, they are not drift.
     restarts: int | None = None
     failed_ago: float | None = None

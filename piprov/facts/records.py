@@ -245,11 +245,41 @@ def _failed(active: str, restarts: int | None, result: str | None) -> bool:
     clean exit under Restart=always counts: it was not asked to stop), unless
     it is inactive: then a stop by hand came after, and the last inactive-enter
     is that stop. Before systemd 235 (no NRestarts) a death that systemd
-    already revived is not seen here.
+    already revived is not seen here: the ``unitjournal`` record tells it.
     """
     if result is not None and result != "success":
         return True
     return bool(restarts) and active != "inactive"
+
+
+@record("unitjournal")
+def _unitjournal(rec: Record, into: Collected) -> None:
+    """``unitjournal <name> <restarts> <seconds|->``: a service's history on a systemd
+    before 235 (no NRestarts), read from its journal by the facts command (``j()`` in
+    piprov.facts.command says which messages): how many restarts systemd scheduled by
+    Restart= in this boot, and the monotonic time of the last one or of its last entry
+    into the failed state, the later of the two.
+
+    After the unit's ``unit`` and ``unithistory`` records (and the node's ``uptime``).
+    The journal's last death and unithistory's (a Result other than success: failed
+    now) are both failures: the later one is the last. A restart message comes
+    RestartSec= after the death it follows, so that time is late by as much.
+    """
+    if len(rec.args) != 3 or not UNIT_RE.match(rec.args[0]) or not _COUNT_RE.fullmatch(rec.args[1]):
+        raise rec.malformed()
+    name, count, last = rec.args
+    if last != "-" and not _SECONDS_RE.fullmatch(last):
+        raise rec.malformed()
+    unit = into.units.get(name)
+    if unit is None:
+        raise rec.wrong(f"journal of unit {name} before its state")
+    if unit.restarts is not None:
+        raise rec.wrong(f"unit {name} has a restart count from both systemd's NRestarts and its journal")
+    ago = unit.failed_ago
+    if last != "-" and into.uptime is not None:
+        seen = max(0.0, into.uptime - float(last))
+        ago = seen if ago is None else min(ago, seen)
+    into.units[name] = replace(unit, restarts=int(count), failed_ago=ago)
 
 
 @record("uptime")

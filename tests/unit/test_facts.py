@@ -234,15 +234,20 @@ def test_units_come_from_one_systemctl_call(shell: list[str], answer: str, tmp_p
     fake = tmp_path / "systemctl"
     show = {"blocks": SYSTEMCTL_SHOW, "blocks-235": SYSTEMCTL_SHOW_235}.get(answer)
     body = f"cat <<'EOF'\n{show}EOF\n" if show else "exit 1\n"
-    fake.write_text(f'#!/bin/sh\necho "$*" >> {log}\n{body}')
+    version = 'if [ "$1" = --version ]; then echo "systemd 215"; exit 0; fi\n' if answer == "blocks" else ""
+    fake.write_text(f'#!/bin/sh\necho "$*" >> {log}\n{version}{body}')
     fake.chmod(0o755)
+    _fake_journalctl(tmp_path, "", 0)
     cmd = facts_command([], ["a.service", "b.service", "c.socket"])
     env = dict(os.environ, PATH=f"{tmp_path}:{os.environ['PATH']}")
     out = subprocess.run([*shell, "-c", cmd], capture_output=True, text=True, timeout=60, env=env)
     facts = parse_facts("localhost", out.stdout)
     units = facts.units
-    assert log.read_text().count("\n") == 1
-    assert "-p NRestarts -p Result -p InactiveEnterTimestampMonotonic" in log.read_text()
+    calls = log.read_text().splitlines()
+    assert [c for c in calls if c.startswith("show ")] == calls[:1]
+    assert "-p NRestarts -p Result -p InactiveEnterTimestampMonotonic" in calls[0]
+    # Where NRestarts answered, nothing else ran to find the systemd version.
+    assert calls == calls[:1] if answer == "blocks-235" else len(calls) == 2
     got = {name: (u.active, u.enabled) for name, u in units.items()}
     if answer.startswith("blocks"):
         assert got == {"a.service": ("active", "enabled"), "b.service": ("inactive", "not-found"),
@@ -254,8 +259,68 @@ def test_units_come_from_one_systemctl_call(shell: list[str], answer: str, tmp_p
     if answer == "blocks-235":
         assert history == {"a.service": (2, True), "b.service": (0, False), "c.socket": (None, False)}
         assert units["a.service"].failed_ago == pytest.approx(facts.uptime - 1, abs=0.01)
+    elif answer == "blocks":  # systemd 215: the counts come from its (here empty) journal
+        assert history == {"a.service": (0, False), "b.service": (0, False), "c.socket": (None, False)}
     else:
         assert history == dict.fromkeys(["a.service", "b.service", "c.socket"], (None, False))
+
+
+def _fake_journalctl(where: Path, output: str, status: int) -> Path:
+    """A journalctl on ``where`` printing ``output``; its arguments land in ``journalctl.calls``, one a line."""
+    calls = where / "journalctl.calls"
+    fake = where / "journalctl"
+    (where / "journal.txt").write_text(output)
+    fake.write_text(f'#!/bin/sh\nfor a in "$@"; do printf "%s|" "$a"; done >> {calls}\necho >> {calls}\n'
+                    f"cat {where / 'journal.txt'}\nexit {status}\n")
+    fake.chmod(0o755)
+    return calls
+
+
+JOURNAL_CASES = sorted((Path(__file__).parent / "data" / "journal").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("shell", SHELLS, ids=[s[0] for s in SHELLS])
+@pytest.mark.parametrize("path", JOURNAL_CASES, ids=[p.stem for p in JOURNAL_CASES])
+def test_restart_history_from_the_journal_before_systemd_235(shell: list[str], path: Path, tmp_path: Path) -> None:
+    # data/journal/*.yaml: what `systemctl --version`, `systemctl show` and journalctl
+    # print on a node, and the history the facts then say per unit ("at": the
+    # monotonic time of the last failure, made into seconds ago with the node's uptime).
+    case = yaml.safe_load(path.read_text())
+    log = tmp_path / "systemctl.calls"
+    show = case["show"]
+    (tmp_path / "systemctl").write_text(
+        f'#!/bin/sh\necho "$*" >> {log}\n'
+        f'if [ "$1" = --version ]; then cat <<\'EOF\'\n{case["version"]}\nEOF\nexit 0; fi\n'
+        f"cat <<'EOF'\n{show}EOF\n")
+    (tmp_path / "systemctl").chmod(0o755)
+    jcalls = _fake_journalctl(tmp_path, case["journal"], case.get("journal_exit", 0))
+    cmd = facts_command([], case["units"])
+    env = dict(os.environ, PATH=f"{tmp_path}:{os.environ['PATH']}")
+    out = subprocess.run([*shell, "-c", cmd], capture_output=True, text=True, timeout=60, env=env)
+    facts = parse_facts("localhost", out.stdout)
+    assert facts.uptime is not None
+    got = {}
+    for name, unit in facts.units.items():
+        at = None if unit.failed_ago is None else round(facts.uptime - unit.failed_ago, 3)
+        got[name] = {"restarts": unit.restarts, "at": at}
+    want = {name: {"restarts": w["restarts"], "at": None if w["at"] is None else round(w["at"], 3)}
+            for name, w in case["expect"].items()}
+    assert got == want
+    systemctl = log.read_text().splitlines()
+    assert ("--version" in systemctl) == case.get("version_called", True)
+    if not case["journal_called"]:
+        assert not jcalls.exists()
+        return
+    (args,) = jcalls.read_text().splitlines()
+    args_list = args.rstrip("|").split("|")
+    # One call for every service, exact matches only: PID 1's messages about them, this boot.
+    assert args_list[:6] == ["-b", "-q", "--no-pager", "-o", "short-monotonic", "_PID=1"]
+    services = [u for u in case["units"] if u.endswith(".service")]
+    assert len(args_list) == 6 + 6 * len(services)
+    assert all(a.startswith("MESSAGE=") for a in args_list[6:])
+    for u in services:
+        assert f"MESSAGE=Unit {u} entered failed state." in args_list
+        assert f"MESSAGE={u}: Service hold-off time over, scheduling restart." in args_list
 
 
 def test_a_file_checksum_is_computed_from_its_content() -> None:
