@@ -67,7 +67,7 @@ class Requirement:
     start job; the unit checks its own precondition and ``Restart=`` retries
     it), ``requires`` (``Requires=``) or ``binds_to`` (``BindsTo=``).
     ``cascade``, when set, says why this component's units must restart when
-    piprov restarts the required component's units: the planner then restarts
+    piprov restarts or starts the required component's units: the planner then restarts
     them too (systemd does not, along ``Wants=``).
     """
 

@@ -32,7 +32,7 @@ class DesiredFile:
 
 @dataclass(frozen=True)
 class RestartCascade:
-    """``units`` of ``component`` restart when piprov restarts any of ``on``, because ``reason``.
+    """``units`` of ``component`` restart when piprov restarts or starts any of ``on``, because ``reason``.
 
     From the playbook's ``cascade`` edges: systemd does not propagate a
     restart along ``Wants=``, so the plan lists each such restart itself.

@@ -12,10 +12,11 @@ from piprov.plan.model import ComponentPlan, EtcdKeyChange, NodePlan
 def plan_node(desired: DesiredNode, facts: NodeFacts) -> NodePlan:
     """The changes that make the node as ``desired``; pure."""
     plans: list[ComponentPlan] = []
-    restarting: list[str] = []  # every unit restarted so far, in graph order
+    restarting: dict[str, str] = {}  # every unit (re)started so far, in graph order -> "restarts"/"starts"
     for comp, units in desired.units.items():
         cp = _plan_component(desired, facts, comp, units, restarting)
-        restarting.extend(cp.restart)
+        restarting.update(dict.fromkeys(cp.restart, "restarts"))
+        restarting.update({u: "starts" for u in cp.start if u not in restarting})
         plans.append(cp)
     return NodePlan(
         node=desired.name,
@@ -27,7 +28,7 @@ def plan_node(desired: DesiredNode, facts: NodeFacts) -> NodePlan:
 
 
 def _plan_component(
-    desired: DesiredNode, facts: NodeFacts, component: str, units: list[str], restarting: list[str]
+    desired: DesiredNode, facts: NodeFacts, component: str, units: list[str], restarting: dict[str, str]
 ) -> ComponentPlan:
     cp = ComponentPlan(component)
     triggered = _plan_files(cp, desired, facts)
@@ -86,12 +87,19 @@ def _plan_units(cp: ComponentPlan, desired: DesiredNode, facts: NodeFacts, units
             cp.reasons.append(f"{u} is {uf.active}: start it")
 
 
-def _plan_cascades(cp: ComponentPlan, desired: DesiredNode, restarting: list[str]) -> None:
-    """Restart the component's units whose requirement piprov restarts (the playbook's ``cascade``).
+def _plan_cascades(cp: ComponentPlan, desired: DesiredNode, restarting: dict[str, str]) -> None:
+    """Restart the component's units whose requirement piprov restarts or starts (the playbook's ``cascade``).
 
     systemd propagates no restart along ``Wants=``: the plan does, each with
     its reason. Graph order makes it transitive (flannel -> docker -> kubelet).
     A unit being started anyway needs no restart: it starts on the new state.
+    A requirement piprov *starts* (it was inactive) cascades as one it
+    restarts (it had failed) does: either way it comes up anew, and the
+    state at the instant of the facts says nothing about what it comes up
+    with. E.g. flanneld v0.5.5 reuses its lease only while etcd still holds
+    it (flannel v0.5.5 subnet/etcd.go tryAcquireLease, subnetTTL 24 h): a
+    flannel stopped long enough gets another subnet, and a docker still
+    running on the old one must restart in both cases.
     """
     for cascade in (c for c in desired.cascades if c.component == cp.component):
         causes = [u for u in cascade.on if u in restarting]
@@ -101,7 +109,8 @@ def _plan_cascades(cp: ComponentPlan, desired: DesiredNode, restarting: list[str
             if u in cp.restart or u in cp.start:
                 continue
             cp.restart.append(u)
-            cp.reasons.append(f"{u}: restart, {', '.join(causes)} restarts ({cascade.reason})")
+            why = ", ".join(f"{c} {restarting[c]}" for c in causes)
+            cp.reasons.append(f"{u}: restart, {why} ({cascade.reason})")
 
 
 def _plan_etcd(cp: ComponentPlan, desired: DesiredNode, facts: NodeFacts) -> None:
