@@ -19,9 +19,11 @@ healthy cluster, and then fails naming what stayed down.
 from __future__ import annotations
 
 import json
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any, Iterable
 
 from faultkit import FIGURES, FaultCluster
 from labkit import wait_for
@@ -35,6 +37,9 @@ MAIN = "docker -H unix:///var/run/docker.sock"
 # The units piprov wrote on this node: every file carrying the header of templates/_header.j2.
 UNITS_SH = ("cd /etc/systemd/system && u=$(grep -l '^# Managed by piprov' *.service *.socket 2>/dev/null); "
             "for x in $u; do echo \"$x $(systemctl is-active $x)\"; done")
+# systemd's own restart counts of those units, one `systemctl show` for them all.
+RESTARTS_SH = ("cd /etc/systemd/system && u=$(grep -l '^# Managed by piprov' *.service 2>/dev/null); "
+               '[ -z "$u" ] || systemctl show -p Id -p NRestarts $u')
 POLL_S = 1.0
 
 
@@ -65,9 +70,33 @@ def pid_of(fc: FaultCluster, node: str, kind: str, name: str) -> int:
 
 
 def kill9(fc: FaultCluster, node: str, pid: int) -> Killed:
-    cmdline = fc.lab.exec(node, f"tr '\\0' ' ' < /proc/{pid}/cmdline").stdout
+    cmdline = node_cmdlines(fc, node).get(pid)
+    assert cmdline, f"pid {pid} has no command line on {node}"
     fc.lab.exec(node, f"kill -9 {pid}")
     return Killed(node, pid, cmdline)
+
+
+def node_cmdlines(fc: FaultCluster, node: str) -> dict[int, str]:
+    """Every process of ``node`` (its pids, containers' processes included) -> its command line,
+    NULs as spaces; read on the host through the node's own /proc (/proc/<its PID 1>/root/proc),
+    so a poll starts no process at all (it forked a `tr` for every /proc entry in the node)."""
+    pid1 = fc.lab.node(node).pid1
+    if pid1 is None:
+        return {}
+    proc = f"/proc/{pid1}/root/proc"
+    out: dict[int, str] = {}
+    try:
+        entries = os.listdir(proc)
+    except OSError:  # powered off meanwhile
+        return {}
+    for d in entries:
+        if d.isdigit():
+            try:
+                with open(f"{proc}/{d}/cmdline", "rb") as f:
+                    out[int(d)] = f.read().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:  # gone meanwhile
+                pass
+    return out
 
 
 class Healer:
@@ -75,6 +104,8 @@ class Healer:
         self.fc = fc
         self.bound_s = bound_s
         self.pool = ThreadPoolExecutor(max_workers=len(fc.lab.nodes))
+        # When the running scenario began (the cluster whole): its failures come after it.
+        self.started = time.monotonic()
 
     # -- what is still broken
     def _node(self, node: str, killed: tuple[Killed, ...]) -> list[str]:
@@ -92,10 +123,7 @@ class Healer:
         return bad
 
     def _replaced(self, k: Killed) -> bool:
-        script = ('for d in /proc/[0-9]*; do [ "${d#/proc/}" != "$2" ] && '
-                  '[ "$(tr "\\0" " " < $d/cmdline 2>/dev/null)" = "$1" ] && { echo yes; break; }; done; true')
-        p = self.fc.lab.exec(k.node, ["sh", "-c", script, "sh", k.cmdline, str(k.pid)], check=False)
-        return bool(p.stdout.strip() == "yes")
+        return any(pid != k.pid and cmd == k.cmdline for pid, cmd in node_cmdlines(self.fc, k.node).items())
 
     def _ready_since(self, since: float) -> bool:
         """Every Node Ready with a heartbeat at or after ``since`` (wall clock; the nodes share
@@ -128,9 +156,11 @@ class Healer:
 
     # -- one scenario's measurement
     def measure(self, scenario: str, t0: float, killed: tuple[Killed, ...] = (), detail: str = "",
-                fresh: bool = False) -> float:
+                fresh: bool = False, shows: Iterable[tuple[str, str]] = ()) -> float:
         """Poll (no piprov up) from ``t0`` = cause removed (time.monotonic()) until whole; record and
-        return the heal time. ``fresh``: nodes went down, so stale Ready conditions do not count."""
+        return the heal time. ``fresh``: nodes went down, so stale Ready conditions do not count.
+        Then `piprov plan` must show no change and `piprov status` what happened (see
+        :meth:`_status_problem`; ``shows``: the (node, unit)s the scenario surely failed)."""
         since = time.time() - (time.monotonic() - t0) if fresh else None
         last: str | None = "not polled yet"
         while time.monotonic() - t0 < self.bound_s:
@@ -143,10 +173,66 @@ class Healer:
             self._restore()
             raise AssertionError(f"{scenario}: not healed without piprov within {self.bound_s:.0f} s: {last}")
         heal_s = time.monotonic() - t0
-        plan = self.fc.piprov("plan", "--no-diff")
-        self._record(scenario, heal_s, False, detail + ("" if plan.returncode == 0 else " plan NOT empty"))
+        # plan and status at once (neither takes the run lock): the check of status costs
+        # the suite the time status takes beyond plan's, not all of it.
+        planned = self.pool.submit(self.fc.piprov, "plan", "--no-diff")
+        before = self.restarts()
+        status = self.fc.piprov("status", "--json")
+        problem = self._status_problem(status.stdout, before, self.restarts(), tuple(shows))
+        plan = planned.result()
+        self._record(scenario, heal_s, False, detail + ("" if plan.returncode == 0 else " plan NOT empty")
+                     + (f" status: {problem}" if problem else ""))
         assert plan.returncode == 0, f"healed, but plan shows changes:\n{plan.stdout[-3000:]}{plan.stderr[-1000:]}"
+        assert problem is None, f"healed, but `piprov status` does not show what happened: {problem}"
         return heal_s
+
+    # -- what `piprov status` tells afterwards
+    def restarts(self) -> dict[tuple[str, str], int]:
+        """(node, unit) -> systemd's NRestarts, for every service piprov manages, read on the nodes."""
+        def one(node: str) -> dict[tuple[str, str], int]:
+            try:
+                out = self.fc.lab.exec(node, RESTARTS_SH, check=False).stdout
+            except LabError:
+                return {}
+            got: dict[tuple[str, str], int] = {}
+            for block in out.split("\n\n"):
+                props = dict(line.partition("=")[::2] for line in block.splitlines())
+                if props.get("Id") and props.get("NRestarts", "").isdigit():
+                    got[(node, props["Id"])] = int(props["NRestarts"])
+            return got
+
+        return {k: v for part in self.pool.map(one, [n.name for n in self.fc.lab.nodes]) for k, v in part.items()}
+
+    def _status_problem(self, status_json: str, before: dict[tuple[str, str], int],
+                        after: dict[tuple[str, str], int], shows: tuple[tuple[str, str], ...]) -> str | None:
+        """What `status --json` gets wrong about the scenario, None when nothing.
+
+        Every unit piprov manages, on every node, shows the restart count systemd has
+        (NRestarts: after a reboot, the count of the new boot), read just before or just after
+        status read its facts; each unit the scenario surely failed shows a restart, active
+        again, and a last failure since the scenario began."""
+        try:
+            rows = {r["address"]: r for r in json.loads(status_json)["nodes"]}
+        except (ValueError, KeyError, TypeError):
+            return f"no status JSON: {status_json[-300:]!r}"
+        units: dict[tuple[str, str], dict[str, Any]] = {}
+        for n in self.fc.lab.nodes:
+            for unit, h in rows.get(n.ip, {}).get("units", {}).items():
+                units[(n.name, unit)] = h
+        if not before and not after:
+            return "no NRestarts read from any node"
+        bad = []
+        for key in sorted(set(before) | set(after)):
+            shown = units.get(key, {}).get("restarts")
+            if shown not in (before.get(key), after.get(key)):
+                bad.append(f"{key[0]} {key[1]}: restarts {shown}, systemd says {before.get(key)}/{after.get(key)}")
+        window = time.monotonic() - self.started + 1
+        for key in shows:
+            h = units.get(key, {})
+            ago = h.get("last_failure_seconds_ago")
+            if (h.get("restarts") or 0) < 1 or h.get("active") != "active" or ago is None or ago > window:
+                bad.append(f"{key[0]} {key[1]}: failed in this scenario ({window:.0f} s), status shows {h}")
+        return "; ".join(bad) or None
 
     def _record(self, scenario: str, heal_s: float | None, needed_piprov: bool, detail: str) -> None:
         FIGURES.heal[scenario] = {"heal_s": None if heal_s is None else round(heal_s, 1),
