@@ -29,16 +29,41 @@ def setup_logging(component: str) -> None:
 class Flag:
     name: str
     default: Any
-    kind: type = str  # str, int, float or bool
+    kind: type = str  # str, int, float (a Go duration or a plain number) or bool
     help: str = ""
 
 
-def parse_flags(component: str, argv: list[str], flags: list[Flag]) -> dict[str, Any]:
-    """Parse flags the way Go's pflag does (``--a=b``, ``--a b``, ``-a=b``, bare bools).
+class FlagError(SystemExit):
+    """A command line the real server refuses: pflag's message on stderr, exit status 1."""
 
-    Flags this stand-in does not implement are accepted and logged, never fatal:
-    the seed's units pass many 2016-era flags (``--v``, ``--logtostderr``,
-    ``--admission-control``...) that change nothing the lab can observe.
+    def __init__(self, component: str, message: str) -> None:
+        print(f"Error: {message}", file=sys.stderr)
+        super().__init__(1)
+        self.component, self.message = component, message
+
+
+def flags_for(server: str, release: Any, overrides: dict[str, Any] | None = None) -> list[Flag]:
+    """The flag set of `server` in `release` (flagsets.py), with the lab's documented default overrides."""
+    from . import flagsets
+    rows = flagsets.table(flagsets.GLOBAL[release.line]) + flagsets.table(flagsets.SERVERS[server][release.line])
+    out = []
+    for name, kind, default in rows:
+        if kind is float and isinstance(default, str):
+            default = _duration(default)
+        if overrides and name in overrides:
+            default = overrides[name]
+        out.append(Flag(name, default, kind))
+    return out
+
+
+def parse_flags(component: str, argv: list[str], flags: list[Flag]) -> dict[str, Any]:
+    """Parse flags the way Go's pflag does (``--a=b``, ``--a b``, bare bools, ``_`` read as ``-``).
+
+    A flag the server does not have ends the program as pflag does: ``Error:
+    unknown flag: --x`` on stderr, exit status 1 (the real servers exit the same
+    way; hyperkube 1.1 through RunToExit, the 1.18 binaries through cobra). A
+    single dash takes one-letter shorthands only; the only shorthand the servers
+    share is ``-h``. Positional arguments are ignored, as the servers do.
     """
     known = {f.name: f for f in flags}
     values: dict[str, Any] = {f.name: f.default for f in flags}
@@ -46,26 +71,35 @@ def parse_flags(component: str, argv: list[str], flags: list[Flag]) -> dict[str,
     while i < len(argv):
         arg = argv[i]
         i += 1
-        if not arg.startswith("-") or arg in ("-", "--"):
+        if arg == "--":
+            break
+        if not arg.startswith("-") or arg == "-":
             log.info("%s: ignoring positional argument %r", component, arg)
             continue
-        name, eq, value = arg.lstrip("-").partition("=")
+        if not arg.startswith("--"):
+            short = arg[1:2]
+            if short != "h":
+                raise FlagError(component, f"unknown shorthand flag: {short!r} in {arg}")
+            values["help"] = True
+            continue
+        name, eq, value = arg[2:].partition("=")
         name = name.replace("_", "-")
         flag = known.get(name)
         if flag is None:
-            log.info("%s: ignoring flag --%s (not implemented by this stand-in)", component, name)
-            continue
+            raise FlagError(component, f"unknown flag: --{name}")
         if not eq:
-            if flag.kind is bool:
+            if flag.kind is bool or name == "version":  # pflag NoOptDefVal "true"
                 value = "true"
             elif i < len(argv):
                 value = argv[i]
                 i += 1
             else:
-                raise SystemExit(f"{component}: flag --{name} needs a value")
+                raise FlagError(component, f"flag needs an argument: --{name}")
         try:
             if flag.kind is bool:
-                values[name] = value.lower() in ("1", "t", "true", "yes")
+                if value.lower() not in ("1", "t", "true", "0", "f", "false"):
+                    raise ValueError(value)
+                values[name] = value.lower() in ("1", "t", "true")
             elif flag.kind is int:
                 values[name] = int(value)
             elif flag.kind is float:
@@ -73,8 +107,16 @@ def parse_flags(component: str, argv: list[str], flags: list[Flag]) -> dict[str,
             else:
                 values[name] = value
         except ValueError:
-            raise SystemExit(f"{component}: invalid value {value!r} for flag --{name}") from None
+            raise FlagError(component, f'invalid argument "{value}" for --{name}') from None
     return values
+
+
+def version_requested(opts: dict[str, Any], release: Any) -> bool:
+    """--version as verflag answers it: "Kubernetes vX.Y.Z" on stdout, then exit 0."""
+    if str(opts.get("version") or "").lower() in ("true", "raw", "1", "t"):
+        print(f"Kubernetes {release.version}")
+        return True
+    return False
 
 
 def _duration(value: str) -> float:
