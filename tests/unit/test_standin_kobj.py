@@ -95,12 +95,14 @@ def test_flags_parse_like_pflag_and_refuse_unknown_ones(capsys: pytest.CaptureFi
     flags = [Flag("master", ""), Flag("port", 1, int), Flag("allow-privileged", False, bool), Flag("grace", 40.0, float),
              Flag("admission-control", "")]
     got = parse_flags("t", ["--master", "http://m:8080", "--port=9", "--allow-privileged", "--grace=1m30s",
-                            "--admission_control=X", "positional"], flags)
+                            "--admission_control=X", "positional"], flags, strict=True)
     assert got == {"master": "http://m:8080", "port": 9, "allow-privileged": True, "grace": 90.0,
                    "admission-control": "X"}
     for argv, message in ((["--port=x"], 'invalid argument "x" for --port'), (["--v=2"], "unknown flag: --v"),
                           (["-v=2"], "unknown shorthand flag: 'v' in -v=2"), (["--master"], "needs an argument")):
         with pytest.raises(SystemExit) as exc:
-            parse_flags("t", argv, flags)
+            parse_flags("t", argv, flags, strict=True)
         assert exc.value.code == 1 and message in capsys.readouterr().err
+    # A hand-made list (flanneld's, Go's flag package) stays lenient: unknown flags are ignored.
+    assert parse_flags("t", ["-master=x", "--v=3"], flags)["master"] == "x"
     assert parse_duration("500ms") == 0.5 and parse_duration("20") == 20.0

@@ -56,15 +56,23 @@ def flags_for(server: str, release: Any, overrides: dict[str, Any] | None = None
     return out
 
 
-def parse_flags(component: str, argv: list[str], flags: list[Flag]) -> dict[str, Any]:
+def parse_flags(component: str, argv: list[str], flags: list[Flag], strict: bool | None = None) -> dict[str, Any]:
     """Parse flags the way Go's pflag does (``--a=b``, ``--a b``, bare bools, ``_`` read as ``-``).
 
-    A flag the server does not have ends the program as pflag does: ``Error:
-    unknown flag: --x`` on stderr, exit status 1 (the real servers exit the same
-    way; hyperkube 1.1 through RunToExit, the 1.18 binaries through cobra). A
-    single dash takes one-letter shorthands only; the only shorthand the servers
-    share is ``-h``. Positional arguments are ignored, as the servers do.
+    Strict (the default when `flags` holds the global ``help`` flag, i.e. came
+    from ``flags_for``: the hyperkube servers): a flag the server does not have
+    ends the program as pflag does: ``Error: unknown flag: --x`` on stderr, exit
+    status 1 (the real servers exit the same way; hyperkube 1.1 through
+    RunToExit, the 1.18 binaries through cobra); a single dash takes one-letter
+    shorthands only, and the only shorthand the servers share is ``-h``.
+    Lenient (a hand-made flag list, e.g. flanneld's): unknown flags are logged
+    and ignored, ``-a=b`` reads as ``--a=b`` (Go's flag package).
+    Positional arguments are ignored, as the servers do.
     """
+    if strict is None:
+        strict = any(f.name == "help" for f in flags)
+    if not strict:
+        return _parse_lenient(component, argv, flags)
     known = {f.name: f for f in flags}
     values: dict[str, Any] = {f.name: f.default for f in flags}
     i = 0
@@ -108,6 +116,44 @@ def parse_flags(component: str, argv: list[str], flags: list[Flag]) -> dict[str,
                 values[name] = value
         except ValueError:
             raise FlagError(component, f'invalid argument "{value}" for --{name}') from None
+    return values
+
+
+def _parse_lenient(component: str, argv: list[str], flags: list[Flag]) -> dict[str, Any]:
+    known = {f.name: f for f in flags}
+    values: dict[str, Any] = {f.name: f.default for f in flags}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        i += 1
+        if not arg.startswith("-") or arg in ("-", "--"):
+            log.info("%s: ignoring positional argument %r", component, arg)
+            continue
+        name, eq, value = arg.lstrip("-").partition("=")
+        name = name.replace("_", "-")
+        flag = known.get(name)
+        if flag is None:
+            log.info("%s: ignoring flag --%s (not implemented by this stand-in)", component, name)
+            continue
+        if not eq:
+            if flag.kind is bool:
+                value = "true"
+            elif i < len(argv):
+                value = argv[i]
+                i += 1
+            else:
+                raise SystemExit(f"{component}: flag --{name} needs a value")
+        try:
+            if flag.kind is bool:
+                values[name] = value.lower() in ("1", "t", "true", "yes")
+            elif flag.kind is int:
+                values[name] = int(value)
+            elif flag.kind is float:
+                values[name] = _duration(value)
+            else:
+                values[name] = value
+        except ValueError:
+            raise SystemExit(f"{component}: invalid value {value!r} for flag --{name}") from None
     return values
 
 
