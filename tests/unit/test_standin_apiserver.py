@@ -1,5 +1,8 @@
 """The hyperkube stand-in's apiserver, controller-manager and scheduler against real etcd,
 driven by Debian's kubectl 1.20 over loopback (no root, no docker: a fake kubelet posts status).
+
+These run the 1.18 release (PDBs, eviction, ownerReferences); what differs on 1.1
+is in test_standin_versions.py.
 """
 
 from __future__ import annotations
@@ -20,12 +23,13 @@ import pytest
 from piprov_lab.images import testsupport
 
 testsupport.standins_on_path()
-from standins import apiserver, kobj  # noqa: E402
+from standins import apiserver, kobj, release  # noqa: E402
 from standins.common import KubeClient  # noqa: E402
 from standins.controller_manager import ControllerManager  # noqa: E402
 from standins.scheduler import schedule_once  # noqa: E402
 
 TESTDATA = testsupport.IMAGES_DIR / "testdata"
+REL = release.parse("v1.18.20")
 KUBECTL = next((k for k in ("/opt/piprov-tools/usr/bin/kubectl", shutil.which("kubectl") or "") if k and Path(k).exists()),
                None)
 
@@ -38,7 +42,7 @@ class Cluster:
         self.url = url
         self.tmp = tmp
         self.kube = KubeClient(url)
-        self.cm = ControllerManager(KubeClient(url), grace=3.0)
+        self.cm = ControllerManager(KubeClient(url), grace=3.0, rel=REL)
         self.live: dict[str, str] = {}  # nodes whose fake kubelet keeps posting heartbeats
 
     def kubectl(self, *args: str, check: bool = True, stdin: str | None = None,
@@ -66,7 +70,7 @@ class Cluster:
             status, node = self.raw("POST", "/api/v1/nodes", node)
             assert status == 201, node
         node["status"]["addresses"] = [{"type": "InternalIP", "address": ip}]
-        node["status"]["nodeInfo"] = {"kubeletVersion": "v1.1.2"}
+        node["status"]["nodeInfo"] = {"kubeletVersion": "v1.18.20"}
         kobj.set_condition(node, {"type": "Ready", "status": "True", "reason": "KubeletReady",
                                   "lastHeartbeatTime": stamp, "lastTransitionTime": stamp})
         status, body = self.raw("PUT", f"/api/v1/nodes/{name}/status", node)
@@ -87,7 +91,7 @@ class Cluster:
             for name, ip in list(self.live.items()):
                 self.heartbeat(name, ip)
             self.cm.run_once(monitor=True)
-            schedule_once(self.kube)
+            schedule_once(self.kube, REL)
             self.run_pods()
 
     def pods(self, selector: str = "") -> list[dict[str, Any]]:
@@ -100,8 +104,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     etcd = testsupport.start_etcd(tmp / "etcd")
     opts = apiserver.parse_flags("apiserver", [f"--etcd-servers={etcd.url}", "--insecure-port=0",
                                                "--service-cluster-ip-range=10.0.0.0/24", "--v=2",
-                                               "--admission-control=NamespaceLifecycle"], apiserver.FLAGS)
-    server = apiserver.serve(opts)
+                                               "--enable-admission-plugins=NamespaceLifecycle"],
+                                 apiserver.flags_for("apiserver", REL))
+    server = apiserver.serve(opts, REL)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     c = Cluster(f"http://127.0.0.1:{server.server_address[1]}", tmp)
     c.heartbeat("n1", "192.0.2.11")
@@ -116,7 +121,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 @needs_kubectl
 def test_kubectl_sees_the_server_version_and_its_resources(cluster: Cluster) -> None:
     out = cluster.kubectl("version").stdout
-    assert 'GitVersion:"v1.1.2"' in out
+    assert 'GitVersion:"v1.18.20"' in out
     res = cluster.kubectl("api-resources").stdout
     for line in ("pods ", "nodes ", "replicationcontrollers ", "poddisruptionbudgets ", "namespaces "):
         assert line in res, res
@@ -126,7 +131,8 @@ def test_kubectl_sees_the_server_version_and_its_resources(cluster: Cluster) -> 
 def test_health_and_discovery_endpoints(cluster: Cluster) -> None:
     assert urllib.request.urlopen(cluster.url + "/healthz").read() == b"ok"
     status, groups = cluster.raw("GET", "/apis")
-    assert status == 200 and groups["groups"][0]["preferredVersion"]["groupVersion"] == "policy/v1beta1"
+    assert status == 200 and {g["preferredVersion"]["groupVersion"] for g in groups["groups"]} == {
+        "apps/v1", "policy/v1beta1", "coordination.k8s.io/v1"}
     status, v1 = cluster.raw("GET", "/api/v1")
     names = {r["name"]: r for r in v1["resources"]}
     assert names["pods/eviction"]["kind"] == "Eviction" and names["pods/eviction"]["group"] == "policy"

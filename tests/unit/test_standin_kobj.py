@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 
 import pytest
 
@@ -92,13 +91,18 @@ def test_pdb_int_or_percent() -> None:
     assert kobj.int_or_percent(2, 3, round_up=True) == 2
 
 
-def test_flags_parse_like_pflag_and_ignore_unknown_ones(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO)
-    flags = [Flag("master", ""), Flag("port", 1, int), Flag("allow-privileged", False, bool), Flag("grace", 40.0, float)]
+def test_flags_parse_like_pflag_and_refuse_unknown_ones(capsys: pytest.CaptureFixture[str]) -> None:
+    flags = [Flag("master", ""), Flag("port", 1, int), Flag("allow-privileged", False, bool), Flag("grace", 40.0, float),
+             Flag("admission-control", "")]
     got = parse_flags("t", ["--master", "http://m:8080", "--port=9", "--allow-privileged", "--grace=1m30s",
-                            "--v=2", "--logtostderr", "--admission_control=X"], flags)
-    assert got == {"master": "http://m:8080", "port": 9, "allow-privileged": True, "grace": 90.0}
-    assert "ignoring flag --v" in caplog.text and "ignoring flag --admission-control" in caplog.text
-    with pytest.raises(SystemExit):
-        parse_flags("t", ["--port=x"], flags)
+                            "--admission_control=X", "positional"], flags, strict=True)
+    assert got == {"master": "http://m:8080", "port": 9, "allow-privileged": True, "grace": 90.0,
+                   "admission-control": "X"}
+    for argv, message in ((["--port=x"], 'invalid argument "x" for --port'), (["--v=2"], "unknown flag: --v"),
+                          (["-v=2"], "unknown shorthand flag: 'v' in -v=2"), (["--master"], "needs an argument")):
+        with pytest.raises(SystemExit) as exc:
+            parse_flags("t", argv, flags, strict=True)
+        assert exc.value.code == 1 and message in capsys.readouterr().err
+    # A hand-made list (flanneld's, Go's flag package) stays lenient: unknown flags are ignored.
+    assert parse_flags("t", ["-master=x", "--v=3"], flags)["master"] == "x"
     assert parse_duration("500ms") == 0.5 and parse_duration("20") == 20.0

@@ -29,17 +29,97 @@ def setup_logging(component: str) -> None:
 class Flag:
     name: str
     default: Any
-    kind: type = str  # str, int, float or bool
+    kind: type = str  # str, int, float (a Go duration or a plain number) or bool
     help: str = ""
 
 
-def parse_flags(component: str, argv: list[str], flags: list[Flag]) -> dict[str, Any]:
-    """Parse flags the way Go's pflag does (``--a=b``, ``--a b``, ``-a=b``, bare bools).
+class FlagError(SystemExit):
+    """A command line the real server refuses: pflag's message on stderr, exit status 1."""
 
-    Flags this stand-in does not implement are accepted and logged, never fatal:
-    the seed's units pass many 2016-era flags (``--v``, ``--logtostderr``,
-    ``--admission-control``...) that change nothing the lab can observe.
+    def __init__(self, component: str, message: str) -> None:
+        print(f"Error: {message}", file=sys.stderr)
+        super().__init__(1)
+        self.component, self.message = component, message
+
+
+def flags_for(server: str, release: Any, overrides: dict[str, Any] | None = None) -> list[Flag]:
+    """The flag set of `server` in `release` (flagsets.py), with the lab's documented default overrides."""
+    from . import flagsets
+    rows = flagsets.table(flagsets.GLOBAL[release.line]) + flagsets.table(flagsets.SERVERS[server][release.line])
+    out = []
+    for name, kind, default in rows:
+        if kind is float and isinstance(default, str):
+            default = _duration(default)
+        if overrides and name in overrides:
+            default = overrides[name]
+        out.append(Flag(name, default, kind))
+    return out
+
+
+def parse_flags(component: str, argv: list[str], flags: list[Flag], strict: bool | None = None) -> dict[str, Any]:
+    """Parse flags the way Go's pflag does (``--a=b``, ``--a b``, bare bools, ``_`` read as ``-``).
+
+    Strict (the default when `flags` holds the global ``help`` flag, i.e. came
+    from ``flags_for``: the hyperkube servers): a flag the server does not have
+    ends the program as pflag does: ``Error: unknown flag: --x`` on stderr, exit
+    status 1 (the real servers exit the same way; hyperkube 1.1 through
+    RunToExit, the 1.18 binaries through cobra); a single dash takes one-letter
+    shorthands only, and the only shorthand the servers share is ``-h``.
+    Lenient (a hand-made flag list, e.g. flanneld's): unknown flags are logged
+    and ignored, ``-a=b`` reads as ``--a=b`` (Go's flag package).
+    Positional arguments are ignored, as the servers do.
     """
+    if strict is None:
+        strict = any(f.name == "help" for f in flags)
+    if not strict:
+        return _parse_lenient(component, argv, flags)
+    known = {f.name: f for f in flags}
+    values: dict[str, Any] = {f.name: f.default for f in flags}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        i += 1
+        if arg == "--":
+            break
+        if not arg.startswith("-") or arg == "-":
+            log.info("%s: ignoring positional argument %r", component, arg)
+            continue
+        if not arg.startswith("--"):
+            short = arg[1:2]
+            if short != "h":
+                raise FlagError(component, f"unknown shorthand flag: {short!r} in {arg}")
+            values["help"] = True
+            continue
+        name, eq, value = arg[2:].partition("=")
+        name = name.replace("_", "-")
+        flag = known.get(name)
+        if flag is None:
+            raise FlagError(component, f"unknown flag: --{name}")
+        if not eq:
+            if flag.kind is bool or name == "version":  # pflag NoOptDefVal "true"
+                value = "true"
+            elif i < len(argv):
+                value = argv[i]
+                i += 1
+            else:
+                raise FlagError(component, f"flag needs an argument: --{name}")
+        try:
+            if flag.kind is bool:
+                if value.lower() not in ("1", "t", "true", "0", "f", "false"):
+                    raise ValueError(value)
+                values[name] = value.lower() in ("1", "t", "true")
+            elif flag.kind is int:
+                values[name] = int(value)
+            elif flag.kind is float:
+                values[name] = _duration(value)  # Go durations ("20s", "1m") or seconds
+            else:
+                values[name] = value
+        except ValueError:
+            raise FlagError(component, f'invalid argument "{value}" for --{name}') from None
+    return values
+
+
+def _parse_lenient(component: str, argv: list[str], flags: list[Flag]) -> dict[str, Any]:
     known = {f.name: f for f in flags}
     values: dict[str, Any] = {f.name: f.default for f in flags}
     i = 0
@@ -69,12 +149,20 @@ def parse_flags(component: str, argv: list[str], flags: list[Flag]) -> dict[str,
             elif flag.kind is int:
                 values[name] = int(value)
             elif flag.kind is float:
-                values[name] = _duration(value)  # Go durations ("20s", "1m") or seconds
+                values[name] = _duration(value)
             else:
                 values[name] = value
         except ValueError:
             raise SystemExit(f"{component}: invalid value {value!r} for flag --{name}") from None
     return values
+
+
+def version_requested(opts: dict[str, Any], release: Any) -> bool:
+    """--version as verflag answers it: "Kubernetes vX.Y.Z" on stdout, then exit 0."""
+    if str(opts.get("version") or "").lower() in ("true", "raw", "1", "t"):
+        print(f"Kubernetes {release.version}")
+        return True
+    return False
 
 
 def _duration(value: str) -> float:

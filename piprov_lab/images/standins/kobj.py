@@ -458,3 +458,11 @@ def to_table(kind: str, items: list[Obj], resource_version: str, include: str) -
         rows.append(row)
     return {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": resource_version},
             "columnDefinitions": cols, "rows": rows}
+
+
+def template_hash(template: Obj) -> str:
+    """A stable short hash of a pod template (what controller-revision-hash labels carry)."""
+    import hashlib
+    import json
+    digest = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()
+    return str(int(digest[:8], 16))[:10]

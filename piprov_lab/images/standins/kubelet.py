@@ -1,25 +1,38 @@
 """kubelet STAND-IN (``/hyperkube kubelet``).
 
-Not Kubernetes; the lab's stand-in for the kubelet of Kubernetes 1.1 with the
-docker runtime. Contract followed:
+Not Kubernetes; the lab's stand-in for the kubelet of the release in
+``KUBE_VERSION`` with the docker runtime. Contract followed:
 
-* flags: ``--api-servers`` (comma list; optional: without it only static pods
-  run), ``--hostname-override`` (the node name; an IPv4 here is also the node's
-  InternalIP), ``--node-ip``, ``--config`` (static pod manifest directory, JSON or
-  YAML, one Pod per file, re-read every second), ``--pod-infra-container-image``
-  (default gcr.io/google_containers/pause:2.0), ``--allow-privileged``,
-  ``--docker-endpoint`` (default unix:///var/run/docker.sock), ``--port``
-  (default 10250), ``--healthz-port`` (default 10248), ``--healthz-bind-address``
-  (default 127.0.0.1), ``--node-status-update-frequency`` (default 5s; 10s in
-  Kubernetes), ``--root-dir`` (default /var/lib/kubelet), ``--register-schedulable``
-  (default true; false registers the Node with ``spec.unschedulable``, as a
-  master's kubelet did to keep workloads off it); others are logged.
-* registers its Node once at start (labels ``kubernetes.io/hostname``,
-  ``kubernetes.io/os``, ``kubernetes.io/arch`` and their ``beta.`` forms, addresses
-  InternalIP + Hostname, capacity, nodeInfo with kubeletVersion and the docker
-  daemon's OS, kernel and version) and then posts the Ready condition with a fresh
-  ``lastHeartbeatTime`` every status period. Like the real kubelet it does not
-  register again if the Node is deleted while it runs.
+* flags: the release's (flagsets.py; unknown -> exit 1). Where the API server
+  and the static pods come from differs per release:
+  1.1: ``--api-servers`` (comma list; optional: without it only static pods
+  run), ``--config`` = the static pod manifest directory, ``--allow-privileged``
+  (default false).
+  1.18: ``--kubeconfig FILE`` (the server of its current context; none: only
+  static pods run), ``--pod-manifest-path`` (or ``staticPodPath`` in the
+  KubeletConfiguration file ``--config`` names; that file's
+  ``nodeStatusUpdateFrequency`` and ``nodeStatusReportFrequency`` are read too),
+  privileged containers always allowed (--allow-privileged was removed in 1.15).
+  Both: ``--hostname-override`` (the node name; an IPv4 here is also the node's
+  InternalIP), ``--node-ip`` (1.18), ``--pod-infra-container-image``,
+  ``--docker-endpoint``, ``--port`` (10250), ``--healthz-port`` (10248),
+  ``--healthz-bind-address`` (127.0.0.1), ``--node-status-update-frequency``
+  (the lab's default is 5s, not the real 10s: a lab override), ``--root-dir``,
+  ``--register-schedulable`` (false registers the Node with
+  ``spec.unschedulable``, as a master's kubelet did to keep workloads off it).
+  Manifests are JSON or YAML, one Pod per file, re-read every second.
+* registers its Node once at start (labels: ``kubernetes.io/hostname`` on 1.1;
+  on 1.18 also ``kubernetes.io/os``, ``kubernetes.io/arch`` and their ``beta.``
+  forms; addresses InternalIP + Hostname, capacity, nodeInfo with
+  kubeletVersion and the docker daemon's OS, kernel and version). Like the real
+  kubelet it does not register again if the Node is deleted while it runs.
+* node heartbeats. 1.1: the Ready condition with a fresh ``lastHeartbeatTime``
+  every status period. 1.18 (pkg/kubelet/kubelet_node_status.go,
+  pkg/kubelet/nodelease): the node's Lease ``kube-node-lease/<node>``
+  (coordination.k8s.io/v1, holderIdentity the node, leaseDurationSeconds 40,
+  owned by the Node) is renewed every 10 s (a quarter of the duration); the
+  status is computed every status period but posted only when it changed or
+  when ``nodeStatusReportFrequency`` (5 min) has passed since the last post.
 * runs pods as docker containers on the node's docker daemon, the way the
   kubelet's dockertools did: one infra container (the pause image) per pod holding
   the network namespace (the daemon's bridge gives it the pod IP, from the node's
@@ -48,8 +61,8 @@ docker runtime. Contract followed:
 
 Not covered: probes (a running container is ready), resource limits, cgroups,
 secrets/configmaps/other volume types, graceful termination, image garbage
-collection, exec/attach/port-forward on :10250 (and TLS there), CNI, node leases,
-eviction on resource pressure.
+collection, exec/attach/port-forward on :10250 (and TLS there), CNI, eviction
+on resource pressure, the kubelet's own config file beyond the fields named above.
 """
 
 from __future__ import annotations
@@ -67,36 +80,72 @@ import threading
 import time
 from typing import Any
 
-from . import kobj
-from .common import Flag, HTTPError, KubeClient, local_ip_towards, parse_flags, pod_path, serve_healthz, setup_logging
+from . import kobj, release
+from .common import (HTTPError, KubeClient, flags_for, local_ip_towards, parse_duration, parse_flags, pod_path,
+                     serve_healthz, setup_logging, version_requested)
 from .docker_api import Docker, DockerError
 
 log = logging.getLogger("standin")
 Obj = dict[str, Any]
 
-VERSION = os.environ.get("KUBE_VERSION", "v1.1.2")
 L_UID, L_NAME, L_NS, L_CNAME, L_RESTARTS = ("io.kubernetes.pod.uid", "io.kubernetes.pod.name",
                                               "io.kubernetes.pod.namespace", "io.kubernetes.container.name",
                                               "io.kubernetes.container.restartCount")
 L_SOURCE = "io.kubernetes.pod.source"  # "file" (static manifest) or "api"
 MIRROR = "kubernetes.io/config.mirror"
 
-FLAGS = [
-    Flag("api-servers", ""),
-    Flag("hostname-override", ""),
-    Flag("node-ip", ""),
-    Flag("config", ""),
-    Flag("pod-infra-container-image", "gcr.io/google_containers/pause:2.0"),
-    Flag("allow-privileged", False, bool),
-    Flag("docker-endpoint", "unix:///var/run/docker.sock"),
-    Flag("port", 10250, int),
-    Flag("address", "0.0.0.0"),
-    Flag("healthz-port", 10248, int),
-    Flag("healthz-bind-address", "127.0.0.1"),
-    Flag("node-status-update-frequency", 5.0, float),
-    Flag("root-dir", "/var/lib/kubelet"),
-    Flag("register-schedulable", True, bool),
-]
+LAB_DEFAULTS = {"node-status-update-frequency": 5.0}
+FLAGS = flags_for("kubelet", release.current(), LAB_DEFAULTS)
+LEASE_NS = "kube-node-lease"
+LEASE_DURATION = 40  # seconds; renewed every quarter of it (pkg/kubelet/nodelease, 1.18)
+REPORT_FREQUENCY = 300.0  # nodeStatusReportFrequency default, 1.18
+
+
+def _read_yaml(path: str, what: str) -> Any:
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError as exc:
+        raise SystemExit(f"kubelet: cannot read the {what} {path}: {exc}") from None
+    try:
+        return json.loads(text)
+    except ValueError:
+        import yaml  # bundled in the image
+        return yaml.safe_load(text)
+
+
+def kubeconfig_server(path: str) -> str:
+    """The server of a kubeconfig's current context (else of its first cluster)."""
+    doc = _read_yaml(path, "kubeconfig") or {}
+    clusters = {c.get("name"): (c.get("cluster") or {}) for c in doc.get("clusters") or []}
+    contexts = {c.get("name"): (c.get("context") or {}) for c in doc.get("contexts") or []}
+    cluster = clusters.get(contexts.get(doc.get("current-context"), {}).get("cluster"))
+    if cluster is None and clusters:
+        cluster = next(iter(clusters.values()))
+    server = (cluster or {}).get("server")
+    if not server:
+        raise SystemExit(f"kubelet: invalid kubeconfig {path}: no cluster server")
+    return str(server)
+
+
+def effective_options(opts: dict[str, Any], rel: release.Release) -> dict[str, Any]:
+    """The release's command line read into what the stand-in needs (the 1.1 names)."""
+    out = dict(opts)
+    out.setdefault("node-ip", "")
+    out["node-status-report-frequency"] = REPORT_FREQUENCY if rel.modern else float(opts["node-status-update-frequency"])
+    if not rel.modern:
+        return out
+    out["api-servers"] = kubeconfig_server(opts["kubeconfig"]) if opts["kubeconfig"] else ""
+    out["allow-privileged"] = True
+    out["config"] = opts["pod-manifest-path"]
+    if opts["config"]:
+        cfg = _read_yaml(opts["config"], "kubelet config file") or {}
+        out["config"] = out["config"] or cfg.get("staticPodPath", "")
+        for key, flag in (("nodeStatusUpdateFrequency", "node-status-update-frequency"),
+                          ("nodeStatusReportFrequency", "node-status-report-frequency")):
+            if cfg.get(key):
+                out[flag] = parse_duration(str(cfg[key]))
+    return out
 
 
 def _arch() -> str:
@@ -127,8 +176,22 @@ def load_manifest(path: str) -> Obj | None:
     return doc
 
 
+def dt_micro() -> str:
+    """metav1.MicroTime as the API serialises it (RFC 3339 with microseconds)."""
+    import datetime as dt
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _significant(status: Obj) -> Any:
+    """A node status without its heartbeat times: what decides whether 1.18 re-posts it."""
+    conds = sorted((c.get("type"), c.get("status"), c.get("reason")) for c in status.get("conditions") or [])
+    return (conds, status.get("addresses"), status.get("nodeInfo"), status.get("capacity"))
+
+
 class Kubelet:
-    def __init__(self, opts: dict[str, Any], docker: Docker) -> None:
+    def __init__(self, opts: dict[str, Any], docker: Docker, rel: release.Release | None = None) -> None:
+        self.rel = rel or release.current()
+        opts = effective_options(opts, self.rel)
         self.opts = opts
         self.docker = docker
         servers = [s for s in opts["api-servers"].split(",") if s]
@@ -148,6 +211,8 @@ class Kubelet:
         self.last_status: dict[str, str] = {}
         self.last_exit: dict[str, float] = {}
         self.lock = threading.Lock()
+        self.node_uid = ""
+        self.last_report = 0.0
 
     def _node_ip(self) -> str:
         for cand in (self.opts["node-ip"], self.opts["hostname-override"]):
@@ -185,8 +250,8 @@ class Kubelet:
             "daemonEndpoints": {"kubeletEndpoint": {"Port": self.opts["port"]}},
             "nodeInfo": {"machineID": "", "systemUUID": "", "bootID": "", "kernelVersion": info.get("KernelVersion", ""),
                          "osImage": info.get("OperatingSystem", ""), "containerRuntimeVersion":
-                         f"docker://{info.get('ServerVersion', '')}", "kubeletVersion": VERSION,
-                         "kubeProxyVersion": VERSION, "operatingSystem": "linux", "architecture": _arch()},
+                         f"docker://{info.get('ServerVersion', '')}", "kubeletVersion": self.rel.version,
+                         "kubeProxyVersion": self.rel.version, "operatingSystem": "linux", "architecture": _arch()},
         })
         obj = {"status": status}
         kobj.set_condition(obj, {"type": "Ready", "status": "True", "reason": "KubeletReady",
@@ -197,10 +262,11 @@ class Kubelet:
     def register(self) -> bool:
         assert self.beat_kube is not None
         arch = _arch()
-        node = {"apiVersion": "v1", "kind": "Node",
-                "metadata": {"name": self.node_name, "labels": {
-                    "kubernetes.io/hostname": self.node_name, "kubernetes.io/os": "linux", "kubernetes.io/arch": arch,
-                    "beta.kubernetes.io/os": "linux", "beta.kubernetes.io/arch": arch}},
+        labels = {"kubernetes.io/hostname": self.node_name}
+        if self.rel.modern:
+            labels.update({"kubernetes.io/os": "linux", "kubernetes.io/arch": arch,
+                           "beta.kubernetes.io/os": "linux", "beta.kubernetes.io/arch": arch})
+        node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": self.node_name, "labels": labels},
                 "spec": {"externalID": self.node_name, **({} if self.opts["register-schedulable"] else {"unschedulable": True})},
                 "status": self.node_status(None)}
         status, body = self.beat_kube.request("POST", "/api/v1/nodes", node)
@@ -223,22 +289,61 @@ class Kubelet:
             return
         if status != 200:
             raise HTTPError(status, node)
-        node["status"] = self.node_status(node)
+        self.node_uid = node["metadata"].get("uid", "")
+        new = self.node_status(node)
+        due = time.monotonic() - self.last_report >= float(self.opts["node-status-report-frequency"])
+        if not due and _significant(new) == _significant(node.get("status") or {}):
+            return  # 1.18: an unchanged status waits for nodeStatusReportFrequency
+        node["status"] = new
         code, body = self.beat_kube.request("PUT", f"/api/v1/nodes/{self.node_name}/status", node)
-        if code != 200:
+        if code == 200:
+            self.last_report = time.monotonic()
+        else:
             log.warning("node status update failed: %s %s", code, body)
+
+    def renew_lease(self) -> None:
+        """1.18: create or renew kube-node-lease/<node> (what the NodeLease controller does)."""
+        assert self.beat_kube is not None
+        base = f"/apis/coordination.k8s.io/v1/namespaces/{LEASE_NS}/leases"
+        now = dt_micro()
+        status, lease = self.beat_kube.request("GET", f"{base}/{self.node_name}")
+        if status == 404:
+            lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                     "metadata": {"name": self.node_name, "namespace": LEASE_NS},
+                     "spec": {"holderIdentity": self.node_name, "leaseDurationSeconds": LEASE_DURATION,
+                              "renewTime": now}}
+            if self.node_uid:
+                lease["metadata"]["ownerReferences"] = [{"apiVersion": "v1", "kind": "Node", "name": self.node_name,
+                                                         "uid": self.node_uid}]
+            code, body = self.beat_kube.request("POST", base, lease)
+        elif status == 200:
+            lease["spec"].update({"holderIdentity": self.node_name, "leaseDurationSeconds": LEASE_DURATION,
+                                  "renewTime": now})
+            code, body = self.beat_kube.request("PUT", f"{base}/{self.node_name}", lease)
+        else:
+            raise HTTPError(status, lease)
+        if code not in (200, 201):
+            log.warning("renewing lease %s/%s failed: %s %s", LEASE_NS, self.node_name, code, body)
 
     def heartbeat_loop(self) -> None:
         period = float(self.opts["node-status-update-frequency"])
+        next_status = next_lease = 0.0
         while True:
             try:
                 if not self.registered:
                     self.register()
+                    next_status = time.monotonic() + period
                 else:
-                    self.heartbeat()
+                    if self.rel.node_leases and time.monotonic() >= next_lease:
+                        next_lease = time.monotonic() + LEASE_DURATION / 4
+                        self.renew_lease()
+                    if time.monotonic() >= next_status:
+                        next_status = time.monotonic() + period
+                        self.heartbeat()
             except (HTTPError, OSError) as exc:
                 log.info("apiserver %s not reachable yet: %s", self.api_url, exc)
-            time.sleep(period if self.registered else 1.0)
+            time.sleep(min(1.0, period))
+
 
     # -- desired pods ----------------------------------------------------------------
     def read_static(self) -> None:
@@ -568,11 +673,14 @@ class Kubelet:
 
 def main(argv: list[str]) -> None:
     setup_logging("kubelet")
-    opts = parse_flags("kubelet", argv, FLAGS)
+    rel = release.current()
+    opts = parse_flags("kubelet", argv, flags_for("kubelet", rel, LAB_DEFAULTS))
+    if version_requested(opts, rel):
+        return
     docker = Docker(opts["docker-endpoint"])
-    k = Kubelet(opts, docker)
+    k = Kubelet(opts, docker, rel)
     log.info("kubelet stand-in: node %s (%s), api %s, manifests %s", k.node_name, k.node_ip,
-             k.api_url or "none", opts["config"] or "none")
+             k.api_url or "none", k.opts["config"] or "none")
 
     def docker_ok() -> bool:
         try:

@@ -1,10 +1,13 @@
-"""kube-proxy STAND-IN (``/hyperkube proxy``).
+"""kube-proxy STAND-IN (``/hyperkube proxy`` on 1.1, ``/hyperkube kube-proxy`` on 1.18).
 
-Not Kubernetes. This stand-in ONLY stays up and answers ``GET /healthz`` ("ok")
-on ``--healthz-bind-address`` (default 0.0.0.0) : ``--healthz-port`` (default
-10249, the port kube-proxy 1.1 served it on). It programs no iptables rules and
-proxies no service traffic: the lab has no Service objects. ``--master`` and all
-other flags are accepted and logged.
+Not Kubernetes. This stand-in ONLY stays up and answers ``GET /healthz`` ("ok"),
+where the release served it (cmd/kube-proxy/app/server.go): 1.1 on
+``--healthz-bind-address`` (127.0.0.1) : ``--healthz-port`` (10249); 1.18 on
+``--healthz-bind-address`` (0.0.0.0:10256; the deprecated ``--healthz-port``
+replaces its port) and on the metrics server, ``--metrics-bind-address``
+(127.0.0.1:10249), whose mux also installs /healthz. It programs no iptables
+rules and proxies no service traffic: the lab has no Service objects. Flags are
+the release's (flagsets.py; unknown -> exit 1).
 """
 
 from __future__ import annotations
@@ -13,20 +16,38 @@ import logging
 import signal
 import sys
 import threading
+from typing import Any
 
-from .common import Flag, parse_flags, serve_healthz, setup_logging
+from . import release
+from .common import flags_for, parse_flags, serve_healthz, setup_logging, version_requested
 
 log = logging.getLogger("standin")
+FLAGS = flags_for("proxy", release.current())
 
-FLAGS = [Flag("master", ""), Flag("healthz-port", 10249, int), Flag("healthz-bind-address", "0.0.0.0")]
+
+def _host_port(value: str, port: int | None) -> tuple[str, int]:
+    host, _, p = value.rpartition(":")
+    return host or "0.0.0.0", port if port is not None else int(p)
+
+
+def endpoints(opts: dict[str, Any], rel: release.Release) -> list[tuple[str, int]]:
+    if not rel.modern:
+        return [(opts["healthz-bind-address"], int(opts["healthz-port"]))]
+    healthz_port = int(opts["healthz-port"]) if opts["healthz-port"] != 10256 else None
+    metrics_port = int(opts["metrics-port"]) if opts["metrics-port"] != 10249 else None
+    return [_host_port(opts["healthz-bind-address"], healthz_port), _host_port(opts["metrics-bind-address"], metrics_port)]
 
 
 def main(argv: list[str]) -> None:
     setup_logging("proxy")
-    opts = parse_flags("proxy", argv, FLAGS)
+    rel = release.current()
+    opts = parse_flags("proxy", argv, flags_for("proxy", rel))
+    if version_requested(opts, rel):
+        return
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    serve_healthz(opts["healthz-bind-address"], opts["healthz-port"])
-    log.info("proxy stand-in up (master %s); it proxies nothing", opts["master"] or "unset")
+    for host, port in endpoints(opts, rel):
+        serve_healthz(host, port)
+    log.info("%s proxy stand-in up (master %s); it proxies nothing", rel.version, opts["master"] or "unset")
     threading.Event().wait()
 
 
