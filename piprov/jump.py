@@ -48,7 +48,7 @@ class Jumps:
         """A byte stream to ``node``'s sshd through its jump host (a plain socket if the hop is the node itself)."""
         hop = r.proxy_jump
         assert hop is not None
-        bastion = self._bastion(node, hop)
+        bastion = self._bastion(node, hop, r.port)
         if bastion is None:
             return open_socket(r.address, r.port, r.connect_timeout, host=node.name)
         stack: list[str] = getattr(_opening, "stack", [])
@@ -74,10 +74,11 @@ class Jumps:
             raise JumpHostError(f"jump host {bastion.host} dropped the way to {r.address}:{r.port}: "
                                 f"{e or type(e).__name__}", host=node.name) from None
 
-    def _bastion(self, node: Node, hop: Hop) -> SshTransport | None:
+    def _bastion(self, node: Node, hop: Hop, port: int) -> SshTransport | None:
         """The transport to ``hop``; None when the hop is the node itself (a global proxy_jump on the bastion)."""
         target = self.nodes.get(hop.host) or next((n for n in self.nodes.values() if n.address == hop.host), None)
-        if target is not None and target.name == node.name or hop.host in (node.name, node.address):
+        if (target is not None and target.name == node.name) or hop.host == node.name or (
+                hop.host == node.address and (hop.port or 22) == port):
             return None
         with self._lock:
             if target is not None and hop.user is None and hop.port is None and target.name in self.transports:

@@ -178,7 +178,10 @@ class SshTransport:
             prefer_pinned_type(t, self.known_hosts, name)
             t.banner_timeout = r.connect_timeout
             t.auth_timeout = r.connect_timeout
-            t.start_client(timeout=r.connect_timeout)
+            # Longer than the banner timeout, so a mute port reads as "no banner".
+            t.start_client(timeout=2 * r.connect_timeout + 1)
+            if not t.is_active():  # paramiko may return from a handshake its thread gave up on
+                raise t.get_exception() or EOFError("the server closed the connection during the handshake")
             check_host_key(self.known_hosts, name, t.get_remote_server_key(), host=self.host,
                            tofu=self.effective_policy == "tofu")
             assert self.keychain is not None
@@ -201,6 +204,13 @@ class SshTransport:
                 hint="the node answers TCP but not SSH: overloaded, or still booting?") from e
         except (OSError, paramiko.SSHException, EOFError) as e:
             t.close()
+            # paramiko: "Error reading SSH protocol banner", raised while handling the
+            # timeout (a mute port) or the EOF (a dropped connection: retried below).
+            if "banner" in str(e) and isinstance(e.__context__, (socket.timeout, TimeoutError)):
+                raise ConnectTimeoutError(
+                    f"{r.address}:{r.port} accepted the connection but sent no SSH banner within "
+                    f"{r.connect_timeout:g} s", host=self.host,
+                    hint="something else listens there, or sshd is overloaded (MaxStartups) or still booting") from None
             if not last:
                 raise
             raise TransportError(f"SSH to {r.address}:{r.port} failed during the handshake: "

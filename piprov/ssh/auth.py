@@ -65,7 +65,8 @@ class NodeTransport(paramiko.Transport):
 
 
 def _load_key(path: str, password: str | None) -> paramiko.PKey:
-    key = paramiko.PKey.from_path(path, password)
+    # bytes: PKey.from_path hands the password to cryptography's loaders, which take no str.
+    key = paramiko.PKey.from_path(path, password.encode() if password is not None else None)  # type: ignore[arg-type]
     if isinstance(key, paramiko.RSAKey) and not isinstance(key, LegacyRSAKey):
         key = LegacyRSAKey(key=key.key)
     return key
