@@ -117,3 +117,31 @@ class DiscoveryError(PiprovError):
 
 class ClusterError(PiprovError):
     """The Kubernetes API refused or failed an operation (drain, delete...)."""
+
+
+# -- why SSH failed: each a TransportError, so callers that only care "the node
+# could not be reached" keep catching that; the CLI shows the real cause.
+
+
+class KeyFileError(TransportError):
+    """A local key file (identity file) is missing, unreadable or not a key."""
+
+
+class PassphraseError(AuthenticationError):
+    """A key file is protected by a passphrase that was not (or wrongly) given."""
+
+
+class UnreachableError(TransportError):
+    """Nothing answered at the node's address and port (refused, no route, no such name)."""
+
+
+class ConnectTimeoutError(TransportError):
+    """The node (or the jump host) did not answer within the connect timeout."""
+
+
+class JumpHostError(TransportError):
+    """The jump host (ProxyJump) could not be reached, or refused to forward to the node."""
+
+
+class SudoPasswordError(TransportError):
+    """sudo on the node needs a password that was not given, or refused the one given."""

@@ -14,7 +14,10 @@ from typing import Callable, Generic, Iterable, Iterator, Mapping, TypeVar
 
 from piprov.errors import PiprovError
 from piprov.inventory.model import HostKeyPolicy, Inventory
+from piprov.jump import Jumps
 from piprov.shell.probes import LOGIN_PROBE
+from piprov.ssh.auth import KeyChain
+from piprov.ssh.secrets import current
 from piprov.transport import CommandResult, SshTransport, Transport
 
 T = TypeVar("T")
@@ -83,6 +86,7 @@ class Fleet:
 
     inventory: Inventory
     transports: dict[str, Transport]
+    jumps: Jumps | None = None
 
     @classmethod
     def connect(
@@ -93,16 +97,25 @@ class Fleet:
         policy: HostKeyPolicy | None = None,
         password: str | None = None,
     ) -> Fleet:
+        """One transport per node (or per node in ``names``), sharing the run's keys and jump hosts."""
         wanted = set(names) if names is not None else None
-        ts: dict[str, Transport] = {}
+        session = current()
+        keychain = KeyChain(session)
+        ssh: dict[str, SshTransport] = {}
+        jumps = Jumps(inventory.known_hosts, policy=policy, session=session, keychain=keychain,
+                      nodes={n.name: n for n in inventory.nodes}, transports=ssh)
         for node in inventory.nodes:
             if wanted is None or node.name in wanted:
-                ts[node.name] = SshTransport(node, inventory.known_hosts, policy=policy, password=password)
-        return cls(inventory, ts)
+                ssh[node.name] = SshTransport(node, inventory.known_hosts, policy=policy, password=password,
+                                              session=session, keychain=keychain, tunnels=jumps)
+        return cls(inventory, dict(ssh), jumps)
 
     def close(self) -> None:
+        # Nodes first: a jump host's connection carries the ones behind it.
         for t in self.transports.values():
             t.close()
+        if self.jumps is not None:
+            self.jumps.close()
 
     def __enter__(self) -> Fleet:
         return self

@@ -27,24 +27,22 @@ import binascii
 import fcntl
 import os
 import socket
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import paramiko
 
-from piprov.errors import AuthenticationError, HostKeyError, PiprovError, TransportError
+from piprov.errors import AuthenticationError, HostKeyError, KeyFileError, PiprovError, TransportError
 from piprov.inventory.model import HostKeyPolicy, Inventory, Node, refuse_documentation_address
 from piprov.localfs import atomic_write
 from piprov.fleet import naming, parallel, reach
+from piprov.jump import Jumps
 from piprov.shell.keys import disable_password_script, install_key_script
+from piprov.ssh.hostkeys import DamagedLine, parse_line, read_known_hosts
 from piprov.transport import SshTransport, known_hosts_name
 
 HYPRIOT_PASSWORD = "hypriot"
 _KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521")
-
-
-class KeyFileError(PiprovError):
-    """A local key file is missing or unusable."""
 
 
 @dataclass(frozen=True)
@@ -114,13 +112,13 @@ class NodeKeyResult:
 
 def _password_transport(node: Node, known_hosts: Path, policy: HostKeyPolicy | None, password: str) -> SshTransport:
     # No identity file: this connection must prove the password, not the key.
-    return SshTransport(replace(node, ssh=replace(node.ssh, identity_file=None)), known_hosts, policy=policy,
-                        password=password)
+    return SshTransport(node, known_hosts, policy=policy, password=password, use_keys=False,
+                        tunnels=Jumps(known_hosts, policy=policy))
 
 
 def _key_transport(node: Node, known_hosts: Path, policy: HostKeyPolicy | None) -> SshTransport:
     # password="" (not None) keeps $PIPROV_SSH_PASSWORD out of it: key only.
-    return SshTransport(node, known_hosts, policy=policy, password="")
+    return SshTransport(node, known_hosts, policy=policy, password="", tunnels=Jumps(known_hosts, policy=policy))
 
 
 def key_login_works(node: Node, known_hosts: Path, policy: HostKeyPolicy | None = None) -> bool:
@@ -210,10 +208,7 @@ def default_password_accepted(node: Node, known_hosts: Path, password: str = HYP
         transport.banner_timeout = node.ssh.connect_timeout
         transport.start_client(timeout=node.ssh.connect_timeout)
         key = transport.get_remote_server_key()
-        known = paramiko.HostKeys()
-        if known_hosts.exists():
-            known.load(str(known_hosts))
-        pinned = known.lookup(known_hosts_name(node.address, node.ssh.port))
+        pinned = read_known_hosts(known_hosts).lookup(known_hosts_name(node.address, node.ssh.port))
         if pinned is None or pinned.get(key.get_name()) != key:
             return None
         try:
@@ -277,12 +272,15 @@ def forget_host_key(known_hosts: Path, node: Node) -> int:
             kept: list[str] = []
             removed = 0
             for line in lines:
-                entry = None
-                if line.strip() and not line.lstrip().startswith("#"):
-                    try:
-                        entry = paramiko.hostkeys.HostKeyEntry.from_line(line)
-                    except (paramiko.SSHException, ValueError, binascii.Error):
-                        entry = None
+                try:
+                    entry = parse_line(line)
+                except DamagedLine:
+                    # A damaged line naming the node goes too (it is what stops
+                    # connecting to it); other damaged lines are left as they are.
+                    if any(_names_host(h, names) for h in line.split()[0].split(",")):
+                        removed += 1
+                        continue
+                    entry = None
                 if entry is not None and any(_names_host(h, names) for h in entry.hostnames):
                     left = [h for h in entry.hostnames if not _names_host(h, names)]
                     removed += 1

@@ -50,7 +50,7 @@ def read_facts(inventory: Inventory, graph: ComponentGraph, fleet: Fleet, name: 
         raise FactsError(
             f"the facts command failed (exit {res.exit_code}): {res.tail(3) or 'no output'}",
             host=name,
-            hint="piprov needs passwordless sudo for the SSH user on every node",
+            hint="piprov needs sudo for the SSH user on every node (passwordless, or --ask-sudo-password)",
         )
     return parse_facts(name, res.stdout)
 

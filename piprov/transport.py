@@ -1,9 +1,15 @@
 """SSH transport: connections, host-key policy and running commands on nodes.
 
-One :class:`SshTransport` per node, opened lazily over fabric/paramiko. It
-knows nothing about Kubernetes: it runs shell commands (optionally as root via
-``sudo -n``), feeds them bytes on stdin, and counts round trips so tests and
-benchmarks can hold piprov to "one facts command per node".
+One :class:`SshTransport` per node, opened lazily over paramiko: one
+connection per node, however many commands run on it. It knows nothing about
+Kubernetes: it runs shell commands (optionally as root, :mod:`piprov.ssh.sudo`),
+feeds them bytes on stdin, and counts round trips so tests and benchmarks can
+hold piprov to "one facts command per node".
+
+It logs in as OpenSSH would (:mod:`piprov.ssh`): the inventory's settings win,
+~/.ssh/config fills in what the inventory leaves out, keys come from identity
+files and ssh-agent, and a node may sit behind a jump host (``ssh.proxy_jump``
+or ProxyJump) whose own host key is checked like any node's.
 
 Host keys are strict by default: the node's key must already be in piprov's
 own known_hosts file. Trust-on-first-use must be asked for; it pins a key seen
@@ -12,12 +18,9 @@ for the first time (written under a lock), and a *changed* key always stops.
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import logging
 import os
 import select
-import shlex
 import socket
 import threading
 import time
@@ -26,10 +29,24 @@ from pathlib import Path
 from typing import Protocol
 
 import paramiko
-from fabric import Config, Connection
 
-from piprov.errors import AuthenticationError, HostKeyError, TransportError
+from piprov.errors import (
+    AuthenticationError,
+    ConnectTimeoutError,
+    HostKeyError,
+    PiprovError,
+    SudoPasswordError,
+    TransportError,
+    UnreachableError,
+)
 from piprov.inventory.model import HostKeyPolicy, Node, refuse_documentation_address
+from piprov.ssh import sudo as sudo_cmd
+from piprov.ssh.auth import KeyChain, NodeTransport, authenticate, check_identity_files
+from piprov.ssh.config import Resolved, resolve
+from piprov.ssh.hostkeys import check_host_key, known_hosts_name, pin_host_key, prefer_pinned_type
+from piprov.ssh.secrets import Secret, Session, current
+
+__all__ = ["PASSWORD_ENV", "CommandResult", "SshTransport", "Transport", "known_hosts_name", "pin_host_key"]
 
 PASSWORD_ENV = "PIPROV_SSH_PASSWORD"
 
@@ -73,207 +90,142 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
-def _fingerprint(key: paramiko.PKey) -> str:
-    import base64
+class Tunnels(Protocol):
+    """Where a transport gets the channel to its node through a jump host (:class:`piprov.jump.Jumps`)."""
 
-    digest = hashlib.sha256(key.asbytes()).digest()
-    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
-
-
-def known_hosts_name(address: str, port: int) -> str:
-    """The name a host is filed under in known_hosts (OpenSSH's convention)."""
-    return address if port == 22 else f"[{address}]:{port}"
-
-
-class _StrictPolicy(paramiko.MissingHostKeyPolicy):
-    def __init__(self, node_name: str, known_hosts: Path) -> None:
-        self.node_name = node_name
-        self.known_hosts = known_hosts
-
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
-        raise HostKeyError(
-            f"host key of {hostname} is not in {self.known_hosts} ({key.get_name()} {_fingerprint(key)})",
-            host=self.node_name,
-            hint="check the fingerprint on the node (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub), "
-            "then run again with --trust-new-hosts to pin it, or set host_key_policy: tofu",
-        )
-
-
-class _TrustOnFirstUsePolicy(paramiko.MissingHostKeyPolicy):
-    """Pin a key seen for the first time. Only ever called for *unknown* hosts:
-
-    paramiko raises BadHostKeyException by itself when a known host presents a
-    different key, and that is never overridden here.
-    """
-
-    def __init__(self, known_hosts: Path) -> None:
-        self.known_hosts = known_hosts
-
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
-        pin_host_key(self.known_hosts, hostname, key)
-        client.get_host_keys().add(hostname, key.get_name(), key)
-
-
-def pin_host_key(known_hosts: Path, hostname: str, key: paramiko.PKey) -> None:
-    """Append ``hostname key`` to known_hosts under an exclusive lock.
-
-    Several nodes are connected in parallel (threads) and several piprov runs
-    may share the file (processes): flock serializes both, and the file is
-    re-read under the lock so a key pinned meanwhile is not written twice.
-    """
-    known_hosts.parent.mkdir(parents=True, exist_ok=True)
-    with _PIN_LOCK:
-        while not _pin_locked(known_hosts, hostname, key):
-            pass  # `forget-key` replaced the file while we waited for its lock: open the new one
-
-
-def _pin_locked(known_hosts: Path, hostname: str, key: paramiko.PKey) -> bool:
-    with open(known_hosts, "a+", encoding="ascii") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            try:
-                if os.stat(known_hosts).st_ino != os.fstat(f.fileno()).st_ino:
-                    return False
-            except FileNotFoundError:
-                return False
-            f.seek(0)
-            current = paramiko.HostKeys()
-            for line in f.read().splitlines():
-                entry = paramiko.hostkeys.HostKeyEntry.from_line(line)
-                if entry is not None:
-                    for name in entry.hostnames:
-                        current.add(name, entry.key.get_name(), entry.key)
-            existing = current.lookup(hostname)
-            if existing is not None and key.get_name() in existing:
-                if existing[key.get_name()] != key:
-                    raise HostKeyError(
-                        f"host key of {hostname} changed while connecting",
-                        hint="someone pinned another key for this host meanwhile; run again",
-                    )
-                return True
-            f.seek(0, os.SEEK_END)
-            f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
-            f.flush()
-            os.fsync(f.fileno())
-            return True
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-_PIN_LOCK = threading.Lock()
+    def channel(self, node: Node, r: Resolved) -> socket.socket | paramiko.Channel: ...
 
 
 @dataclass
 class SshTransport:
     """A lazily opened SSH connection to one node.
 
-    ``host`` is the node's inventory name, used in every message.
+    ``host`` is the node's inventory name, used in every message. ``session``
+    is what the run shares (ssh_config, passphrases, the sudo password);
+    ``tunnels`` opens the way through a jump host (the fleet's, so a bastion
+    carries every node behind it on one connection).
     """
 
     node: Node
     known_hosts: Path
     policy: HostKeyPolicy | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
+    session: Session | None = field(default=None, repr=False)
+    keychain: KeyChain | None = field(default=None, repr=False)
+    tunnels: Tunnels | None = field(default=None, repr=False)
+    # False: log in with the password alone (`piprov keys` proving the password, not a key).
+    use_keys: bool = True
     host: str = field(init=False)
     round_trips: int = field(default=0, init=False)
     connections: int = field(default=0, init=False)
-    _conn: Connection | None = field(default=None, init=False, repr=False)
+    _t: paramiko.Transport | None = field(default=None, init=False, repr=False)
+    _resolved: Resolved | None = field(default=None, init=False, repr=False)
+    # Commands run one at a time; opening has its own lock so a jump host busy
+    # with a long command still opens tunnels for the nodes behind it.
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _open_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.host = self.node.name
         if self.password is None:
             self.password = os.environ.get(PASSWORD_ENV) or None
+        if self.session is None:
+            self.session = current()
+        if self.keychain is None:
+            self.keychain = KeyChain(self.session)
 
     @property
     def effective_policy(self) -> HostKeyPolicy:
         return self.policy or self.node.ssh.host_key_policy
 
-    def _open(self) -> Connection:
-        if self._conn is not None and self._conn.is_connected:
-            return self._conn
-        refuse_documentation_address(self.node)
-        conn = self._connection()
-        self._handshake(conn)
-        sock = conn.client.get_transport().sock
-        if isinstance(sock, socket.socket):
-            # paramiko leaves Nagle on: each small exec then waits for the
-            # delayed ACK, ~40 ms per command on an idle LAN.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            _detect_dead_peer(sock)
-        self.connections += 1
-        self._conn = conn
-        return conn
+    def resolved(self) -> Resolved:
+        """The node's SSH settings: inventory, then ssh_config, then piprov's defaults."""
+        if self._resolved is None:
+            assert self.session is not None
+            self._resolved = resolve(self.node, self.session.config())
+        return self._resolved
 
-    def _connection(self) -> Connection:
-        """An unopened connection with the inventory's settings and piprov's host-key policy."""
-        ssh = self.node.ssh
-        connect_kwargs: dict[str, object] = {
-            "look_for_keys": False,
-            "allow_agent": False,
-            "banner_timeout": ssh.connect_timeout,
-            "auth_timeout": ssh.connect_timeout,
-        }
-        if ssh.identity_file:
-            connect_kwargs["key_filename"] = [os.path.expanduser(ssh.identity_file)]
-        if self.password:
-            connect_kwargs["password"] = self.password
-        # The inventory is the single source of truth: ~/.ssh/config must not
-        # silently change users, ports or keys.
-        config = Config(overrides={"load_ssh_configs": False})
-        conn = Connection(
-            self.node.address,
-            user=ssh.user,
-            port=ssh.port,
-            config=config,
-            connect_timeout=int(max(1, ssh.connect_timeout)),
-            connect_kwargs=connect_kwargs,
-        )
-        client: paramiko.SSHClient = conn.client
-        if self.known_hosts.exists():
-            # load_host_keys would make paramiko rewrite the file on save;
-            # we only ever append, under a lock (pin_host_key).
-            client.get_host_keys().load(str(self.known_hosts))
-        if self.effective_policy == "tofu":
-            client.set_missing_host_key_policy(_TrustOnFirstUsePolicy(self.known_hosts))
-        else:
-            client.set_missing_host_key_policy(_StrictPolicy(self.host, self.known_hosts))
-        return conn
+    def connection(self) -> paramiko.Transport:
+        """The open, logged-in connection (opened now if need be)."""
+        with self._open_lock:
+            if self._t is not None and self._t.is_active() and self._t.is_authenticated():
+                return self._t
+            self._close_transport()
+            refuse_documentation_address(self.node)
+            r = self.resolved()
+            if self.use_keys:
+                check_identity_files(r, self.host)
+            try:
+                t = self._handshake(r)
+            except PiprovError:
+                raise
+            except Exception:  # noqa: BLE001 - dropped mid-handshake (busy or just-booted sshd): once more
+                time.sleep(0.5)
+                t = self._handshake(r, last=True)
+            self.connections += 1
+            self._t = t
+            return t
 
-    def _handshake(self, conn: Connection) -> None:
-        """Open ``conn``; every way that fails becomes a TransportError naming the node."""
-        ssh = self.node.ssh
+    def _handshake(self, r: Resolved, last: bool = False) -> paramiko.Transport:
+        """Connect, check the host key, log in. Every failure but a dropped handshake is typed
+        (that one too on the ``last`` try)."""
+        via = r.proxy_jump
+        sock = self._socket(r)
+        t = NodeTransport(sock)
+        t.node_name = self.host
         try:
-            _open_once_more_if_dropped(conn)
-        except HostKeyError as e:
-            e.host = e.host or self.host
+            name = known_hosts_name(r.address, r.port)
+            prefer_pinned_type(t, self.known_hosts, name)
+            t.banner_timeout = r.connect_timeout
+            t.auth_timeout = r.connect_timeout
+            # Longer than the banner timeout, so a mute port reads as "no banner".
+            t.start_client(timeout=2 * r.connect_timeout + 1)
+            if not t.is_active():  # paramiko may return from a handshake its thread gave up on
+                raise t.get_exception() or EOFError("the server closed the connection during the handshake")
+            check_host_key(self.known_hosts, name, t.get_remote_server_key(), host=self.host,
+                           tofu=self.effective_policy == "tofu")
+            assert self.keychain is not None
+            authenticate(t, r, self.keychain if self.use_keys else None, password=self.password, host=self.host)
+            return t
+        except PiprovError:
+            t.close()
             raise
-        except paramiko.BadHostKeyException as e:
-            raise HostKeyError(
-                f"HOST KEY CHANGED for {self.node.address}: expected {_fingerprint(e.expected_key)}, "
-                f"got {_fingerprint(e.key)}; nothing was done on this node",
-                host=self.host,
-                hint=f"if the SD card was re-flashed, run `piprov node forget-key {self.host}` and try again; "
-                "otherwise someone may be impersonating the node",
-            ) from None
         except paramiko.AuthenticationException as e:
-            raise AuthenticationError(
-                f"SSH authentication as {ssh.user!r} failed on {self.node.address}:{ssh.port} ({e})",
-                host=self.host,
-                hint="check identity_file in the inventory, or run `piprov keys` to install your key",
-            ) from None
+            t.close()
+            if "saw EOF" in str(e) and not last:
+                raise  # dropped: retried once by connection()
+            raise AuthenticationError(f"SSH login as {r.user!r} on {r.address}:{r.port} failed ({e})",
+                                      host=self.host) from None
         except (socket.timeout, TimeoutError) as e:
-            raise TransportError(
-                f"SSH to {self.node.address}:{ssh.port} timed out after {ssh.connect_timeout:g} s",
-                host=self.host,
-                hint="is the node powered and on the network?",
-            ) from e
+            t.close()
+            raise ConnectTimeoutError(
+                f"SSH to {r.address}:{r.port} timed out after {r.connect_timeout:g} s during the handshake"
+                + (f" (through {via.host})" if via else ""), host=self.host,
+                hint="the node answers TCP but not SSH: overloaded, or still booting?") from e
         except (OSError, paramiko.SSHException, EOFError) as e:
-            raise TransportError(
-                f"cannot reach {self.node.address}:{ssh.port} over SSH: {e or type(e).__name__}",
-                host=self.host,
-                hint="is the node powered and on the network?",
-            ) from None
+            t.close()
+            # paramiko: "Error reading SSH protocol banner", raised while handling the
+            # timeout (a mute port) or the EOF (a dropped connection: retried below).
+            if "banner" in str(e) and isinstance(e.__context__, (socket.timeout, TimeoutError)):
+                raise ConnectTimeoutError(
+                    f"{r.address}:{r.port} accepted the connection but sent no SSH banner within "
+                    f"{r.connect_timeout:g} s", host=self.host,
+                    hint="something else listens there, or sshd is overloaded (MaxStartups) or still booting") from None
+            if not last:
+                raise
+            raise TransportError(f"SSH to {r.address}:{r.port} failed during the handshake: "
+                                 f"{e or type(e).__name__}", host=self.host,
+                                 hint="sshd on the node dropped the connection; its journal may say why "
+                                 "(journalctl -u ssh)") from None
+
+    def _socket(self, r: Resolved) -> socket.socket | paramiko.Channel:
+        if r.proxy_jump is None:
+            return open_socket(r.address, r.port, r.connect_timeout, host=self.host)
+        if self.tunnels is None:
+            raise TransportError(f"{self.host} is reached through jump host {r.proxy_jump.host}, "
+                                 "but this connection was opened without one",
+                                 host=self.host, hint="a bug in piprov: please report it")
+        return self.tunnels.channel(self.node, r)
 
     def run(
         self, command: str, *, sudo: bool = False, stdin: bytes | None = None, timeout: float | None = None
@@ -281,41 +233,64 @@ class SshTransport:
         """Run ``command`` with ``sh -c`` on the node and wait for it.
 
         A non-zero exit is returned, not raised: the caller knows what it means.
-        Losing the connection raises TransportError naming the node.
+        Losing the connection raises TransportError naming the node. With
+        ``sudo``, a node whose sudo wants a password gets the run's sudo
+        password on stdin (never in argv, environment or messages).
         """
-        full = f"sudo -n sh -c {shlex.quote(command)}" if sudo else command
         with self._lock:
-            conn = self._open()
-            start = time.monotonic()
-            self.round_trips += 1
-            try:
-                chan = conn.client.get_transport().open_session(timeout=timeout)
-                chan.settimeout(timeout)
-                chan.exec_command(full)
-                if stdin:
-                    chan.sendall(stdin)
-                chan.shutdown_write()
-                stdout, stderr = _drain(chan, timeout)
-                code = chan.recv_exit_status()
-                chan.close()
-                if code == -1 and not conn.client.get_transport().is_active():
-                    # paramiko closes the channels of a dead connection with
-                    # "exit status" -1: that is a lost node, not a failed command.
-                    raise EOFError("the connection dropped before the command finished")
-            except socket.timeout:
-                self._drop()
-                raise TransportError(
-                    f"a command did not finish within {timeout:g} s: {_first_line(command)}",
-                    host=self.host,
-                    hint="the node may be overloaded or hung; its journal may say why",
-                ) from None
-            except (OSError, paramiko.SSHException, EOFError) as e:
-                self._drop()
-                raise TransportError(
-                    f"connection lost while running a command: {e or type(e).__name__}",
-                    host=self.host,
-                    hint="the node may have rebooted or dropped off the network; run again once it is back",
-                ) from None
+            if not sudo:
+                return self._exec(command, command, stdin, timeout)
+            assert self.session is not None
+            password = self.session.sudo.known
+            if password is None:
+                res = self._exec(command, sudo_cmd.sudo_command(command), stdin, timeout)
+                if not sudo_cmd.needs_password(res.exit_code, res.stdout, res.stderr):
+                    return res
+                password = self.session.sudo.get()
+                if password is None:
+                    raise SudoPasswordError(
+                        f"sudo on the node needs a password for {self.resolved().user!r}", host=self.host,
+                        hint="run with --ask-sudo-password (asked once for every node), "
+                        "or set $PIPROV_SUDO_PASSWORD in scripts")
+            res = self._exec(command, sudo_cmd.sudo_password_command(command),
+                             sudo_cmd.password_stdin(password, stdin), timeout)
+            if sudo_cmd.password_refused(res.exit_code, res.stderr):
+                raise SudoPasswordError(f"sudo refused the password for {self.resolved().user!r}",
+                                        host=self.host, hint="check the sudo password and run again")
+            return res
+
+    def _exec(self, command: str, full: str, stdin: bytes | None, timeout: float | None) -> CommandResult:
+        t = self.connection()
+        start = time.monotonic()
+        self.round_trips += 1
+        try:
+            chan = t.open_session(timeout=timeout)
+            chan.settimeout(timeout)
+            chan.exec_command(full)
+            if stdin:
+                chan.sendall(stdin)
+            chan.shutdown_write()
+            stdout, stderr = _drain(chan, timeout)
+            code = chan.recv_exit_status()
+            chan.close()
+            if code == -1 and not t.is_active():
+                # paramiko closes the channels of a dead connection with
+                # "exit status" -1: that is a lost node, not a failed command.
+                raise EOFError("the connection dropped before the command finished")
+        except socket.timeout:
+            self._drop()
+            raise TransportError(
+                f"a command did not finish within {timeout:g} s: {_first_line(command)}",
+                host=self.host,
+                hint="the node may be overloaded or hung; its journal may say why",
+            ) from None
+        except (OSError, paramiko.SSHException, EOFError) as e:
+            self._drop()
+            raise TransportError(
+                f"connection lost while running a command: {e or type(e).__name__}",
+                host=self.host,
+                hint="the node may have rebooted or dropped off the network; run again once it is back",
+            ) from None
         return CommandResult(
             host=self.host,
             command=command,
@@ -325,40 +300,43 @@ class SshTransport:
             seconds=time.monotonic() - start,
         )
 
-    def _drop(self) -> None:
-        if self._conn is not None:
+    def _close_transport(self) -> None:
+        if self._t is not None:
             try:
-                self._conn.close()
+                self._t.close()
             except Exception:  # noqa: BLE001 - closing a dead connection may fail any way
                 pass
-            self._conn = None
+            self._t = None
+
+    def _drop(self) -> None:
+        with self._open_lock:
+            self._close_transport()
 
     def close(self) -> None:
         with self._lock:
             self._drop()
 
 
-def _open_once_more_if_dropped(conn: Connection) -> None:
-    """Connect; once more after 0.5 s if the connection dropped during the handshake.
-
-    A Pi that just booted or is busy (sshd restarting, MaxStartups) may close
-    a connection mid-handshake; paramiko then even calls it an authentication
-    failure ("transport shut down or saw EOF"). Refused connections, timeouts,
-    host-key problems and real authentication failures are not retried.
-    """
+def open_socket(address: str, port: int, timeout: float, *, host: str) -> socket.socket:
+    """A TCP connection to ``address:port``; UnreachableError or ConnectTimeoutError naming why not."""
     try:
-        conn.open()
-        return
-    except (HostKeyError, paramiko.BadHostKeyException, TimeoutError):
-        raise
-    except paramiko.AuthenticationException as e:
-        if "saw EOF" not in str(e):
-            raise
-    except (ConnectionResetError, EOFError, paramiko.SSHException):
-        pass
-    conn.close()
-    time.sleep(0.5)
-    conn.open()
+        sock = socket.create_connection((address, port), timeout=timeout)
+    except (socket.timeout, TimeoutError):
+        raise ConnectTimeoutError(f"no answer from {address}:{port} within {timeout:g} s", host=host,
+                                  hint="is the node powered and on the network?") from None
+    except socket.gaierror as e:
+        raise UnreachableError(f"cannot resolve {address}: {e.strerror or e}", host=host) from None
+    except ConnectionRefusedError:
+        raise UnreachableError(f"{address}:{port} refused the connection: no sshd listening there", host=host,
+                               hint="is sshd running on the node, and is ssh.port right?") from None
+    except OSError as e:
+        raise UnreachableError(f"cannot reach {address}:{port}: {e.strerror or e}", host=host,
+                               hint="is the node powered and on the network?") from None
+    # paramiko leaves Nagle on: each small exec then waits for the delayed
+    # ACK, ~40 ms per command on an idle LAN.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    _detect_dead_peer(sock)
+    return sock
 
 
 # A node that drops off the network (cable, Wi-Fi, power) sends no RST: without

@@ -609,6 +609,33 @@ class Lab:
             n = self._find(s, node)
             net.set_address(n.netns, n.ip, ipaddress.IPv4Network(s.subnet).prefixlen, present)
 
+    def restrict_ssh(self, node: str, only_from: str | None) -> None:
+        """Let ``node``'s sshd be reached from lab node ``only_from`` alone (None: from anywhere again).
+
+        As a Pi behind a bastion: the controller's direct connections are
+        refused (REJECT: at once, not after a timeout), the bastion's pass.
+        The rule lives in the node's network namespace, so it outlives reboots.
+        """
+        require_root()
+        s = self._state()
+        n = self._find(s, node)
+        ipt = ["ip", "netns", "exec", n.netns, "iptables", "-w"]
+        tag = ["-m", "comment", "--comment", "piprov-lab-restrict-ssh"]
+        for line in run([*ipt, "-S", "INPUT"]).stdout.splitlines():
+            if "piprov-lab-restrict-ssh" in line:  # an earlier restriction
+                run([*ipt, "-D", *shlex.split(line)[1:]])
+        if only_from is not None:
+            bastion = self._find(s, only_from)
+            ssh = ["INPUT", "-p", "tcp", "--dport", "22", *tag]
+            run([*ipt, "-I", *ssh, "-j", "REJECT", "--reject-with", "tcp-reset"])
+            run([*ipt, "-I", *ssh, "-s", bastion.ip, "-j", "ACCEPT"])
+
+    def require_sudo_password(self, node: str, password: str) -> None:
+        """Make ``node`` a Pi whose sudo wants a password (Raspberry Pi OS made in Imager, hardened images):
+        pirate gets ``password`` and loses the NOPASSWD rule (the image's %sudo rule then asks)."""
+        self.exec(node, "chpasswd", input=f"pirate:{password}\n")
+        self.exec(node, "rm -f /etc/sudoers.d/010_pirate-nopasswd && sudo -l -U pirate | grep -q '(ALL.*) ALL'")
+
     def netem(self, rtt_ms: float | None = None, loss_pct: float | None = None, node: str | None = None) -> None:
         """Set round-trip delay (userspace relay on port 22) and/or packet loss for one or all nodes."""
         require_root()

@@ -54,8 +54,40 @@ def _host_key_policy(ctx: click.Context, param: click.Parameter, trust: bool) ->
     return "tofu" if trust else None
 
 
+def _prompt_secret(question: str) -> str:
+    if not sys.stdin.isatty():
+        return ""
+    answer: str = click.prompt(question[:1].upper() + question[1:], hide_input=True, err=True, default="",
+                               show_default=False)
+    if "\n" in answer:
+        raise click.UsageError("a password cannot hold a newline")
+    return answer
+
+
+def _ask_sudo_password(ctx: click.Context, param: click.Parameter, ask: bool) -> None:
+    from piprov.ssh import secrets
+
+    secrets.current().sudo = secrets.sudo_from_env(_prompt_secret if ask else None, ask=ask)
+
+
+def sudo_password_option(f: click.decorators.FC) -> click.decorators.FC:
+    """`--ask-sudo-password`: one prompt, before any node is reached, for the whole fleet."""
+    return click.option(
+        "--ask-sudo-password",
+        is_flag=True,
+        expose_value=False,
+        callback=_ask_sudo_password,
+        help="Ask once for the sudo password of the nodes' SSH user (for nodes whose sudo is not "
+        "passwordless; $PIPROV_SUDO_PASSWORD in scripts). It goes to sudo on stdin only.",
+    )(f)
+
+
 def trust_option(f: click.decorators.FC) -> click.decorators.FC:
-    """`--trust-new-hosts`: the one way to ask for trust on first use; delivers ``policy``, the HostKeyPolicy."""
+    """`--trust-new-hosts`: the one way to ask for trust on first use; delivers ``policy``, the HostKeyPolicy.
+
+    Every command that reaches nodes has it, and with it `--ask-sudo-password`.
+    """
+    f = sudo_password_option(f)
     return click.option(
         "--trust-new-hosts",
         "policy",
@@ -141,8 +173,19 @@ class LazyGroup(click.Group):
         return self.commands.get(cmd_name)
 
 
+def _ssh_session(ctx: click.Context, param: click.Parameter, path: str | None) -> None:
+    from piprov.ssh import secrets
+
+    secrets.configure(secrets.Session(ssh_config=path, passphrase_prompt=_prompt_secret,
+                                      sudo=secrets.sudo_from_env()))
+
+
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="piprov")
+@click.option("-F", "--ssh-config", metavar="FILE", expose_value=False, callback=_ssh_session, is_eager=True,
+              help="The ssh_config to read (default: $PIPROV_SSH_CONFIG, else ~/.ssh/config; `none`: none). "
+              "It fills in what the inventory leaves out: User, Port, IdentityFile, IdentitiesOnly, "
+              "ProxyJump; whatever the inventory sets wins.")
 def cli() -> None:
     """piprov turns a shelf of Raspberry Pis into a Kubernetes cluster, and keeps it that way.
 
@@ -158,6 +201,10 @@ def cli() -> None:
 
     Try it without hardware: `piprov lab up` boots virtual Pis on this machine
     and `piprov lab inventory > inventory.yaml` points piprov at them.
+
+    SSH works as with OpenSSH: ssh-agent keys, ~/.ssh/config (or -F FILE) for
+    what the inventory does not set (the inventory wins), jump hosts
+    (ssh.proxy_jump or ProxyJump), passphrases asked once per run.
 
     \b
     Exit codes: 0 ok / nothing to change, 1 error, 2 plan has changes,

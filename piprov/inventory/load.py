@@ -83,14 +83,15 @@ def _resolve_path(value: str, base: Path) -> Path:
 
 def _ssh(m: Mapping[str, Any], base_settings: SshSettings, base_dir: Path) -> SshSettings:
     changes: dict[str, Any] = {}
-    for key in ("user", "port", "host_key_policy"):
+    for key in ("user", "port", "host_key_policy", "proxy_jump"):
         if key in m:
             changes[key] = m[key]
     if "connect_timeout" in m:
         changes["connect_timeout"] = float(m["connect_timeout"])
     if "identity_file" in m:
         changes["identity_file"] = str(_resolve_path(m["identity_file"], base_dir))
-    return dataclasses.replace(base_settings, **changes)
+    explicit = base_settings.explicit | {k for k in changes if k != "host_key_policy"}
+    return dataclasses.replace(base_settings, **changes, explicit=explicit)
 
 
 _IMAGE_SETTINGS = ("registry", "insecure_registries", "arch_overrides")

@@ -70,6 +70,11 @@ class SshSettings:
     identity_file: str | None = None
     host_key_policy: HostKeyPolicy = "strict"
     connect_timeout: float = 10.0
+    # ``[user@]host[:port]`` or an inventory node's name: reach the node through it.
+    proxy_jump: str | None = None
+    # The settings the inventory gives (globally or on the node): these win over
+    # ~/.ssh/config; the others may come from it (piprov.ssh.config).
+    explicit: frozenset[str] = field(default=frozenset(), compare=False)
 
 
 @dataclass(frozen=True)

@@ -109,6 +109,20 @@ def _tag(v: Any) -> str | None:
     return None if _TAG_RE.match(v) else f"{v!r} is not a valid image tag"
 
 
+# ProxyJump's form (ssh_config(5)): [user@]host[:port]; host may be an inventory
+# node's name or an ssh_config alias. One hop: a comma would make a chain.
+_PROXY_JUMP_RE = re.compile(r"^([a-z_][a-z0-9_-]{0,31}@)?[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?$")
+
+
+def _proxy_jump(v: Any) -> str | None:
+    if "," in v:
+        return f"{v!r} is a chain of jump hosts; piprov goes through one jump host"
+    if not _PROXY_JUMP_RE.match(v):
+        return f"{v!r} is not a jump host like bastion, pirate@10.0.0.5 or pirate@gw.example:2222"
+    port = v.rpartition(":")[2] if ":" in v else ""
+    return _port(int(port)) if port else None
+
+
 def _non_empty(v: Any) -> str | None:
     return None if v.strip() else "must not be empty"
 
@@ -156,6 +170,8 @@ def _ssh_fields(top_level: bool) -> dict[str, Field]:
         "identity_file": Field("str", check=_non_empty),
         "host_key_policy": Field("str", check=_choice(HOST_KEY_POLICIES)),
         "connect_timeout": Field("number", check=_positive_timeout),
+        "proxy_jump": Field("str", nullable=True, check=_proxy_jump,
+                            hint="an inventory node's name, an ssh_config Host alias or [user@]host[:port]"),
     }
     if top_level:
         f["known_hosts"] = Field("str", check=_non_empty)

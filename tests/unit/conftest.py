@@ -24,3 +24,16 @@ def inv(tmp_path: Path) -> Path:
     p = tmp_path / "inventory.yaml"
     shutil.copy(EXAMPLE, p)
     return p
+
+
+@pytest.fixture(autouse=True)
+def _no_personal_ssh(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The developer's ~/.ssh (config, keys) and ssh-agent must not take part in unit tests."""
+    from piprov.ssh import secrets
+
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    monkeypatch.delenv(secrets.SSH_CONFIG_ENV, raising=False)
+    monkeypatch.delenv(secrets.SUDO_PASSWORD_ENV, raising=False)
+    monkeypatch.setattr(secrets, "_session", secrets.Session())
