@@ -12,6 +12,11 @@ http           a URL that must answer 2xx                    from the controller
 node_ready     an apiserver URL .../api/v1/nodes/NAME        from the controller
 =============  ============================================  ====================
 
+A node_ready probe wants a report of the (re)started kubelet itself: the
+Ready condition's heartbeat changing, or, where the apiserver has node leases
+(1.17+ posts an unchanged Node status only every 5 min), the lease's renewTime
+changing (see piprov.kube.discovery).
+
 Probes on the node poll *on the node* (their shell is in piprov.shell.probes),
 inside one SSH command bounded by
 ``timeout``, so a gate costs one round trip however long it waits. Probes from
@@ -30,7 +35,8 @@ from typing import Callable
 from piprov import http
 from piprov.errors import PiprovError, TransportError
 from piprov.graph.model import HealthCheck
-from piprov.kube.client import ready_state, wait_ready
+from piprov.kube.client import JSON, NodeRead, json_object, ready_state, wait_ready
+from piprov.kube.discovery import capabilities_at, freshness, lease_path
 from piprov.shell.probes import wait_command
 from piprov.transport import Transport
 
@@ -82,6 +88,39 @@ def _node_ready(status: int, body: bytes) -> tuple[bool, str | None, str]:
         return False, None, "apiserver answered something that is not a Node object"
 
 
+NODE_PATH = "/api/v1/nodes/"
+
+
+def _node_reader(check: HealthCheck, get: HttpGet) -> NodeRead:
+    """The probe's look at its Node; where the apiserver has node leases, freshness is the lease's renewTime.
+
+    The apiserver is the probe target's own (``BASE/api/v1/nodes/NAME``); its
+    discovery is read once per run (piprov.kube.discovery).
+    """
+    timeout = min(5.0, max(0.5, check.timeout))
+    base, _, name = check.target.partition(NODE_PATH)
+
+    def fetch(path: str) -> tuple[int, JSON]:
+        status, body = get(base + path, timeout)
+        if status == 0:
+            raise PiprovError(f"cannot reach the apiserver at {base}: {body.decode('utf-8', 'replace')}")
+        return status, json_object(body)
+
+    def read() -> tuple[bool, str | None, str]:
+        status, body = get(check.target, timeout)
+        ready, beat, detail = _node_ready(status, body)
+        if not ready or not name or "/" in name:
+            return ready, beat, detail
+        try:
+            path = lease_path(capabilities_at(base, fetch), name)
+            lease = fetch(path) if path else None
+        except PiprovError as e:
+            return False, None, f"Ready, but the apiserver's discovery is unreadable: {e.message}"
+        return freshness(json_object(body), lease[1] if lease is not None and lease[0] == 200 else None)
+
+    return read
+
+
 def check_http_once(check: HealthCheck, get: HttpGet = http_get) -> tuple[bool, str]:
     status, body = get(check.target, min(5.0, max(0.5, check.timeout)))
     if check.probe == "http":
@@ -103,8 +142,7 @@ def wait_http(
     if check.probe == "node_ready":
         # A node already Ready when we start looking (its kubelet was just
         # restarted) must report once more: its Ready may be the old kubelet's.
-        ok, detail = wait_ready(lambda: _node_ready(*get(check.target, min(5.0, max(0.5, check.timeout)))),
-                                check.timeout, fresh=True, cancel=cancel, clock=clock)
+        ok, detail = wait_ready(_node_reader(check, get), check.timeout, fresh=True, cancel=cancel, clock=clock)
     else:
         ok, detail = http.poll_until(lambda: check_http_once(check, get), check.timeout, cancel=cancel, clock=clock)
     return ProbeResult(check, ok, detail, clock() - start)

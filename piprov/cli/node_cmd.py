@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import click
 from rich.markup import escape
@@ -20,7 +21,8 @@ from piprov.graph import load_graph
 from piprov.inventory import Inventory, check_images, load
 from piprov.inventory.model import HostKeyPolicy
 from piprov.kube.client import api_for, k8s_name
-from piprov.kube.drain import drain, uncordon
+from piprov.kube.drain import DrainResult, drain, uncordon
+from piprov.kube.pods import DrainOptions
 from piprov.kube.procedures import NodeAddition, NodeRemoval, StepEvent, refuse_removing_master, \
     resolve_add_target, run_steps
 from piprov.fleet import Fleet
@@ -133,28 +135,65 @@ def _k8s_node(inventory_path: Path, target: str) -> tuple[Inventory, str, str]:
     return inventory, n.name, k8s_name(n)
 
 
+def _drain_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The pods a drain may remove, as kubectl drain's flags say it (see piprov.kube.pods for each rule's source)."""
+    for opt in reversed([
+        click.option("--force", is_flag=True,
+                     help="Also remove pods no controller manages (they will not come back)."),
+        click.option("--delete-local-data", is_flag=True,
+                     help="Also remove pods with emptyDir volumes (their data is deleted with them)."),
+        click.option("--ignore-daemonsets/--no-ignore-daemonsets", default=True, show_default=True,
+                     help="Skip and list DaemonSet pods (their controller ignores the cordon and would recreate "
+                     "them); --no-ignore-daemonsets refuses while there are any, as kubectl without the flag."),
+        click.option("--grace-period", type=click.IntRange(min=-1), default=-1, show_default=True, metavar="SECONDS",
+                     help="Seconds each pod gets to terminate; -1: the pod's own terminationGracePeriodSeconds."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def _options(force: bool, delete_local_data: bool, ignore_daemonsets: bool, grace_period: int) -> DrainOptions:
+    return DrainOptions(force=force, delete_local_data=delete_local_data, ignore_daemonsets=ignore_daemonsets,
+                        grace_period=grace_period)
+
+
+def drained_line(name: str, res: DrainResult) -> str:
+    left = [f"{what}: {', '.join(keys)}" for what, keys in (("static pods left in place", res.mirror_skipped),
+                                                            ("DaemonSet pods left in place", res.daemonset_skipped))
+            if keys]
+    return f"{name} drained: {res.message}" + (f"; {'; '.join(left)}" if left else "")
+
+
 @node.command("drain")
 @click.argument("target", metavar="NAME")
 @click.option("--timeout", type=click.FloatRange(min=0), default=300, show_default=True, metavar="SECONDS",
               help="Give up (and uncordon) when pods are still there after this long.")
-@click.option("--force", is_flag=True, help="Also evict pods no controller manages (they will not come back).")
+@_drain_options
 @click.option("--keep-cordoned", is_flag=True, help="On failure, leave the node cordoned.")
 @inventory_option
-def drain_cmd(target: str, timeout: float, force: bool, keep_cordoned: bool, inventory_path: Path) -> None:
-    """Move every pod off a node through the eviction API (PodDisruptionBudgets hold).
+def drain_cmd(target: str, timeout: float, force: bool, delete_local_data: bool, ignore_daemonsets: bool,
+              grace_period: int, keep_cordoned: bool, inventory_path: Path) -> None:
+    """Move every pod off a node, as kubectl drain of the cluster's release does.
 
     Cordons the node (only if it is Ready and schedulable: a node an admin
-    cordoned is never uncordoned by piprov), evicts its pods except the
-    kubelet's static (mirror) pods, and waits until they are gone. A budget
-    that refuses an eviction (429) is named and the eviction retried until
-    --timeout. On failure the node is uncordoned again and the exit code is 1.
+    cordoned is never uncordoned by piprov), then removes its pods and waits
+    until they are gone. Static (mirror) and DaemonSet pods stay and are
+    listed. Pods no controller manages, and pods with emptyDir data, stop the
+    drain before anything changes, each named, unless --force /
+    --delete-local-data allow them.
+
+    How pods leave follows the apiserver's discovery: through the Eviction API
+    where it has one (PodDisruptionBudgets hold; a budget that refuses, 429, is
+    named and the eviction retried until --timeout); without it (Kubernetes
+    1.1), by DELETE with the grace period, as kubectl 1.2 drain did. On failure
+    the node is uncordoned again and the exit code is 1.
     """
     inventory, name, kname = _k8s_node(inventory_path, target)
     api = api_for(inventory)
     err.print(f"draining {escape(name)} ({kname})…")
-    res = drain(api, kname, timeout=timeout, force=force, keep_cordoned=keep_cordoned, say=say)
-    err.print(f"[bold green]✓[/] {escape(name)} drained: {res.message}"
-              + (f"; static pods left in place: {len(res.mirror_skipped)}" if res.mirror_skipped else ""))
+    res = drain(api, kname, timeout=timeout, options=_options(force, delete_local_data, ignore_daemonsets, grace_period),
+                keep_cordoned=keep_cordoned, say=say)
+    err.print(f"[bold green]✓[/] {escape(drained_line(name, res))}")
 
 
 @node.command("uncordon")
@@ -174,13 +213,13 @@ def uncordon_cmd(target: str, inventory_path: Path) -> None:
 @click.argument("target", metavar="NAME")
 @click.option("--timeout", type=click.FloatRange(min=0), default=300, show_default=True, metavar="SECONDS",
               help="How long the drain may take.")
-@click.option("--force", is_flag=True, help="Drain: also evict pods no controller manages.")
+@_drain_options
 @click.option("--unreachable", is_flag=True,
               help="The node is gone (powered off, dead SD card): skip the steps that need SSH to it.")
 @inventory_option
 @trust_option
-def remove_cmd(target: str, timeout: float, force: bool, unreachable: bool, inventory_path: Path,
-               policy: HostKeyPolicy | None) -> None:
+def remove_cmd(target: str, timeout: float, force: bool, delete_local_data: bool, ignore_daemonsets: bool,
+               grace_period: int, unreachable: bool, inventory_path: Path, policy: HostKeyPolicy | None) -> None:
     """Take a worker out of the cluster for good.
 
     \b
@@ -194,7 +233,8 @@ def remove_cmd(target: str, timeout: float, force: bool, unreachable: bool, inve
     check_images(inventory, graph.image_names())
     n = inventory.node(target)
     refuse_removing_master(n)
-    removal = NodeRemoval(inventory, graph, n, api_for(inventory), timeout=timeout, force=force,
+    removal = NodeRemoval(inventory, graph, n, api_for(inventory), timeout=timeout,
+                          options=_options(force, delete_local_data, ignore_daemonsets, grace_period),
                           unreachable=unreachable, say=say)
     with run_lock(inventory), Fleet.connect(inventory, [n.name], policy=policy) as fleet:
         removal.reach(fleet)

@@ -22,6 +22,7 @@ from piprov.graph import ComponentGraph, load_graph
 from piprov.inventory import Inventory, check_images, load
 from piprov.inventory.model import HostKeyPolicy
 from piprov.kube.client import api_for
+from piprov.kube.pods import DrainOptions
 from piprov.kube.procedures import apply_nodes
 from piprov.kube.rollout import BatchResult, RolloutReport, StepsFailed, rolling_batches, run_rollout
 from piprov.plan import Plan
@@ -86,7 +87,8 @@ def batch_detail(r: BatchResult) -> str:
 
 
 def rolling_up(inventory_path: Path, *, policy: HostKeyPolicy | None, as_json: bool, batch: int | None,
-               max_unavailable: float | None, health_timeout: float | None, drain_timeout: float = 300.0) -> None:
+               max_unavailable: float | None, health_timeout: float | None, drain_timeout: float = 300.0,
+               drain_options: DrainOptions = DrainOptions()) -> None:
     """`piprov up --rolling`: the body behind the option (called by cluster.up_cmd)."""
     inventory, graph = load(inventory_path), load_graph()
     check_images(inventory, graph.image_names())
@@ -108,7 +110,8 @@ def rolling_up(inventory_path: Path, *, policy: HostKeyPolicy | None, as_json: b
         try:
             with view:
                 report = run_rollout(inventory, plan, batches, api, apply, drain_timeout=drain_timeout,
-                                     ready_timeout=health_timeout or 300.0, on_batch=view, say=say, cancel=cancel)
+                                     ready_timeout=health_timeout or 300.0, drain_options=drain_options,
+                                     on_batch=view, say=say, cancel=cancel)
         except KeyboardInterrupt:
             cancel.set()
             raise
@@ -156,7 +159,9 @@ def rollout_json(report: RolloutReport) -> dict[str, Any]:
         "seconds": round(report.seconds, 3),
         "batches": [{"nodes": list(r.batch.nodes), "drain": r.batch.drain, "status": r.status,
                      "seconds": round(r.seconds, 3), "detail": batch_detail(r),
-                     "evicted": [p for d in r.drains for p in d.evicted]} for r in report.batches],
+                     "evicted": [p for d in r.drains for p in d.evicted],
+                     "daemonset_skipped": [p for d in r.drains for p in d.daemonset_skipped]}
+                    for r in report.batches],
         "pods_before": report.pods_before,
         "pods_after": report.pods_after,
         "uncordoned_leftovers": report.uncordoned_leftovers,

@@ -84,17 +84,34 @@ class KubeApi:
             base += "?labelSelector=" + urllib.parse.quote(label_selector)
         return list(self.get(base).get("items") or [])
 
-    def evict(self, namespace: str, pod: str) -> ApiResponse:
-        """POST an Eviction; returns the response (429 = a disruption budget said no)."""
-        body = {
-            "apiVersion": "policy/v1beta1",
-            "kind": "Eviction",
-            "metadata": {"name": pod, "namespace": namespace},
-        }
+    def pod(self, namespace: str, name: str) -> JSON | None:
+        """One pod, or None when the apiserver says 404."""
+        resp = self.request("GET", f"/api/v1/namespaces/{quote(namespace)}/pods/{quote(name)}", ok=(200, 404))
+        return resp.body if resp.status == 200 else None
+
+    def evict(self, namespace: str, pod: str, *, group_version: str = "policy/v1beta1",
+              grace_period: int = -1) -> ApiResponse:
+        """POST an Eviction; returns the response (429 = a disruption budget said no; 404 = no pod, or no API)."""
+        # kubernetes/kubectl kubernetes-1.18.19 pkg/drain/drain.go EvictPod: the policy group's preferred
+        # version as apiVersion, DeleteOptions carrying the grace period when one is given.
+        body: JSON = {"apiVersion": group_version, "kind": "Eviction",
+                      "metadata": {"name": pod, "namespace": namespace}}
+        if grace_period >= 0:
+            body["deleteOptions"] = {"gracePeriodSeconds": grace_period}
         return self.request(
             "POST", f"/api/v1/namespaces/{quote(namespace)}/pods/{quote(pod)}/eviction", body,
             ok=(200, 201, 404, 429),
         )
+
+    def delete_pod(self, namespace: str, pod: str, *, grace_period: int = -1) -> ApiResponse:
+        """DELETE a pod (graceful: it terminates first); 404 is returned, not raised."""
+        # kubectl 1.2 drain deletePods (kubernetes pkg/kubectl/cmd/drain.go of the 1.2 line): DeleteOptions with
+        # gracePeriodSeconds only when --grace-period >= 0, otherwise the pod's own grace period.
+        body: JSON | None = None
+        if grace_period >= 0:
+            body = {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": grace_period}
+        return self.request("DELETE", f"/api/v1/namespaces/{quote(namespace)}/pods/{quote(pod)}", body,
+                            ok=(200, 202, 404))
 
 
 class ApiStatusError(ClusterError):

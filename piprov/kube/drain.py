@@ -1,4 +1,4 @@
-"""Pods, disruption budgets, cordon and drain: moving a node's pods away safely.
+"""Cordon and drain: moving a node's pods away safely, as the apiserver's release allows.
 
 Safety rules, each learnt from someone else's outage:
 
@@ -6,9 +6,16 @@ Safety rules, each learnt from someone else's outage:
   annotation ``piprov.io/cordoned-by``; we uncordon only nodes carrying that
   mark, so a node an admin had cordoned stays cordoned. The mark lives on the
   Node, so it survives a crash of piprov and a lost state file.
-* Pods leave through the eviction API, so PodDisruptionBudgets hold; a 429 is
-  reported with the budget's name and retried until the timeout, never a
-  silent hang.
+* Which pods go is decided before anything changes (:mod:`.pods`): mirror and
+  DaemonSet pods stay and are listed; unmanaged pods and pods with emptyDir data
+  stop the drain, naming each, unless the user allows them.
+* How they go follows the server's discovery (:mod:`.discovery`), as kubectl
+  drain does: through the Eviction API where there is one, so
+  PodDisruptionBudgets hold (a 429 is reported with the budget's name and
+  retried until the timeout); without it (1.1), a DELETE with the grace period,
+  as kubectl 1.2 drain did. Either way we wait until the pods are gone (kubectl
+  1.2 did not wait; 1.18 does). A 404 counts as gone only when a GET of the pod
+  says 404 too (or shows a new pod of that name): never silently.
 
 Nothing prints: progress goes to a ``say(text)`` callback.
 """
@@ -17,14 +24,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Callable
 
 from piprov.errors import ClusterError, PiprovError
-from piprov.kube.client import JSON, KubeApi, is_ready, is_unschedulable, quote
+from piprov.kube.client import JSON, ApiResponse, KubeApi, is_ready, is_unschedulable, quote
+from piprov.kube.discovery import Capabilities, capabilities
+from piprov.kube.pods import DrainOptions, PodSort, budgets_in_refusal, budgets_selecting, is_finished, is_mirror, \
+    is_terminating, pod_key, pod_uid, sort_pods
 
 CORDON_ANNOTATION = "piprov.io/cordoned-by"
-MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
-CREATED_BY_ANNOTATION = "kubernetes.io/created-by"  # the 1.1-era controller reference
 
 Say = Callable[[str], None]
 
@@ -37,93 +45,16 @@ class DrainError(ClusterError):
     """A drain did not finish: pods remain on the node."""
 
 
-# -- pods and budgets (pure) ----------------------------------------------------------------------------
-
-
-def is_mirror(pod: JSON) -> bool:
-    return MIRROR_ANNOTATION in ((pod.get("metadata") or {}).get("annotations") or {})
-
-
-def has_controller(pod: JSON) -> bool:
-    meta = pod.get("metadata") or {}
-    if any(r.get("controller") for r in meta.get("ownerReferences") or []):
-        return True
-    return CREATED_BY_ANNOTATION in (meta.get("annotations") or {})
-
-
-def is_finished(pod: JSON) -> bool:
-    return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
-
-
-def is_terminating(pod: JSON) -> bool:
-    return bool((pod.get("metadata") or {}).get("deletionTimestamp"))
-
-
-def pod_key(pod: JSON) -> str:
-    meta = pod.get("metadata") or {}
-    return f"{meta.get('namespace') or 'default'}/{meta.get('name')}"
-
-
-@dataclass(frozen=True)
-class PodSort:
-    """The pods of a node as a drain sees them."""
-
-    evict: list[JSON]
-    mirror: list[JSON]
-    unmanaged: list[JSON]  # no controller: nothing would recreate them
-
-
-def sort_pods(pods: Iterable[JSON], *, force: bool) -> PodSort:
-    evict: list[JSON] = []
-    mirror: list[JSON] = []
-    unmanaged: list[JSON] = []
-    for p in pods:
-        if is_mirror(p):
-            mirror.append(p)
-        elif has_controller(p) or is_finished(p) or force:
-            evict.append(p)
-        else:
-            unmanaged.append(p)
-    return PodSort(evict, mirror, unmanaged)
-
-
-def _expression_holds(e: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
-    key, op, values = str(e.get("key")), e.get("operator"), e.get("values") or []
-    if op == "In":
-        return labels.get(key) in values
-    if op == "NotIn":
-        return not (key in labels and labels[key] in values)
-    if op == "Exists":
-        return key in labels
-    if op == "DoesNotExist":
-        return key not in labels
-    return False
-
-
-def selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str] | None) -> bool:
-    """A LabelSelector (matchLabels + matchExpressions) against labels; empty selects nothing."""
-    if not selector:
-        return False
-    labels = labels or {}
-    ml = selector.get("matchLabels") or {}
-    exprs = selector.get("matchExpressions") or []
-    if not ml and not exprs:
-        return False
-    if any(labels.get(k) != v for k, v in ml.items()):
-        return False
-    return all(_expression_holds(e, labels) for e in exprs)
-
-
-def pdbs_for(api: KubeApi, pod: JSON) -> list[str]:
-    """Names of the PodDisruptionBudgets selecting ``pod`` (to name them in a refusal)."""
+def pdbs_for(api: KubeApi, caps: Capabilities, pod: JSON) -> list[str]:
+    """Names of the PodDisruptionBudgets selecting ``pod`` (to name them in a refusal); none without the API."""
+    if caps.budgets is None:
+        return []
     ns = (pod.get("metadata") or {}).get("namespace") or "default"
     try:
-        items = api.get(f"/apis/policy/v1beta1/namespaces/{quote(ns)}/poddisruptionbudgets")
+        items = api.get(f"/apis/{caps.budgets}/namespaces/{quote(ns)}/poddisruptionbudgets")
     except ClusterError:
         return []
-    labels = (pod.get("metadata") or {}).get("labels") or {}
-    return [str((b.get("metadata") or {}).get("name")) for b in items.get("items") or []
-            if selector_matches((b.get("spec") or {}).get("selector"), labels)]
+    return budgets_selecting(items, pod)
 
 
 def pods_per_node(api: KubeApi) -> dict[str, list[str]]:
@@ -185,11 +116,33 @@ class DrainResult:
     node: str
     ok: bool
     we_cordoned: bool
-    evicted: list[str] = field(default_factory=list)
+    how: str = "evicted"  # "evicted" (Eviction API) or "deleted" (DELETE with grace: no Eviction API)
+    server: str = "unknown"  # the apiserver's gitVersion
+    evicted: list[str] = field(default_factory=list)  # every pod removed, however
     mirror_skipped: list[str] = field(default_factory=list)
+    daemonset_skipped: list[str] = field(default_factory=list)
+    warnings: dict[str, list[str]] = field(default_factory=dict)  # what --force / --delete-local-data allowed
     refusals: dict[str, str] = field(default_factory=dict)  # pod -> PDB name(s)
     seconds: float = 0.0
     message: str = ""
+
+
+@dataclass
+class _Run:
+    """One drain in progress: what it acts with and what it has done so far."""
+
+    api: KubeApi
+    caps: Capabilities
+    opts: DrainOptions
+    result: DrainResult
+    say: Say
+    acted: set[str] = field(default_factory=set)  # pods whose DELETE or Eviction was accepted (by uid or key)
+    gone: set[str] = field(default_factory=set)  # pods a GET showed gone after a 404
+    reported: dict[str, str] = field(default_factory=dict)  # pod -> budgets last said
+
+
+def refuse_message(sorted_: PodSort) -> str:
+    return f"cannot drain: {sorted_.refusal_text()}"
 
 
 def drain(
@@ -197,7 +150,7 @@ def drain(
     name: str,
     *,
     timeout: float = 300.0,
-    force: bool = False,
+    options: DrainOptions = DrainOptions(),
     keep_cordoned: bool = False,
     unreachable: bool = False,
     say: Say = quiet,
@@ -205,35 +158,50 @@ def drain(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> DrainResult:
-    """Cordon ``name``, evict its pods, wait until none is left; raises DrainError on failure.
+    """Cordon ``name``, evict or delete its pods, wait until they are gone; raises DrainError on failure.
 
-    On failure the node is uncordoned again if we cordoned it (unless
-    ``keep_cordoned``). Mirror pods (static pods of the kubelet) stay. With
-    ``unreachable`` (the node is dead), a pod being deleted counts as gone: no
-    kubelet will ever confirm its end.
+    Refusals (unmanaged or emptyDir pods without the user's leave) are raised
+    before the node is touched. On failure the node is uncordoned again if we
+    cordoned it (unless ``keep_cordoned``). With ``unreachable`` (the node is
+    dead), a pod being deleted counts as gone: no kubelet will confirm its end.
     """
     start = clock()
-    sorted_ = sort_pods(api.pods_on(name), force=force)
-    if sorted_.unmanaged:
-        names = ", ".join(pod_key(p) for p in sorted_.unmanaged)
-        raise DrainError(
-            f"cannot drain: pods not managed by a controller would be lost: {names}",
-            host=name, hint="delete them yourself, or pass --force to evict them anyway (they will not come back)",
-        )
-    we = _cordon_saying(api, name, say)
-    result = DrainResult(name, False, we, mirror_skipped=[pod_key(p) for p in sorted_.mirror])
+    caps = capabilities(api)
+    sorted_ = sort_pods(api.pods_on(name), options)
+    if sorted_.refused:
+        raise DrainError(refuse_message(sorted_), host=name,
+                         hint="delete them yourself, or pass the flag named after each reason (the pods will not come back)")
+    result = DrainResult(name, False, False, how="evicted" if caps.eviction else "deleted", server=caps.git_version,
+                         mirror_skipped=[pod_key(p) for p in sorted_.mirror],
+                         daemonset_skipped=[pod_key(p) for p in sorted_.daemonset], warnings=sorted_.warnings)
+    _say_plan(result, caps, say)
+    result.we_cordoned = _cordon_saying(api, name, say)
+    run = _Run(api, caps, options, result, say)
     try:
-        _evict_until_empty(api, result, timeout=timeout, unreachable=unreachable, deadline=start + timeout,
-                           say=say, poll=poll, clock=clock, sleep=sleep)
+        _remove_until_gone(run, timeout=timeout, unreachable=unreachable, deadline=start + timeout, poll=poll,
+                           clock=clock, sleep=sleep)
     except BaseException as e:
         _undo_cordon(api, result, keep_cordoned, say)
         if isinstance(e, DrainError):
-            e.message += "; the node was " + ("left cordoned" if keep_cordoned or not we else "uncordoned again")
+            e.message += "; the node was " + ("left cordoned" if keep_cordoned or not result.we_cordoned
+                                               else "uncordoned again")
         raise
     result.ok = True
     result.seconds = clock() - start
-    result.message = f"{len(result.evicted)} pods evicted in {result.seconds:.1f} s"
+    result.message = f"{len(result.evicted)} pods {result.how} in {result.seconds:.1f} s" + (
+        "" if caps.eviction else f" ({caps.git_version} has no Eviction API: deleted with their grace period)")
     return result
+
+
+def _say_plan(result: DrainResult, caps: Capabilities, say: Say) -> None:
+    n = result.node
+    say(f"{n}: {caps.describe()}")
+    if result.mirror_skipped:
+        say(f"{n}: static (mirror) pods stay: {', '.join(result.mirror_skipped)}")
+    if result.daemonset_skipped:
+        say(f"{n}: DaemonSet pods stay (their controller would recreate them): {', '.join(result.daemonset_skipped)}")
+    for why, keys in result.warnings.items():
+        say(f"{n}: {why}: {', '.join(keys)}")
 
 
 def _cordon_saying(api: KubeApi, name: str, say: Say) -> bool:
@@ -257,49 +225,83 @@ def _undo_cordon(api: KubeApi, result: DrainResult, keep_cordoned: bool, say: Sa
             pass
 
 
-def _evict_until_empty(
-    api: KubeApi, result: DrainResult, *, timeout: float, unreachable: bool, deadline: float, say: Say,
-    poll: float, clock: Callable[[], float], sleep: Callable[[float], None],
+def _remove_until_gone(
+    run: _Run, *, timeout: float, unreachable: bool, deadline: float, poll: float,
+    clock: Callable[[], float], sleep: Callable[[float], None],
 ) -> None:
-    name = result.node
-    reported: dict[str, str] = {}
+    name = run.result.node
     while True:
-        left = sort_pods(api.pods_on(name), force=True).evict
+        # Each round sorts again with the user's options: a pod that arrived since is handled alike,
+        # one that would need a flag (it was not there at the check) is left alone.
+        left = sort_pods(run.api.pods_on(name), run.opts).remove
         if unreachable:
             left = [p for p in left if not is_terminating(p)]
+        for p in left:
+            if not is_terminating(p) and _identity(p) not in run.acted:
+                _remove_one(run, p)
+        left = [p for p in left if _identity(p) not in run.gone]
         if not left:
             return
-        for p in left:
-            if not is_terminating(p):
-                _evict_one(api, result, p, reported, say)
         if clock() >= deadline:
-            raise _timeout_error(result, [pod_key(p) for p in left], timeout)
+            raise _timeout_error(run.result, [pod_key(p) for p in left], timeout)
         sleep(poll)
 
 
-def _evict_one(api: KubeApi, result: DrainResult, pod: JSON, reported: dict[str, str], say: Say) -> None:
+def _identity(pod: JSON) -> str:
+    return pod_uid(pod) or pod_key(pod)
+
+
+def _remove_one(run: _Run, pod: JSON) -> None:
     meta = pod.get("metadata") or {}
+    ns, pname = str(meta.get("namespace") or "default"), str(meta.get("name"))
     key = pod_key(pod)
-    resp = api.evict(meta.get("namespace") or "default", str(meta.get("name")))
+    if run.caps.eviction:
+        resp = run.api.evict(ns, pname, group_version=run.caps.eviction, grace_period=run.opts.grace_period)
+    else:
+        resp = run.api.delete_pod(ns, pname, grace_period=run.opts.grace_period)
     if resp.status == 429:
-        budgets = ", ".join(pdbs_for(api, pod)) or "unknown (the API did not say)"
-        result.refusals[key] = budgets
-        if reported.get(key) != budgets:
-            reported[key] = budgets
-            say(f"{result.node}: eviction of {key} refused by PodDisruptionBudget {budgets}; retrying")
-    elif resp.status in (200, 201):
-        if key not in result.evicted:
-            result.evicted.append(key)
-            say(f"{result.node}: evicted {key}")
-        result.refusals.pop(key, None)
+        _refused(run, pod, resp)
+        return
+    if resp.status == 404:
+        if not _gone(run.api, pod):
+            what = "eviction" if run.caps.eviction else "DELETE"
+            raise DrainError(
+                f"the {what} of {key} answered 404 but the pod is still there "
+                f"(apiserver {run.caps.git_version}): a 404 is not taken for done",
+                host=run.result.node, hint=f"look at the pod with `kubectl get pod -n {ns} {pname}`; "
+                "delete it yourself if it must go, then run the drain again")
+        run.gone.add(_identity(pod))
+    run.acted.add(_identity(pod))
+    run.result.refusals.pop(key, None)
+    if key not in run.result.evicted:
+        run.result.evicted.append(key)
+        run.say(f"{run.result.node}: {run.result.how} {key}" + (" (it was already gone)" if resp.status == 404 else ""))
+
+
+def _gone(api: KubeApi, pod: JSON) -> bool:
+    """Is ``pod`` really gone? A GET says 404, or shows a new pod under its name (kubectl waitForDelete's UID test)."""
+    meta = pod.get("metadata") or {}
+    now = api.pod(str(meta.get("namespace") or "default"), str(meta.get("name")))
+    return now is None or (bool(pod_uid(pod)) and pod_uid(now) != pod_uid(pod))
+
+
+def _refused(run: _Run, pod: JSON, resp: ApiResponse) -> None:
+    key = pod_key(pod)
+    names = budgets_in_refusal(resp.body) or pdbs_for(run.api, run.caps, pod)
+    budgets = ", ".join(names) or "unknown (the API did not say)"
+    run.result.refusals[key] = budgets
+    if run.reported.get(key) != budgets:
+        run.reported[key] = budgets
+        run.say(f"{run.result.node}: eviction of {key} refused by PodDisruptionBudget {budgets}; retrying")
 
 
 def _timeout_error(result: DrainResult, pending: list[str], timeout: float) -> DrainError:
     why = "; ".join(f"{k}: refused by PodDisruptionBudget {b}" for k, b in result.refusals.items() if k in pending)
+    hint = ("a disruption budget allows no more evictions until its pods are ready elsewhere: "
+            "check `kubectl get pdb` and free capacity, or raise --timeout") if why else (
+        "the pods are still terminating: is the node's kubelet running? (--timeout waits longer)")
     return DrainError(
         f"drain timed out after {timeout:g} s with {len(pending)} pods left ({', '.join(pending)})"
         + (f"; {why}" if why else ""),
-        host=result.node,
-        hint="a disruption budget allows no more evictions until its pods are ready elsewhere: "
-        "check `kubectl get pdb` and free capacity, or raise --timeout",
+        host=result.node, hint=hint,
     )

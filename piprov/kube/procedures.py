@@ -26,8 +26,10 @@ from piprov.graph import ComponentGraph
 from piprov.inventory import Inventory, check_images, load
 from piprov.inventory.edit import NewNode, add_nodes, free_name, remove_node
 from piprov.inventory.model import Node
-from piprov.kube.client import KubeApi, api_for, k8s_name, node_reader, wait_ready
+from piprov.kube.client import KubeApi, api_for, k8s_name, wait_ready
+from piprov.kube.discovery import ready_reader
 from piprov.kube.drain import Say, drain, quiet
+from piprov.kube.pods import DrainOptions
 from piprov.kube.etcd import release_flannel_lease
 from piprov.kube.rollout import ApplyFn
 from piprov.plan import NodePlan, Plan
@@ -111,7 +113,7 @@ class NodeRemoval:
     node: Node
     api: KubeApi
     timeout: float = 300.0
-    force: bool = False
+    options: DrainOptions = DrainOptions()
     unreachable: bool = False
     say: Say = quiet
 
@@ -144,7 +146,7 @@ class NodeRemoval:
         if self.api.node(kname) is None:
             return f"{self.node.name} has no Node object: nothing to drain"
         announce(f"draining {self.node.name} ({kname})")
-        res = drain(self.api, kname, timeout=self.timeout, force=self.force, keep_cordoned=False,
+        res = drain(self.api, kname, timeout=self.timeout, options=self.options, keep_cordoned=False,
                     unreachable=self.unreachable, say=self.say)
         return res.message
 
@@ -272,7 +274,8 @@ class NodeAddition:
                           health_timeout=health_timeout, on_event=on_event, cancel=cancel)
 
     def wait_ready(self, timeout: float) -> bool:
-        return wait_ready(node_reader(api_for(self.inventory), k8s_name(self.node)), timeout)[0]
+        # The new kubelet's first report is fresh by definition: any Ready counts (no baseline).
+        return wait_ready(ready_reader(api_for(self.inventory), k8s_name(self.node)), timeout)[0]
 
 
 # -- applying a plan to some nodes (the rollout's ApplyFn) --------------------------------------------------

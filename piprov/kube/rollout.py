@@ -21,8 +21,10 @@ from typing import Callable, Collection, Sequence
 
 from piprov.errors import ClusterError, PiprovError
 from piprov.inventory.model import Inventory
-from piprov.kube.client import KubeApi, heartbeat, is_ready, k8s_name, node_reader, wait_ready
+from piprov.kube.client import KubeApi, is_ready, k8s_name, wait_ready
+from piprov.kube.discovery import current_token, forget, ready_reader
 from piprov.kube.drain import DrainResult, Say, cordoned_by_us, drain, pods_per_node, quiet, uncordon
+from piprov.kube.pods import DrainOptions
 from piprov.localfs import atomic_write
 from piprov.orchestrate import StepResult
 from piprov.plan import NodePlan, Plan
@@ -201,7 +203,7 @@ class _Rollout:
     path: Path
     drain_timeout: float
     ready_timeout: float
-    force: bool
+    drain_options: DrainOptions
     on_batch: BatchEvent | None
     say: Say
     cancel: threading.Event | None
@@ -229,7 +231,7 @@ def _drain_phase(ro: _Rollout, r: BatchResult) -> None:
         if not registered:
             ro.say(f"{n}: no Node object yet: nothing to drain")
             continue
-        r.drains.append(drain(ro.api, kn, timeout=ro.drain_timeout, force=ro.force, keep_cordoned=False,
+        r.drains.append(drain(ro.api, kn, timeout=ro.drain_timeout, options=ro.drain_options, keep_cordoned=False,
                               say=ro.say))
 
 
@@ -241,14 +243,13 @@ def _apply_phase(ro: _Rollout, r: BatchResult) -> None:
 
 def _wait_phase(ro: _Rollout, r: BatchResult) -> None:
     names = ro.k8s_names(r.batch)
-    seen: dict[str, str | None] = {kn: None for kn in names}
-    for kn in names if r.batch.drain else ():
-        try:
-            seen[kn] = heartbeat(ro.api.node(kn))
-        except ClusterError:
-            pass
+    if ro.inventory.master.name in r.batch.nodes:
+        forget(ro.api.base)  # the master's batch may have replaced the apiserver: read its discovery again
+    # The baseline: the Node's heartbeat, or its lease's renewTime where the server has node leases
+    # (1.17+ re-posts an unchanged Node status only every 5 min); see piprov.kube.discovery.
+    seen: dict[str, str | None] = {kn: current_token(ro.api, kn) if r.batch.drain else None for kn in names}
     for n, kn in zip(r.batch.nodes, names):
-        if not wait_ready(node_reader(ro.api, kn), ro.ready_timeout, cancel=ro.cancel, newer_than=seen[kn])[0]:
+        if not wait_ready(ready_reader(ro.api, kn), ro.ready_timeout, cancel=ro.cancel, newer_than=seen[kn])[0]:
             raise ClusterError(f"{n} ({kn}) is not Ready {ro.ready_timeout:g} s after its update", host=n)
 
 
@@ -329,7 +330,7 @@ def run_rollout(
     *,
     drain_timeout: float = 300.0,
     ready_timeout: float = 300.0,
-    force: bool = False,
+    drain_options: DrainOptions = DrainOptions(),
     on_batch: BatchEvent | None = None,
     say: Say = quiet,
     cancel: threading.Event | None = None,
@@ -338,7 +339,8 @@ def run_rollout(
     t0 = time.monotonic()
     path = state_path(inventory)
     state, note = resumed_state(path, batches)
-    ro = _Rollout(inventory, api, apply, state, path, drain_timeout, ready_timeout, force, on_batch, say, cancel)
+    ro = _Rollout(inventory, api, apply, state, path, drain_timeout, ready_timeout, drain_options, on_batch, say,
+                  cancel)
     results = [BatchResult(b) for b in batches]
     before = _pods_or_nothing(api)
     leftovers = uncordon_leftovers(inventory, batches, api, say)

@@ -1,8 +1,10 @@
 """Rolling logic on data: pod sorting, PDB selectors, cordon ownership, drain, batches, state file.
 
-The drain runs against a small in-memory Kubernetes API (``FakeKube``) that
-speaks the same paths and status codes piprov uses: nodes, pods by node,
-evictions with a disruption budget (429), budgets by namespace.
+The drain runs against a small in-memory Kubernetes API of one release
+(tests/unit/kubefake.py) that speaks the paths and status codes piprov uses:
+nodes, pods by node, evictions with a disruption budget (429), budgets by
+namespace. These tests use the 1.18 one (eviction); test_drain_versions.py
+has the per-release decisions.
 """
 
 from __future__ import annotations
@@ -14,96 +16,20 @@ from typing import Any
 
 import pytest
 
+from kubefake import FakeKube, node_obj, pod_obj
+
 from piprov.errors import ClusterError
 from piprov.graph import load_graph
 from piprov.inventory import load_text
 from piprov.kube import drain as kdrain
-from piprov.kube import etcd, rollout
-from piprov.kube.client import ApiResponse, ApiStatusError, KubeApi, is_unschedulable
+from piprov.kube import etcd, pods, rollout
+from piprov.kube.client import ApiResponse, KubeApi, is_unschedulable
+from piprov.kube.pods import DrainOptions
 from piprov.orchestrate import StepResult
 from piprov.plan import ComponentPlan, NodePlan, Plan
 
 JSON = dict[str, Any]
 DISRUPTIVE = load_graph().disruptive_units()
-
-
-def node_obj(name: str, ready: bool = True, unschedulable: bool = False) -> JSON:
-    return {"metadata": {"name": name, "annotations": {}},
-            "spec": {"unschedulable": unschedulable} if unschedulable else {},
-            "status": {"conditions": [{"type": "Ready", "status": "True" if ready else "False",
-                                       "lastHeartbeatTime": "t0"}]}}
-
-
-def pod_obj(name: str, node: str, *, rc: bool = True, mirror: bool = False, app: str = "web") -> JSON:
-    meta: JSON = {"name": name, "namespace": "default", "labels": {"app": app}, "annotations": {}}
-    if rc:
-        meta["ownerReferences"] = [{"kind": "ReplicationController", "name": app, "controller": True}]
-    if mirror:
-        meta["annotations"][kdrain.MIRROR_ANNOTATION] = "x"
-    return {"metadata": meta, "spec": {"nodeName": node},
-            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}}
-
-
-class FakeKube(KubeApi):
-    """Nodes, pods and one budget: ``min_available`` pods of app=web must stay."""
-
-    def __init__(self, min_available: int | None = None) -> None:
-        super().__init__("http://fake:8080")
-        self.nodes_: dict[str, JSON] = {}
-        self.pods_: list[JSON] = []
-        self.min_available = min_available
-        self.evictions: list[str] = []
-        self.counter = 0
-        self.respawn_on: str | None = None  # where the "controller" recreates evicted pods
-
-    def request(self, method: str, path: str, body: JSON | None = None, *, content_type: str = "application/json",
-                ok: tuple[int, ...] = (200, 201)) -> ApiResponse:
-        resp = self._handle(method, path, body)
-        if resp.status not in ok:
-            raise ApiStatusError(method, path, resp)
-        return resp
-
-    def _handle(self, method: str, path: str, body: JSON | None) -> ApiResponse:
-        u = urllib.parse.urlparse(path)
-        parts = [urllib.parse.unquote(p) for p in u.path.strip("/").split("/")]
-        q = urllib.parse.parse_qs(u.query)
-        if parts[:3] == ["api", "v1", "nodes"] and len(parts) == 4:
-            n = self.nodes_.get(parts[3])
-            if n is None:
-                return ApiResponse(404, {"message": "not found"})
-            if method == "PATCH":
-                assert body is not None
-                n["metadata"]["annotations"] = {**n["metadata"]["annotations"], **body["metadata"]["annotations"]}
-                n["metadata"]["annotations"] = {k: v for k, v in n["metadata"]["annotations"].items() if v is not None}
-                n["spec"]["unschedulable"] = body["spec"]["unschedulable"]
-            return ApiResponse(200, json.loads(json.dumps(n)))
-        if parts == ["api", "v1", "pods"]:
-            sel = q.get("fieldSelector", [""])[0]
-            items = self.pods_
-            if sel.startswith("spec.nodeName="):
-                items = [p for p in items if p["spec"]["nodeName"] == sel.split("=", 1)[1]]
-            return ApiResponse(200, {"items": json.loads(json.dumps(items))})
-        if parts[-1] == "eviction":
-            name = parts[-2]
-            pod = next((p for p in self.pods_ if p["metadata"]["name"] == name), None)
-            if pod is None:
-                return ApiResponse(404, {})
-            ready = sum(1 for p in self.pods_ if p["metadata"]["labels"].get("app") == "web")
-            if self.min_available is not None and pod["metadata"]["labels"].get("app") == "web" \
-                    and ready - 1 < self.min_available:
-                return ApiResponse(429, {"message": "Cannot evict pod as it would violate the pod's disruption budget."})
-            self.pods_.remove(pod)
-            self.evictions.append(name)
-            if self.respawn_on and pod["metadata"].get("ownerReferences"):
-                self.counter += 1
-                self.pods_.append(pod_obj(f"{name}-r{self.counter}", self.respawn_on))
-            return ApiResponse(201, {})
-        if parts[-1] == "poddisruptionbudgets":
-            return ApiResponse(200, {"items": [
-                {"metadata": {"name": "web-pdb"}, "spec": {"selector": {"matchLabels": {"app": "web"}}}},
-                {"metadata": {"name": "other"}, "spec": {"selector": {"matchLabels": {"app": "db"}}}},
-            ]})
-        return ApiResponse(404, {"message": f"no fake for {method} {path}"})
 
 
 def fake_time() -> tuple[Any, Any]:
@@ -122,19 +48,20 @@ def fake_time() -> tuple[Any, Any]:
 
 
 def test_sort_pods_keeps_mirror_pods_and_stops_on_unmanaged_ones() -> None:
-    pods = [pod_obj("a", "n"), pod_obj("m", "n", mirror=True), pod_obj("bare", "n", rc=False)]
-    s = kdrain.sort_pods(pods, force=False)
-    assert [p["metadata"]["name"] for p in s.evict] == ["a"]
+    ps = [pod_obj("a", "n"), pod_obj("m", "n", mirror=True), pod_obj("bare", "n", rc=False)]
+    s = pods.sort_pods(ps)
+    assert [p["metadata"]["name"] for p in s.remove] == ["a"]
     assert [p["metadata"]["name"] for p in s.mirror] == ["m"]
-    assert [p["metadata"]["name"] for p in s.unmanaged] == ["bare"]
-    forced = kdrain.sort_pods(pods, force=True)
-    assert [p["metadata"]["name"] for p in forced.evict] == ["a", "bare"]
+    assert s.refused == {pods.UNMANAGED_REFUSAL: ["default/bare"]}
+    forced = pods.sort_pods(ps, DrainOptions(force=True))
+    assert [p["metadata"]["name"] for p in forced.remove] == ["a", "bare"]
+    assert forced.warnings == {pods.UNMANAGED_WARNING: ["default/bare"]}
 
 
 def test_created_by_annotation_counts_as_a_controller() -> None:
-    p = pod_obj("a", "n", rc=False)
-    p["metadata"]["annotations"][kdrain.CREATED_BY_ANNOTATION] = "{}"
-    assert kdrain.has_controller(p)
+    p = pod_obj("a", "n", rc=True, release="v1.1")
+    ref, readable = pods.controller_of(p)
+    assert readable and ref is not None and ref.kind == "ReplicationController" and ref.source == pods.CREATED_BY_ANNOTATION
 
 
 @pytest.mark.parametrize("selector,labels,want", [
@@ -149,7 +76,7 @@ def test_created_by_annotation_counts_as_a_controller() -> None:
     ({"matchExpressions": [{"key": "tier", "operator": "Bogus"}]}, {"tier": "x"}, False),
 ])
 def test_selector_matches(selector: Any, labels: Any, want: bool) -> None:
-    assert kdrain.selector_matches(selector, labels) is want
+    assert pods.selector_matches(selector, labels) is want
 
 
 def test_find_leases_ignores_garbage_values() -> None:
@@ -231,11 +158,11 @@ def test_drain_refuses_unmanaged_pods_before_touching_the_node() -> None:
     api = FakeKube()
     api.nodes_ = {"n1": node_obj("n1")}
     api.pods_ = [pod_obj("bare", "n1", rc=False)]
-    with pytest.raises(kdrain.DrainError, match="default/bare.*|--force"):
+    with pytest.raises(kdrain.DrainError, match="use --force.*default/bare"):
         kdrain.drain(api, "n1", timeout=3)
     assert not is_unschedulable(api.nodes_["n1"]) and api.evictions == []
     clock, sleep = fake_time()
-    res = kdrain.drain(api, "n1", timeout=3, force=True, clock=clock, sleep=sleep)
+    res = kdrain.drain(api, "n1", timeout=3, options=DrainOptions(force=True), clock=clock, sleep=sleep)
     assert res.evicted == ["default/bare"]
 
 
@@ -300,16 +227,7 @@ def test_rollout_stops_at_the_first_failed_batch(tmp_path: Path) -> None:
             return [StepResult("w2", "kube-worker", "failed", detail="cannot reach 10.0.0.3:22 over SSH")]
         return []
 
-    # The kubelet "reports" on every GET: the heartbeat changes each time.
-    orig = api._handle
-
-    def handle(method: str, path: str, body: JSON | None) -> ApiResponse:
-        for n in api.nodes_.values():
-            c = n["status"]["conditions"][0]
-            c["lastHeartbeatTime"] = str(int(c["lastHeartbeatTime"].lstrip("t") or 0) + 1)
-        return orig(method, path, body)
-
-    api._handle = handle  # type: ignore[method-assign]
+    api.kubelets_report = True  # every request is a kubelet's report: 1.18 renews the lease, the Node stays as is
     report = rollout.run_rollout(inv, plan, batches, api, apply, ready_timeout=5)
     assert applied == ["w1", "w2"]
     assert [r.status for r in report.batches] == ["done", "failed", "skipped"]

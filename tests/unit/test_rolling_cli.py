@@ -21,6 +21,18 @@ def test_node_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> No
         assert f"  {cmd}" in text
 
 
+@pytest.mark.parametrize("cmd", ["drain", "remove"])
+def test_drain_flags_are_kubectls(cmd: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["node", cmd, "--help"]) == 0
+    text = capsys.readouterr().out
+    for flag in ("--force", "--delete-local-data", "--ignore-daemonsets / --no-ignore-daemonsets", "--grace-period"):
+        assert flag in text
+
+
+def test_drain_grace_period_below_minus_one_is_a_usage_error(inv: Path) -> None:
+    assert run(["node", "drain", "rpi-node-1", "--grace-period", "-2", "-i", str(inv)]) == EXIT_USAGE
+
+
 @pytest.mark.parametrize("args", [["--batch", "1"], ["--max-unavailable", "25"],
                                   ["--rolling", "--batch", "1", "--max-unavailable", "25"],
                                   ["--rolling", "--batch", "0"]])
