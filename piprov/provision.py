@@ -78,10 +78,11 @@ def plan_one(
     if isinstance(facts, PiprovError):
         return naming(facts, node.name)
     try:
-        arch, binaries = node_machine(graph, node, facts)
+        arch, binaries = node_machine(graph, node, facts, inventory)
     except PiprovError as e:
         return naming(e, node.name)
-    desired = desired_state(inventory, graph, node, arch, binaries=binaries, templates_dir=templates_dir)
+    desired = desired_state(inventory, graph, node, arch, binaries=binaries, templates_dir=templates_dir,
+                            docker=facts.versions.get("docker"))
     try:
         return plan_node(desired, facts)
     except FactsError as e:

@@ -111,6 +111,17 @@ $(ip -o -4 addr show 2>/dev/null)
 PIPROV_ADDRS
 """
 
+# The running programs' versions, one word each: `docker --version` prints
+# "Docker version 20.10.24+dfsg1, build 297e128" (1.11: "Docker version 1.11.2,
+# build b9f10c9"), `systemctl --version` "systemd 215" then its features. The
+# word goes out as is (the parser is strict about its characters, lenient about
+# its form: piprov.version parses it); "-" when the program is missing or
+# printed nothing. The support matrix (playbooks/versions.yaml) judges them.
+_VERSIONS = r"""vw() { v=$(printf '%s\n' "$2" | head -n 1 | cut -d ' ' -f "$3"); v=${v%,}; r "version $1 ${v:--}"; }
+vw docker "$(docker --version 2>/dev/null)" 3
+vw systemd "$(systemctl --version 2>/dev/null)" 2
+"""
+
 # `command -v` under sudo's PATH; a shell builtin or alias is not a program.
 _BINARIES = r"""for b in BINARIES; do
   p=$(command -v "$b" 2>/dev/null) && case "$p" in /*) ;; *) p=- ;; esac || p=-
@@ -150,6 +161,7 @@ def facts_command(
     if keys:
         parts.append(_ETCD_START.replace("KEYS", keys))
     parts.append(_SYSTEM)
+    parts.append(_VERSIONS)
     if programs:
         parts.append(_BINARIES.replace("BINARIES", " ".join(programs)))
     parts.extend(f"f {p}\n" for p in all_paths)
