@@ -122,26 +122,39 @@ def inventory_selection(inventory: Inventory, defaults: Mapping[str, ImageSpec],
     anchor = Location(str(inventory.path), 1, 1)
     problems: list[PiprovError] = []
     base: Selection | None = None
-    for arch in [None, *inventory.images.arch_overrides]:
-        try:
-            sel = select(matrix, _tags(inventory, defaults, arch), anchor)
-        except ProblemList as e:
-            problems.extend(e.problems)
-            continue
-        if base is None and arch is None:
-            base = sel
-        elif base is not None and sel.profile.name != base.profile.name:
-            loc = next((s.location for s in inventory.images.arch_overrides[str(arch)].values() if s.location), anchor)
-            problems.append(InventoryError(
-                f"images.arch_overrides.{arch}: makes profile {sel.profile.name}, the other images {base.profile.name}",
-                location=loc, hint="one cluster runs one profile: an arch override may change a tag only within "
-                f"the lines of {base.profile.name}; " + supported_sets(matrix)))
+    try:
+        base = select(matrix, _tags(inventory, defaults, None), anchor)
+    except ProblemList as e:
+        problems.extend(e.problems)
+    for arch, specs in inventory.images.arch_overrides.items():
+        problems.extend(_override_problems(matrix, inventory, defaults, arch, specs, base, anchor))
     if problems or base is None:
-        file = str(inventory.path)
-        problems.sort(key=lambda p: (p.location.line or 0) if p.location else 0)
-        raise ProblemList(f"{file}: {len(problems)} unsupported version{'s' if len(problems) != 1 else ''} "
-                          "in the inventory", problems, hint="`piprov versions` lists what piprov supports")
+        # An override repeats the default tags' problems: each once.
+        unique = list({str(p): p for p in problems}.values())
+        unique.sort(key=lambda p: (p.location.line or 0) if p.location else 0)
+        n = len(unique)
+        raise ProblemList(f"{inventory.path}: {n} unsupported version{'s' if n != 1 else ''} in the inventory",
+                          unique, hint="`piprov versions` lists what piprov supports")
     return base
+
+
+def _override_problems(matrix: Matrix, inventory: Inventory, defaults: Mapping[str, ImageSpec], arch: str,
+                       specs: Mapping[str, ImageSpec], base: Selection | None, anchor: Location) -> list[PiprovError]:
+    """What is wrong with one arch's overrides, each reported at an override's line."""
+    here = next((s.location for s in specs.values() if s.location), anchor)
+    mine = {s.location for s in specs.values() if s.location}
+    try:
+        sel = select(matrix, _tags(inventory, defaults, arch), here)
+    except ProblemList as e:
+        return [p if p.location in mine else InventoryError(
+            f"images.arch_overrides.{arch}: {p.message}", location=here, hint=p.hint) for p in e.problems
+            if p.location in mine or base is not None]
+    if base is not None and sel.profile.name != base.profile.name:
+        return [InventoryError(
+            f"images.arch_overrides.{arch}: makes profile {sel.profile.name}, the other images {base.profile.name}",
+            location=here, hint="one cluster runs one profile: an arch override may change a tag only within "
+            f"the lines of {base.profile.name}; " + supported_sets(matrix))]
+    return []
 
 
 def matrix_for(playbook_sources: tuple[Path, ...]) -> Matrix:
