@@ -227,3 +227,40 @@ def docker_view(matrix: Matrix, docker: str) -> types.SimpleNamespace:
 
 def _ns(version: str, raw: str, line: VersionLine) -> types.SimpleNamespace:
     return types.SimpleNamespace(version=version, raw=raw, line=line.name, **line.features)
+
+
+def running_version(component: str, body: bytes) -> str | None:
+    """The version a server's /version answer names: etcd's ``etcdserver``, the apiserver's ``gitVersion``.
+
+    None for anything else (not JSON, another shape, garbage): a server that
+    answered but said no version. (etcd v2.1.1 etcdserver/etcdhttp/client.go
+    serveVersion and v3.4.23 version/version.go: {"etcdserver", "etcdcluster"};
+    the apiserver's /version is version.Info, {"gitVersion": "v1.1.2", ...}, in
+    1.1 and 1.18 alike: pkg/version/version.go.)
+    """
+    import json
+
+    key = {"etcd": "etcdserver", "hyperkube": "gitVersion"}[component]
+    try:
+        doc = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    value = doc.get(key) if isinstance(doc, dict) else None
+    return value if isinstance(value, str) and parse_version(value) is not None else None
+
+
+def running_notes(selection: Selection, running: Mapping[str, str | None]) -> list[str]:
+    """What to say of the master's running etcd and apiserver (component -> version seen, None: no answer)."""
+    notes = []
+    for comp, seen in running.items():
+        pick = selection.picks.get(comp)
+        if pick is None or seen is None:
+            continue
+        v = parse_version(seen)
+        if v != pick.version:
+            what = "etcd" if comp == "etcd" else "the apiserver"
+            notes.append(f"{what} on the master runs {seen}, the inventory asks for {pick.tag} "
+                         f"(images.{pick.image}): `piprov up` restarts it with the inventory's image"
+                         + ("; mind the data: etcd does not downgrade its data directory" if comp == "etcd"
+                            and v is not None and v > pick.version else ""))
+    return notes

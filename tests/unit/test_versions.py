@@ -139,3 +139,54 @@ def test_node_versions_against_the_profile(profile: str, versions: dict[str, str
         assert got is None
     else:
         assert got is not None and error in got.message and got.host == "rpi-node-1" and got.hint
+
+
+DATA = Path(__file__).parent / "data" / "versions"
+RUNNING = [("etcd-2.1.1.json", "etcd", "2.1.1"), ("etcd-3.4.23.json", "etcd", "3.4.23"),
+           ("apiserver-v1.1.2.json", "hyperkube", "v1.1.2"), ("apiserver-v1.18.20.json", "hyperkube", "v1.18.20"),
+           *[(f, c, None) for f in ("garbage-html.json", "garbage-number.json", "garbage-bytes.json",
+                                    "garbage-list.json", "garbage-noversion.json") for c in ("etcd", "hyperkube")]]
+
+
+@pytest.mark.parametrize(("name", "component", "want"), RUNNING, ids=[f"{c}-{n}" for n, c, _ in RUNNING])
+def test_running_versions_from_version_answers(name: str, component: str, want: str | None) -> None:
+    from piprov.graph.support import running_version
+
+    assert running_version(component, (DATA / name).read_bytes()) == want
+
+
+def test_running_notes_name_what_differs() -> None:
+    from piprov.graph.support import running_notes
+
+    sel = check_inventory_versions(load(EXAMPLE))
+    assert running_notes(sel, {"etcd": "2.1.1", "hyperkube": "v1.1.2"}) == []
+    assert running_notes(sel, {"etcd": None, "hyperkube": None}) == []
+    (etcd, kube) = running_notes(sel, {"etcd": "3.4.23", "hyperkube": "v1.1.3"})
+    assert "etcd on the master runs 3.4.23, the inventory asks for 2.1.1" in etcd and "downgrade" in etcd
+    assert "the apiserver on the master runs v1.1.3, the inventory asks for v1.1.2" in kube
+
+
+@pytest.mark.parametrize(("docker", "error", "needs_dockerd"), [
+    ("1.10.3", "docker 1.10.3 is outside the support matrix of profile seed", None),
+    ("1.11.2", None, False),  # no dockerd before 1.12: `docker daemon`
+    ("20.10.24+dfsg1", None, True),
+])
+def test_a_nodes_docker_decides_its_plan(docker: str, error: str | None, needs_dockerd: bool | None) -> None:
+    from piprov.facts import NodeFacts
+    from piprov.errors import PiprovError
+    from piprov.provision import plan_one
+
+    inv, graph = load(EXAMPLE), load_graph()
+    facts = NodeFacts("rpi-node-1", "armv7l", "rpi-node-1", "raspbian", "8",
+                      binaries={"docker": "/usr/bin/docker", "dockerd": None},
+                      versions={"docker": docker, "systemd": "215"})
+    got = plan_one(inv, graph, inv.node("rpi-node-1"), facts)
+    if error:
+        assert isinstance(got, PiprovError) and error in got.message and got.host == "rpi-node-1"
+        assert got.hint and "upgrade docker" in got.hint
+    elif needs_dockerd:
+        assert isinstance(got, PiprovError) and "no dockerd" in got.message
+    else:
+        assert not isinstance(got, PiprovError), got
+        unit = next(f for f in got.all_files if f.path.endswith("/docker.service"))
+        assert "ExecStart=/usr/bin/docker daemon -H fd://" in unit.content.decode()
