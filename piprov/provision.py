@@ -78,10 +78,11 @@ def plan_one(
     if isinstance(facts, PiprovError):
         return naming(facts, node.name)
     try:
-        arch, binaries = node_machine(graph, node, facts)
+        arch, binaries = node_machine(graph, node, facts, inventory)
     except PiprovError as e:
         return naming(e, node.name)
-    desired = desired_state(inventory, graph, node, arch, binaries=binaries, templates_dir=templates_dir)
+    desired = desired_state(inventory, graph, node, arch, binaries=binaries, templates_dir=templates_dir,
+                            docker=facts.versions.get("docker"))
     try:
         return plan_node(desired, facts)
     except FactsError as e:
@@ -145,6 +146,34 @@ def facts_and_plan(inventory: Inventory, graph: ComponentGraph, fleet: Fleet) ->
     order = [n.name for n in inventory.nodes if n.name in done]
     facts = FleetResult({n: done[n][0] for n in order})
     return facts, _plan_of(inventory, {n: done[n][1] for n in order})
+
+
+def running_versions(inventory: Inventory, timeout: float = 3.0) -> dict[str, str | None]:
+    """The master's etcd and apiserver versions from their /version, read from the controller.
+
+    Component (as the support matrix names it) -> version, None when nothing
+    (or no version) answered. The same addresses the health checks reach.
+    """
+    from piprov import http
+    from piprov.graph.support import running_version
+    from piprov.inventory.model import refuse_documentation_address
+
+    try:
+        refuse_documentation_address(inventory.master)
+    except PiprovError:
+        return {"etcd": None, "hyperkube": None}  # no packet to an address that only exists in docs
+    master, net = inventory.master.address, inventory.network
+    urls = {"etcd": f"http://{master}:{net.etcd_port}/version",
+            "hyperkube": f"http://{master}:{net.apiserver_port}/version"}
+    out: dict[str, str | None] = {}
+    for comp, url in urls.items():
+        try:
+            res = http.request("GET", url, timeout=timeout, limit=64 * 1024)
+        except http.Unreachable:
+            out[comp] = None
+            continue
+        out[comp] = running_version(comp, res.body) if res.status == 200 else None
+    return out
 
 
 # -- apply --------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import jinja2
 from piprov.errors import PiprovError, RenderError
 from piprov.facts.model import NodeFacts
 from piprov.graph import Component, ComponentGraph, ManagedFile, UnitDependencies, probe_context, render_expression
+from piprov.graph.support import arch_selection, docker_view, matrix_for, node_problem, versions_view
 from piprov.inventory.model import ARCH_MAP, Inventory, Node, image_arch
 from piprov.plan.desired import DesiredFile, DesiredNode, RestartCascade
 
@@ -32,14 +33,29 @@ def node_image_arch(node: Node, machine: str) -> str:
     return to_image_arch(node.arch or machine)
 
 
-def node_machine(graph: ComponentGraph, node: Node, facts: NodeFacts) -> tuple[str, dict[str, str]]:
+def node_machine(
+    graph: ComponentGraph, node: Node, facts: NodeFacts, inventory: Inventory | None = None
+) -> tuple[str, dict[str, str]]:
     """What the node's facts say its desired state is rendered for: image arch and program paths.
 
     Raises a PiprovError that concerns this node alone: an architecture piprov
-    has no images for, or no docker.
+    has no images for, no docker, or a docker or systemd outside the support
+    matrix of the inventory's profile (``inventory`` given).
     """
     arch = node_image_arch(node, facts.machine)
-    missing = [b for b in graph.binaries(node.role) if facts.binaries.get(b, "") is None]
+    unneeded: set[str] = set()
+    if inventory is not None:
+        matrix = matrix_for(graph.sources)
+        profile = arch_selection(inventory, graph.image_specs, matrix, arch).profile
+        problem = node_problem(matrix, profile, facts.host, facts.versions)
+        if problem is not None:
+            raise problem
+        docker = facts.versions.get("docker")
+        if docker:
+            # A docker without dockerd (before 1.12) runs `docker daemon`.
+            unneeded = set(graph.binaries(node.role)) - set(docker_view(matrix, docker).daemon)
+            unneeded.discard("docker")
+    missing = [b for b in graph.binaries(node.role) if facts.binaries.get(b, "") is None and b not in unneeded]
     if missing:
         raise PiprovError(
             f"docker is not installed: no {' or '.join(missing)} in sudo's PATH",
@@ -75,9 +91,16 @@ def template_context(
     node: Node,
     arch: str,
     binaries: Mapping[str, str] | None = None,
+    docker: str | None = None,
 ) -> dict[str, object]:
-    """Everything a template may use (see the top of playbooks/seed-stack.yaml)."""
+    """Everything a template may use (see the top of playbooks/seed-stack.yaml).
+
+    ``versions`` is the support matrix's view of what this node runs: per
+    component its version, line and features (playbooks/versions.yaml), docker's
+    from the node's facts (``docker``: the word ``docker --version`` printed).
+    """
     ctx = probe_context(inventory, node)
+    ctx["versions"] = node_versions(inventory, graph, arch, docker)
     # The playbooks' images with the inventory's settings on top.
     images = graph.image_defaults()
     ctx.update(
@@ -91,6 +114,12 @@ def template_context(
         vars=dict(graph.vars),
     )
     return ctx
+
+
+def node_versions(inventory: Inventory, graph: ComponentGraph, arch: str, docker: str | None = None) -> object:
+    """The ``versions`` view of templates and playbook expressions for a node of image arch ``arch``."""
+    matrix = matrix_for(graph.sources)
+    return versions_view(arch_selection(inventory, graph.image_specs, matrix, arch), docker, matrix)
 
 
 def _template_line(exc: BaseException, template: str) -> int | None:
@@ -156,18 +185,21 @@ def desired_state(
     *,
     binaries: Mapping[str, str] | None = None,
     templates_dir: Path | None = None,
+    docker: str | None = None,
 ) -> DesiredNode:
     """What ``node`` should look like. ``arch`` is an image arch or a ``uname -m``.
 
     ``binaries`` maps program names (docker, dockerd) to their paths on the
     node, from :attr:`piprov.facts.NodeFacts.binaries`; the playbook's
-    defaults (``ComponentGraph.binaries``) fill in the others.
+    defaults (``ComponentGraph.binaries``) fill in the others. ``docker`` is
+    the node's docker version word (``NodeFacts.versions``): the docker flags
+    follow it; without it, the profile's newest docker line.
     """
     if isinstance(node, str):
         node = inventory.node(node)
     arch = to_image_arch(arch)
     env = template_environment(templates_dir)
-    ctx = template_context(inventory, graph, node, arch, binaries)
+    ctx = template_context(inventory, graph, node, arch, binaries, docker)
     files: list[DesiredFile] = []
     units: dict[str, list[str]] = {}
     etcd_keys: dict[str, str] = {}
@@ -210,6 +242,9 @@ def facts_command_for(inventory: Inventory, graph: ComponentGraph, node: Node | 
     if isinstance(node, str):
         node = inventory.node(node)
     ctx = probe_context(inventory, node)
+    # Before the facts, the arch is the inventory's (or the default images'):
+    # arch overrides stay within one profile, so etcdctl's syntax is the same.
+    ctx["versions"] = node_versions(inventory, graph, to_image_arch(node.arch) if node.arch else "")
     etcdctl: str | None = None
     keys: list[str] = []
     for c in graph.for_role(node.role):

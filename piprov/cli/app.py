@@ -138,6 +138,7 @@ COMMANDS = {
     "inventory": "piprov.cli.inventory_cmd:inventory",
     "node": "piprov.cli.node_cmd:node",
     "keys": "piprov.cli.keys_cmd:keys_cmd",
+    "versions": "piprov.cli.versions_cmd:versions_cmd",
 }
 # Command groups that live outside the product (the virtual lab) register
 # themselves through this entry point.

@@ -27,6 +27,14 @@ from piprov.plan import Plan
 from piprov.provision import apply_plan, facts_and_plan, gather_facts, run_lock
 
 
+def _version_notes(inventory: Inventory) -> list[str]:
+    """What the master's running etcd and apiserver (their /version) say against the inventory."""
+    from piprov.graph.support import check_inventory_versions, running_notes
+    from piprov.provision import running_versions
+
+    return running_notes(check_inventory_versions(inventory), running_versions(inventory))
+
+
 def _load(path: Path) -> tuple[Inventory, ComponentGraph]:
     inventory, graph = load(path), load_graph()
     check_images(inventory, graph.image_names())
@@ -60,10 +68,13 @@ def plan_cmd(inventory_path: Path, as_json: bool, no_diff: bool, policy: HostKey
     inventory, graph = _load(inventory_path)
     with Fleet.connect(inventory, policy=policy) as fleet:
         _, plan = _facts_and_plan(inventory, graph, fleet)
+    notes = _version_notes(inventory)
     if as_json:
-        out.print_json(json.dumps(plan_json(plan)))
+        out.print_json(json.dumps({**plan_json(plan), "version_notes": notes}))
     else:
         print_plan(plan, diffs=not no_diff)
+        for note in notes:
+            err.print(f"[yellow]version:[/] {escape(note)}")
         err.print(plan_summary(plan))
     if plan.errors:
         raise ExitWith(EXIT_ERROR)
@@ -212,6 +223,11 @@ def status_cmd(inventory_path: Path, as_json: bool, policy: HostKeyPolicy | None
             facts = gather_facts(inventory, graph, fleet)
             default_pw = default_password_report(inventory)
     k8s, api_error = _kube_nodes(inventory)
+    from piprov.graph.support import check_inventory_versions, running_notes
+    from piprov.provision import running_versions
+
+    running = running_versions(inventory)
+    notes = running_notes(check_inventory_versions(inventory), running)
     rows: list[dict[str, Any]] = []
     healthy = True
     for node in inventory.nodes:
@@ -221,10 +237,15 @@ def status_cmd(inventory_path: Path, as_json: bool, policy: HostKeyPolicy | None
         rows.append(row)
         healthy &= ok
     if as_json:
-        out.print_json(json.dumps({"healthy": healthy, "nodes": rows, "api_error": api_error or None}))
+        out.print_json(json.dumps({"healthy": healthy, "nodes": rows, "api_error": api_error or None,
+                                   "running": {"etcd": running["etcd"], "apiserver": running["hyperkube"]},
+                                   "version_notes": notes}))
     else:
         _print_status(rows, [c.name for c in graph.components], api_error,
                       {c.name: list(c.units) for c in graph.components})
+        err.print(f"running on the master: etcd {running['etcd'] or '?'}, apiserver {running['hyperkube'] or '?'}")
+        for note in notes:
+            err.print(f"[yellow]version:[/] {escape(note)}")
     on_default = [n for n, v in default_pw.items() if v]
     if on_default:
         err.print(f"[bold yellow]warning:[/] {', '.join(escape(n) for n in on_default)} still accept "
@@ -255,6 +276,8 @@ def _status_row(node: Node, f: object, graph: ComponentGraph, kn: Any, api_error
         healthy = False
     else:
         row["hostname"] = f.hostname
+        # The node's docker and systemd, as their --version said (None: not installed).
+        row["versions"] = {k: f.versions.get(k) for k in ("docker", "systemd")}
         row["components"] = {}
         row["units"] = {}
         for c in graph.for_role(node.role):
@@ -280,10 +303,11 @@ def _print_status(rows: list[dict[str, Any]], comps: list[str], api_error: str,
     for col in comps:
         t.add_column(col.replace("-", "-\n", 1), justify="center")
     t.add_column("kubernetes", no_wrap=True)
+    t.add_column("docker/\nsystemd", no_wrap=True)
     for r in rows:
         if "error" in r:
             t.add_row(escape(r["node"]), r["address"], r["role"], f"[red]{escape(r['error'][:60])}[/]",
-                      *[""] * (len(comps) - 1), r["kubernetes"])
+                      *[""] * (len(comps) - 1), r["kubernetes"], "")
             continue
         cells = []
         for name in comps:
@@ -293,8 +317,10 @@ def _print_status(rows: list[dict[str, Any]], comps: list[str], api_error: str,
             cell = "" if s is None else "[green]✓[/]" if s == "active" else f"[red]✗ {escape(s)}[/]"
             cells.append(f"{cell} [yellow]{escape(past)}[/]" if cell and past else cell)
         k = r["kubernetes"]
+        v = r.get("versions", {})
         t.add_row(escape(r["node"]), r["address"], r["role"], *cells,
-                  f"[green]{k}[/]" if k.startswith("Ready") else f"[red]{k}[/]")
+                  f"[green]{k}[/]" if k.startswith("Ready") else f"[red]{k}[/]",
+                  escape(f"{v.get('docker') or '-'}/{v.get('systemd') or '-'}"))
     out.print(t)
     if api_error:
         err.print(f"[yellow]Kubernetes API: {escape(api_error)}[/]")

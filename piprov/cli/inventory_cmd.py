@@ -196,10 +196,13 @@ def validate_cmd(inventory_path: Path) -> None:
     # The image names are the playbooks': only this command and those that
     # deploy read both (`inventory show/set` need not parse every playbook).
     check_images(inv, load_graph().image_names())
+    from piprov.graph.support import check_inventory_versions
+
+    profile = check_inventory_versions(inv).profile.name
     w = len(inv.workers)
     err.print(
         f"[green]ok[/]: {escape(str(inventory_path))}: cluster {escape(inv.cluster_name)}, "
-        f"master {escape(inv.master.name)}, {w} worker{'s' if w != 1 else ''}"
+        f"master {escape(inv.master.name)}, {w} worker{'s' if w != 1 else ''}, profile {escape(profile)}"
     )
 
 

@@ -76,8 +76,9 @@ PIPROV_UNITS
 # on an older one: per service, how often systemd scheduled its restart by
 # Restart= in this boot, and when (monotonic seconds) it last did or the unit
 # last entered the failed state. It costs nothing where u() saw any NRestarts
-# (systemd >= 235 with a service loaded); else one `systemctl --version`, and
-# below 235 one journalctl whose filter is exact field matches (_PID=1 and
+# (systemd >= 235 with a service loaded); else it reads the version the
+# versions block already asked for ($sv), and below 235 runs one journalctl
+# whose filter is exact field matches (_PID=1 and
 # the MESSAGE texts below), which journald answers from its field index
 # without reading the units' own output (a kubelet's), plus one sh loop per
 # service over the matched lines (two a death). What systemd prints, read in
@@ -100,8 +101,7 @@ PIPROV_UNITS
 # count covers the boot, not NRestarts' "since last started by hand".
 _JOURNAL_FN = r"""j() {
   [ -n "$nr" ] && return 0
-  v=$(systemctl --version 2>/dev/null) || return 0
-  v=${v#systemd }; v=${v%%[!0-9]*}
+  v=${sv#systemd }; v=${v%%[!0-9]*}
   [ -n "$v" ] && [ "$v" -lt 235 ] || return 0
   units=$*
   set --
@@ -171,6 +171,18 @@ $(ip -o -4 addr show 2>/dev/null)
 PIPROV_ADDRS
 """
 
+# The running programs' versions, one word each: `docker --version` prints
+# "Docker version 20.10.24+dfsg1, build 297e128" (1.11: "Docker version 1.11.2,
+# build b9f10c9"), `systemctl --version` "systemd 215" then its features. The
+# word goes out as is (the parser is strict about its characters, lenient about
+# its form: piprov.version parses it); "-" when the program is missing or
+# printed nothing. The support matrix (playbooks/versions.yaml) judges them.
+_VERSIONS = r"""vw() { v=$(printf '%s\n' "$2" | head -n 1 | cut -d ' ' -f "$3"); v=${v%,}; r "version $1 ${v:--}"; }
+sv=$(systemctl --version 2>/dev/null)
+vw docker "$(docker --version 2>/dev/null)" 3
+vw systemd "$sv" 2
+"""
+
 # `command -v` under sudo's PATH; a shell builtin or alias is not a program.
 _BINARIES = r"""for b in BINARIES; do
   p=$(command -v "$b" 2>/dev/null) && case "$p" in /*) ;; *) p=- ;; esac || p=-
@@ -213,6 +225,7 @@ def facts_command(
     if keys:
         parts.append(_ETCD_START.replace("KEYS", keys))
     parts.append(_SYSTEM)
+    parts.append(_VERSIONS)
     if programs:
         parts.append(_BINARIES.replace("BINARIES", " ".join(programs)))
     parts.extend(f"f {p}\n" for p in all_paths)

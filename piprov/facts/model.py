@@ -109,6 +109,9 @@ class NodeFacts:
     binaries: Mapping[str, str | None] = field(default_factory=dict)
     # Seconds since the node booted (/proc/uptime) when the facts were read.
     uptime: float | None = None
+    # Program (docker, systemd) -> the version word its --version printed, None
+    # when it printed none (not installed). Raw: the support matrix judges it.
+    versions: Mapping[str, str | None] = field(default_factory=dict)
 
     def file(self, path: str) -> FileFacts:
         """Facts of ``path``; a path the command did not ask about counts as missing."""

@@ -66,4 +66,5 @@ def _node_facts(host: str, got: Collected) -> NodeFacts:
         addresses=tuple(got.addresses),
         binaries=got.binaries,
         uptime=got.uptime,
+        versions=got.versions,
     )

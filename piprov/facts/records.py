@@ -57,6 +57,7 @@ class Collected:
     addresses: list[Address] = field(default_factory=list)
     binaries: dict[str, str | None] = field(default_factory=dict)
     uptime: float | None = None
+    versions: dict[str, str | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -335,3 +336,26 @@ def _bin(rec: Record, into: Collected) -> None:
         into.binaries[name] = path
     else:
         raise rec.malformed()
+
+
+# A version word: what tags and --version outputs hold ("20.10.24+dfsg1",
+# "1.11.2", "252", "17.05.0-ce") or not (a wrapper printing "version:"): any
+# printable word, judged by the support matrix; a control character or a
+# non-ASCII byte is garbage.
+_VERSION_WORD_RE = re.compile(r"[!-~]{1,64}")
+
+
+@record("version")
+def _version(rec: Record, into: Collected) -> None:
+    """``version <program> <word | ->``: the word its --version printed where the version stands."""
+    if len(rec.args) != 2 or not _PROGRAM_NAME_RE.fullmatch(rec.args[0]):
+        raise rec.malformed()
+    name, word = rec.args
+    if name in into.versions:
+        raise rec.wrong(f"version of {name} reported twice")
+    if word != "-" and not _VERSION_WORD_RE.fullmatch(word):
+        raise rec.wrong(f"{name} version {snippet(word, 40)} is not a version word")
+    into.versions[name] = None if word == "-" else word
+
+
+_PROGRAM_NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,31}")

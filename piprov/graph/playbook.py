@@ -31,6 +31,7 @@ from piprov.graph.model import (
     ProbeKind,
     Requirement,
 )
+from piprov.graph.versions import MATRIX_FILE
 from piprov.inventory.model import ImageSpec, Role
 
 _UNIT_RE = re.compile(r"^[A-Za-z0-9@_.:-]+\.(service|socket|path|timer|target|mount)$")
@@ -418,7 +419,9 @@ def _load_default(playbooks_dir: Path, templates_dir: Path) -> ComponentGraph:
 
 
 def _load(playbooks_dir: Path, templates_dir: Path) -> ComponentGraph:
-    files = sorted(playbooks_dir.glob("*.yaml")) + sorted(playbooks_dir.glob("*.yml"))
+    # The support matrix lives next to the playbooks but is no component playbook.
+    files = [f for f in sorted(playbooks_dir.glob("*.yaml")) + sorted(playbooks_dir.glob("*.yml"))
+             if f.name != MATRIX_FILE]
     if not files:
         raise GraphError(f"no playbooks (*.yaml) in {playbooks_dir}")
     books = _Playbooks(templates_dir)

@@ -249,6 +249,9 @@ def check_images(inventory: Inventory, names: Collection[str]) -> None:
     ``names`` are the images the playbooks run (graph.image_names); the
     inventory does not know them, so whoever holds both inventory and graph
     calls this once. Raises ProblemList of InventoryErrors, as validation does.
+    Then the versions the image tags name are checked against the support
+    matrix (:func:`piprov.graph.support.check_inventory_versions`): an
+    unsupported version or mix is refused here, at every load that runs images.
     """
     images = inventory.images
     file = str(inventory.path)
@@ -272,6 +275,9 @@ def check_images(inventory: Inventory, names: Collection[str]) -> None:
             if name not in names:
                 unknown(name, f"images.arch_overrides.{arch}", list(names), spec.location)
     _raise(file, problems)
+    from piprov.graph.support import check_inventory_versions
+
+    check_inventory_versions(inventory)
 
 
 def _raise(file: str, problems: list[PiprovError]) -> None:

@@ -39,7 +39,7 @@ def test_example_loads() -> None:
     assert inv.known_hosts == EXAMPLE.parent / "known_hosts"
     assert inv.ssh.identity_file == str(Path("~/.ssh/id_ed25519").expanduser())
     defaults = load_graph().image_defaults()
-    assert inv.images.ref("hyperkube", "arm64", defaults).endswith("hyperkube-arm64:v1.2.0")
+    assert inv.images.ref("hyperkube", "arm64", defaults).endswith("hyperkube-arm64:v1.1.3")
     assert inv.images.ref("hyperkube", "arm", defaults).endswith("hyperkube-arm:v1.1.2")
     assert inv.master.location is not None and inv.master.location.line == 48
 

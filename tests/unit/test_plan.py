@@ -44,7 +44,7 @@ def make_inventory(overrides: dict[str, Any] | None = None) -> Inventory:
     images = ImageSettings(
         insecure_registries=tuple(o.get("insecure_registries", ())),
         specs=specs,
-        arch_overrides={"arm64": {"hyperkube": ImageSpec("hyperkube", "v1.2.0")}},
+        arch_overrides={"arm64": {"hyperkube": ImageSpec("hyperkube", "v1.1.3")}},
     )
     return Inventory(
         path=Path("inventory.yaml"),
@@ -226,7 +226,8 @@ def test_commands_of_a_fresh_node(graph: ComponentGraph) -> None:
     ]
     assert commands(etcd.unit_actions(no_block=False))[-1] == "systemctl start k8s-etcd.service"
     (cmd,) = commands(etcd.etcd_actions())
-    assert cmd.startswith("docker -H unix:///var/run/docker-bootstrap.sock exec k8s-etcd env ETCDCTL_API=2 etcdctl")
+    # The seed's etcd 2.1.1: its etcdctl has one API and names the endpoints --peers.
+    assert cmd.startswith("docker -H unix:///var/run/docker-bootstrap.sock exec k8s-etcd etcdctl --peers=")
     assert "set /coreos.com/network/config '{\"Backend\": {\"Type\": \"host-gw\"}" in cmd
 
 

@@ -32,7 +32,7 @@ def make_inventory(mtu: int | None = None) -> Inventory:
             registry=REGISTRY,
             insecure_registries=(REGISTRY, "10.77.0.2:5000"),
             specs=load_graph().image_defaults(),
-            arch_overrides={"arm64": {"hyperkube": ImageSpec("hyperkube", "v1.2.0")}},
+            arch_overrides={"arm64": {"hyperkube": ImageSpec("hyperkube", "v1.1.3")}},
         ),
         network=NetworkSettings(mtu=mtu),
         nodes=(
@@ -81,7 +81,7 @@ def test_render_per_role_and_arch(graph: ComponentGraph, role: str, machine: str
     d = rendered(graph, role, machine)
     arch = MACHINES[machine]
     assert d.arch == arch
-    hyperkube_tag = "v1.2.0" if arch == "arm64" else "v1.1.2"
+    hyperkube_tag = "v1.1.3" if arch == "arm64" else "v1.1.2"
     texts = {f.path: f.content.decode() for f in d.files}
     assert len(texts) == len(d.files), "a path is rendered twice"
 
@@ -167,7 +167,7 @@ def test_render_per_role_and_arch(graph: ComponentGraph, role: str, machine: str
         etcd = values(unit_file(texts["/etc/systemd/system/k8s-etcd.service"]), "Service", "ExecStart")[0]
         assert f"{REGISTRY}/etcd-{arch}:2.1.1 /usr/local/bin/etcd --name=etcd" in etcd
         assert "--advertise-client-urls=http://192.168.1.100:4001" in etcd
-        assert "--listen-client-urls=http://0.0.0.0:4001" in etcd and "--enable-v2=true" in etcd
+        assert "--listen-client-urls=http://0.0.0.0:4001" in etcd and "--enable-v2" not in etcd  # etcd 2.1.1 has no such flag
         assert set(d.units) == {"docker-bootstrap", "etcd", "flannel", "docker", "kube-master"}
         for name in ("kube-apiserver", "kube-controller-manager", "kube-scheduler"):
             pod = json.loads(texts[f"/etc/kubernetes/manifests/{name}.json"])
@@ -183,7 +183,7 @@ def test_render_per_role_and_arch(graph: ComponentGraph, role: str, machine: str
             "SubnetLen": 24,
             "Backend": {"Type": "host-gw"},
         }
-        assert d.etcdctl is not None and d.etcdctl.endswith("etcdctl --endpoints=http://127.0.0.1:4001")
+        assert d.etcdctl is not None and d.etcdctl.endswith("etcdctl --peers=http://127.0.0.1:4001")
     else:
         assert "--api-servers=http://192.168.1.100:8080" in cmd and "--config" not in cmd
         assert proxy.endswith("/hyperkube proxy --master=http://192.168.1.100:8080")
