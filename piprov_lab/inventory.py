@@ -12,8 +12,9 @@ from piprov_lab.state import LabState
 REGISTRY_PORT = 5000
 DEFAULT_PROFILE = "seed"
 # Used when piprov_lab.images (the stand-ins' package, test infrastructure) is not there.
-_FALLBACK = {"seed": {"etcd": ("etcd", "2.1.1"), "flannel": ("flannel", "0.5.5"),
-                      "hyperkube": ("hyperkube", "v1.1.2"), "pause": ("pause", "2.0")}}  # fmt: skip
+_FALLBACK = {"seed": {"etcd": ("google_containers/etcd", "2.1.1"), "flannel": ("google_containers/flannel", "0.5.5"),
+                      "hyperkube": ("google_containers/hyperkube", "v1.1.2"),
+                      "pause": ("google_containers/pause", "2.0")}}  # fmt: skip
 
 
 def profiles() -> list[str]:
@@ -40,7 +41,7 @@ def lab_images(profile: str = DEFAULT_PROFILE) -> dict[str, tuple[str, str]]:
     served: dict[str, tuple[str, str]] = getattr(images, "profile_images")(profile) if images else {}
     specs = dict(_FALLBACK.get(profile, {}))
     for comp, (repo, tag) in served.items():
-        specs[comp] = (repo.rsplit("/", 1)[-1].removesuffix("-amd64"), tag)
+        specs[comp] = (repo.removesuffix("-amd64"), tag)  # google_containers/etcd: the -<arch> comes from the node
     return specs
 
 
