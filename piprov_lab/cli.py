@@ -18,6 +18,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from piprov_lab import inventory as lab_inventory
 from piprov_lab.errors import LabError
 from piprov_lab.lab import Lab, default_name
 
@@ -52,7 +53,7 @@ def lab() -> None:
     Nothing the lab does leaves this machine. Needs root.
 
     \b
-      piprov lab up --nodes 3 --decoys 2
+      piprov lab up --nodes 3 --decoys 2 [--profile last-hyperkube]
       piprov lab status
       piprov lab inventory > inventory.yaml
       piprov lab ssh pi1 -- uname -a
@@ -65,12 +66,17 @@ def lab() -> None:
 @click.option("--nodes", default=3, show_default=True, help="How many Pi-like nodes to boot.")
 @click.option("--decoys", default=0, show_default=True, help="Non-Pi mDNS hosts (a printer, a laptop...).")
 @click.option("--rtt", "rtt", default=0.0, show_default=True, help="Round-trip time to each node's SSH, in ms.")
-def up(name: str, nodes: int, decoys: int, rtt: float) -> None:
+@click.option("--profile", default=lab_inventory.DEFAULT_PROFILE, show_default=True,
+              type=click.Choice(lab_inventory.profiles()),
+              help="Image tags `lab inventory` names: seed (hyperkube v1.1.2, etcd 2.1.1, flannel 0.5.5, "
+              "pause 2.0) or last-hyperkube (v1.18.20, etcd 3.4.23, flannel v0.12.0, pause 3.2).")
+def up(name: str, nodes: int, decoys: int, rtt: float, profile: str) -> None:
     """Boot a lab; returns once every node's sshd answers."""
     t0 = time.monotonic()
     lb = _lab(name)
-    lb.up(nodes=nodes, decoys=decoys, rtt_ms=rtt)
-    err.print(f"lab [bold]{name}[/] is up: {nodes} nodes, {decoys} decoys in {time.monotonic() - t0:.1f} s")
+    lb.up(nodes=nodes, decoys=decoys, rtt_ms=rtt, profile=profile)
+    err.print(f"lab [bold]{name}[/] is up ({profile} profile): {nodes} nodes, {decoys} decoys "
+              f"in {time.monotonic() - t0:.1f} s")
     err.print(f"[dim]next: piprov lab status --name {name}; piprov lab inventory --name {name} > inventory.yaml[/]")
 
 

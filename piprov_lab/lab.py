@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from piprov_lab import image, net
+from piprov_lab import image, inventory, net
 from piprov_lab import state as st
 from piprov_lab.errors import LabError
 from piprov_lab.state import DecoyState, LabState, NodeState
@@ -54,7 +54,7 @@ from piprov_lab.system import (
 Progress = Callable[[str], None]
 
 KUBECTL = "/opt/piprov-tools/usr/bin/kubectl"
-REGISTRY_PORT = 5000
+REGISTRY_PORT = inventory.REGISTRY_PORT
 NODE_IP_OFFSET = 10  # pi1 = .11, pi2 = .12, ...
 DECOY_IP_OFFSET = 200
 PI_OUIS = ("b8:27:eb", "dc:a6:32", "e4:5f:01")  # Raspberry Pi Foundation / Trading
@@ -98,8 +98,7 @@ def _mac(oui: str, *seed: object) -> str:
     return oui + "".join(f":{b:02x}" for b in h[:3])
 
 
-def _inventory_name(index: int) -> str:
-    return "rpi-master" if index == 1 else f"rpi-node-{index - 1}"
+_inventory_name = inventory.inventory_name
 
 
 class Lab:
@@ -207,8 +206,10 @@ class Lab:
         return out.stdout[2:].strip().strip('"') or None
 
     # ---------------------------------------------------------------- up/down
-    def up(self, nodes: int = 3, decoys: int = 0, rtt_ms: float = 0) -> None:
-        """Boot ``nodes`` Pi-like nodes and ``decoys`` non-Pi hosts; return once every sshd answers."""
+    def up(self, nodes: int = 3, decoys: int = 0, rtt_ms: float = 0, profile: str = inventory.DEFAULT_PROFILE) -> None:
+        """Boot ``nodes`` Pi-like nodes and ``decoys`` non-Pi hosts; return once every sshd answers.
+        ``profile`` picks the image tags `inventory_yaml` names (the registry holds every profile's)."""
+        inventory.check_profile(profile)
         if not 1 <= nodes <= DECOY_IP_OFFSET - NODE_IP_OFFSET - 1:
             raise LabError(f"--nodes must be between 1 and {DECOY_IP_OFFSET - NODE_IP_OFFSET - 1}")
         if not 0 <= decoys <= 50:
@@ -235,7 +236,7 @@ class Lab:
                 in_use = {o.base for o in (st.load(x) for x in st.all_lab_names()) if o is not None}
                 image.remove_outdated(keep=in_use)
             try:
-                s = self._create_lab(base.root, rtt_ms)
+                s = self._create_lab(base.root, rtt_ms, profile)
                 self._start_registry(s)
                 new = [self._create_node(s) for _ in range(nodes)]
                 for n in new:
@@ -252,7 +253,7 @@ class Lab:
                 self._teardown(st.load(self.name))
                 raise
 
-    def _create_lab(self, base: Path, rtt_ms: float) -> LabState:
+    def _create_lab(self, base: Path, rtt_ms: float, profile: str) -> LabState:
         self.dir.mkdir(parents=True, exist_ok=True)
         with st.global_lock():
             taken = [o.subnet for o in (st.load(x) for x in st.all_lab_names()) if o is not None]
@@ -265,7 +266,7 @@ class Lab:
                 )
             bridge_ip = str(subnet.network_address + 1)
             s = LabState(name=self.name, dir=str(self.dir), subnet=str(subnet), bridge=bridge,
-                         bridge_ip=bridge_ip, base=str(base), rtt_ms=rtt_ms)  # fmt: skip
+                         bridge_ip=bridge_ip, base=str(base), rtt_ms=rtt_ms, profile=profile)  # fmt: skip
             st.save(s)
             self._say(f"lab {self.name}: bridge {bridge} {bridge_ip}/{subnet.prefixlen}")
             net.create_bridge(bridge, bridge_ip, subnet.prefixlen)
@@ -765,42 +766,8 @@ class Lab:
 
     # ------------------------------------------------------------- inventory
     def inventory_yaml(self) -> str:
-        """An inventory (format of inventory.example.yaml) pointing at this lab's nodes."""
-        s = self._state()
-        reg = f"{s.bridge_ip}:{REGISTRY_PORT}"
-        lines = [
-            f"# piprov inventory for the virtual Pi lab {self.name!r} (from `piprov lab inventory`).",
-            "# Host keys are pinned in the lab's own known_hosts, so strict checking works.",
-            "",
-            "cluster:",
-            f"  name: lab-{self.name}",
-            "",
-            "ssh:",
-            "  user: pirate",
-            "  port: 22",
-            f"  identity_file: {self.identity_file}",
-            "  host_key_policy: strict",
-            f"  known_hosts: {self.known_hosts}",
-            "  connect_timeout: 10",
-            "",
-            "images:",
-            f"  registry: {reg}",
-            f'  insecure_registries: ["{reg}"]',
-            *[f'  {c + ":":<10} {{repository: {r}, tag: "{t}"}}' for c, (r, t) in _lab_images().items()],
-            "",
-            "network:",
-            "  flannel_network: 10.0.0.0/16",
-            "  flannel_subnet_len: 24",
-            "  flannel_backend: host-gw",
-            "  etcd_port: 4001",
-            "  apiserver_port: 8080",
-            "",
-            "nodes:",
-        ]
-        for n in s.nodes:
-            role = "master" if n.index == 1 else "worker"
-            lines += [f"  - name: {_inventory_name(n.index)}", f"    address: {n.ip}", f"    role: {role}"]
-        return "\n".join(lines) + "\n"
+        """An inventory (format of inventory.example.yaml) with the tags of the lab's profile."""
+        return inventory.inventory_yaml(self.name, self._state(), self.identity_file, self.known_hosts)
 
     # ----------------------------------------------------------------- status
     def status(self) -> dict[str, object]:
@@ -808,6 +775,7 @@ class Lab:
         s = self._state()
         return {
             "name": self.name,
+            "profile": s.profile,
             "subnet": s.subnet,
             "bridge": s.bridge,
             "bridge_ip": s.bridge_ip,
@@ -829,21 +797,6 @@ class Lab:
                 for d in s.decoys
             ],
         }
-
-
-def _lab_images() -> dict[str, tuple[str, str]]:
-    """component -> (repository without the -arch suffix, tag) as the lab registry serves them."""
-    specs = {"etcd": ("etcd", "2.1.1"), "flannel": ("flannel", "0.5.5"),
-             "hyperkube": ("hyperkube", "v1.1.2"), "pause": ("pause", "2.0")}  # fmt: skip
-    try:
-        served: dict[str, tuple[str, str]] = getattr(importlib.import_module("piprov_lab.images"), "IMAGES", {})
-    except ImportError:
-        served = {}
-    for comp in specs:
-        if comp in served:
-            repo, tag = served[comp]
-            specs[comp] = (repo.removesuffix("-amd64"), tag)
-    return specs
 
 
 def _show(cmd: Sequence[str] | str) -> str:

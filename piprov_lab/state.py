@@ -71,6 +71,7 @@ class LabState:
     base: str = ""
     forward_rule: bool = False
     rtt_ms: float = 0.0
+    profile: str = "seed"  # the image tags `lab inventory` names (`lab up --profile`)
     registry: ProcRef | None = None
     nodes: list[NodeState] = field(default_factory=list)
     decoys: list[DecoyState] = field(default_factory=list)

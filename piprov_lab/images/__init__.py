@@ -1,21 +1,25 @@
-"""The seed stack's component images for the virtual Pi lab.
+"""The component images of both supported profiles for the virtual Pi lab.
 
 ``ensure_images(registry, cache_dir)`` builds (cached by a fingerprint of their
-sources) and pushes to the lab registry, without any docker daemon:
+sources) and pushes to the lab registry, without any docker daemon, every
+supported tag of every component (``{registry}/google_containers/<repo>-amd64:<tag>``):
 
-==============================================================  =======================================
-``{registry}/google_containers/etcd-amd64:3.4``                 Debian's real etcd 3.4 + etcdctl at /usr/local/bin
-``{registry}/google_containers/flannel-amd64:v0.5.5``           flanneld stand-in at /opt/bin/flanneld
-``{registry}/google_containers/hyperkube-amd64:v1.1.2``         hyperkube stand-in at /hyperkube
-``{registry}/google_containers/hyperkube-amd64:v1.1.3``         the same layers, reporting v1.1.3 (upgrade tests)
-``{registry}/google_containers/pause-amd64:2.0``                /pause (pod infra container)
-``{registry}/google_containers/busybox-amd64:1.35``             busybox-static + applet links (workload: httpd)
-==============================================================  =======================================
+=================================  ====================================================================
+``etcd-amd64:2.1.1``               etcd 2.1.1 wrapper (standins/etcd21.py) around the real etcd 3.4
+``etcd-amd64:3.4.23``, ``:3.4``    Debian's real etcd 3.4.23 + etcdctl at /usr/local/bin
+``flannel-amd64:0.5.5``/``v0.5.5`` flanneld stand-in, FLANNEL_VERSION=v0.5.5
+``flannel-amd64:v0.12.0``          the same layers, FLANNEL_VERSION=v0.12.0
+``hyperkube-amd64:v1.1.2``         hyperkube stand-in, KUBE_VERSION=v1.1.2 (also v1.1.3, v1.18.20)
+``pause-amd64:2.0``, ``:3.2``      /pause (pod infra container)
+``busybox-amd64:1.35``             busybox-static + applet links (workload: httpd)
+=================================  ====================================================================
 
 Layers are shared between images (same digests), so a node pulls each once:
-busybox (every image) < python runtime (etcd, flannel, hyperkube) < etcd or stand-ins.
-The stand-ins live in ``standins/`` and are test infrastructure: the product
-package ``piprov`` never imports this package.
+busybox (every image) < python runtime (etcd, flannel, hyperkube) < etcd or stand-ins;
+tags of one component differ only in their config (the version in Env).
+``PROFILES`` says which image each component of a lab profile uses. The stand-ins
+live in ``standins/`` and are test infrastructure: the product package ``piprov``
+never imports this package.
 """
 
 from __future__ import annotations
@@ -27,23 +31,51 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .build import (BuildError, busybox_layer, etcd_layer, image_blobs, layer_blob, python_layer,
+from .build import (Blob, BuildError, busybox_layer, etcd21_layer, etcd_layer, image_blobs, layer_blob, python_layer,
                     sources_fingerprint, standins_layer)
 from .registry import Registry, RegistryError
 
-__all__ = ["ensure_images", "build_images", "image_refs", "BuildError", "RegistryError", "BuiltImage", "IMAGES"]
+__all__ = ["ensure_images", "build_images", "image_refs", "BuildError", "RegistryError", "BuiltImage", "IMAGES",
+           "PROFILES", "DEFAULT_PROFILE", "profile_images"]
 
 log = logging.getLogger(__name__)
 
-# logical name -> (repository under the registry, tag)
+_ETCD, _FLANNEL = "google_containers/etcd-amd64", "google_containers/flannel-amd64"
+_KUBE, _PAUSE = "google_containers/hyperkube-amd64", "google_containers/pause-amd64"
+
+# logical name -> (repository under the registry, tag). The unsuffixed names are the
+# ones older tests use ("etcd" is the real etcd 3.4 they run with --enable-v2).
 IMAGES: dict[str, tuple[str, str]] = {
-    "etcd": ("google_containers/etcd-amd64", "3.4"),
-    "flannel": ("google_containers/flannel-amd64", "v0.5.5"),
-    "hyperkube": ("google_containers/hyperkube-amd64", "v1.1.2"),
-    "hyperkube-next": ("google_containers/hyperkube-amd64", "v1.1.3"),
-    "pause": ("google_containers/pause-amd64", "2.0"),
+    "etcd": (_ETCD, "3.4.23"),
+    "etcd-3.4": (_ETCD, "3.4"),
+    "etcd-2.1.1": (_ETCD, "2.1.1"),
+    "flannel": (_FLANNEL, "v0.5.5"),
+    "flannel-0.5.5": (_FLANNEL, "0.5.5"),
+    "flannel-v0.12.0": (_FLANNEL, "v0.12.0"),
+    "hyperkube": (_KUBE, "v1.1.2"),
+    "hyperkube-next": (_KUBE, "v1.1.3"),
+    "hyperkube-v1.18.20": (_KUBE, "v1.18.20"),
+    "pause": (_PAUSE, "2.0"),
+    "pause-3.2": (_PAUSE, "3.2"),
     "busybox": ("google_containers/busybox-amd64", "1.35"),
 }
+
+# Lab profile -> component -> logical image name (the tags of docs PROFILES.md / issue #13):
+# the seed's 2016 stack, and the last Kubernetes line that shipped a hyperkube image
+# (1.18; dropped in 1.19, kubernetes/kubernetes#88676) with the etcd and flannel of its time.
+PROFILES: dict[str, dict[str, str]] = {
+    "seed": {"etcd": "etcd-2.1.1", "flannel": "flannel-0.5.5", "hyperkube": "hyperkube", "pause": "pause"},
+    "last-hyperkube": {"etcd": "etcd", "flannel": "flannel-v0.12.0", "hyperkube": "hyperkube-v1.18.20",
+                       "pause": "pause-3.2"},
+}
+DEFAULT_PROFILE = "seed"
+
+
+def profile_images(profile: str) -> dict[str, tuple[str, str]]:
+    """component -> (repository, tag) of a profile; KeyError names the profile when unknown."""
+    if profile not in PROFILES:
+        raise KeyError(f"unknown lab profile {profile!r}: one of {', '.join(PROFILES)}")
+    return {comp: IMAGES[name] for comp, name in PROFILES[profile].items()}
 
 
 def image_refs(registry: str) -> dict[str, str]:
@@ -77,17 +109,24 @@ def build_images(cache_dir: Path) -> list[BuiltImage]:
     py = layer_blob(cache_dir, python_layer())
     etcd = layer_blob(cache_dir, etcd_layer())
     si = layer_blob(cache_dir, standins_layer())
+    e21 = layer_blob(cache_dir, etcd21_layer())
     env_py = ["PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1"]
     label = {"io.piprov.lab": "stand-in images built by piprov_lab.images"}
-    specs = {
-        "etcd": ([bb, py, etcd], ["/usr/local/bin/etcd"], []),
-        # The stand-in follows the start-up behaviour of the flannel version of its tag.
-        "flannel": ([bb, py, si], ["/opt/bin/flanneld"], env_py + [f"FLANNEL_VERSION={IMAGES['flannel'][1]}"]),
-        "hyperkube": ([bb, py, si], ["/hyperkube"], env_py + ["KUBE_VERSION=v1.1.2"]),
-        "hyperkube-next": ([bb, py, si], ["/hyperkube"], env_py + ["KUBE_VERSION=v1.1.3"]),
-        "pause": ([bb], ["/pause"], []),
-        "busybox": ([bb], ["/bin/sh"], []),
-    }
+    specs: dict[str, tuple[list[tuple[Blob, str]], list[str], list[str]]] = {}
+    for name, (_, tag) in IMAGES.items():
+        if name.startswith("etcd"):
+            # 2.1.1: the wrapper's launchers over the real etcd's links (standins/etcd21.py).
+            specs[name] = (([bb, py, etcd, si, e21], ["/usr/local/bin/etcd"], env_py) if tag.startswith("2.")
+                           else ([bb, py, etcd], ["/usr/local/bin/etcd"], []))
+        elif name.startswith("flannel"):
+            # The stand-in follows the flannel version of its tag ("0.5.5" is v0.5.5).
+            specs[name] = ([bb, py, si], ["/opt/bin/flanneld"], env_py + [f"FLANNEL_VERSION=v{tag.lstrip('v')}"])
+        elif name.startswith("hyperkube"):
+            specs[name] = ([bb, py, si], ["/hyperkube"], env_py + [f"KUBE_VERSION={tag}"])
+        elif name.startswith("pause"):
+            specs[name] = ([bb], ["/pause"], [])
+        else:
+            specs[name] = ([bb], ["/bin/sh"], [])
     built = []
     for name, (layers, cmd, env) in specs.items():
         cblob, manifest = image_blobs(cache_dir, layers, cmd, env, label)

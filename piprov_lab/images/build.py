@@ -168,17 +168,33 @@ def python_layer() -> Layer:
 
 
 def etcd_layer() -> Layer:
+    """Debian's real etcd 3.4 under /opt/etcd3/bin, linked from /usr/local/bin (where the
+    units call it); the 2.1.1 image puts its wrappers over those links (etcd21_layer)."""
     for b in (ETCD, ETCDCTL):
         if not b.exists():
             raise BuildError(f"{b} is missing: install etcd-server and etcd-client (scripts/setup.sh does)")
     layer = Layer("etcd")
-    layer.add_file("usr/local/bin/etcd", ETCD, 0o755)
-    layer.add_file("usr/local/bin/etcdctl", ETCDCTL, 0o755)
+    for b in (ETCD, ETCDCTL):
+        layer.add_file(f"opt/etcd3/bin/{b.name}", b, 0o755)
+        layer.add_symlink(f"usr/local/bin/{b.name}", f"/opt/etcd3/bin/{b.name}")
     layer.add_dir("var/etcd/data", 0o700)
     for b in (ETCD, ETCDCTL):
         for lib in _ldd(b):
             if lib.name not in BASE_LIBS:
                 _add_lib(layer, lib)
+    return layer
+
+
+LAUNCHER = ('#!/usr/bin/python3.11 -B\n"""{doc}"""\nimport sys\nsys.path.insert(0, "/opt/standins")\n'
+            "from standins.{mod} import main\nmain()\n")
+
+
+def etcd21_layer() -> Layer:
+    """etcd 2.1.1's command lines over the real etcd 3.4: see standins/etcd21.py and etcdctl21.py."""
+    layer = Layer("etcd21")
+    for name, mod in (("etcd", "etcd21"), ("etcdctl", "etcdctl21")):
+        doc = f"{name} 2.1.1 wrapper around the real etcd 3.4: see standins/{mod}.py"
+        layer.add_bytes(f"usr/local/bin/{name}", LAUNCHER.format(doc=doc, mod=mod).encode(), 0o755)
     return layer
 
 
@@ -199,8 +215,7 @@ def standins_layer() -> Layer:
     if yaml_dir is not None:
         for src in sorted(yaml_dir.glob("*.py")):  # the pure-Python PyYAML: no libyaml needed
             layer.add_file(f"opt/standins/yaml/{src.name}", src, 0o644)
-    launcher = ('#!/usr/bin/python3.11 -B\n"""{doc}"""\nimport sys\nsys.path.insert(0, "/opt/standins")\n'
-                "from standins.{mod} import main\nmain()\n")
+    launcher = LAUNCHER
     layer.add_bytes("opt/bin/flanneld", launcher.format(doc="flanneld stand-in: see standins/flanneld.py",
                                                         mod="flanneld").encode(), 0o755)
     layer.add_bytes("hyperkube", launcher.format(doc="hyperkube stand-in: see standins/hyperkube.py",

@@ -10,7 +10,7 @@ Reuse them from any test under tests/lab/:
     gives an inventory pointing at them (strict host keys).
 
 ``lab_factory`` (session scope)
-    ``lab_factory("mine", nodes=2, decoys=0, rtt_ms=0) -> Lab`` boots a lab of
+    ``lab_factory("mine", nodes=2, decoys=0, rtt_ms=0, profile="seed") -> Lab`` boots a lab of
     your own (use it when a test breaks nodes or provisions them). Each lab is
     taken down at session end; call ``lab.down()`` earlier to free memory.
     Names are made unique per pytest process, so parallel sessions (other
@@ -48,12 +48,12 @@ def lab_factory() -> Iterator[LabFactory]:
         pytest.skip("lab tests need root (they boot containers and network namespaces)")
     made: list[Lab] = []
 
-    def make(name: str, nodes: int = 3, decoys: int = 0, rtt_ms: float = 0) -> Lab:
+    def make(name: str, nodes: int = 3, decoys: int = 0, rtt_ms: float = 0, profile: str = "seed") -> Lab:
         lab = Lab(_unique(name))
         lab.down()  # whatever an earlier process with the same pid left behind
 
         made.append(lab)
-        lab.up(nodes=nodes, decoys=decoys, rtt_ms=rtt_ms)
+        lab.up(nodes=nodes, decoys=decoys, rtt_ms=rtt_ms, profile=profile)
         return lab
 
     try:

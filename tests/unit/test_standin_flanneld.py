@@ -151,10 +151,13 @@ def test_config_defaults_follow_flannel() -> None:
     assert str(cfg.subnet_min) == "10.1.1.0" and str(cfg.subnet_max) == "10.1.255.0"
 
 
-def _run_main(args: list[str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
+def _run_main(args: list[str], timeout: float = 30, **env: str) -> subprocess.CompletedProcess[str]:
+    import os
+
     code = ("import sys; sys.path.insert(0, %r); from standins.flanneld import main; "
             "main(router=lambda *a: None)" % str(testsupport.IMAGES_DIR))
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "FLANNEL_VERSION": "v0.5.5", **env})
 
 
 def test_missing_config_exits_non_zero_with_a_clear_line(etcd: str, tmp_path: Path) -> None:
@@ -167,21 +170,21 @@ def test_missing_config_exits_non_zero_with_a_clear_line(etcd: str, tmp_path: Pa
 def test_unreachable_etcd_exits_non_zero_after_a_bounded_retry(tmp_path: Path) -> None:
     port = testsupport.free_port()
     t0 = time.monotonic()
-    proc = _run_main([f"--etcd-endpoints=http://127.0.0.1:{port}", "--etcd-timeout=2s", "--iface=127.0.0.1",
-                      f"--subnet-file={tmp_path}/s.env", "--v=3"])
+    proc = _run_main([f"--etcd-endpoints=http://127.0.0.1:{port}", "--iface=127.0.0.1",
+                      f"--subnet-file={tmp_path}/s.env", "--v=3"], STANDIN_ETCD_TIMEOUT="2")
     assert proc.returncode == 1 and time.monotonic() - t0 < 15
     last = proc.stderr.strip().splitlines()[-1]
     assert "etcd unreachable after 2s, giving up" in last, proc.stderr
-    assert "ignoring flag --v" in proc.stderr
 
 
-def test_main_writes_subnet_env_and_keeps_running(etcd: str, prefix: str, tmp_path: Path) -> None:
-    code = ("import sys; sys.path.insert(0, %r); from standins.flanneld import main; "
-            "main(router=lambda *a: None)" % str(testsupport.IMAGES_DIR))
+@pytest.mark.parametrize("version", ["v0.5.5", "0.5.5", "v0.12.0"])
+def test_main_writes_subnet_env_and_keeps_running(etcd: str, prefix: str, tmp_path: Path, version: str) -> None:
+    import os
+
     env_file = tmp_path / "run" / "flannel" / "subnet.env"
-    proc = subprocess.Popen([sys.executable, "-c", code, f"--etcd-endpoints=http://127.0.0.1:1,{etcd}",
-                             f"--etcd-prefix={prefix}", "--iface=127.0.0.1", f"--subnet-file={env_file}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = _popen_main([f"--etcd-endpoints=http://127.0.0.1:1,{etcd}", f"--etcd-prefix={prefix}",
+                        "--iface=127.0.0.1", f"--subnet-file={env_file}"],
+                       env={**os.environ, "FLANNEL_VERSION": version})
     try:
         deadline = time.monotonic() + 15
         while not env_file.exists() and time.monotonic() < deadline:
@@ -203,10 +206,12 @@ ABSENT_IP = "198.51.100.77"  # TEST-NET-2: an address no interface of this machi
 
 
 def _popen_main(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    import os
+
     code = ("import sys; sys.path.insert(0, %r); from standins.flanneld import main; "
             "main(router=lambda *a: None)" % str(testsupport.IMAGES_DIR))
     return subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+                            text=True, env=env if env is not None else {**os.environ, "FLANNEL_VERSION": "v0.5.5"})
 
 
 def _stop(proc: subprocess.Popen[str]) -> str:
@@ -319,3 +324,151 @@ def test_version_comes_from_the_image_tag(tmp_path: Path) -> None:
     proc = _popen_main(["--iface=127.0.0.1", f"--subnet-file={tmp_path}/s.env"], env=env)
     _, err = proc.communicate(timeout=10)
     assert proc.returncode == 1 and "not v0.7.1" in err.splitlines()[-1], err
+
+
+# -- per version: flag sets and v0.12.0's start-up (sources in the stand-in's docstring) ---------
+
+def _env(version: str, **more: str) -> dict[str, str]:
+    import os
+
+    return {**os.environ, "FLANNEL_VERSION": version, **more}
+
+
+@pytest.mark.parametrize("version, flag, status", [
+    ("v0.5.5", "--kube-subnet-mgr", 2),  # came with v0.7; Go 1.4 flag.ExitOnError: 2
+    ("v0.5.5", "--iface-regex=eth.*", 2),
+    ("v0.5.5", "--no-such-flag", 2),
+    ("v0.12.0", "--logtostderr", 0),  # glog's, not copied into v0.12's FlagSet; its usage() exits 0
+    ("v0.12.0", "--subnet-dir=/x", 0),
+    ("v0.12.0", "--networks=a", 0),
+])
+def test_unknown_flag_is_named_and_exits_as_that_version(version: str, flag: str, status: int) -> None:
+    proc = _popen_main([flag, "--iface=127.0.0.1"], env=_env(version))
+    _, err = proc.communicate(timeout=10)
+    name = flag.lstrip("-").split("=")[0]
+    assert proc.returncode == status, err
+    assert err.splitlines()[0] == f"flag provided but not defined: -{name}", err
+    assert "Usage" in err.splitlines()[1]
+
+
+@pytest.mark.parametrize("version, flags", [
+    ("v0.5.5", flanneld.FLAGS_055), ("v0.12.0", flanneld.FLAGS_012),
+])
+def test_each_flag_of_the_version_parses(version: str, flags: list[object]) -> None:
+    from standins import goflag
+
+    argv = []
+    names = {f.name for f in flanneld.flags_of(version)} - {"help"}  # v0.5.5 --help: usage, exit 0
+    for f in flanneld.flags_of(version):
+        if f.name in names:
+            argv.append(f"--{f.name}" if f.is_bool else f"-{f.name}=1")
+    opts = flanneld.parse_args(version, argv)
+    assert set(opts.given) == names
+    assert flanneld.flags_of(version) is flags and all(isinstance(f, goflag.GoFlag) for f in flags)
+
+
+def test_go_flag_rules() -> None:
+    from standins import goflag
+
+    flags = [goflag.string("a"), goflag.boolean("b"), goflag.integer("n", 3)]
+    p = goflag.parse(["-a", "-b", "--b=false", "-n=0x10", "pos", "-a=x"], flags)
+    assert p["a"] == "-b" and p["b"] is False and p["n"] == 16 and p.args == ["pos", "-a=x"]
+    assert goflag.parse(["--", "-a"], flags).args == ["-a"]
+    for argv, msg in ([["-a"], "flag needs an argument: -a"], [["---a"], "bad flag syntax: ---a"],
+                      [["-b=yes"], 'invalid boolean value "yes" for flag -b'], [["-zz"], "flag provided but not defined: -zz"]):
+        with pytest.raises(goflag.FlagError, match=msg):
+            goflag.parse(argv, flags)
+    with pytest.raises(goflag.HelpRequested):
+        goflag.parse(["-h"], flags)
+    p = goflag.parse(["-a=cli"], flags)
+    goflag.from_env(p, flags, "X", {"X_A": "env", "X_N": "7"})
+    assert p["a"] == "cli" and p["n"] == 7
+
+
+@pytest.mark.parametrize("version, shown", [("v0.12.0", "v0.12.0"), ("0.5.5", "0.5.5")])
+def test_version_flag_per_version(version: str, shown: str) -> None:
+    proc = _popen_main(["--version"], env=_env(version))
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0 and err.strip() == shown
+
+
+@pytest.mark.parametrize("iface, line", [
+    (ABSENT_IP, f"error looking up interface {ABSENT_IP}: No interface with given IP found"),
+    ("nosuch0", "error looking up interface nosuch0: route ip+net: no such network interface"),
+])
+def test_v012_iface_not_on_the_node_exits_1(etcd: str, prefix: str, tmp_path: Path, iface: str, line: str) -> None:
+    """v0.12.0 main.go:207-238: unlike v0.5.5 it exits 1 (a unit's Restart= tries again)."""
+    proc = _popen_main([f"--etcd-endpoints={etcd}", f"--etcd-prefix={prefix}", f"--iface={iface}",
+                        f"--subnet-file={tmp_path}/s.env"], env=_env("v0.12.0"))
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 1, err
+    assert f"Could not find valid interface matching {iface}: {line}" in err
+    assert err.strip().splitlines()[-1].endswith(
+        "Failed to find interface to use that matches the interfaces and/or regexes provided")
+
+
+def test_v012_tries_each_iface_in_turn(etcd: str, prefix: str, tmp_path: Path) -> None:
+    env_file = tmp_path / "s.env"
+    proc = _popen_main([f"--etcd-endpoints={etcd}", f"--etcd-prefix={prefix}", f"--iface={ABSENT_IP}",
+                        "--iface=127.0.0.1", f"--subnet-file={env_file}"], env=_env("v0.12.0"))
+    try:
+        deadline = time.monotonic() + 15
+        while not env_file.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert read_env(str(env_file))["FLANNEL_SUBNET"].startswith("10.0.")
+    finally:
+        err = _stop(proc)
+    assert proc.returncode == 0 and "Exiting cleanly..." in err.splitlines()[-1], err
+
+
+def test_v012_missing_config_is_retried_every_second(etcd: str, tmp_path: Path) -> None:
+    """v0.12.0 getConfig (main.go:381-400) retries any error for ever; v0.5.5's stand-in exits 1."""
+    proc = _run_main([f"--etcd-endpoints={etcd}", "--etcd-prefix=/nothing/here", "--iface=127.0.0.1",
+                      f"--subnet-file={tmp_path}/s.env"], FLANNEL_VERSION="v0.12.0", STANDIN_ETCD_TIMEOUT="3")
+    lines = [ln for ln in proc.stderr.splitlines() if "Couldn't fetch network config: 100: Key not found (/nothing" in ln]
+    assert 3 <= len(lines) <= 5, proc.stderr
+    assert proc.stdout.count("timed out") >= 2
+    assert proc.returncode == 1  # only because STANDIN_ETCD_TIMEOUT bounds it
+
+
+def test_v012_unreachable_etcd_is_retried_with_the_go_client_text(tmp_path: Path) -> None:
+    port = testsupport.free_port()
+    proc = _run_main([f"--etcd-endpoints=http://127.0.0.1:{port}", "--iface=127.0.0.1",
+                      f"--subnet-file={tmp_path}/s.env"], FLANNEL_VERSION="v0.12.0", STANDIN_ETCD_TIMEOUT="2")
+    assert ("Couldn't fetch network config: client: etcd cluster is unavailable or misconfigured; error #0:"
+            in proc.stderr), proc.stderr
+
+
+def test_v012_revoked_lease_shuts_down(etcd: str, prefix: str, tmp_path: Path) -> None:
+    env_file = tmp_path / "s.env"
+    proc = _popen_main([f"--etcd-endpoints={etcd}", f"--etcd-prefix={prefix}", "--iface=127.0.0.1",
+                        f"--subnet-file={env_file}"], env=_env("v0.12.0"))
+    deadline = time.monotonic() + 15
+    while not env_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    subnet = read_env(str(env_file))["FLANNEL_SUBNET"]
+    net = subnet.rsplit(".", 1)[0] + ".0-24"
+    Etcd2([etcd]).delete(f"{prefix}/subnets/{net}")
+    _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0 and "Lease has been revoked. Shutting down daemon." in err, err
+
+
+def test_v012_renew_margin_is_checked_and_healthz_served(etcd: str, prefix: str, tmp_path: Path) -> None:
+    proc = _run_main(["--subnet-lease-renew-margin=1440", "--iface=127.0.0.1"], FLANNEL_VERSION="v0.12.0")
+    assert proc.returncode == 1 and "Invalid subnet-lease-renew-margin option" in proc.stderr
+    port = testsupport.free_port()
+    p = _popen_main([f"--etcd-endpoints={etcd}", f"--etcd-prefix={prefix}", "--iface=127.0.0.1",
+                     f"--subnet-file={tmp_path}/s.env", "--healthz-ip=127.0.0.1", f"--healthz-port={port}"],
+                    env=_env("v0.12.0"))
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
+                break
+            except OSError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        assert body == b"flanneld is running"
+    finally:
+        _stop(p)

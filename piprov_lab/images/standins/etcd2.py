@@ -25,11 +25,17 @@ EVENT_INDEX_CLEARED = 401
 
 
 class EtcdError(Exception):
-    def __init__(self, code: int, message: str, index: int = 0) -> None:
+    def __init__(self, code: int, message: str, index: int = 0, cause: str = "") -> None:
         super().__init__(f"etcd error {code}: {message}")
         self.code = code
         self.message = message
         self.index = index
+        self.cause = cause
+
+    def go_client_text(self) -> str:
+        """The text of etcd's Go v2 client error, ``100: Key not found (/coreos.com) [12]``
+        (etcd client/keys.go ``Error.Error``), as flannel 0.12's logs show it."""
+        return f"{self.code}: {self.message} ({self.cause}) [{self.index}]"
 
 
 class EtcdUnreachable(Exception):
@@ -124,7 +130,8 @@ class Etcd2:
     def _check(status: int, data: Any) -> dict[str, Any]:
         if status >= 400 or (isinstance(data, dict) and "errorCode" in data):
             data = data or {}
-            raise EtcdError(int(data.get("errorCode", 0)), str(data.get("message", status)), int(data.get("index", 0)))
+            raise EtcdError(int(data.get("errorCode", 0)), str(data.get("message", status)), int(data.get("index", 0)),
+                            str(data.get("cause", "")))
         assert isinstance(data, dict)
         return data
 

@@ -1,0 +1,213 @@
+"""Both lab profiles end to end (issue #13 "Done when"): `piprov up` -> every node Ready,
+the seed's workload running, then `piprov node drain` of a worker as kubectl drain of
+that release would; first, the images of the profile behave as their versions.
+
+One 3-node lab per profile (`piprov lab up --profile`), tests in file order. The
+first two tests need only the lab's images; the rest need the whole of #13 (version-
+aware units, stand-ins of the version, drain per version).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from labkit import TESTDATA, LabCluster, wait_for
+
+from piprov_lab.images import profile_images
+from piprov_lab.lab import Lab
+
+KUBECTL = Path(__file__).resolve().parents[2] / ".venv/bin/kubectl"  # the project's tools
+# Before `piprov up` a fresh node runs no docker daemon: the image checks use one of their own.
+SOCK = "/var/run/docker-prof.sock"
+DOCKER = f"docker -H unix://{SOCK}"
+
+
+class Cluster(LabCluster):
+    profile: str = "seed"
+
+    def kubectl(self, *args: str, input: str | None = None) -> Any:
+        import subprocess
+        exe = str(KUBECTL) if KUBECTL.exists() else self.lab.kubectl
+        return subprocess.run([exe, "-s", self.api, "--cache-dir", str(self.cache), *args],
+                              capture_output=True, text=True, input=input, timeout=60)
+
+    def json(self, *args: str) -> Any:
+        p = self.kubectl(*args, "-o", "json")
+        assert p.returncode == 0, p.stderr
+        return json.loads(p.stdout)
+
+    def image(self, component: str) -> str:
+        repo, tag = profile_images(self.profile)[component]
+        return f"{self.lab.registry}/{repo}:{tag}"
+
+    def sh(self, node: str, cmd: str, check: bool = True) -> Any:
+        return self.lab.exec(node, cmd, check=check)
+
+    def ready(self) -> bool:
+        p = self.kubectl("get", "nodes", "-o", "json")
+        if p.returncode != 0:
+            return False
+        ready = {n["metadata"]["name"] for n in json.loads(p.stdout)["items"]
+                 if {c["type"]: c["status"] for c in n["status"].get("conditions", [])}.get("Ready") == "True"}
+        return ready == {n.ip for n in self.lab.nodes}
+
+
+@pytest.fixture(scope="module", params=["seed", "last-hyperkube"])
+def cluster(request: pytest.FixtureRequest, lab_factory: Callable[..., Lab],
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    profile = str(request.param)
+    lab = lab_factory(f"prof-{profile[:4]}", nodes=3, profile=profile)
+    inv = tmp_path_factory.mktemp(profile) / "inventory.yaml"
+    inv.write_text(lab.inventory_yaml())
+    c = Cluster(lab, inv)
+    c.profile = profile
+    yield c
+    lab.down()
+
+
+# -- what only the lab's images decide ---------------------------------------------------------
+
+def test_inventory_and_registry_carry_the_profile_tags(cluster: Cluster) -> None:
+    inv = cluster.inventory.read_text()
+    for comp, (repo, tag) in profile_images(cluster.profile).items():
+        short = repo.removesuffix("-amd64")  # google_containers/etcd: the node adds -<arch>
+        assert f'{comp + ":":<10} {{repository: {short}, tag: "{tag}"}}' in inv, inv
+        req = urllib.request.Request(f"http://{cluster.lab.registry}/v2/{repo}/manifests/{tag}", method="HEAD",
+                                     headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"})
+        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(req, timeout=10) as r:
+            assert r.status == 200
+
+
+def test_etcd_and_flanneld_of_the_profile_behave_as_their_versions(cluster: Cluster) -> None:
+    """On the master's main daemon, before piprov: etcd of the profile, a v2 key, flanneld's lease."""
+    m, ip = cluster.lab.nodes[0].name, cluster.lab.nodes[0].ip
+    etcd, flannel = cluster.image("etcd"), cluster.image("flannel")
+    cluster.sh(m, f"systemd-run --unit=prof-docker --collect dockerd -H unix://{SOCK} -p /var/run/docker-prof.pid "
+                  "--data-root=/var/lib/docker-prof --exec-root=/var/run/docker-prof --iptables=false "
+                  f"--ip-masq=false --bridge=none --insecure-registry={cluster.lab.registry}")
+    wait_for("a docker daemon", lambda: cluster.sh(m, f"{DOCKER} version", check=False).returncode == 0 or None, 30, 0.2)
+    args = (f"--name=etcd --data-dir=/var/etcd/data --listen-client-urls=http://0.0.0.0:14001 "
+            f"--advertise-client-urls=http://{ip}:14001 --listen-peer-urls=http://127.0.0.1:17001 "
+            "--initial-advertise-peer-urls=http://127.0.0.1:17001 --initial-cluster=etcd=http://127.0.0.1:17001")
+    if cluster.profile == "seed":
+        p = cluster.sh(m, f"{DOCKER} run --rm {etcd} /usr/local/bin/etcd {args} --enable-v2=true", check=False)
+        assert p.returncode == 2 and "flag provided but not defined: -enable-v2" in p.stderr, p.stderr
+    extra = "" if cluster.profile == "seed" else " --enable-v2=true"
+    cluster.sh(m, f"{DOCKER} run -d --name prof-etcd --net=host {etcd} /usr/local/bin/etcd {args}{extra}")
+    try:
+        version = wait_for("etcd /version", lambda: _get_json(f"http://{ip}:14001/version"), 60, 0.5)
+        want = "2.1.1" if cluster.profile == "seed" else "3.4.23"
+        assert version["etcdserver"] == want
+        cfg = '{"Network": "10.0.0.0/16", "SubnetLen": 24, "Backend": {"Type": "host-gw"}}'
+        ctl = ("etcdctl --peers=http://127.0.0.1:14001" if cluster.profile == "seed"
+               else "env ETCDCTL_API=2 etcdctl --endpoints=http://127.0.0.1:14001")
+        cluster.sh(m, f"{DOCKER} exec prof-etcd {ctl} set /coreos.com/network/config '{cfg}'")
+        got = cluster.sh(m, f"{DOCKER} exec prof-etcd {ctl} get /coreos.com/network/config").stdout
+        assert json.loads(got)["Network"] == "10.0.0.0/16"
+        fl = (f"{DOCKER} run --rm --net=host --privileged -v /tmp/prof-flannel:/run/flannel {flannel} "
+              f"/opt/bin/flanneld --etcd-endpoints=http://{ip}:14001")
+        if cluster.profile == "last-hyperkube":  # v0.12.0 exits 1 when --iface is not an address
+            p = cluster.sh(m, f"timeout 20 {fl} --iface=198.51.100.77", check=False)
+            assert p.returncode == 1 and "Failed to find interface to use" in p.stderr, p.stderr
+        cluster.sh(m, f"{DOCKER} run -d --name prof-flannel --net=host --privileged -v /tmp/prof-flannel:/run/flannel "
+                      f"{flannel} /opt/bin/flanneld --etcd-endpoints=http://{ip}:14001 --iface={ip} --ip-masq")
+        env = wait_for("subnet.env", lambda: cluster.sh(m, "cat /tmp/prof-flannel/subnet.env", check=False).stdout
+                       or None, 30, 0.5)
+        assert "FLANNEL_NETWORK=10.0.0.0/16" in env and "FLANNEL_IPMASQ=true" in env, env
+    finally:
+        cluster.sh(m, f"{DOCKER} rm -f prof-flannel prof-etcd; systemctl stop prof-docker; "
+                      "rm -rf /tmp/prof-flannel /var/lib/docker-prof /var/run/docker-prof", check=False)
+
+
+def _get_json(url: str) -> Any:
+    try:
+        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(url, timeout=2) as r:
+            return json.loads(r.read())
+    except (OSError, ValueError):
+        return None
+
+
+# -- the whole of #13 --------------------------------------------------------------------------
+
+def test_up_makes_every_node_ready_and_runs_the_workload(cluster: Cluster) -> None:
+    p = cluster.piprov("up", timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    wait_for("every node Ready", cluster.ready, 180, 2)
+    rc = (TESTDATA / "rc.yaml").read_text().replace("{{REGISTRY}}", cluster.lab.registry)
+    rc = rc.replace("replicas: 3", "replicas: 2")
+    assert cluster.kubectl("create", "-f", "-", input=rc).returncode == 0
+    wait_for("2 httpd pods running", lambda: len(_running(cluster, "app=httpd")) == 2 or None, 180)
+
+
+def test_seed_has_no_eviction_and_no_policy_group(cluster: Cluster) -> None:
+    if cluster.profile != "seed":
+        pytest.skip("Kubernetes 1.1 only")
+    pod = _running(cluster, "app=httpd")[0]["metadata"]["name"]
+    body = json.dumps({"apiVersion": "policy/v1beta1", "kind": "Eviction",
+                       "metadata": {"name": pod, "namespace": "default"}}).encode()
+    for method, path, data in (("POST", f"/api/v1/namespaces/default/pods/{pod}/eviction", body),
+                               ("GET", "/apis/policy", None)):
+        req = urllib.request.Request(cluster.api + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.build_opener(urllib.request.ProxyHandler({})).open(req, timeout=10)
+        assert e.value.code == 404, f"{method} {path}"
+
+
+def _running(c: Cluster, selector: str) -> list[dict[str, Any]]:
+    pods = c.json("get", "pods", "-l", selector)["items"]
+    return [x for x in pods if x["status"].get("phase") == "Running" and x["status"].get("podIP")]
+
+
+def _manifest(c: Cluster, kind: str, node: str) -> str:
+    img = f"{c.lab.registry}/google_containers/busybox-amd64:1.35"
+    spec = {"containers": [{"name": "sleep", "image": img, "command": ["/bin/sh", "-c", "sleep 100000"]}]}
+    if kind == "pod":
+        return json.dumps({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "loner", "labels": {"app": "loner"}},
+                           "spec": {**spec, "nodeName": node}})
+    if kind == "rc":
+        return json.dumps({"apiVersion": "v1", "kind": "ReplicationController", "metadata": {"name": "pair"},
+                           "spec": {"replicas": 2, "selector": {"app": "pair"},
+                                    "template": {"metadata": {"labels": {"app": "pair"}}, "spec": spec}}})
+    return json.dumps({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "everywhere"},
+                       "spec": {"selector": {"matchLabels": {"app": "ds"}},
+                                "template": {"metadata": {"labels": {"app": "ds"}}, "spec": spec}}})
+
+
+def test_drain_moves_managed_pods_and_stops_on_an_unmanaged_one(cluster: Cluster) -> None:
+    target = cluster.lab.nodes[1]
+    others = [n.ip for n in cluster.lab.nodes if n.ip != target.ip]
+    for ip in others:  # so that both replicas land on the target
+        assert cluster.kubectl("cordon", ip).returncode == 0
+    for kind in ["rc", "pod"] + (["ds"] if cluster.profile == "last-hyperkube" else []):
+        p = cluster.kubectl("create", "-f", "-", input=_manifest(cluster, kind, target.ip))
+        assert p.returncode == 0, p.stderr
+    wait_for("2 pair replicas on the target", lambda: [x["spec"]["nodeName"] for x in _running(cluster, "app=pair")]
+             == [target.ip] * 2 or None, 120)
+    wait_for("the unmanaged pod", lambda: _running(cluster, "app=loner") or None, 120)
+    for ip in others:
+        assert cluster.kubectl("uncordon", ip).returncode == 0
+    refused = cluster.piprov("node", "drain", target.inventory_name, "--timeout", "60")
+    assert refused.returncode != 0 and "loner" in refused.stdout + refused.stderr, refused.stderr
+    t0 = time.monotonic()
+    p = cluster.piprov("node", "drain", target.inventory_name, "--force", "--timeout", "60")
+    took = time.monotonic() - t0
+    print(f"{cluster.profile}: drain --force of {target.inventory_name} took {took:.1f} s")
+    assert p.returncode == 0, p.stderr[-3000:]
+    node = cluster.json("get", "node", target.ip)
+    assert node["spec"].get("unschedulable") is True
+    pair = wait_for("2 pair replicas elsewhere", lambda: (lambda r: r if len(r) == 2 else None)(
+        [x for x in _running(cluster, "app=pair") if x["spec"]["nodeName"] != target.ip]), 120)
+    assert {x["spec"]["nodeName"] for x in pair} <= set(others)
+    assert not cluster.json("get", "pods", "-l", "app=loner")["items"], "the unmanaged pod is deleted"
+    if cluster.profile == "last-hyperkube":
+        ds = [x for x in cluster.json("get", "pods", "-l", "app=ds")["items"] if x["spec"].get("nodeName") == target.ip]
+        assert ds, "the DaemonSet pod stays on the drained node"
+        assert ds[0]["metadata"]["name"] in p.stdout + p.stderr, "and the drain lists it"
