@@ -61,7 +61,7 @@ def main() -> int:
             return subprocess.run([*PIPROV, *a, "-i", str(inv)], capture_output=True, text=True, timeout=900)
 
         def kubectl(*a: str, input: str | None = None) -> None:
-            subprocess.run([lab.kubectl, "-s", api, "--cache-dir", str(tmp / "kc"), *a], input=input, check=True,
+            subprocess.run(lab.kubectl_argv(api, tmp / "kc", *a), input=input, check=True,
                            capture_output=True, text=True, timeout=60)
 
         api = f"http://{lab.nodes[0].ip}:8080"

@@ -148,6 +148,17 @@ class Lab:
     def kubectl(self) -> str:
         return KUBECTL
 
+    def kubectl_argv(self, api: str, cache: Path | str, *args: str) -> list[str]:
+        """kubectl (the project's tools: Debian's 1.20) against ``api``, as this lab's
+        release needs it. kubectl 1.20 validates what it creates against the server's
+        OpenAPI document (/openapi/v2, else /swagger-2.0.0.pb-v1) and fails when
+        neither exists; Kubernetes 1.1 served only Swagger 1.2 under /swaggerapi, so
+        against the seed profile a user passes --validate=false, and so do we."""
+        argv = [KUBECTL, "-s", api, "--cache-dir", str(cache), *args]
+        if self._state().profile == "seed" and args and args[0] in ("create", "apply", "replace"):
+            argv.insert(5, "--validate=false")
+        return argv
+
     @property
     def nodes(self) -> list[NodeInfo]:
         s = self._state()

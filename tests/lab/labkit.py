@@ -48,5 +48,5 @@ class LabCluster:
                               timeout=timeout)
 
     def kubectl(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([self.lab.kubectl, "-s", self.api, "--cache-dir", str(self.cache), *args],
+        return subprocess.run(self.lab.kubectl_argv(self.api, self.cache, *args),
                               capture_output=True, text=True, input=input, timeout=60)

@@ -68,7 +68,7 @@ class Cluster:
         return self.lab.exec(node, cmd, check=check, timeout=timeout).stdout
 
     def kubectl(self, *args: str, check: bool = True, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([self.lab.kubectl, "-s", self.api, f"--cache-dir={self.cache_dir}", *args],
+        proc = subprocess.run(self.lab.kubectl_argv(self.api, self.cache_dir, *args),
                               capture_output=True, text=True, timeout=timeout)
         if check and proc.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}): {proc.stderr}{proc.stdout}")
@@ -247,7 +247,7 @@ def _rc_spread(c: Cluster) -> dict[str, list[dict[str, Any]]] | None:
 def test_httpd_rc_spreads_over_workers_and_answers_across_nodes(cluster: Cluster) -> None:
     c = cluster
     rc = (TESTDATA / "rc.yaml").read_text().replace("{{REGISTRY}}", c.lab.registry)
-    proc = subprocess.run([c.lab.kubectl, "-s", c.api, f"--cache-dir={c.cache_dir}", "create", "-f", "-"], input=rc,
+    proc = subprocess.run(c.lab.kubectl_argv(c.api, c.cache_dir, "create", "-f", "-"), input=rc,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     by_node = wait_for("3 httpd pods running", lambda: _rc_spread(c), 120, 1)

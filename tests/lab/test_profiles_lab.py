@@ -23,7 +23,6 @@ from labkit import TESTDATA, LabCluster, wait_for
 from piprov_lab.images import profile_images
 from piprov_lab.lab import Lab
 
-KUBECTL = Path(__file__).resolve().parents[2] / ".venv/bin/kubectl"  # the project's tools
 # Before `piprov up` a fresh node runs no docker daemon: the image checks use one of their own.
 SOCK = "/var/run/docker-prof.sock"
 DOCKER = f"docker -H unix://{SOCK}"
@@ -31,12 +30,6 @@ DOCKER = f"docker -H unix://{SOCK}"
 
 class Cluster(LabCluster):
     profile: str = "seed"
-
-    def kubectl(self, *args: str, input: str | None = None) -> Any:
-        import subprocess
-        exe = str(KUBECTL) if KUBECTL.exists() else self.lab.kubectl
-        return subprocess.run([exe, "-s", self.api, "--cache-dir", str(self.cache), *args],
-                              capture_output=True, text=True, input=input, timeout=60)
 
     def json(self, *args: str) -> Any:
         p = self.kubectl(*args, "-o", "json")

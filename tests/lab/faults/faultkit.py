@@ -141,7 +141,7 @@ class FaultCluster:
 
     # -- looking at the cluster
     def kubectl(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([self.lab.kubectl, "-s", self.api, "--cache-dir", str(self.kube_cache), *args],
+        return subprocess.run(self.lab.kubectl_argv(self.api, self.kube_cache, *args),
                               capture_output=True, text=True, timeout=60)
 
     def all_ready(self) -> bool:
