@@ -148,6 +148,16 @@ class Lab:
     def kubectl(self) -> str:
         return KUBECTL
 
+    @property
+    def etcdctl(self) -> str:
+        """The v2 etcdctl of this lab's etcd, run in piprov's k8s-etcd container on the
+        master, ending in a space: etcdctl 2.1 knows --peers (--endpoints came in 2.2),
+        etcdctl 3.4 speaks v3 unless ETCDCTL_API=2."""
+        run = "docker -H unix:///var/run/docker-bootstrap.sock exec k8s-etcd "
+        if self._state().profile == "seed":
+            return run + "etcdctl --peers=http://127.0.0.1:4001 "
+        return run + "env ETCDCTL_API=2 etcdctl --endpoints=http://127.0.0.1:4001 "
+
     def kubectl_argv(self, api: str, cache: Path | str, *args: str) -> list[str]:
         """kubectl (the project's tools: Debian's 1.20) against ``api``, as this lab's
         release needs it. kubectl 1.20 validates what it creates against the server's

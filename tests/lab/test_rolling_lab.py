@@ -1,7 +1,9 @@
 """Rolling node add, drain, remove and `up --rolling` on a live 4-node lab cluster.
 
 One lab for the module (pi1 = rpi-master, pi2..pi4 = rpi-node-1..3), built
-with `piprov up`, running a busybox RC of 4 replicas under a
+with `piprov up` on the last-hyperkube profile (Kubernetes 1.18: the seed's 1.1
+had no evictions and no PodDisruptionBudgets; its drain is in
+test_profiles_lab.py), running a busybox RC of 4 replicas under a
 PodDisruptionBudget that allows one unavailable. Tests run in file order and
 build on each other. A sampler thread counts ready replicas while pods move.
 """
@@ -96,7 +98,7 @@ class Sampler(threading.Thread):
 
 @pytest.fixture(scope="module")
 def cluster(lab_factory: Callable[..., Lab], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    lab = lab_factory("roll", nodes=4)
+    lab = lab_factory("roll", nodes=4, profile="last-hyperkube")
     tmp = tmp_path_factory.mktemp("rolling")
     inv = tmp / "inventory.yaml"
     inv.write_text(lab.inventory_yaml())
@@ -167,6 +169,16 @@ def test_drain_against_an_unsatisfiable_budget_names_it_and_uncordons(cluster: C
     try:
         counts = cluster.by_node()
         ip = next(n.ip for n in cluster.lab.nodes[1:] if counts.get(n.ip))
+        # The API itself first: an eviction the budget forbids is a 429 TooManyRequests.
+        pod = next(p for p in cluster.httpd() if p["spec"].get("nodeName") == ip)
+        name = pod["metadata"]["name"]
+        body = json.dumps({"apiVersion": "policy/v1beta1", "kind": "Eviction",
+                           "metadata": {"name": name, "namespace": "default"}}).encode()
+        req = urllib.request.Request(f"{cluster.api}/api/v1/namespaces/default/pods/{name}/eviction", data=body,
+                                     method="POST", headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(req, timeout=10)  # noqa: S310 - the lab's apiserver
+        assert err.value.code == 429 and json.loads(err.value.read())["reason"] == "TooManyRequests"
         inv_name = _inventory_name(cluster, ip)
         t0 = time.monotonic()
         p = cluster.piprov("node", "drain", inv_name, "--timeout", "6")

@@ -151,9 +151,7 @@ def test_every_node_rebooted_comes_back_without_piprov(cluster: Cluster) -> None
         list(pool.map(cluster.lab.reboot, [n.name for n in cluster.lab.nodes]))
     cluster.wait_all_ready(240)
     # etcd kept its data: flannel's network config survived.
-    got = cluster.lab.exec("pi1", "docker -H unix:///var/run/docker-bootstrap.sock exec k8s-etcd "
-                           "env ETCDCTL_API=2 etcdctl --endpoints=http://127.0.0.1:4001 "
-                           "get /coreos.com/network/config").stdout
+    got = cluster.lab.exec("pi1", cluster.lab.etcdctl + "get /coreos.com/network/config").stdout
     assert "10.0.0.0/16" in got
     # Ready comes from the kubelet; the rest of the units may still be settling
     # (systemd restarts what raced at boot). They converge without piprov.

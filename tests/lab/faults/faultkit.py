@@ -28,8 +28,6 @@ from piprov_lab.errors import LabError
 from piprov_lab.lab import Lab
 
 TRACEBACK = "Traceback (most recent call last)"
-ETCDCTL = ("docker -H unix:///var/run/docker-bootstrap.sock exec k8s-etcd "
-           "env ETCDCTL_API=2 etcdctl --endpoints=http://127.0.0.1:4001 ")
 NETWORK_KEY = "/coreos.com/network/config"
 # Where piprov writes on a node; temp files of an interrupted write would be here.
 MANAGED_DIRS = "/etc/systemd/system /etc/kubernetes /etc /boot /etc/ssh /etc/ssh/sshd_config.d /home/pirate/.ssh"
@@ -170,7 +168,7 @@ class FaultCluster:
         return found
 
     def etcd_network(self) -> str:
-        return self.lab.exec("pi1", ETCDCTL + f"get {NETWORK_KEY}", check=False).stdout
+        return self.lab.exec("pi1", self.lab.etcdctl + f"get {NETWORK_KEY}", check=False).stdout
 
     # -- the end of every scenario
     def converge(self, *, up_args: tuple[str, ...] = (), ready: bool = True) -> None:
