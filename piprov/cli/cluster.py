@@ -21,8 +21,8 @@ from piprov.graph import ComponentGraph, components_dot, components_text, dag_do
 from piprov.inventory import Inventory, Node, check_images, load
 from piprov.inventory.model import HostKeyPolicy
 from piprov.keys import default_password_report
+from piprov.kube import kubeconfig
 from piprov.kube.client import apiserver_url
-from piprov.localfs import atomic_write
 from piprov.plan import Plan
 from piprov.provision import apply_plan, facts_and_plan, gather_facts, run_lock
 
@@ -326,35 +326,43 @@ def graph_cmd(inventory_path: Path, dot: bool, components: bool) -> None:
 
 
 def kubeconfig_text(inventory: Inventory) -> str:
-    server = apiserver_url(inventory)
-    name = inventory.cluster_name
-    return (
-        "apiVersion: v1\nkind: Config\n"
-        f"clusters:\n- name: {json.dumps(name)}\n  cluster:\n    server: {json.dumps(server)}\n"
-        f"contexts:\n- name: {json.dumps(name)}\n  context:\n    cluster: {json.dumps(name)}\n    user: admin\n"
-        f"current-context: {json.dumps(name)}\n"
-        "users:\n- name: admin\n  user: {}\n"
-    )
+    """This cluster alone as a kubeconfig (what --print writes)."""
+    return kubeconfig.dump(kubeconfig.entry(inventory.cluster_name, apiserver_url(inventory)))
 
 
 @click.command("kubeconfig")
 @inventory_option
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write to this file (atomically) instead of stdout.")
-def kubeconfig_cmd(inventory_path: Path, output: Path | None) -> None:
-    """Write a kubeconfig for kubectl pointing at the cluster's apiserver.
+              help="Merge into this file instead of $KUBECONFIG / ~/.kube/config.")
+@click.option("--print", "to_stdout", is_flag=True, help="Write this cluster's kubeconfig to stdout; change no file.")
+@click.option("--use", is_flag=True, help="Also make this cluster kubectl's current context.")
+def kubeconfig_cmd(inventory_path: Path, output: Path | None, to_stdout: bool, use: bool) -> None:
+    """Merge this cluster into your kubeconfig, as kind and k3sup do.
+
+    Adds (or replaces) the cluster, user and context named piprov-<cluster
+    name> in $KUBECONFIG (the first file of it that exists) or
+    ~/.kube/config, keeping every other cluster, user and context. The file
+    is replaced atomically with mode 0600. The current context changes only
+    with --use.
 
     The 2016 stack serves the API on the master's insecure port 8080, so
     there are no credentials in it: keep the cluster on a trusted LAN.
 
     \b
-      piprov kubeconfig -o ~/.kube/config && kubectl get nodes
+      piprov kubeconfig --use && kubectl get nodes
+      piprov kubeconfig -o cluster.yaml     merge into (or create) cluster.yaml
+      piprov kubeconfig --print             this cluster alone, on stdout
     """
-    text = kubeconfig_text(load(inventory_path))
-    if output is None:
-        sys.stdout.write(text)
+    inventory = load(inventory_path)
+    ours = kubeconfig.entry(inventory.cluster_name, apiserver_url(inventory))
+    if to_stdout:
+        if output is not None or use:
+            raise PiprovError("--print writes to stdout: it takes neither -o nor --use")
+        sys.stdout.write(kubeconfig.dump(ours))
         return
-    output.parent.mkdir(parents=True, exist_ok=True)
-    # 0600 whatever was there: a kubeconfig is a credential file once the cluster has any.
-    atomic_write(output, text.encode(), mode=0o600)
-    err.print(f"wrote {output}")
+    target = output if output is not None else kubeconfig.default_path()
+    kubeconfig.write_merged(target, ours, use=use)
+    name = kubeconfig.entry_name(inventory.cluster_name)
+    err.print(f"merged context {escape(name)} into {escape(str(target))}")
+    if not use:
+        err.print(f"[dim]kubectl --context {escape(name)} get nodes, or `piprov kubeconfig --use` to make it current[/]")
