@@ -23,7 +23,7 @@ returns records.
 
 from __future__ import annotations
 
-from piprov.discover.additions import inventory_match, plan_additions
+from piprov.discover.additions import inventory_match, plan_additions, plan_additions_why
 from piprov.discover.browse import discover, local_adapters
 from piprov.discover.hosts import MAX_TXT_BYTES, MAX_TXT_ENTRIES, check_hostname, merge, networks_of
 from piprov.discover.pi import (
@@ -63,4 +63,5 @@ __all__ = [
     "merge",
     "networks_of",
     "plan_additions",
+    "plan_additions_why",
 ]
