@@ -75,12 +75,10 @@ def discover_cmd(
     raspberrypi-2.local... (Raspberry Pi OS announces no service). Stops once
     answers stop changing and no device is still probing for a name.
 
-    \b
-    Nothing an answer claims is taken on trust. Not passed, with the reason:
-    an address of this machine or off the browsed subnet; a MAC the address
-    does not answer ARP with (one probe datagram to its discard port makes the
-    kernel ask); several names on one address (one device); odd host names;
-    one name claimed by two devices.
+    Not passed, with the reason: an address of this machine or off the browsed
+    subnet; a MAC its address does not answer ARP with (one datagram to its
+    discard port makes the kernel ask); several names on one address; odd host
+    names; one name claimed by two devices.
 
     \b
     Examples:
@@ -89,10 +87,8 @@ def discover_cmd(
       piprov discover --add                append new Pis as rpi-node-N workers
       piprov discover --interface 10.0.0.1 browse one interface only
 
-    --add leaves Pis already in the inventory (same address or MAC) alone and
-    writes only the planned name, the address and the MAC; `piprov up` then
-    sets the host names. It adds every Pi that passed and lists the others
-    with the reason.
+    --add adds each Pi that passed and is not in the inventory (by address or
+    MAC) with its planned name, address and MAC; it lists the others with why.
     """
     if role == "master" and add:
         raise PiprovError("--add --role master: the inventory already names its master", hint="add workers, then edit by hand")
@@ -103,7 +99,7 @@ def discover_cmd(
             hint="start from inventory.example.yaml (or `piprov inventory add` after creating one)",
         )
     if not as_json:
-        err.print(f"[dim]browsing mDNS on {', '.join(interfaces) or 'all interfaces'} (up to {timeout:g} s)...[/]")
+        err.print(f"[dim]browsing mDNS on {', '.join(interfaces) or 'the LAN interfaces'} (up to {timeout:g} s)...[/]")
     result = discover(interfaces, timeout=timeout, quiet=quiet, all_types=all_, ssh_scan=ssh_scan)
     added: list[NewNode] = []
     not_added: list[tuple[str, str]] = []
@@ -114,13 +110,17 @@ def discover_cmd(
         out.print_json(json.dumps(_as_json(result, inv, all_, added, not_added)))
         return
     _print_table(result, inv, all_, inventory_path)
+    if add:
+        _print_additions(added, not_added, inventory_path)
+
+
+def _print_additions(added: list[NewNode], not_added: list[tuple[str, str]], inventory_path: Path) -> None:
     for n in added:
         err.print(f"[green]added[/] {n.name} ({n.address}, {n.role}) to {escape(str(inventory_path))}")
-    if add:
-        for what, why in not_added:
-            err.print(f"[yellow]not added[/] {escape(what)}: {escape(why)}")
-        if not added:
-            err.print("nothing added")
+    for what, why in not_added:
+        err.print(f"[yellow]not added[/] {escape(what)}: {escape(why)}")
+    if not added:
+        err.print("nothing added")
 
 
 def _add(
