@@ -65,12 +65,18 @@ def lab() -> None:
 @click.option("--nodes", default=3, show_default=True, help="How many Pi-like nodes to boot.")
 @click.option("--decoys", default=0, show_default=True, help="Non-Pi mDNS hosts (a printer, a laptop...).")
 @click.option("--rtt", "rtt", default=0.0, show_default=True, help="Round-trip time to each node's SSH, in ms.")
-def up(name: str, nodes: int, decoys: int, rtt: float) -> None:
+@click.option("--decoy", "decoy_kinds", multiple=True, metavar="KIND",
+              help="One more decoy of this kind (printer, laptop, or hostile: loopback-pi, spoofed-mac, six-names, "
+              "own-address); repeatable.")
+@click.option("--rpios", default=0, show_default=True,
+              help="The last N nodes get Raspberry Pi OS's avahi defaults (host name raspberrypi, "
+              "publish-workstation=no, no _ssh._tcp service): found only by their A record.")
+def up(name: str, nodes: int, decoys: int, rtt: float, decoy_kinds: tuple[str, ...], rpios: int) -> None:
     """Boot a lab; returns once every node's sshd answers."""
     t0 = time.monotonic()
     lb = _lab(name)
-    lb.up(nodes=nodes, decoys=decoys, rtt_ms=rtt)
-    err.print(f"lab [bold]{name}[/] is up: {nodes} nodes, {decoys} decoys in {time.monotonic() - t0:.1f} s")
+    lb.up(nodes=nodes, decoys=decoys, rtt_ms=rtt, decoy_kinds=decoy_kinds, rpios=rpios)
+    err.print(f"lab [bold]{name}[/] is up: {nodes} nodes, {decoys + len(decoy_kinds)} decoys in {time.monotonic() - t0:.1f} s")
     err.print(f"[dim]next: piprov lab status --name {name}; piprov lab inventory --name {name} > inventory.yaml[/]")
 
 
