@@ -155,6 +155,14 @@ def main() -> None:
     if os.geteuid() != 0:
         raise SystemExit("bench/discover.py needs root (it boots a lab)")
 
+    if a.runs:
+        settled_runs(a)
+    if a.boot_runs:
+        print(boot_runs(f"{a.lab}-boot", a.boot_nodes, a.boot_runs))
+
+
+def settled_runs(a: argparse.Namespace) -> None:
+    """The classic figure: a lab whose names have settled, discovered ``a.runs`` times (and avahi-browse)."""
     lab = Lab(a.lab)
     booted = False
     if not lab.is_up:
@@ -203,8 +211,6 @@ def main() -> None:
             browser.close()
         if booted and not a.keep:
             lab.down()
-    if a.boot_runs:
-        print(boot_runs(f"{a.lab}-boot", a.boot_nodes, a.boot_runs))
 
 
 def boot_runs(name: str, nodes: int, runs: int) -> str:

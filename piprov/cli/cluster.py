@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from piprov.cli.app import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, ExitWith, err, error_line, inventory_option, out, trust_option
+from piprov.cli.labels_view import apply_labels, label_plan, label_plan_json, print_label_plan
 from piprov.cli.views import Progress, plan_json, plan_summary, print_plan, print_report, report_json
 from piprov.errors import PiprovError
 from piprov.facts import NodeFacts
@@ -22,6 +23,7 @@ from piprov.inventory import Inventory, Node, check_images, load
 from piprov.inventory.model import HostKeyPolicy
 from piprov.keys import default_password_report
 from piprov.kube import kubeconfig
+from piprov.kube.labels import label_changes
 from piprov.kube.client import apiserver_url
 from piprov.plan import Plan
 from piprov.provision import apply_plan, facts_and_plan, gather_facts, run_lock
@@ -60,14 +62,16 @@ def plan_cmd(inventory_path: Path, as_json: bool, no_diff: bool, policy: HostKey
     inventory, graph = _load(inventory_path)
     with Fleet.connect(inventory, policy=policy) as fleet:
         _, plan = _facts_and_plan(inventory, graph, fleet)
+    labels = label_plan(inventory)
     if as_json:
-        out.print_json(json.dumps(plan_json(plan)))
+        out.print_json(json.dumps({**plan_json(plan), "labels": label_plan_json(labels)}))
     else:
         print_plan(plan, diffs=not no_diff)
+        print_label_plan(labels)
         err.print(plan_summary(plan))
     if plan.errors:
         raise ExitWith(EXIT_ERROR)
-    raise ExitWith(EXIT_CHANGES if plan.changed else EXIT_OK)
+    raise ExitWith(EXIT_CHANGES if plan.changed or label_changes(labels) else EXIT_OK)
 
 
 # -- up ---------------------------------------------------------------------------------------------
@@ -122,10 +126,7 @@ def up_cmd(inventory_path: Path, policy: HostKeyPolicy | None, as_json: bool, sh
     with run_lock(inventory), Fleet.connect(inventory, policy=policy) as fleet:
         _, plan = _facts_and_plan(inventory, graph, fleet)
         if not plan.changed and not plan.errors:
-            err.print(f"[green]nothing to do[/]: all {len(plan.nodes)} nodes are as the inventory says "
-                      f"({sum(fleet.round_trips().values())} SSH round trips)")
-            if as_json:
-                out.print_json(json.dumps({"ok": True, "changed": False, "round_trips": fleet.round_trips()}))
+            _nothing_else(inventory, plan, fleet, as_json)
             return
         if show_plan and not as_json:
             print_plan(plan, diffs=False)
@@ -140,12 +141,24 @@ def up_cmd(inventory_path: Path, policy: HostKeyPolicy | None, as_json: bool, sh
             cancel.set()
             raise
     print_report(report)
+    labels_ok = apply_labels(inventory) if report.run.ok else True
     if as_json:
         out.print_json(json.dumps(report_json(report, plan)))
-    if not report.run.ok or plan.errors:
+    if not report.run.ok or plan.errors or not labels_ok:
         for e in plan.errors.values():
             err.print(f"[bold red]✗[/] {escape(error_line(e))}")
         raise ExitWith(EXIT_ERROR)
+
+
+def _nothing_else(inventory: Inventory, plan: Plan, fleet: Fleet, as_json: bool) -> None:
+    """Every node as the inventory says: only the Node labels may still differ."""
+    labels = label_changes(label_plan(inventory))
+    if labels and not apply_labels(inventory):
+        raise ExitWith(EXIT_ERROR)
+    err.print(f"[green]nothing {'else ' if labels else ''}to do[/]: all {len(plan.nodes)} nodes are as the "
+              f"inventory says ({sum(fleet.round_trips().values())} SSH round trips)")
+    if as_json:
+        out.print_json(json.dumps({"ok": True, "changed": bool(labels), "round_trips": fleet.round_trips()}))
 
 
 # -- status -------------------------------------------------------------------------------------------
