@@ -9,13 +9,13 @@ from rich.markup import escape
 from piprov.cli.app import err
 from piprov.errors import ClusterError, PiprovError
 from piprov.inventory import Inventory
-from piprov.kube.client import KubeApi, apiserver_url
+from piprov.kube.client import KubeApi, api_for
 from piprov.kube.labels import LabelPlan, apply_node_labels, label_changes, plan_node_labels
 from piprov.plan.labels import LabelChange
 
 
 def _api(inventory: Inventory) -> KubeApi:
-    return KubeApi(apiserver_url(inventory), timeout=5.0)
+    return api_for(inventory, timeout=5.0)  # refuses a documentation address before any packet
 
 
 def label_plan(inventory: Inventory) -> LabelPlan:
