@@ -105,9 +105,9 @@ def discover_cmd(
     not_added: list[tuple[str, str]] = []
     if add:
         inv, added, not_added = _add(result, inventory_path, name_pattern, role)
-        not_added += [(r.what, r.reason) for r in result.rejected]
     if as_json:
-        out.print_json(json.dumps(_as_json(result, inv, all_, added, not_added)))
+        rejected = [(r.what, r.reason) for r in result.rejected] if add else []
+        out.print_json(json.dumps(_as_json(result, inv, all_, added, not_added + rejected)))
         return
     _print_table(result, inv, all_, inventory_path)
     if add:
@@ -115,6 +115,7 @@ def discover_cmd(
 
 
 def _print_additions(added: list[NewNode], not_added: list[tuple[str, str]], inventory_path: Path) -> None:
+    """What --add did; the answers that did not pass were listed as "ignored" with their reasons already."""
     for n in added:
         err.print(f"[green]added[/] {n.name} ({n.address}, {n.role}) to {escape(str(inventory_path))}")
     for what, why in not_added:

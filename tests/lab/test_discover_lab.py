@@ -204,3 +204,23 @@ def test_discover_right_after_lab_up_lists_every_pi(lab_factory: Callable[..., A
             assert len({h["hostname"] for h in data["hosts"]}) == 4 and data["settled"] is True, (attempt, data)
     finally:
         lb.down()
+
+
+def test_scan_finds_a_pi_that_announces_nothing(hostile_lab: Any) -> None:
+    """With its avahi stopped, the Raspberry Pi OS node answers no mDNS at all: only --scan (port 22
+    on the lab's own subnet, bounded) finds it, and the neighbour table's MAC says it is a Pi."""
+    quiet = hostile_lab.nodes[-1]
+    hostile_lab.exec(quiet.name, "systemctl stop avahi-daemon.socket avahi-daemon.service")
+    try:
+        without = discover(hostile_lab)
+        assert quiet.ip not in {h["address"] for h in without["hosts"]}
+        t0 = time.monotonic()
+        data = discover(hostile_lab, "--scan")
+        assert time.monotonic() - t0 < 60
+        found = {h["address"]: h for h in data["hosts"]}
+        assert set(found) == {n.ip for n in hostile_lab.nodes}, data  # the decoys run no sshd
+        h = found[quiet.ip]
+        assert h["services"] == ["ssh banner"] and h["mac"] == quiet.mac and h["kind"] == "pi", h
+        assert h["instances"][0].startswith("SSH-2.0-")
+    finally:
+        hostile_lab.exec(quiet.name, "systemctl start avahi-daemon.service", check=False)
