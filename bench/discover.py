@@ -18,7 +18,13 @@ Boots a lab of N Pis (name `bench-discover`, or $PIPROV_LAB), then per run:
   exited (-t: after avahi's "all for now").
 
 Runs are 1.2 s apart: mDNS responders may not multicast the same record twice
-within a second, which would penalise back-to-back runs. Prints figures only.
+within a second, which would penalise back-to-back runs.
+
+``--boot-runs K`` (default 20; 0 skips it) then measures discovery the moment a
+fleet boots: K times, a fresh lab of ``--boot-nodes`` (4) Pis, all starting as
+black-pearl and renaming themselves on the wire, and ``discover`` with its
+defaults the moment ``lab up`` returns; a run counts when every Pi is listed.
+Prints figures only.
 """
 
 from __future__ import annotations
@@ -143,10 +149,20 @@ def main() -> None:
     ap.add_argument("--lab", default=os.environ.get("PIPROV_LAB", "bench-discover"))
     ap.add_argument("--keep", action="store_true", help="leave the lab up (and reuse one that is)")
     ap.add_argument("--skip-avahi", action="store_true")
+    ap.add_argument("--boot-runs", type=int, default=20)
+    ap.add_argument("--boot-nodes", type=int, default=4)
     a = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("bench/discover.py needs root (it boots a lab)")
 
+    if a.runs:
+        settled_runs(a)
+    if a.boot_runs:
+        print(boot_runs(f"{a.lab}-boot", a.boot_nodes, a.boot_runs))
+
+
+def settled_runs(a: argparse.Namespace) -> None:
+    """The classic figure: a lab whose names have settled, discovered ``a.runs`` times (and avahi-browse)."""
     lab = Lab(a.lab)
     booted = False
     if not lab.is_up:
@@ -195,6 +211,28 @@ def main() -> None:
             browser.close()
         if booted and not a.keep:
             lab.down()
+
+
+def boot_runs(name: str, nodes: int, runs: int) -> str:
+    """K fresh labs, each discovered the moment `lab up` returns: how many list every Pi."""
+    complete = 0
+    durations: list[float] = []
+    for i in range(runs):
+        lab = Lab(name)
+        lab.down()
+        lab.up(nodes=nodes)
+        try:
+            r = discover([lab.bridge_ip])
+            found = {h.address for h in r.pis}
+            want = {n.ip for n in lab.nodes}
+            complete += want <= found
+            durations.append(r.duration)
+            print(f"  boot run {i + 1:2}: {len(found & want)}/{len(want)} Pis in {r.duration:.2f} s "
+                  f"(settled={r.settled})", file=sys.stderr)  # fmt: skip
+        finally:
+            lab.down()
+    return (f"\ndiscovered the moment `lab up --nodes {nodes}` returned: {complete}/{runs} complete, "
+            f"run median {statistics.median(durations):.2f} s, max {max(durations):.2f} s")
 
 
 if __name__ == "__main__":

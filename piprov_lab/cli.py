@@ -70,12 +70,19 @@ def lab() -> None:
               type=click.Choice(lab_inventory.profiles()),
               help="Image tags `lab inventory` names: seed (hyperkube v1.1.2, etcd 2.1.1, flannel 0.5.5, "
               "pause 2.0) or last-hyperkube (v1.18.20, etcd 3.4.23, flannel v0.12.0, pause 3.2).")
-def up(name: str, nodes: int, decoys: int, rtt: float, profile: str) -> None:
+@click.option("--decoy", "decoy_kinds", multiple=True, metavar="KIND",
+              help="One more decoy of this kind (printer, laptop, or hostile: loopback-pi, spoofed-mac, six-names, "
+              "own-address); repeatable.")
+@click.option("--rpios", default=0, show_default=True,
+              help="The last N nodes get Raspberry Pi OS's avahi defaults (host name raspberrypi, "
+              "publish-workstation=no, no _ssh._tcp service): found only by their A record.")
+def up(name: str, nodes: int, decoys: int, rtt: float, profile: str, decoy_kinds: tuple[str, ...],
+       rpios: int) -> None:
     """Boot a lab; returns once every node's sshd answers."""
     t0 = time.monotonic()
     lb = _lab(name)
-    lb.up(nodes=nodes, decoys=decoys, rtt_ms=rtt, profile=profile)
-    err.print(f"lab [bold]{name}[/] is up ({profile} profile): {nodes} nodes, {decoys} decoys "
+    lb.up(nodes=nodes, decoys=decoys, rtt_ms=rtt, profile=profile, decoy_kinds=decoy_kinds, rpios=rpios)
+    err.print(f"lab [bold]{name}[/] is up ({profile} profile): {nodes} nodes, {decoys + len(decoy_kinds)} decoys "
               f"in {time.monotonic() - t0:.1f} s")
     err.print(f"[dim]next: piprov lab status --name {name}; piprov lab inventory --name {name} > inventory.yaml[/]")
 

@@ -59,7 +59,13 @@ NODE_IP_OFFSET = 10  # pi1 = .11, pi2 = .12, ...
 DECOY_IP_OFFSET = 200
 PI_OUIS = ("b8:27:eb", "dc:a6:32", "e4:5f:01")  # Raspberry Pi Foundation / Trading
 DECOY_KINDS = ("printer", "laptop")
-DECOY_OUIS = {"printer": "00:80:77", "laptop": "3c:22:fb"}  # Brother, Apple
+# Hostile announcers, only when asked for by kind (decoy.py says what each sends).
+HOSTILE_KINDS = ("loopback-pi", "spoofed-mac", "six-names", "own-address")
+DECOY_OUIS = {"printer": "00:80:77", "laptop": "3c:22:fb",  # Brother, Apple
+              **{k: "00:16:3e" for k in HOSTILE_KINDS}}  # fmt: skip
+# Raspberry Pi OS's avahi as it ships: Debian's avahi-daemon.conf (publish-workstation=no)
+# and no /etc/avahi/services/ssh.service, so the node announces only its host name.
+RPIOS_HOSTNAME = "raspberrypi"
 NODE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 BOOT_TIMEOUT = 120.0
 
@@ -227,10 +233,21 @@ class Lab:
         return out.stdout[2:].strip().strip('"') or None
 
     # ---------------------------------------------------------------- up/down
-    def up(self, nodes: int = 3, decoys: int = 0, rtt_ms: float = 0, profile: str = inventory.DEFAULT_PROFILE) -> None:
+    def up(self, nodes: int = 3, decoys: int = 0, rtt_ms: float = 0, profile: str = inventory.DEFAULT_PROFILE,
+           decoy_kinds: Sequence[str] = (), rpios: int = 0) -> None:  # fmt: skip
         """Boot ``nodes`` Pi-like nodes and ``decoys`` non-Pi hosts; return once every sshd answers.
-        ``profile`` picks the image tags `inventory_yaml` names (the registry holds every profile's)."""
+
+        ``profile`` picks the image tags `inventory_yaml` names (the registry
+        holds every profile's); ``decoy_kinds`` adds one decoy of each kind
+        named (hostile ones included); the last ``rpios`` nodes get Raspberry
+        Pi OS's avahi defaults and host name instead of HypriotOS's.
+        """
         inventory.check_profile(profile)
+        unknown = [k for k in decoy_kinds if k not in DECOY_OUIS]
+        if unknown:
+            raise LabError(f"unknown decoy kind {unknown[0]!r}", hint=f"kinds: {', '.join(DECOY_OUIS)}")
+        if not 0 <= rpios <= nodes:
+            raise LabError("--rpios must be between 0 and --nodes")
         if not 1 <= nodes <= DECOY_IP_OFFSET - NODE_IP_OFFSET - 1:
             raise LabError(f"--nodes must be between 1 and {DECOY_IP_OFFSET - NODE_IP_OFFSET - 1}")
         if not 0 <= decoys <= 50:
@@ -259,11 +276,11 @@ class Lab:
             try:
                 s = self._create_lab(base.root, rtt_ms, profile)
                 self._start_registry(s)
-                new = [self._create_node(s) for _ in range(nodes)]
+                new = [self._create_node(s, rpios=i >= nodes - rpios) for i in range(nodes)]
                 for n in new:
                     self._boot(s, n)
-                for i in range(decoys):
-                    self._create_decoy(s, DECOY_KINDS[i % len(DECOY_KINDS)])
+                for kind in [DECOY_KINDS[i % len(DECOY_KINDS)] for i in range(decoys)] + list(decoy_kinds):
+                    self._create_decoy(s, kind)
                 self._fill_registry(s)
                 if rtt_ms:
                     for n in new:
@@ -350,7 +367,7 @@ class Lab:
         shutil.rmtree(self.dir, ignore_errors=True)
 
     # ------------------------------------------------------------------ nodes
-    def _create_node(self, s: LabState) -> NodeState:
+    def _create_node(self, s: LabState, rpios: bool = False) -> NodeState:
         index = max((n.index for n in s.nodes), default=0) + 1
         name = f"pi{index}"
         net_ = ipaddress.IPv4Network(s.subnet)
@@ -371,6 +388,10 @@ class Lab:
         n.mounted = True
         st.save(s)
         self._personalise(s, n, root)
+        if rpios:
+            _rpios_avahi(root)
+            n.flavour = "rpios"
+            st.save(s)
         net.create_host(n.netns, n.veth, s.bridge, n.mac, n.ip, net_.prefixlen)
         return n
 
@@ -521,10 +542,22 @@ class Lab:
         st.save(s)
         net.create_host(d.netns, d.veth, s.bridge, d.mac, d.ip, net_.prefixlen)
         argv = ["ip", "netns", "exec", d.netns, sys.executable, "-m", "piprov_lab.decoy",
-                "--kind", kind, "--ip", d.ip, "--mac", d.mac, "--index", str(index)]  # fmt: skip
+                "--kind", kind, "--ip", d.ip, "--mac", d.mac, "--index", str(index),
+                "--bridge-ip", s.bridge_ip]  # fmt: skip
         d.proc = spawn(argv, self.dir / "decoys" / f"{d.name}.log")
         st.save(s)
         return d
+
+    def wait_decoys(self, timeout: float = 60) -> None:
+        """Wait until every decoy has published all it announces (python-zeroconf registers
+        one service after another, each probed and announced: a dozen take seconds)."""
+        deadline = time.monotonic() + timeout
+        for d in self._state().decoys:
+            log = self.dir / "decoys" / f"{d.name}.log"
+            while "published" not in (log.read_text(errors="replace") if log.exists() else ""):
+                if time.monotonic() > deadline or not alive(d.proc):
+                    raise LabError(f"decoy {d.name} ({d.kind}) did not publish within {timeout:.0f} s; see {log}")
+                time.sleep(0.2)
 
     # ------------------------------------------------------------ power etc.
     def kill(self, node: str) -> None:
@@ -818,6 +851,19 @@ class Lab:
                 for d in s.decoys
             ],
         }
+
+
+def _rpios_avahi(root: Path) -> None:
+    """Turn a node's root (its overlay) into Raspberry Pi OS's avahi setup and host name."""
+    conf = root / "etc/avahi/avahi-daemon.conf"
+    conf.write_text(re.sub(r"(?m)^#?publish-workstation=.*$", "publish-workstation=no", conf.read_text()))
+    (root / "etc/avahi/services/ssh.service").unlink(missing_ok=True)
+    (root / "etc/hostname").write_text(f"{RPIOS_HOSTNAME}\n")
+    occ = root / "boot/occidentalis.txt"
+    if occ.exists():
+        occ.write_text(re.sub(r"(?m)^hostname=.*$", f"hostname={RPIOS_HOSTNAME}", occ.read_text()))
+    hosts = root / "etc/hosts"
+    hosts.write_text(hosts.read_text().replace("black-pearl", RPIOS_HOSTNAME))
 
 
 def _show(cmd: Sequence[str] | str) -> str:

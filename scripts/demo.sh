@@ -18,7 +18,7 @@ piprov lab inventory --name "$LAB" > "$DIR/inventory.yaml"
 echo
 echo "== piprov up -i $DIR/inventory.yaml"
 piprov up -i "$DIR/inventory.yaml"
-piprov kubeconfig -i "$DIR/inventory.yaml" -o "$DIR/kubeconfig"
+piprov kubeconfig -i "$DIR/inventory.yaml" -o "$DIR/kubeconfig" --use
 echo
 echo "== kubectl get nodes"
 kubectl --kubeconfig "$DIR/kubeconfig" get nodes -o wide

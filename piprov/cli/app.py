@@ -198,7 +198,7 @@ def cli() -> None:
       piprov plan                     see what `up` would change, and why
       piprov up                       provision the whole cluster
       piprov status                   node x component health
-      piprov kubeconfig > ~/.kube/config
+      piprov kubeconfig --use         merge it into ~/.kube/config, make it current
 
     Try it without hardware: `piprov lab up` boots virtual Pis on this machine
     and `piprov lab inventory > inventory.yaml` points piprov at them.

@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from piprov.cli.app import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, ExitWith, err, error_line, inventory_option, out, trust_option
+from piprov.cli.labels_view import apply_labels, label_plan, label_plan_json, print_label_plan
 from piprov.cli.views import Progress, plan_json, plan_summary, print_plan, print_report, report_json
 from piprov.errors import PiprovError
 from piprov.facts import NodeFacts
@@ -21,8 +22,9 @@ from piprov.graph import ComponentGraph, components_dot, components_text, dag_do
 from piprov.inventory import Inventory, Node, check_images, load
 from piprov.inventory.model import HostKeyPolicy
 from piprov.keys import default_password_report
+from piprov.kube import kubeconfig
+from piprov.kube.labels import label_changes
 from piprov.kube.client import apiserver_url
-from piprov.localfs import atomic_write
 from piprov.plan import Plan
 from piprov.provision import apply_plan, facts_and_plan, gather_facts, run_lock
 
@@ -69,16 +71,18 @@ def plan_cmd(inventory_path: Path, as_json: bool, no_diff: bool, policy: HostKey
     with Fleet.connect(inventory, policy=policy) as fleet:
         _, plan = _facts_and_plan(inventory, graph, fleet)
     notes = _version_notes(inventory)
+    labels = label_plan(inventory)
     if as_json:
-        out.print_json(json.dumps({**plan_json(plan), "version_notes": notes}))
+        out.print_json(json.dumps({**plan_json(plan), "version_notes": notes, "labels": label_plan_json(labels)}))
     else:
         print_plan(plan, diffs=not no_diff)
+        print_label_plan(labels)
         for note in notes:
             err.print(f"[yellow]version:[/] {escape(note)}")
         err.print(plan_summary(plan))
     if plan.errors:
         raise ExitWith(EXIT_ERROR)
-    raise ExitWith(EXIT_CHANGES if plan.changed else EXIT_OK)
+    raise ExitWith(EXIT_CHANGES if plan.changed or label_changes(labels) else EXIT_OK)
 
 
 # -- up ---------------------------------------------------------------------------------------------
@@ -133,10 +137,7 @@ def up_cmd(inventory_path: Path, policy: HostKeyPolicy | None, as_json: bool, sh
     with run_lock(inventory), Fleet.connect(inventory, policy=policy) as fleet:
         _, plan = _facts_and_plan(inventory, graph, fleet)
         if not plan.changed and not plan.errors:
-            err.print(f"[green]nothing to do[/]: all {len(plan.nodes)} nodes are as the inventory says "
-                      f"({sum(fleet.round_trips().values())} SSH round trips)")
-            if as_json:
-                out.print_json(json.dumps({"ok": True, "changed": False, "round_trips": fleet.round_trips()}))
+            _nothing_else(inventory, plan, fleet, as_json)
             return
         if show_plan and not as_json:
             print_plan(plan, diffs=False)
@@ -151,12 +152,24 @@ def up_cmd(inventory_path: Path, policy: HostKeyPolicy | None, as_json: bool, sh
             cancel.set()
             raise
     print_report(report)
+    labels_ok = apply_labels(inventory) if report.run.ok else True
     if as_json:
         out.print_json(json.dumps(report_json(report, plan)))
-    if not report.run.ok or plan.errors:
+    if not report.run.ok or plan.errors or not labels_ok:
         for e in plan.errors.values():
             err.print(f"[bold red]✗[/] {escape(error_line(e))}")
         raise ExitWith(EXIT_ERROR)
+
+
+def _nothing_else(inventory: Inventory, plan: Plan, fleet: Fleet, as_json: bool) -> None:
+    """Every node as the inventory says: only the Node labels may still differ."""
+    labels = label_changes(label_plan(inventory))
+    if labels and not apply_labels(inventory):
+        raise ExitWith(EXIT_ERROR)
+    err.print(f"[green]nothing {'else ' if labels else ''}to do[/]: all {len(plan.nodes)} nodes are as the "
+              f"inventory says ({sum(fleet.round_trips().values())} SSH round trips)")
+    if as_json:
+        out.print_json(json.dumps({"ok": True, "changed": bool(labels), "round_trips": fleet.round_trips()}))
 
 
 # -- status -------------------------------------------------------------------------------------------
@@ -353,35 +366,43 @@ def graph_cmd(inventory_path: Path, dot: bool, components: bool) -> None:
 
 
 def kubeconfig_text(inventory: Inventory) -> str:
-    server = apiserver_url(inventory)
-    name = inventory.cluster_name
-    return (
-        "apiVersion: v1\nkind: Config\n"
-        f"clusters:\n- name: {json.dumps(name)}\n  cluster:\n    server: {json.dumps(server)}\n"
-        f"contexts:\n- name: {json.dumps(name)}\n  context:\n    cluster: {json.dumps(name)}\n    user: admin\n"
-        f"current-context: {json.dumps(name)}\n"
-        "users:\n- name: admin\n  user: {}\n"
-    )
+    """This cluster alone as a kubeconfig (what --print writes)."""
+    return kubeconfig.dump(kubeconfig.entry(inventory.cluster_name, apiserver_url(inventory)))
 
 
 @click.command("kubeconfig")
 @inventory_option
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write to this file (atomically) instead of stdout.")
-def kubeconfig_cmd(inventory_path: Path, output: Path | None) -> None:
-    """Write a kubeconfig for kubectl pointing at the cluster's apiserver.
+              help="Merge into this file instead of $KUBECONFIG / ~/.kube/config.")
+@click.option("--print", "to_stdout", is_flag=True, help="Write this cluster's kubeconfig to stdout; change no file.")
+@click.option("--use", is_flag=True, help="Also make this cluster kubectl's current context.")
+def kubeconfig_cmd(inventory_path: Path, output: Path | None, to_stdout: bool, use: bool) -> None:
+    """Merge this cluster into your kubeconfig, as kind and k3sup do.
+
+    Adds (or replaces) the cluster, user and context named piprov-<cluster
+    name> in $KUBECONFIG (the first file of it that exists) or
+    ~/.kube/config, keeping every other cluster, user and context. The file
+    is replaced atomically with mode 0600. The current context changes only
+    with --use.
 
     The 2016 stack serves the API on the master's insecure port 8080, so
     there are no credentials in it: keep the cluster on a trusted LAN.
 
     \b
-      piprov kubeconfig -o ~/.kube/config && kubectl get nodes
+      piprov kubeconfig --use && kubectl get nodes
+      piprov kubeconfig -o cluster.yaml     merge into (or create) cluster.yaml
+      piprov kubeconfig --print             this cluster alone, on stdout
     """
-    text = kubeconfig_text(load(inventory_path))
-    if output is None:
-        sys.stdout.write(text)
+    inventory = load(inventory_path)
+    ours = kubeconfig.entry(inventory.cluster_name, apiserver_url(inventory))
+    if to_stdout:
+        if output is not None or use:
+            raise PiprovError("--print writes to stdout: it takes neither -o nor --use")
+        sys.stdout.write(kubeconfig.dump(ours))
         return
-    output.parent.mkdir(parents=True, exist_ok=True)
-    # 0600 whatever was there: a kubeconfig is a credential file once the cluster has any.
-    atomic_write(output, text.encode(), mode=0o600)
-    err.print(f"wrote {output}")
+    target = output if output is not None else kubeconfig.default_path()
+    kubeconfig.write_merged(target, ours, use=use)
+    name = kubeconfig.entry_name(inventory.cluster_name)
+    err.print(f"merged context {escape(name)} into {escape(str(target))}")
+    if not use:
+        err.print(f"[dim]kubectl --context {escape(name)} get nodes, or `piprov kubeconfig --use` to make it current[/]")

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from piprov.cli.app import err, inventory_option, out
-from piprov.discover import DiscoveryResult, Host, discover, inventory_match, plan_additions
+from piprov.discover import DiscoveryResult, Host, discover, inventory_match, plan_additions_why
 from piprov.errors import InventoryError, InventoryNotFoundError, PiprovError
 from piprov.inventory import Inventory, edit, load
 from piprov.inventory.edit import NewNode
@@ -26,7 +26,8 @@ def _load_optional(path: Path) -> Inventory | None:
 
 
 @click.command("discover")
-@click.option("--timeout", default=5.0, show_default=True, type=click.FloatRange(0.2, 120), help="Give up after S seconds.")
+@click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(0.2, 120),
+              help="Give up after S seconds (the browse usually ends long before).")
 @click.option(
     "--quiet-period",
     "quiet",
@@ -42,8 +43,12 @@ def _load_optional(path: Path) -> Inventory | None:
     "interfaces",
     multiple=True,
     metavar="ADDR",
-    help="Browse on the interface with this local IP address (repeatable; default: all).",
+    help="Browse on the interface with this local IP address (repeatable; default: every LAN interface, "
+    "i.e. not loopback, link-local, docker/CNI/flannel bridges or other virtual links).",
 )
+@click.option("--scan", "ssh_scan", is_flag=True,
+              help="Also try port 22 on every address of the browsed subnets (at most a /22, 100 a second, 10 s) "
+              "for Pis that announce nothing.")
 @click.option("--add", is_flag=True, help="Add the new Pis to the inventory with planned host names.")
 @click.option("--role", type=click.Choice(ROLES), default="worker", show_default=True, help="Role of added nodes.")
 @click.option("--name-pattern", default="rpi-node-{n}", show_default=True, help="Names for added nodes; {n} = next free number.")
@@ -57,6 +62,7 @@ def discover_cmd(
     add: bool,
     role: str,
     name_pattern: str,
+    ssh_scan: bool,
     inventory_path: Path,
 ) -> None:
     """Find Raspberry Pis on the LAN (mDNS) and tell them from other devices.
@@ -65,9 +71,14 @@ def discover_cmd(
     Browses _workstation._tcp and _ssh._tcp (what HypriotOS's avahi announces),
     merges each host's services into one record and classifies it by the MAC's
     vendor prefix (Raspberry Pi Foundation/Trading) or, without a MAC, by the
-    HypriotOS name black-pearl. Stops as soon as answers stop changing.
-    Answers that cannot be trusted (odd host names, addresses off the local
-    subnet, one name claimed by two devices) are listed with the reason.
+    HypriotOS name black-pearl. Also asks for the A records of raspberrypi.local,
+    raspberrypi-2.local... (Raspberry Pi OS announces no service). Stops once
+    answers stop changing and no device is still probing for a name.
+
+    Not passed, with the reason: an address of this machine or off the browsed
+    subnet; a MAC its address does not answer ARP with (one datagram to its
+    discard port makes the kernel ask); several names on one address; odd host
+    names; one name claimed by two devices.
 
     \b
     Examples:
@@ -76,9 +87,8 @@ def discover_cmd(
       piprov discover --add                append new Pis as rpi-node-N workers
       piprov discover --interface 10.0.0.1 browse one interface only
 
-    --add leaves Pis already in the inventory (same address or MAC) alone and
-    writes only the planned name, the address and the MAC; `piprov up` then
-    sets the host names.
+    --add adds each Pi that passed and is not in the inventory (by address or
+    MAC) with its planned name, address and MAC; it lists the others with why.
     """
     if role == "master" and add:
         raise PiprovError("--add --role master: the inventory already names its master", hint="add workers, then edit by hand")
@@ -89,33 +99,49 @@ def discover_cmd(
             hint="start from inventory.example.yaml (or `piprov inventory add` after creating one)",
         )
     if not as_json:
-        err.print(f"[dim]browsing mDNS on {', '.join(interfaces) or 'all interfaces'} (up to {timeout:g} s)...[/]")
-    result = discover(interfaces, timeout=timeout, quiet=quiet, all_types=all_)
+        err.print(f"[dim]browsing mDNS on {', '.join(interfaces) or 'the LAN interfaces'} (up to {timeout:g} s)...[/]")
+    result = discover(interfaces, timeout=timeout, quiet=quiet, all_types=all_, ssh_scan=ssh_scan)
     added: list[NewNode] = []
+    not_added: list[tuple[str, str]] = []
     if add:
-        inv, added = _add(result, inventory_path, name_pattern, role)
+        inv, added, not_added = _add(result, inventory_path, name_pattern, role)
     if as_json:
-        out.print_json(json.dumps(_as_json(result, inv, all_, added)))
+        rejected = [(r.what, r.reason) for r in result.rejected] if add else []
+        out.print_json(json.dumps(_as_json(result, inv, all_, added, not_added + rejected)))
         return
     _print_table(result, inv, all_, inventory_path)
+    if add:
+        _print_additions(added, not_added, inventory_path)
+
+
+def _print_additions(added: list[NewNode], not_added: list[tuple[str, str]], inventory_path: Path) -> None:
+    """What --add did; the answers that did not pass were listed as "ignored" with their reasons already."""
     for n in added:
         err.print(f"[green]added[/] {n.name} ({n.address}, {n.role}) to {escape(str(inventory_path))}")
-    if add and not added:
-        err.print("nothing to add: every Pi found is already in the inventory")
+    for what, why in not_added:
+        err.print(f"[yellow]not added[/] {escape(what)}: {escape(why)}")
+    if not added:
+        err.print("nothing added")
 
 
-def _add(result: DiscoveryResult, inventory_path: Path, pattern: str, role: str) -> tuple[Inventory, list[NewNode]]:
+def _add(
+    result: DiscoveryResult, inventory_path: Path, pattern: str, role: str
+) -> tuple[Inventory, list[NewNode], list[tuple[str, str]]]:
     """Append the new Pis to the inventory (planned against the file as it is under the lock)."""
     added: list[NewNode] = []
+    skipped: list[tuple[str, str]] = []
 
     def plan(current: Inventory) -> list[NewNode]:
-        added[:] = plan_additions(result.hosts, current, pattern=pattern, role=role)
+        new, why = plan_additions_why(result.hosts, current, pattern=pattern, role=role)
+        added[:], skipped[:] = new, why
         return added
 
-    return edit.add_nodes(inventory_path, plan, what="discover --add"), added
+    return edit.add_nodes(inventory_path, plan, what="discover --add"), added, skipped
 
 
-def _as_json(result: DiscoveryResult, inv: Inventory | None, all_: bool, added: list[NewNode]) -> dict[str, Any]:
+def _as_json(
+    result: DiscoveryResult, inv: Inventory | None, all_: bool, added: list[NewNode], not_added: list[tuple[str, str]]
+) -> dict[str, Any]:
     data = result.as_dict()
     for h in data["hosts"]:
         host = next(x for x in result.hosts if x.hostname == h["hostname"])
@@ -123,6 +149,7 @@ def _as_json(result: DiscoveryResult, inv: Inventory | None, all_: bool, added: 
     if not all_:
         data["hosts"] = [h for h in data["hosts"] if h["kind"] == "pi"]
     data["added"] = [n.as_mapping() for n in added]
+    data["not_added"] = [{"what": w, "reason": r} for w, r in not_added]
     return data
 
 
@@ -162,5 +189,11 @@ def _print_table(result: DiscoveryResult, inv: Inventory | None, all_: bool, inv
     elif others:
         summary += f", {others} other device{'s' if others != 1 else ''}"
     err.print(f"{summary} in {result.duration:.1f} s ({ending})")
+    if result.claiming:
+        err.print(f"[yellow]note[/] still claiming a name when the timeout hit: {', '.join(result.claiming)}; "
+                  "run again, or with a longer --timeout")
+    if result.skipped_interfaces:
+        skipped = ", ".join(f"{escape(n)} ({escape(r)})" for n, r in result.skipped_interfaces)
+        err.print(f"[dim]not browsed: {skipped}[/]")
     if inv is None:
         err.print(f"[dim]{escape(str(inventory_path))} does not exist: not checking which hosts are known[/]")

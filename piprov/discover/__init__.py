@@ -23,20 +23,23 @@ returns records.
 
 from __future__ import annotations
 
-from piprov.discover.additions import inventory_match, plan_additions
+from piprov.discover.additions import inventory_match, plan_additions, plan_additions_why
 from piprov.discover.browse import discover, local_adapters
 from piprov.discover.hosts import MAX_TXT_BYTES, MAX_TXT_ENTRIES, check_hostname, merge, networks_of
 from piprov.discover.pi import (
+    DEFAULT_NAMES,
     HYPRIOT_DEFAULT_NAME,
     OTHER_SERVICE_TYPES,
     PI_OUIS,
     PI_SERVICE_TYPES,
     classify,
     mac_from_workstation,
+    pi_vendor,
 )
 from piprov.discover.records import MAX_SHOWN, DiscoveryResult, Host, Kind, Rejected, ServiceAnswer, escape
 
 __all__ = [
+    "DEFAULT_NAMES",
     "HYPRIOT_DEFAULT_NAME",
     "MAX_SHOWN",
     "MAX_TXT_BYTES",
@@ -56,7 +59,9 @@ __all__ = [
     "inventory_match",
     "local_adapters",
     "mac_from_workstation",
+    "pi_vendor",
     "merge",
     "networks_of",
     "plan_additions",
+    "plan_additions_why",
 ]

@@ -33,18 +33,45 @@ def inventory_match(host: Host, inv: Inventory | None) -> tuple[str | None, str 
 
 def plan_additions(hosts: Sequence[Host], inv: Inventory, *, pattern: str = "rpi-node-{n}", role: str = "worker") -> list[NewNode]:
     """New Pis -> nodes to append, named by ``pattern`` with the next free numbers."""
+    return plan_additions_why(hosts, inv, pattern=pattern, role=role)[0]
+
+
+def plan_additions_why(
+    hosts: Sequence[Host], inv: Inventory, *, pattern: str = "rpi-node-{n}", role: str = "worker"
+) -> tuple[list[NewNode], list[tuple[str, str]]]:
+    """New Pis -> nodes to append, and (host, why not) for each Pi that is not added.
+
+    One host that cannot be added never holds back the others: each is
+    decided on its own, and one whose address or MAC another addition
+    already has is skipped, not allowed to make the inventory invalid.
+    """
     if pattern.count("{n}") != 1 or re.search(r"\{(?!n\})", pattern):
         raise DiscoveryError(f"--name-pattern {pattern!r} must contain {{n}} exactly once", hint="e.g. rpi-node-{n}")
     used = [n.name for n in inv.nodes]
     new: list[NewNode] = []
+    skipped: list[tuple[str, str]] = []
     for h in hosts:
-        if not h.is_pi or inventory_match(h, inv)[0] is not None:
+        if not h.is_pi:
             continue
-        if len([a for a in h.addresses if ipaddress.ip_address(a).version == 4]) != 1:
+        node, _ = inventory_match(h, inv)
+        why = _why_not(h, new, node)
+        if why:
+            skipped.append((h.hostname, why))
             continue
         name = free_name(pattern, used)
         if not is_hostname_label(name):
             raise DiscoveryError(f"--name-pattern {pattern!r} gives {name!r}, which is not a valid host name")
         used.append(name)
         new.append(NewNode(name=name, address=h.address, role=role, mac=h.mac))
-    return new
+    return new, skipped
+
+
+def _why_not(h: Host, planned: Sequence[NewNode], node: str | None) -> str | None:
+    if node is not None:
+        return f"already in the inventory as {node}"
+    if len([a for a in h.addresses if ipaddress.ip_address(a).version == 4]) != 1:
+        return f"needs exactly one IPv4 address, it has {', '.join(h.addresses)}"
+    for n in planned:
+        if n.address == h.address or (h.mac and n.mac == h.mac):
+            return f"same address or MAC as {n.name}, added just before it"
+    return None

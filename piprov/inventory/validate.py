@@ -178,6 +178,10 @@ def _check_nodes(v: _Validator, nodes: list[Any], nodes_pos: Pos, net: ipaddress
                     norm = ipaddress.ip_address(val)
                 except ValueError:
                     continue
+                why = address_problem(val)
+                if why:
+                    v.add(value_pos(item, key, ipos), f"{_node_label(i, item)}: address {why}",
+                          hint="give the node's unicast IPv4 address on the LAN, e.g. 192.168.1.20")
             if norm in seen[key]:
                 first = seen[key][norm]
                 v.add(
@@ -194,6 +198,35 @@ def _check_nodes(v: _Validator, nodes: list[Any], nodes_pos: Pos, net: ipaddress
                     hint="choose a flannel_network that does not overlap the LAN",
                 )
     return masters
+
+
+def address_problem(raw: str) -> str | None:
+    """Why ``raw`` cannot be a node's address, or None for a unicast IPv4 address.
+
+    The seed stack is IPv4-only (etcd 2 peer URLs, flannel 0.5's
+    ``--public-ip``, hyperkube 1.x ``--hostname-override`` and Node names),
+    and each of these breaks later, far from the inventory line: an IPv6
+    address needs brackets in URLs and puts ``:`` in a Node name, a
+    link-local one carries ``%eth0`` and changes with every boot.
+    """
+    try:
+        ip = ipaddress.ip_address(raw)
+    except ValueError:
+        return f"{raw!r} is not a valid IP address"
+    if ip.version != 4:
+        return f"{raw} is an IPv6 address: the seed stack (etcd 2, flannel, hyperkube 1.x) is IPv4-only"
+    reasons = (
+        (ip.is_unspecified, "0.0.0.0 is the unspecified address, not a host's"),
+        (ip == ipaddress.IPv4Address("255.255.255.255"), "is the broadcast address"),
+        (ip.is_loopback, "is a loopback address (127.0.0.0/8): it names this machine, not a node"),
+        (ip.is_link_local, "is link-local (169.254.0.0/16): a Pi takes one when DHCP failed, and it changes"),
+        (ip.is_multicast, "is a multicast address (224.0.0.0/4), not a host's"),
+        (ip.is_reserved, "is in the reserved range 240.0.0.0/4, not a host's"),
+    )
+    for hit, why in reasons:
+        if hit:
+            return why if why.startswith("0.0.0.0") else f"{raw} {why}"
+    return None
 
 
 def _check_masters(v: _Validator, nodes: list[Any], nodes_pos: Pos, masters: list[int]) -> None:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -48,12 +48,12 @@ def lab_factory() -> Iterator[LabFactory]:
         pytest.skip("lab tests need root (they boot containers and network namespaces)")
     made: list[Lab] = []
 
-    def make(name: str, nodes: int = 3, decoys: int = 0, rtt_ms: float = 0, profile: str = "seed") -> Lab:
+    def make(name: str, nodes: int = 3, decoys: int = 0, rtt_ms: float = 0, **kw: Any) -> Lab:
         lab = Lab(_unique(name))
         lab.down()  # whatever an earlier process with the same pid left behind
 
         made.append(lab)
-        lab.up(nodes=nodes, decoys=decoys, rtt_ms=rtt_ms, profile=profile)
+        lab.up(nodes=nodes, decoys=decoys, rtt_ms=rtt_ms, **kw)
         return lab
 
     try:

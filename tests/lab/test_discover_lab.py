@@ -142,3 +142,85 @@ def test_add_then_up_builds_the_cluster(up_lab: Any, tmp_path: Path) -> None:
                 return
         time.sleep(2)
     raise AssertionError(f"nodes not Ready after discover --add + up: {ready}")
+
+
+# -- issue 15: hostile answers, Raspberry Pi OS, discovery right after boot ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def hostile_lab(lab_factory: Callable[..., Any]) -> Iterator[Any]:
+    """The master, a HypriotOS Pi and a Raspberry Pi OS Pi (no services announced), beside four spoofers."""
+    lb = lab_factory("hostile", nodes=3, rpios=1,
+                     decoy_kinds=("loopback-pi", "spoofed-mac", "six-names", "own-address"))  # fmt: skip
+    try:
+        lb.wait_decoys()
+        yield lb
+    finally:
+        lb.down()
+
+
+def test_hostile_answers_do_not_pass_and_add_takes_exactly_the_two(hostile_lab: Any, tmp_path: Path) -> None:
+    inv_path = tmp_path / "inventory.yaml"
+    inv_path.write_text(hostile_lab.inventory_yaml())
+    for n in load(inv_path).workers:
+        edit.remove_node(inv_path, n.name)
+    master = load(inv_path).master
+    nodes = {n.ip: n for n in hostile_lab.nodes}
+    decoys = {d["kind"]: d for d in hostile_lab.status()["decoys"]}
+
+    data = discover(hostile_lab, "--add", "-i", str(inv_path))
+    pis = {h["address"]: h for h in data["hosts"]}
+    assert set(pis) == set(nodes), data
+    for ip, h in pis.items():
+        assert h["mac"] == nodes[ip].mac and h["mac_checked"] is True
+    rpios = pis[hostile_lab.nodes[-1].ip]
+    assert rpios["hostname"] == "raspberrypi" and rpios["services"] == ["A record"]
+
+    added = {a["address"] for a in data["added"]}
+    assert added == set(nodes) - {master.address}  # exactly the two that are not in the inventory yet
+    assert {w.address for w in load(inv_path).workers} == added
+    reasons = " | ".join(f"{r['what']}: {r['reason']}" for r in data["not_added"])
+    assert "127.0.0.1" in reasons  # loopback-pi: off the subnet
+    assert f"but {decoys['spoofed-mac']['ip']} answers ARP as {decoys['spoofed-mac']['mac']}" in reasons
+    assert f"{decoys['six-names']['ip']}: 6 names on one address" in reasons
+    assert f"this machine's own address {hostile_lab.bridge_ip}" in reasons
+    assert "already in the inventory as " + master.name in reasons
+
+
+def test_discover_right_after_lab_up_lists_every_pi(lab_factory: Callable[..., Any]) -> None:
+    """Four Pis that all boot as black-pearl and rename themselves: the first discover after
+    `lab up` returns must already list all four, with the defaults. Then twice more, each right
+    after every node's avahi starts over (the same rename storm as a shelf powered on together)."""
+    lb = lab_factory("discboot", nodes=4)
+    try:
+        want = {n.ip for n in lb.nodes}
+        for attempt in range(3):
+            if attempt:
+                for n in lb.nodes:
+                    lb.exec(n.name, "systemctl restart --no-block avahi-daemon")
+            data = discover(lb)
+            got = {h["address"] for h in data["hosts"]}
+            assert got == want, (attempt, data)
+            assert len({h["hostname"] for h in data["hosts"]}) == 4 and data["settled"] is True, (attempt, data)
+    finally:
+        lb.down()
+
+
+def test_scan_finds_a_pi_that_announces_nothing(hostile_lab: Any) -> None:
+    """With its avahi stopped, the Raspberry Pi OS node answers no mDNS at all: only --scan (port 22
+    on the lab's own subnet, bounded) finds it, and the neighbour table's MAC says it is a Pi."""
+    quiet = hostile_lab.nodes[-1]
+    hostile_lab.exec(quiet.name, "systemctl stop avahi-daemon.socket avahi-daemon.service")
+    try:
+        without = discover(hostile_lab)
+        assert quiet.ip not in {h["address"] for h in without["hosts"]}
+        t0 = time.monotonic()
+        data = discover(hostile_lab, "--scan")
+        assert time.monotonic() - t0 < 60
+        found = {h["address"]: h for h in data["hosts"]}
+        assert set(found) == {n.ip for n in hostile_lab.nodes}, data  # the decoys run no sshd
+        h = found[quiet.ip]
+        assert h["services"] == ["ssh banner"] and h["mac"] == quiet.mac and h["kind"] == "pi", h
+        assert h["instances"][0].startswith("SSH-2.0-")
+    finally:
+        hostile_lab.exec(quiet.name, "systemctl start avahi-daemon.service", check=False)

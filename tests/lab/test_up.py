@@ -138,6 +138,37 @@ def test_one_edited_value_changes_exactly_what_depends_on_it(cluster: Cluster) -
     assert "hyperkube-amd64:v1.1.3" in images and "hyperkube-amd64:v1.1.2" not in images
 
 
+def test_inventory_labels_reach_the_node_and_go_when_removed(cluster: Cluster) -> None:
+    """`up` PATCHes the inventory's labels onto the Node; a label it set and the inventory dropped
+    goes; a label someone else set stays (issue 15)."""
+    node = cluster.lab.nodes[1]
+    before = cluster.inventory.read_text()
+    assert cluster.kubectl("label", "node", node.ip, "team=ops").returncode == 0
+    assert cluster.piprov("inventory", "set", "nodes.rpi-node-1.labels.shelf", "top").returncode == 0
+    p = cluster.piprov("plan", "--json")
+    assert p.returncode == 2, p.stderr
+    assert _json(p)["labels"]["rpi-node-1"]["set"] == {"shelf": "top"}
+
+    def labels() -> dict[str, str]:
+        obj = json.loads(cluster.kubectl("get", "node", node.ip, "-o", "json").stdout)
+        return dict(obj["metadata"].get("labels") or {})
+
+    up = cluster.piprov("up")
+    assert up.returncode == 0, up.stderr[-3000:]
+    shown = cluster.kubectl("get", "nodes", "--show-labels").stdout
+    assert "shelf=top" in next(ln for ln in shown.splitlines() if ln.startswith(node.ip)), shown
+    assert cluster.piprov("plan").returncode == 0  # converged, labels included
+
+    cluster.inventory.write_text(before)
+    assert _json(cluster.piprov("plan", "--json"))["labels"]["rpi-node-1"]["remove"] == ["shelf"]
+    up = cluster.piprov("up")
+    assert up.returncode == 0, up.stderr[-3000:]
+    got = labels()
+    assert "shelf" not in got and got.get("team") == "ops", got
+    shown = cluster.kubectl("get", "nodes", "--show-labels").stdout
+    assert "shelf=top" not in shown and "team=ops" in shown, shown
+
+
 def test_worker_power_cut_comes_back_without_piprov(cluster: Cluster) -> None:
     cluster.lab.kill("pi3")
     wait_for("pi3 NotReady", lambda: (cluster.nodes_ready() or {}).get(cluster.lab.nodes[2].ip) is False, 90)

@@ -101,6 +101,14 @@ def test_hostile_answers_rejected_with_reasons() -> None:
         ("28:cd:c1:01:02:03", "x", "pi"),
         ("d8:3a:dd:01:02:03", "x", "pi"),
         ("2c:cf:67:01:02:03", "x", "pi"),
+        ("88:a2:9e:01:02:03", "x", "pi"),  # Pi 5
+        ("98:fe:54:01:02:03", "x", "pi"),
+        ("3a:35:41:01:02:03", "x", "pi"),  # CID
+        ("f0:40:af:91:02:03", "x", "pi"),  # MA-M f0:40:af:9
+        ("f0:40:af:81:02:03", "x", "other"),  # the rest of f0:40:af is someone else's
+        ("8c:1f:64:34:a1:03", "x", "pi"),  # MA-S 8c:1f:64:34:a
+        ("8c:1f:64:34:b1:03", "x", "other"),
+        (None, "raspberrypi-3", "pi"),
         ("3c:22:fb:01:02:03", "black-pearl", "other"),  # the MAC wins over the name
         (None, "black-pearl-7", "pi"),
         (None, "printer", "other"),

@@ -87,3 +87,18 @@ def test_add_needs_an_inventory_and_a_pattern_with_n(tmp_path: Path) -> None:
     inv.write_text(INV)
     assert run(["discover", "--add", "--name-pattern", "node", "-i", str(inv)]) == 1
     assert inv.read_text() == INV
+
+
+def test_add_lists_what_it_did_not_add_with_the_reason(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    inv = tmp_path / "inventory.yaml"
+    inv.write_text(INV)
+    assert run(["discover", "--add", "--json", "-i", str(inv)]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [a["address"] for a in data["added"]] == ["10.40.0.12", "10.40.0.13"]
+    why = {n["what"]: n["reason"] for n in data["not_added"]}
+    assert why["black-pearl"] == "already in the inventory as rpi-master"
+    assert "not a valid host name" in why["x\\x1b[31m"]
+    assert run(["discover", "--add", "-i", str(inv)]) == 0
+    err = capsys.readouterr().err
+    assert "not added black-pearl: already in the inventory as rpi-master" in err
+    assert "nothing added" in err and err.count("x\\x1b[31m") == 1

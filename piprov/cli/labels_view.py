@@ -1,0 +1,61 @@
+"""Node labels in `plan` and `up`: the label plan read from the apiserver, shown, applied."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.markup import escape
+
+from piprov.cli.app import err
+from piprov.errors import ClusterError, PiprovError
+from piprov.inventory import Inventory
+from piprov.kube.client import KubeApi, api_for
+from piprov.kube.labels import LabelPlan, apply_node_labels, label_changes, plan_node_labels
+from piprov.plan.labels import LabelChange
+
+
+def _api(inventory: Inventory) -> KubeApi:
+    return api_for(inventory, timeout=5.0)  # refuses a documentation address before any packet
+
+
+def label_plan(inventory: Inventory) -> LabelPlan:
+    """Every node's label change (the apiserver not answering yet is not an error)."""
+    try:
+        return plan_node_labels(inventory, _api(inventory))
+    except PiprovError as e:
+        return {n.name: f"labels not planned: {e.message}" for n in inventory.nodes}
+
+
+def label_plan_json(lp: LabelPlan) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, c in lp.items():
+        if isinstance(c, LabelChange):
+            out[name] = {"set": dict(c.set), "remove": list(c.remove), "managed": list(c.managed),
+                         "reason": c.reason, "node_registered": c.registered}  # fmt: skip
+        else:
+            out[name] = {"no_change": c}
+    return out
+
+
+def print_label_plan(lp: LabelPlan) -> None:
+    for name, c in label_changes(lp).items():
+        err.print(f"[bold]{escape(name)}[/] labels: [yellow]~[/] {escape(c.describe())} [dim]({escape(c.reason)})[/]")
+
+
+def apply_labels(inventory: Inventory) -> bool:
+    """PATCH every node's labels as the inventory says; print what was done. False if a patch failed."""
+    try:
+        done = apply_node_labels(inventory, _api(inventory))
+    except PiprovError as e:
+        err.print(f"[yellow]labels not applied[/]: {escape(e.message)}")
+        return False
+    ok = True
+    for name, r in done.items():
+        if isinstance(r, LabelChange):
+            err.print(f"[green]✓[/] {escape(name)} labels: {escape(r.describe())}")
+        elif isinstance(r, ClusterError):
+            ok = False
+            err.print(f"[bold red]✗[/] {escape(name)} labels: {escape(r.message)}")
+        elif r.startswith("its Node is not registered"):
+            err.print(f"[yellow]–[/] {escape(name)} labels: {escape(r)}")
+    return ok
