@@ -180,3 +180,16 @@ class FakeKube(KubeApi):
         else:
             self._remove(pod)
         return ApiResponse(201, {"kind": "Status", "status": "Success", "code": 201})
+
+
+def fake_time() -> tuple[Any, Any]:
+    """A clock and a sleep that only advances it: waits without waiting."""
+    now = [0.0]
+
+    def clock() -> float:
+        return now[0]
+
+    def sleep(s: float) -> None:
+        now[0] += s
+
+    return clock, sleep

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubefake import DATA, FakeKube, document, node_obj, pod_obj
+from kubefake import DATA, FakeKube, document, fake_time, node_obj, pod_obj
 
 from piprov.kube import discovery, pods
 from piprov.kube import drain as kdrain
@@ -21,18 +21,6 @@ from piprov.kube.discovery import Capabilities, DiscoveryError
 from piprov.kube.pods import DrainOptions
 
 JSON = dict[str, Any]
-
-
-def fake_time() -> tuple[Any, Any]:
-    now = [0.0]
-
-    def clock() -> float:
-        return now[0]
-
-    def sleep(s: float) -> None:
-        now[0] += s
-
-    return clock, sleep
 
 
 def caps_of(release: str) -> Capabilities:

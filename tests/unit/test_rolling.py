@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from kubefake import FakeKube, node_obj, pod_obj
+from kubefake import FakeKube, fake_time, node_obj, pod_obj
 
 from piprov.errors import ClusterError
 from piprov.graph import load_graph
@@ -30,18 +30,6 @@ from piprov.plan import ComponentPlan, NodePlan, Plan
 
 JSON = dict[str, Any]
 DISRUPTIVE = load_graph().disruptive_units()
-
-
-def fake_time() -> tuple[Any, Any]:
-    now = [0.0]
-
-    def clock() -> float:
-        return now[0]
-
-    def sleep(s: float) -> None:
-        now[0] += s
-
-    return clock, sleep
 
 
 # -- pure helpers ---------------------------------------------------------------------------------------
