@@ -9,7 +9,7 @@ supported tag of every component (``{registry}/google_containers/<repo>-amd64:<t
 ``etcd-amd64:3.4.23``, ``:3.4``    Debian's real etcd 3.4.23 + etcdctl at /usr/local/bin
 ``flannel-amd64:0.5.5``/``v0.5.5`` flanneld stand-in, FLANNEL_VERSION=v0.5.5
 ``flannel-amd64:v0.12.0``          the same layers, FLANNEL_VERSION=v0.12.0
-``hyperkube-amd64:v1.1.2``         hyperkube stand-in, KUBE_VERSION=v1.1.2 (also v1.1.3, v1.18.20)
+``hyperkube-amd64:v1.1.2``         hyperkube stand-in, KUBE_VERSION=v1.1.2 (also v1.1.3, v1.18.19, v1.18.20)
 ``pause-amd64:2.0``, ``:3.2``      /pause (pod infra container)
 ``busybox-amd64:1.35``             busybox-static + applet links (workload: httpd)
 =================================  ====================================================================
@@ -55,6 +55,7 @@ IMAGES: dict[str, tuple[str, str]] = {
     "hyperkube": (_KUBE, "v1.1.2"),
     "hyperkube-next": (_KUBE, "v1.1.3"),
     "hyperkube-v1.18.20": (_KUBE, "v1.18.20"),
+    "hyperkube-v1.18.19": (_KUBE, "v1.18.19"),  # a second 1.18 tag, for the rolling tests
     "pause": (_PAUSE, "2.0"),
     "pause-3.2": (_PAUSE, "3.2"),
     "busybox": ("google_containers/busybox-amd64", "1.35"),

@@ -230,8 +230,12 @@ def _started(cluster: Cluster) -> dict[str, float]:
     return out
 
 
+# The rollouts move hyperkube between two tags of the profile's release line.
+TAG, OTHER_TAG = "v1.18.20", "v1.18.19"
+
+
 def test_up_rolling_restarts_kube_units_one_node_at_a_time(cluster: Cluster) -> None:
-    assert cluster.piprov("inventory", "set", "images.hyperkube.tag", "v1.1.3").returncode == 0
+    assert cluster.piprov("inventory", "set", "images.hyperkube.tag", OTHER_TAG).returncode == 0
     before = _started(cluster)
     with Sampler(cluster) as s:
         p = cluster.piprov("up", "--rolling", "--batch", "1", "--json")
@@ -247,13 +251,13 @@ def test_up_rolling_restarts_kube_units_one_node_at_a_time(cluster: Cluster) -> 
     assert s.samples and min(s.samples) >= 3, s.samples
     for node in ("pi2", "pi3", "pi4"):
         images = cluster.lab.exec(node, "docker ps --format '{{.Image}}'").stdout
-        assert "hyperkube-amd64:v1.1.3" in images and "hyperkube-amd64:v1.1.2" not in images
+        assert f"hyperkube-amd64:{OTHER_TAG}" in images and f"hyperkube-amd64:{TAG}" not in images
     assert not any(cluster.unschedulable(n.ip) for n in cluster.lab.nodes[:4])
     assert "pods per node" in p.stderr
 
 
 def test_a_node_killed_mid_rollout_stops_it_and_a_rerun_finishes(cluster: Cluster) -> None:
-    assert cluster.piprov("inventory", "set", "images.hyperkube.tag", "v1.1.2").returncode == 0
+    assert cluster.piprov("inventory", "set", "images.hyperkube.tag", TAG).returncode == 0
     state = cluster.inventory.with_name(cluster.inventory.name + ".rolling.json")
     proc = subprocess.Popen([*PIPROV, "up", "--rolling", "--batch", "1", "--health-timeout", "30",
                              "-i", str(cluster.inventory)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -275,7 +279,7 @@ def test_a_node_killed_mid_rollout_stops_it_and_a_rerun_finishes(cluster: Cluste
     text = " ".join(err.split())
     assert "rollout stopped at batch 3 (rpi-node-2)" in text, text
     assert "untouched: rpi-node-3" in text and "piprov up --rolling" in text
-    assert "v1.1.3" in cluster.lab.exec("pi4", "cat /etc/systemd/system/k8s-worker.service").stdout
+    assert OTHER_TAG in cluster.lab.exec("pi4", "cat /etc/systemd/system/k8s-worker.service").stdout
     cluster.lab.start("pi3")
     wait_for("pi3's units up again", lambda: cluster.lab.exec(
         "pi3", "systemctl is-active docker.service k8s-flannel.service k8s-worker.service k8s-proxy.service",
@@ -287,7 +291,7 @@ def test_a_node_killed_mid_rollout_stops_it_and_a_rerun_finishes(cluster: Cluste
     assert "rebuilt from the nodes' facts" in " ".join(p.stderr.split())
     assert json.loads(state.read_text())["finished"] is True
     for node in ("pi2", "pi3", "pi4"):
-        wait_for(f"{node} on v1.1.2", lambda node=node: "hyperkube-amd64:v1.1.3" not in cluster.lab.exec(  # type: ignore[misc]
+        wait_for(f"{node} on {TAG}", lambda node=node: f"hyperkube-amd64:{OTHER_TAG}" not in cluster.lab.exec(  # type: ignore[misc]
             node, "docker ps --format '{{.Image}}'").stdout, 60)
     assert not any(cluster.unschedulable(n.ip) for n in cluster.lab.nodes[:4])
     wait_for("every node Ready", lambda: all(cluster.ready(n.ip) for n in cluster.lab.nodes[:4]), 120)

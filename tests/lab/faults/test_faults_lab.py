@@ -323,7 +323,7 @@ def test_disk_full_is_named_and_nothing_is_half_written(faults: FaultCluster) ->
         assert "rpi-node-1" in text and f"write {K8S_CONF}" in text and "No space left on device" in text, text
         assert faults.sha("pi2", K8S_CONF) == drifted  # the old file, whole
         left = lab.exec("pi2", "ls -A /etc/kubernetes").stdout.split()
-        assert sorted(left) == ["filler", "k8s.conf", "subnet.env"], left
+        assert sorted(left) == ["filler", "k8s.conf", "kubelet.kubeconfig", "subnet.env"], left
         lab.exec("pi2", "rm -f /etc/kubernetes/filler")
         faults.converge()
         assert faults.sha("pi2", K8S_CONF) == desired
