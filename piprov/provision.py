@@ -82,7 +82,7 @@ def plan_one(
     except PiprovError as e:
         return naming(e, node.name)
     desired = desired_state(inventory, graph, node, arch, binaries=binaries, templates_dir=templates_dir,
-                            docker=facts.versions.get("docker"))
+                            docker=facts.versions.get("docker"), systemd=facts.versions.get("systemd"))
     try:
         return plan_node(desired, facts)
     except FactsError as e:

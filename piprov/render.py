@@ -92,15 +92,17 @@ def template_context(
     arch: str,
     binaries: Mapping[str, str] | None = None,
     docker: str | None = None,
+    systemd: str | None = None,
 ) -> dict[str, object]:
     """Everything a template may use (see the top of playbooks/seed-stack.yaml).
 
     ``versions`` is the support matrix's view of what this node runs: per
     component its version, line and features (playbooks/versions.yaml), docker's
-    from the node's facts (``docker``: the word ``docker --version`` printed).
+    and systemd's from the node's facts (``docker``, ``systemd``: the words
+    their --version printed).
     """
     ctx = probe_context(inventory, node)
-    ctx["versions"] = node_versions(inventory, graph, arch, docker)
+    ctx["versions"] = node_versions(inventory, graph, arch, docker, systemd)
     # The playbooks' images with the inventory's settings on top.
     images = graph.image_defaults()
     ctx.update(
@@ -116,10 +118,11 @@ def template_context(
     return ctx
 
 
-def node_versions(inventory: Inventory, graph: ComponentGraph, arch: str, docker: str | None = None) -> object:
+def node_versions(inventory: Inventory, graph: ComponentGraph, arch: str, docker: str | None = None,
+                  systemd: str | None = None) -> object:
     """The ``versions`` view of templates and playbook expressions for a node of image arch ``arch``."""
     matrix = matrix_for(graph.sources)
-    return versions_view(arch_selection(inventory, graph.image_specs, matrix, arch), docker, matrix)
+    return versions_view(arch_selection(inventory, graph.image_specs, matrix, arch), docker, matrix, systemd)
 
 
 def _template_line(exc: BaseException, template: str) -> int | None:
@@ -186,6 +189,7 @@ def desired_state(
     binaries: Mapping[str, str] | None = None,
     templates_dir: Path | None = None,
     docker: str | None = None,
+    systemd: str | None = None,
 ) -> DesiredNode:
     """What ``node`` should look like. ``arch`` is an image arch or a ``uname -m``.
 
@@ -193,13 +197,14 @@ def desired_state(
     node, from :attr:`piprov.facts.NodeFacts.binaries`; the playbook's
     defaults (``ComponentGraph.binaries``) fill in the others. ``docker`` is
     the node's docker version word (``NodeFacts.versions``): the docker flags
-    follow it; without it, the profile's newest docker line.
+    follow it; without it, the profile's newest docker line. ``systemd``
+    likewise (the directives a unit may use follow it).
     """
     if isinstance(node, str):
         node = inventory.node(node)
     arch = to_image_arch(arch)
     env = template_environment(templates_dir)
-    ctx = template_context(inventory, graph, node, arch, binaries, docker)
+    ctx = template_context(inventory, graph, node, arch, binaries, docker, systemd)
     files: list[DesiredFile] = []
     units: dict[str, list[str]] = {}
     etcd_keys: dict[str, str] = {}

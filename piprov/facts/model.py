@@ -86,8 +86,16 @@ class EtcdKeyFacts:
 
 @dataclass(frozen=True)
 class Address:
+    """One IPv4 address of the node, as `ip -o -4 addr show` printed it."""
+
     interface: str
-    cidr: str  # 192.168.1.100/24
+    cidr: str  # 192.168.1.100/24: the node's own (local) address and the prefix length
+    # The far end of a point-to-point link (`inet 10.8.0.6 peer 10.8.0.5/32`:
+    # OpenVPN, PPP); the prefix length is the peer's, the local address is ip.
+    peer: str | None = None
+    # The address label when it is not the interface's name (`eth0:1`).
+    label: str | None = None
+    secondary: bool = False
 
     @property
     def ip(self) -> str:
@@ -116,6 +124,15 @@ class NodeFacts:
     def file(self, path: str) -> FileFacts:
         """Facts of ``path``; a path the command did not ask about counts as missing."""
         return self.files.get(path) or FileFacts(path, exists=False)
+
+    def address(self, ip: str) -> Address | None:
+        """The node's own address ``ip`` (the inventory's), on whichever interface holds it.
+
+        Matched on the local address only: a point-to-point peer is the other
+        end's, and another address on the same interface (several per
+        interface, secondary ones, labels) is not this one.
+        """
+        return next((a for a in self.addresses if a.ip == ip), None)
 
     def unit(self, name: str) -> UnitFacts:
         return self.units.get(name) or UnitFacts(name, "unknown", "not-found")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import ipaddress
 import re
 from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
@@ -22,7 +23,6 @@ from piprov.facts.model import KEY_RE, PATH_RE, UNIT_RE, WORD_RE, Address, EtcdK
 _STATE_RE = re.compile(r"^[a-z][a-z-]*$")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 _MODE_RE = re.compile(r"[0-7]{1,4}")
-_CIDR_RE = re.compile(r"[0-9.]+/[0-9]{1,2}")
 _SECONDS_RE = re.compile(r"[0-9]+(\.[0-9]+)?")
 _COUNT_RE = re.compile(r"[0-9]+")
 
@@ -318,10 +318,46 @@ def _etcdkey(rec: Record, into: Collected) -> None:
 
 @record("addr")
 def _addr(rec: Record, into: Collected) -> None:
-    """``addr <ifname> <address/len>`` (IPv4)."""
-    if len(rec.args) != 2 or not _CIDR_RE.fullmatch(rec.args[1]):
+    """``addr <index>: <ifname> inet <local>[/<len>] [peer <peer>/<len>] <attribute>... <label>``:
+    the words of one line of `ip -o -4 addr show`, up to its lifetimes.
+
+    The shapes are what iproute2 6.1.0 and busybox 1.35.0 ip printed for
+    the same addresses in a network namespace (tests/unit/data/facts/addr/
+    holds them): the two print alike (busybox leaves out ``metric``): the local address, then for a point-to-point address
+    ``peer`` and the far end carrying the prefix length (``inet 10.8.0.6 peer
+    10.8.0.5/32``), then brd/metric/scope and the flags (``secondary``,
+    ``dynamic``, ``noprefixroute``, ...), then the label (the interface name,
+    or ``eth0:1``). The attributes are skipped but must be plain words; what
+    is read is checked: the family, an IPv4 address, a length of 0..32.
+    """
+    args = rec.args
+    if len(args) < 4 or not _INDEX_RE.fullmatch(args[0]) or args[2] != "inet" or not WORD_RE.match(args[1]):
         raise rec.malformed()
-    into.addresses.append(Address(rec.args[0], rec.args[1]))
+    ifname, rest = args[1], list(args[4:])
+    local, slash, length = args[3].partition("/")
+    peer = None
+    if not slash and rest[:1] == ["peer"] and len(rest) >= 2:
+        peer, slash, length = rest[1].partition("/")
+        rest = rest[2:]
+    if not slash or not _is_ipv4(local) or (peer is not None and not _is_ipv4(peer)):
+        raise rec.malformed()
+    if not _COUNT_RE.fullmatch(length) or int(length) > 32 or not all(WORD_RE.match(w) for w in rest):
+        raise rec.malformed()
+    label = rest[-1] if rest and rest[-1].startswith(ifname) else None
+    into.addresses.append(
+        Address(ifname, f"{local}/{int(length)}", peer, None if label == ifname else label, "secondary" in rest)
+    )
+
+
+_INDEX_RE = re.compile(r"[0-9]+:")
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 @record("bin")

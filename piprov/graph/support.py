@@ -204,16 +204,21 @@ def _upgrade_hint(name: str, need: str) -> str:
     return f"this node's OS is older than piprov supports: {name} {need} (HypriotOS 1.0 / Debian 8 or later)"
 
 
-def versions_view(selection: Selection, docker: str | None, matrix: Matrix) -> types.SimpleNamespace:
-    """What templates see as ``versions``: per component its version, line and features; the profile."""
+def versions_view(selection: Selection, docker: str | None, matrix: Matrix,
+                  systemd: str | None = None) -> types.SimpleNamespace:
+    """What templates see as ``versions``: per component its version, line and features; the profile.
+
+    docker's and systemd's from the node's facts (the words their --version
+    printed); without a fact (a render without facts), the profile's newest line.
+    """
     view: dict[str, object] = {"profile": selection.profile.name}
     for pick in selection.picks.values():
         view[pick.component] = _ns(str(pick.version), pick.tag, pick.line)
-    dv = parse_version(docker) if docker else None
-    comp = matrix.component("docker")
-    # No fact (a render without facts): the profile's newest docker line.
-    line = (comp.line_of(dv) if dv else None) or comp.line(selection.profile.lines["docker"][-1])
-    view["docker"] = _ns(str(dv) if dv else "", docker or "", line)
+    for name, word in (("docker", docker), ("systemd", systemd)):
+        v = parse_version(word) if word else None
+        comp = matrix.component(name)
+        line = (comp.line_of(v) if v else None) or comp.line(selection.profile.lines[name][-1])
+        view[name] = _ns(str(v) if v else "", word or "", line)
     return types.SimpleNamespace(**view)
 
 

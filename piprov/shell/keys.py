@@ -70,8 +70,11 @@ def disable_password_script() -> str:
         "else\n"
         '  cp -p "$c" "$c.piprov-bak" || exit 1\n'
         f'  t=$(mktemp /etc/ssh/{TEMP_PREFIX}XXXXXX) || exit 1\n'
-        f"  {{ printf '%s' {text}; grep -v '^# written by .piprov keys' \"$c\"; }} > \"$t\" "
-        '&& chmod --reference="$c" "$t" && mv -f "$t" "$c" || { rm -f "$t"; exit 1; }\n'
+        # cp -p gives the temp file sshd_config's mode and owner (busybox chmod
+        # has no --reference); the redirection then replaces its content only.
+        '  cp -p "$c" "$t" && '
+        f"{{ printf '%s' {text}; grep -v '^# written by .piprov keys' \"$c\"; }} > \"$t\" "
+        '&& mv -f "$t" "$c" || { rm -f "$t"; exit 1; }\n'
         '  undo() { mv -f "$c.piprov-bak" "$c"; }\n'
         "fi\n"
         'sshd=$(command -v sshd || echo /usr/sbin/sshd)\n'

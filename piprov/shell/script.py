@@ -118,15 +118,21 @@ def disable_units(units: Sequence[str]) -> str:
     """Stop and disable the units that exist, in ONE systemctl call.
 
     Units that do not exist are not an error (a half-provisioned node); one
-    call makes one transaction, so a socket cannot re-activate the service
-    stopped next to it.
+    stop call makes one transaction, so a socket cannot re-activate the service
+    stopped next to it. `systemctl stop` then `systemctl disable`, not
+    `disable --now`: --now came in systemd 220 (systemd/systemd-stable v220
+    NEWS, "CHANGES WITH 220": "systemctl enable, systemctl disable and
+    systemctl mask now support a new --now switch"), piprov supports 215 on
+    (playbooks/versions.yaml, systemd's directive table).
     """
     names = " ".join(_q(u) for u in units)
     return (
         "present=''\n"
         f"for u in {names}; do systemctl cat \"$u\" >/dev/null 2>&1 && present=\"$present $u\"; done\n"
-        "step systemctl disable --now$present\n"
-        'if [ -n "$present" ]; then systemctl disable --quiet --now $present || fail; fi\n'
+        "step systemctl stop$present\n"
+        'if [ -n "$present" ]; then systemctl stop $present || fail; fi\n'
+        "step systemctl disable$present\n"
+        'if [ -n "$present" ]; then systemctl disable --quiet $present || fail; fi\n'
         "echo \"stopped:$present\"\n"
     )
 

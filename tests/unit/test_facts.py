@@ -349,3 +349,30 @@ def test_command_locates_the_programs_it_is_given(shell: list[str], tmp_path: Pa
     assert "bin " not in none
     out = subprocess.run([*shell, "-c", none], capture_output=True, text=True, timeout=60)
     assert parse_facts("localhost", out.stdout).binaries == {}
+
+
+# What `ip -o -4 addr show` printed in a network namespace (veth + bridge) for a
+# point-to-point peer (tun0, ppp0), several addresses on eth0, a secondary one
+# labelled eth0:1, metric/noprefixroute and a deprecated one: iproute2 6.1.0 and
+# busybox 1.35.0, verbatim (the backslash and lifetimes of -o included).
+IP_OUTPUTS = sorted(DATA.glob("ip-addr-*.txt"))
+
+
+@pytest.mark.parametrize("shell", SHELLS, ids=[s[0] for s in SHELLS])
+@pytest.mark.parametrize("ip_output", IP_OUTPUTS, ids=[p.stem for p in IP_OUTPUTS])
+def test_every_address_line_ip_prints_is_read(shell: list[str], ip_output: Path, tmp_path: Path) -> None:
+    # A function, not a program on PATH: Debian's busybox sh runs its own ip applet before PATH.
+    fake = f"ip() {{ cat '{ip_output}'; }}\n"
+    out = subprocess.run([*shell, "-c", fake + facts_command([], [])], capture_output=True, text=True, timeout=60)
+    facts = parse_facts("localhost", out.stdout)
+    assert len(facts.addresses) == len(ip_output.read_text().splitlines())
+    tun = facts.address("10.8.0.6")
+    assert tun is not None and (tun.interface, tun.cidr, tun.peer) == ("tun0", "10.8.0.6/32", "10.8.0.5")
+    # The far end of a point-to-point link is not the node's address.
+    assert facts.address("10.8.0.5") is None and facts.address("100.64.0.1") is None
+    # The inventory's address is chosen among several on one interface.
+    chosen = facts.address("192.168.1.101")
+    assert chosen is not None and (chosen.interface, chosen.cidr, chosen.secondary) == ("eth0", "192.168.1.101/24", False)
+    label = facts.address("192.168.1.102")
+    assert label is not None and (label.interface, label.label, label.secondary) == ("eth0", "eth0:1", True)
+    assert facts.address("10.9.9.9") is None
