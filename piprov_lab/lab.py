@@ -755,10 +755,18 @@ class Lab:
         """Wait until systemd in the node(s) finished booting (running or degraded)."""
         names = [node] if node else [n.name for n in self._state().nodes]
         for name in names:
-            proc = self.exec(name, ["timeout", str(int(timeout)), "systemctl", "is-system-running", "--wait"],
-                             check=False, timeout=timeout + 5)  # fmt: skip
-            if proc.stdout.strip() not in ("running", "degraded"):
-                raise LabError(f"node did not finish booting: {proc.stdout.strip() or proc.stderr.strip()}", host=name)
+            deadline = time.monotonic() + timeout
+            while True:
+                left = max(1, int(deadline - time.monotonic()))
+                proc = self.exec(name, ["timeout", str(left), "systemctl", "is-system-running", "--wait"],
+                                 check=False, timeout=left + 5)  # fmt: skip
+                state = proc.stdout.strip()
+                if state in ("running", "degraded"):
+                    break
+                # Just after a (re)boot, PID 1 may not have its bus socket yet: not an answer.
+                if state or "Failed to connect to bus" not in proc.stderr or time.monotonic() >= deadline:
+                    raise LabError(f"node did not finish booting: {state or proc.stderr.strip()}", host=name)
+                time.sleep(0.2)
 
     def avahi_state(self, node: str) -> int:
         """avahi's server state in a node: 2 running (host name established), 1 registering, 3 collision."""
