@@ -147,6 +147,14 @@ def test_the_budget_is_named_from_the_429_causes() -> None:
 # -- request sequences per release ------------------------------------------------------------------------------
 
 
+def pods_on_n1(release: str, *expects: str) -> list[JSON]:
+    """The release's pod list (those whose `expect` label is one of ``expects``, or all), on node n1."""
+    items = [p for p in pod_list(release) if not expects or p["metadata"]["labels"]["expect"] in expects]
+    for p in items:
+        p["spec"]["nodeName"] = "n1"
+    return items
+
+
 def cluster(release: str, **kw: Any) -> FakeKube:
     api = FakeKube(release, **kw)
     api.nodes_ = {"n1": node_obj("n1"), "n2": node_obj("n2")}
@@ -184,10 +192,7 @@ def test_1_1_grace_period_goes_into_the_delete_options() -> None:
 
 def test_1_1_daemonset_and_mirror_pods_stay_and_are_listed() -> None:
     api = cluster("v1.1")
-    items = pod_list("v1.1")
-    for p in items:
-        p["spec"]["nodeName"] = "n1"
-    api.pods_ = [p for p in items if p["metadata"]["labels"]["expect"] in ("remove", "daemonset", "mirror")]
+    api.pods_ = pods_on_n1("v1.1", "remove", "daemonset", "mirror")
     clock, sleep = fake_time()
     said: list[str] = []
     res = kdrain.drain(api, "n1", timeout=30, say=said.append, clock=clock, sleep=sleep)
@@ -198,10 +203,7 @@ def test_1_1_daemonset_and_mirror_pods_stay_and_are_listed() -> None:
 
 def test_1_1_unmanaged_and_local_data_pods_stop_the_drain_before_it_touches_the_node() -> None:
     api = cluster("v1.1")
-    items = pod_list("v1.1")
-    for p in items:
-        p["spec"]["nodeName"] = "n1"
-    api.pods_ = items
+    api.pods_ = pods_on_n1("v1.1")
     with pytest.raises(kdrain.DrainError) as ei:
         kdrain.drain(api, "n1", timeout=3)
     msg = str(ei.value)
@@ -231,10 +233,7 @@ def test_1_1_a_dead_kubelet_times_the_drain_out_unless_the_node_is_unreachable()
 
 def test_1_18_evicts_with_the_preferred_policy_version_and_skips_daemonsets() -> None:
     api = cluster("v1.18")
-    items = pod_list("v1.18")
-    for p in items:
-        p["spec"]["nodeName"] = "n1"
-    api.pods_ = [p for p in items if p["metadata"]["labels"]["expect"] in ("remove", "daemonset", "mirror")]
+    api.pods_ = pods_on_n1("v1.18", "remove", "daemonset", "mirror")
     clock, sleep = fake_time()
     res = kdrain.drain(api, "n1", timeout=30, clock=clock, sleep=sleep)
     assert res.ok and res.how == "evicted" and res.server == "v1.18.20"
