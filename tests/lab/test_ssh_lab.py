@@ -64,6 +64,20 @@ def _planned(p: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     return plan
 
 
+def _errors_of(p: subprocess.CompletedProcess[str]) -> Any:
+    """The ``errors`` of a ``--json`` run (what a failed assertion should show), or its raw stdout."""
+    try:
+        return json.loads(p.stdout).get("errors") or p.stdout[-3000:]
+    except ValueError:
+        return p.stdout[-3000:]
+
+
+def _units_journal(lab: Lab, node: str) -> str:
+    """The end of the node's journal for piprov's units: what a failed `up` there needs to be read."""
+    return lab.exec(node, "journalctl -b --no-pager -o short-monotonic -u 'k8s-*' -u 'docker*' | tail -n 60",
+                    check=False).stdout
+
+
 def _one_line_error(p: subprocess.CompletedProcess[str], *needles: str) -> None:
     assert p.returncode == 1, (p.stdout, p.stderr)
     assert "Traceback" not in p.stderr, p.stderr
@@ -147,7 +161,9 @@ class _PsSampler:
     def _loop(self) -> None:
         while not self.stop.is_set():
             self.samples.append(self.lab.exec(self.node, "ps -eo args", check=False).stdout)
-            time.sleep(0.05)
+            # Often enough to catch each sudo (piprov's sudo lives as long as its
+            # round trip), rarely enough not to load the node it watches.
+            time.sleep(0.1)
 
     def __enter__(self) -> _PsSampler:
         self.thread.start()
@@ -178,7 +194,7 @@ def test_behind_a_bastion_with_a_sudo_password_up_converges(ssh_lab: Lab, tmp_pa
     secret_env = {**env, "PIPROV_SUDO_PASSWORD": SUDO_PASSWORD}
     with _PsSampler(lab, "pi2") as ps:
         up = _piprov("up", "--json", "-i", str(inv), env=secret_env, timeout=900)
-    assert up.returncode == 0, (up.stdout[-3000:], up.stderr[-3000:])
+    assert up.returncode == 0, (_errors_of(up), up.stderr[-3000:], _units_journal(lab, "pi2"))
     again = _piprov("up", "--json", "-i", str(inv), env=secret_env)
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout) == {"ok": True, "changed": False,
