@@ -27,6 +27,7 @@ the moment the check passes. A probe never changes state.
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -66,13 +67,25 @@ def wait_on_node(check: HealthCheck, transport: Transport) -> ProbeResult:
 HttpGet = Callable[[str, float], tuple[int, bytes]]
 
 
-def http_get(url: str, timeout: float) -> tuple[int, bytes]:
-    """GET ``url``; (status, body). Connection errors come back as status 0."""
+def http_get(url: str, timeout: float, tls: ssl.SSLContext | None = None) -> tuple[int, bytes]:
+    """GET ``url``; (status, body). Connection errors (a refused TLS handshake too) come back as status 0."""
     try:
-        resp = http.request("GET", url, timeout=timeout, limit=65536)
+        resp = http.request("GET", url, timeout=timeout, limit=65536, tls=tls)
     except http.Unreachable as e:
         return 0, e.reason.encode()
     return resp.status, resp.body
+
+
+def https_getter(tls: Callable[[], ssl.SSLContext]) -> HttpGet:
+    """:func:`http_get` reaching https targets with the context ``tls()``, asked for at the first one.
+
+    The cluster's servers take the controller's client certificate only; a
+    plan whose checks are all on the node never needs (or creates) it.
+    """
+    def get(url: str, timeout: float) -> tuple[int, bytes]:
+        return http_get(url, timeout, tls() if url.startswith("https:") else None)
+
+    return get
 
 
 def _node_ready(status: int, body: bytes) -> tuple[bool, str | None, str]:
@@ -149,11 +162,12 @@ def wait_http(
 
 
 def wait_healthy(
-    check: HealthCheck, transport: Transport | None, *, cancel: threading.Event | None = None
+    check: HealthCheck, transport: Transport | None, *, cancel: threading.Event | None = None,
+    get: HttpGet = http_get,
 ) -> ProbeResult:
-    """Block until ``check`` passes or its timeout ends."""
+    """Block until ``check`` passes or its timeout ends (``get``: how the controller reaches an HTTP target)."""
     if check.probe in SSH_KINDS:
         if transport is None:
             raise PiprovError(f"probe {check.describe()} needs a connection to the node")
         return wait_on_node(check, transport)
-    return wait_http(check, cancel=cancel)
+    return wait_http(check, get=get, cancel=cancel)

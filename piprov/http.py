@@ -1,8 +1,9 @@
 """The one HTTP client: a request in, a status and the body's bytes out.
 
-piprov speaks plain HTTP to three servers of the cluster it built: the
-apiserver (insecure :8080, 2016 style), the master's etcd v2 API and the
-health URLs of the playbook. None needs more than urllib. An answer with any
+piprov speaks HTTP to three servers of the cluster it built: the apiserver's
+secure port, the master's etcd v2 API (both HTTPS, authenticated by the
+controller's client certificate: ``tls``) and the health URLs of the
+playbook. None needs more than urllib. An answer with any
 status is an answer (a 404 or 429 is data to its caller); only "nothing
 answered" is an exception, :class:`Unreachable`, raised in this one place.
 Each caller words it for its user (the Kubernetes API, etcd, a probe).
@@ -11,6 +12,7 @@ Each caller words it for its user (the Kubernetes API, etcd, a probe).
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 import urllib.error
@@ -66,10 +68,14 @@ def request(
     accept: str | None = None,
     timeout: float = 10.0,
     limit: int = -1,
+    tls: ssl.SSLContext | None = None,
 ) -> Response:
     """``method url``; with ``json_body``, send it as JSON under ``content_type``.
 
     ``limit`` caps the bytes read (a probe needs only the start of a page).
+    ``tls`` is the context an https URL is reached with (the cluster's CA to
+    trust, the client certificate to present); a failed handshake is
+    :class:`Unreachable` like any other "no HTTP answer".
     Raises :class:`Unreachable` when no HTTP answer came back.
     """
     data = json.dumps(json_body).encode() if json_body is not None else None
@@ -79,7 +85,7 @@ def request(
             req.add_header("Content-Type", content_type)
         if accept is not None:
             req.add_header("Accept", accept)
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - the cluster's own servers
+        with urllib.request.urlopen(req, timeout=timeout, context=tls) as resp:  # noqa: S310 - the cluster's own servers
             return Response(int(resp.status), bytes(resp.read(limit)))
     except urllib.error.HTTPError as e:
         return Response(int(e.code), bytes(e.read(limit) or b""))

@@ -21,8 +21,9 @@ from piprov.errors import FactsError, PiprovError
 from piprov.facts import NodeFacts, parse_facts
 from piprov.fleet import Fleet, FleetResult, naming, parallel
 from piprov.graph import ComponentGraph, HealthCheck, NodeDag, Vertex, node_dag
-from piprov.health import ProbeResult, wait_healthy
+from piprov.health import HttpGet, ProbeResult, http_get, https_getter, wait_healthy
 from piprov.inventory.model import Inventory, Node
+from piprov.kube.client import client_tls
 from piprov.lock import FileLock
 from piprov.orchestrate import Event, RunResult, StepResult, run_dag
 from piprov.plan import DisableUnits, NodePlan, Plan, plan_node
@@ -162,13 +163,15 @@ def running_versions(inventory: Inventory, timeout: float = 3.0) -> dict[str, st
         refuse_documentation_address(inventory.master)
     except PiprovError:
         return {"etcd": None, "hyperkube": None}  # no packet to an address that only exists in docs
-    master, net = inventory.master.address, inventory.network
-    urls = {"etcd": f"http://{master}:{net.etcd_port}/version",
-            "hyperkube": f"http://{master}:{net.apiserver_port}/version"}
+    from piprov.kube.client import apiserver_url
+    from piprov.kube.etcd import etcd_url
+
+    urls = {"etcd": etcd_url(inventory) + "/version", "hyperkube": apiserver_url(inventory) + "/version"}
+    tls = client_tls(inventory)
     out: dict[str, str | None] = {}
     for comp, url in urls.items():
         try:
-            res = http.request("GET", url, timeout=timeout, limit=64 * 1024)
+            res = http.request("GET", url, timeout=timeout, limit=64 * 1024, tls=tls)
         except http.Unreachable:
             out[comp] = None
             continue
@@ -209,9 +212,10 @@ class _Steps:
     """The work of one vertex: its actions in one round trip, its health gates, then its etcd keys."""
 
     def __init__(self, plan: Plan, fleet: Fleet, dag: NodeDag, nodes: Iterable[str], *,
-                 scope: set[str] | None, cancel: threading.Event | None, health_timeout: float | None) -> None:
+                 scope: set[str] | None, cancel: threading.Event | None, health_timeout: float | None,
+                 http_get: HttpGet = http_get) -> None:
         self.plan, self.fleet, self.dag, self.scope = plan, fleet, dag, scope
-        self.cancel, self.health_timeout = cancel, health_timeout
+        self.cancel, self.health_timeout, self.http_get = cancel, health_timeout, http_get
         self.plans = {np.node: np for np in plan.nodes}
         self.states = {n: _NodeState() for n in nodes}
         self.probes: dict[Vertex, list[ProbeResult]] = {}
@@ -276,7 +280,7 @@ class _Steps:
         results: list[ProbeResult] = []
         self.probes[v] = results
         for check in self.dag.health.get(v, ()):
-            r = wait_healthy(check.capped(self.health_timeout), transport, cancel=self.cancel)
+            r = wait_healthy(check.capped(self.health_timeout), transport, cancel=self.cancel, get=self.http_get)
             results.append(r)
             if not r.ok:
                 return (f"not healthy after {r.check.timeout:g} s: {r.check.describe()}: {r.detail}"
@@ -299,7 +303,7 @@ def apply_plan(
     dag = node_dag(graph, inventory)
     steps = _Steps(plan, fleet, dag, [n.name for n in inventory.nodes],
                    scope=set(only_nodes) if only_nodes is not None else None, cancel=cancel,
-                   health_timeout=health_timeout)
+                   health_timeout=health_timeout, http_get=https_getter(lambda: client_tls(inventory)))
     run = run_dag(
         dag.topological(),
         dag.predecessors,

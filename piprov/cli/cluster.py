@@ -365,9 +365,18 @@ def graph_cmd(inventory_path: Path, dot: bool, components: bool) -> None:
 # -- kubeconfig --------------------------------------------------------------------------------------------
 
 
+def kubeconfig_entry(inventory: Inventory) -> dict[str, Any]:
+    """This cluster alone as a kubeconfig: the secure port, the CA and the admin's credentials."""
+    from piprov.pki import cluster_pki
+
+    tls = cluster_pki(inventory).controller_tls()
+    return kubeconfig.entry(inventory.cluster_name, apiserver_url(inventory), ca=tls.ca_file.read_bytes(),
+                            cert=tls.cert_file.read_bytes(), key=tls.key_file.read_bytes())
+
+
 def kubeconfig_text(inventory: Inventory) -> str:
     """This cluster alone as a kubeconfig (what --print writes)."""
-    return kubeconfig.dump(kubeconfig.entry(inventory.cluster_name, apiserver_url(inventory)))
+    return kubeconfig.dump(kubeconfig_entry(inventory))
 
 
 @click.command("kubeconfig")
@@ -385,8 +394,9 @@ def kubeconfig_cmd(inventory_path: Path, output: Path | None, to_stdout: bool, u
     is replaced atomically with mode 0600. The current context changes only
     with --use.
 
-    The 2016 stack serves the API on the master's insecure port 8080, so
-    there are no credentials in it: keep the cluster on a trusted LAN.
+    The entry reaches the apiserver's secure port and embeds the cluster's
+    CA and the admin's client certificate and key (from the cluster PKI next
+    to the inventory): treat the file like a password.
 
     \b
       piprov kubeconfig --use && kubectl get nodes
@@ -394,7 +404,7 @@ def kubeconfig_cmd(inventory_path: Path, output: Path | None, to_stdout: bool, u
       piprov kubeconfig --print             this cluster alone, on stdout
     """
     inventory = load(inventory_path)
-    ours = kubeconfig.entry(inventory.cluster_name, apiserver_url(inventory))
+    ours = kubeconfig_entry(inventory)
     if to_stdout:
         if output is not None or use:
             raise PiprovError("--print writes to stdout: it takes neither -o nor --use")

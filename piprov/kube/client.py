@@ -1,7 +1,8 @@
 """A small client for the Kubernetes API of the cluster piprov built.
 
-The seed's apiserver listens on insecure HTTP :8080 on the master (2016
-style), so :mod:`piprov.http` is enough; no kubeconfig, no client library. Only
+The apiserver's secure port authenticates piprov by the controller's admin
+client certificate (the cluster PKI, :mod:`piprov.pki`); :mod:`piprov.http`
+with that TLS context is enough: no kubeconfig, no client library. Only
 what status, drain and remove need: nodes, pods, evictions. The Ready
 condition is read in one place, :func:`ready_condition`, by the health probe,
 status, drain and the rollout alike.
@@ -10,6 +11,7 @@ status, drain and the rollout alike.
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 import urllib.parse
@@ -30,9 +32,10 @@ class ApiResponse:
 
 
 class KubeApi:
-    def __init__(self, base_url: str, *, timeout: float = 10.0) -> None:
+    def __init__(self, base_url: str, *, timeout: float = 10.0, tls: ssl.SSLContext | None = None) -> None:
         self.base = base_url.rstrip("/")
         self.timeout = timeout
+        self.tls = tls
 
     def request(
         self, method: str, path: str, body: JSON | None = None, *, content_type: str = "application/json",
@@ -40,7 +43,7 @@ class KubeApi:
     ) -> ApiResponse:
         try:
             raw = http.request(method, self.base + path, json_body=body, content_type=content_type,
-                               accept="application/json", timeout=self.timeout)
+                               accept="application/json", timeout=self.timeout, tls=self.tls)
         except http.Unreachable as e:
             raise ClusterError(
                 f"cannot reach the Kubernetes API at {self.base}: {e.reason}",
@@ -133,13 +136,37 @@ def json_object(raw: bytes) -> JSON:
 
 
 def apiserver_url(inventory: Inventory) -> str:
-    """The master's apiserver, as the client and the kubeconfig reach it (plain HTTP, as the seed's)."""
-    return f"http://{inventory.master.address}:{inventory.network.apiserver_port}"
+    """The master's apiserver, as the client and the kubeconfig reach it: its secure port.
+
+    The insecure port (``network.apiserver_port``) is bound to the master's
+    loopback: only the master's own components reach it.
+    """
+    return f"https://{inventory.master.address}:{inventory.network.apiserver_secure_port}"
+
+
+def client_tls(inventory: Inventory) -> ssl.SSLContext:
+    """The controller's TLS to the cluster it built: trust its CA, present the admin certificate.
+
+    One context per inventory and run (contexts are thread-safe and keep their
+    session cache): the CA and the admin certificate are read once.
+    """
+    key = str(inventory.path.resolve())
+    with _TLS_LOCK:
+        ctx = _TLS.get(key)
+        if ctx is None:
+            from piprov.pki import cluster_pki
+
+            ctx = _TLS[key] = cluster_pki(inventory).controller_tls().context()
+    return ctx
+
+
+_TLS: dict[str, ssl.SSLContext] = {}
+_TLS_LOCK = threading.Lock()
 
 
 def api_for(inventory: Inventory, timeout: float = 10.0) -> KubeApi:
     refuse_documentation_address(inventory.master)
-    return KubeApi(apiserver_url(inventory), timeout=timeout)
+    return KubeApi(apiserver_url(inventory), timeout=timeout, tls=client_tls(inventory))
 
 
 def k8s_name(node: Node) -> str:

@@ -13,16 +13,17 @@ import urllib.parse
 from piprov import http
 from piprov.errors import ClusterError
 from piprov.inventory.model import Inventory
-from piprov.kube.client import JSON, json_object
+from piprov.kube.client import JSON, client_tls, json_object
 
 
 def etcd_url(inventory: Inventory) -> str:
-    return f"http://{inventory.master.address}:{inventory.network.etcd_port}"
+    """etcd's client port on the master's LAN address: TLS, client certificates only."""
+    return f"https://{inventory.master.address}:{inventory.network.etcd_port}"
 
 
-def _etcd(method: str, url: str, timeout: float = 10.0) -> tuple[int, JSON]:
+def _etcd(inventory: Inventory, method: str, url: str, timeout: float = 10.0) -> tuple[int, JSON]:
     try:
-        resp = http.request(method, url, timeout=timeout)
+        resp = http.request(method, url, timeout=timeout, tls=client_tls(inventory))
     except http.Unreachable as e:
         raise ClusterError(f"cannot reach etcd at {url}: {e.reason}",
                            hint="is the master's etcd up? `piprov status` shows it") from None
@@ -43,7 +44,7 @@ def find_leases(listing: JSON, address: str) -> list[str]:
 
 
 def flannel_leases(inventory: Inventory, address: str, prefix: str) -> list[str]:
-    status, body = _etcd("GET", etcd_url(inventory) + f"/v2/keys{prefix}/subnets")
+    status, body = _etcd(inventory, "GET", etcd_url(inventory) + f"/v2/keys{prefix}/subnets")
     if status == 404:
         return []
     if status != 200:
@@ -55,7 +56,7 @@ def release_flannel_lease(inventory: Inventory, address: str, prefix: str) -> li
     """Delete the subnet leases whose PublicIP is ``address``; returns the keys deleted."""
     gone = []
     for key in flannel_leases(inventory, address, prefix):
-        status, _ = _etcd("DELETE", etcd_url(inventory) + "/v2/keys" + urllib.parse.quote(key))
+        status, _ = _etcd(inventory, "DELETE", etcd_url(inventory) + "/v2/keys" + urllib.parse.quote(key))
         if status not in (200, 404):
             raise ClusterError(f"etcd answered {status} deleting flannel lease {key}")
         gone.append(key)

@@ -19,6 +19,7 @@ where it stands, a new one appended.
 
 from __future__ import annotations
 
+import base64
 import copy
 import os
 from collections.abc import Mapping
@@ -41,18 +42,23 @@ def entry_name(cluster_name: str) -> str:
     return f"piprov-{cluster_name}"
 
 
-def entry(cluster_name: str, server: str) -> dict[str, Any]:
+def _data(pem: bytes) -> str:
+    return base64.b64encode(pem).decode("ascii")
+
+
+def entry(cluster_name: str, server: str, *, ca: bytes, cert: bytes, key: bytes) -> dict[str, Any]:
     """A kubeconfig holding only this cluster: what ``--print`` writes and what gets merged.
 
-    The 2016 apiserver serves plain HTTP on 8080 with no authentication, so the
-    user entry is empty.
+    The cluster's CA and the admin's client certificate and key (PEM) are
+    embedded (``*-data``), as kubeadm's admin.conf and kind's do: the file
+    works wherever it is copied, and no path on the controller leaks into it.
     """
     name = entry_name(cluster_name)
     return {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": name, "cluster": {"server": server}}],
-        "users": [{"name": name, "user": {}}],
+        "clusters": [{"name": name, "cluster": {"server": server, "certificate-authority-data": _data(ca)}}],
+        "users": [{"name": name, "user": {"client-certificate-data": _data(cert), "client-key-data": _data(key)}}],
         "contexts": [{"name": name, "context": {"cluster": name, "user": name}}],
         "current-context": name,
         "preferences": {},
