@@ -80,11 +80,19 @@ def ssh_counts(lab: Lab, since: dict[str, str]) -> dict[str, dict[str, int]]:
 
 
 def all_ready(lab: Lab) -> bool:
-    api = f"http://{lab.nodes[0].ip}:8080/api/v1/nodes"
+    """Every lab node Ready, asked of the secure port with piprov's own client certificate."""
+    from piprov import http
+    from piprov.inventory import load
+    from piprov.kube.client import apiserver_url, client_tls
+
+    inv = WORK / f"{lab.name}-ready-inventory.yaml"
+    if not inv.exists():
+        inv.write_text(lab.inventory_yaml())  # its cluster.pki_dir is the lab's one CA
+    inventory = load(inv)
     try:
-        with urllib.request.urlopen(api, timeout=2) as r:
-            items = json.load(r)["items"]
-    except Exception:
+        resp = http.request("GET", apiserver_url(inventory) + "/api/v1/nodes", timeout=2, tls=client_tls(inventory))
+        items = json.loads(resp.body)["items"]
+    except Exception:  # noqa: BLE001 - not ready, whatever the reason
         return False
     ready = {i["metadata"]["name"] for i in items
              if any(c["type"] == "Ready" and c["status"] == "True" for c in i["status"].get("conditions", []))}

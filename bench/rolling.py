@@ -61,10 +61,13 @@ def main() -> int:
             return subprocess.run([*PIPROV, *a, "-i", str(inv)], capture_output=True, text=True, timeout=900)
 
         def kubectl(*a: str, input: str | None = None) -> None:
-            subprocess.run(lab.kubectl_argv(api, tmp / "kc", *a), input=input, check=True,
+            if not kc.exists():
+                p = piprov("kubeconfig", "-o", str(kc))
+                assert p.returncode == 0, p.stderr
+            subprocess.run(lab.kubectl_argv(kc, tmp / "kc", *a), input=input, check=True,
                            capture_output=True, text=True, timeout=60)
 
-        api = f"http://{lab.nodes[0].ip}:8080"
+        kc = tmp / "kubeconfig"
         t0 = time.monotonic()
         p = piprov("up")
         if p.returncode != 0:

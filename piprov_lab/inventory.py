@@ -59,6 +59,9 @@ def inventory_yaml(name: str, s: LabState, identity_file: Path, known_hosts: Pat
         "",
         "cluster:",
         f"  name: lab-{name}",
+        # One CA per lab, whichever copy of this inventory a test runs with:
+        # a second CA would re-issue every certificate (a change, restarts).
+        f"  pki_dir: {known_hosts.parent.parent / 'pki'}",
         "",
         "ssh:",
         "  user: pirate",
@@ -79,6 +82,7 @@ def inventory_yaml(name: str, s: LabState, identity_file: Path, known_hosts: Pat
         "  flannel_backend: host-gw",
         "  etcd_port: 4001",
         "  apiserver_port: 8080",
+        "  apiserver_secure_port: 6443",
         "",
         "nodes:",
     ]

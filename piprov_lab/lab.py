@@ -164,13 +164,15 @@ class Lab:
             return run + "etcdctl --peers=http://127.0.0.1:4001 "
         return run + "env ETCDCTL_API=2 etcdctl --endpoints=http://127.0.0.1:4001 "
 
-    def kubectl_argv(self, api: str, cache: Path | str, *args: str) -> list[str]:
-        """kubectl (the project's tools: Debian's 1.20) against ``api``, as this lab's
-        release needs it. kubectl 1.20 validates what it creates against the server's
+    def kubectl_argv(self, api: str | Path, cache: Path | str, *args: str) -> list[str]:
+        """kubectl (the project's tools: Debian's 1.20) against ``api`` (a URL, or a kubeconfig
+        file: `piprov kubeconfig`'s, with the cluster's CA and the admin's credentials), as this
+        lab's release needs it. kubectl 1.20 validates what it creates against the server's
         OpenAPI document (/openapi/v2, else /swagger-2.0.0.pb-v1) and fails when
         neither exists; Kubernetes 1.1 served only Swagger 1.2 under /swaggerapi, so
         against the seed profile a user passes --validate=false, and so do we."""
-        argv = [KUBECTL, "-s", api, "--cache-dir", str(cache), *args]
+        where = ["--kubeconfig", str(api)] if isinstance(api, Path) else ["-s", api]
+        argv = [KUBECTL, *where, "--cache-dir", str(cache), *args]
         if self._state().profile == "seed" and args and args[0] in ("create", "apply", "replace"):
             argv.insert(5, "--validate=false")
         return argv

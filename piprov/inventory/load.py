@@ -162,4 +162,5 @@ def _build(doc: Mapping[str, Any], path: Path) -> Inventory:
         network=network,
         nodes=tuple(nodes),
         known_hosts=known_hosts,
+        pki_dir=_resolve_path(str(doc["cluster"]["pki_dir"]), base_dir) if doc["cluster"].get("pki_dir") else None,
     )

@@ -140,6 +140,16 @@ class Inventory:
     network: NetworkSettings
     nodes: tuple[Node, ...]
     known_hosts: Path
+    # cluster.pki_dir: where the cluster PKI (piprov.pki) lives on the controller.
+    pki_dir: Path | None = None
+
+    @property
+    def pki_directory(self) -> Path:
+        """The cluster's CA and certificates on the controller: ``cluster.pki_dir``, else ``<inventory file>.pki``."""
+        if self.pki_dir is not None:
+            return self.pki_dir
+        p = self.path.expanduser().absolute()
+        return p.with_name(p.name + ".pki")
 
     @property
     def master(self) -> Node:

@@ -196,7 +196,9 @@ def schema() -> Field:
             "cluster": Field(
                 "map",
                 required=True,
-                fields={"name": Field("str", required=True, check=_hostname)},
+                fields={"name": Field("str", required=True, check=_hostname),
+                        "pki_dir": Field("str", check=_non_empty,
+                                         hint="where the cluster's CA and certificates live on this machine")},
             ),
             "ssh": Field("map", nullable=True, fields=_ssh_fields(True)),
             "images": _IMAGES,

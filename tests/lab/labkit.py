@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import ssl
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -15,6 +18,23 @@ PIPROV = [sys.executable, "-m", "piprov"]
 
 # The lab's workload manifests (busybox httpd RC, its PodDisruptionBudget).
 TESTDATA = Path(__file__).resolve().parents[2] / "piprov_lab" / "images" / "testdata"
+
+
+def cluster_tls(inventory: Path) -> ssl.SSLContext:
+    """What piprov itself presents to the cluster: its CA trusted, the admin's client certificate."""
+    from piprov.inventory import load
+    from piprov.kube.client import client_tls
+
+    return client_tls(load(inventory))
+
+
+def kubeconfig_of(inventory: Path, target: Path) -> Path:
+    """`piprov kubeconfig -o target`: the cluster's secure port, CA and admin credentials, as a user gets them."""
+    if not target.exists():
+        p = subprocess.run([*PIPROV, "kubeconfig", "-i", str(inventory), "-o", str(target), "--use"],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+    return target
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float, interval: float = 1.0) -> T:
@@ -41,12 +61,23 @@ class LabCluster:
         self.inventory = inventory
         self.cache = cache or inventory.with_name("kubectl-cache")
         self.master_ip: str = lab.nodes[0].ip
-        self.api = f"http://{self.master_ip}:8080"
+        self.api = f"https://{self.master_ip}:6443"
+
+    @functools.cached_property
+    def tls(self) -> ssl.SSLContext:
+        return cluster_tls(self.inventory)
+
+    def urlopen(self, req: urllib.request.Request | str, timeout: float = 10) -> Any:
+        """urlopen against the cluster's secure ports (apiserver, etcd) with piprov's client certificate."""
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                             urllib.request.HTTPSHandler(context=self.tls))
+        return opener.open(req, timeout=timeout)
 
     def piprov(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*PIPROV, *args, "-i", str(self.inventory)], capture_output=True, text=True,
                               timeout=timeout)
 
     def kubectl(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(self.lab.kubectl_argv(self.api, self.cache, *args),
+        kc = kubeconfig_of(self.inventory, self.inventory.with_name("kubeconfig"))
+        return subprocess.run(self.lab.kubectl_argv(kc, self.cache, *args),
                               capture_output=True, text=True, input=input, timeout=60)

@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from labkit import kubeconfig_of
+
 from piprov.inventory import edit, load
 
 pytestmark = pytest.mark.lab
@@ -127,11 +129,12 @@ def test_add_then_up_builds_the_cluster(up_lab: Any, tmp_path: Path) -> None:
     assert len(added) == 2
     p = subprocess.run([PIPROV, "up", "-i", str(inv_path)], capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    api = f"http://{load(inv_path).master.address}:8080"
+    kc = kubeconfig_of(inv_path, tmp_path / "kubeconfig")
     deadline = time.monotonic() + 180
     ready: dict[str, bool] = {}
     while time.monotonic() < deadline:
-        k = subprocess.run([up_lab.kubectl, "-s", api, "get", "nodes", "-o", "json"], capture_output=True, text=True, timeout=60)
+        k = subprocess.run([up_lab.kubectl, "--kubeconfig", str(kc), "get", "nodes", "-o", "json"], capture_output=True,
+                           text=True, timeout=60)
         if k.returncode == 0:
             items = json.loads(k.stdout)["items"]
             ready = {

@@ -150,7 +150,7 @@ def test_seed_has_no_eviction_and_no_policy_group(cluster: Cluster) -> None:
         req = urllib.request.Request(cluster.api + path, data=data, method=method,
                                      headers={"Content-Type": "application/json"})
         with pytest.raises(urllib.error.HTTPError) as e:
-            urllib.request.build_opener(urllib.request.ProxyHandler({})).open(req, timeout=10)
+            cluster.urlopen(req, timeout=10)
         assert e.value.code == 404, f"{method} {path}"
 
 

@@ -201,7 +201,7 @@ def test_unreachable_etcd_is_named_with_the_worker_and_flannel(cluster: Cluster)
         assert p.returncode == 1
         text = " ".join(p.stderr.split())
         assert "rpi-node-1 / flannel" in text, p.stderr
-        assert f"http://{cluster.master_ip}:4001" in text, p.stderr
+        assert f"https://{cluster.master_ip}:4001" in text, p.stderr
         assert "rpi-node-1 / docker" in text and "not started" in text
     finally:
         cluster.lab.exec(worker.name, block.replace("-I OUTPUT", "-D OUTPUT"))

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from labkit import PIPROV, wait_for
+from labkit import PIPROV, kubeconfig_of, wait_for
 
 from piprov_lab.errors import LabError
 from piprov_lab.lab import Lab
@@ -114,7 +114,7 @@ class FaultCluster:
         self.inventory.write_text(text)
         self.expected_inventory = text
         self.master_ip = lab.nodes[0].ip
-        self.api = f"http://{self.master_ip}:8080"
+        self.api = f"https://{self.master_ip}:6443"
         self.kube_cache = workdir / "kube-cache"
 
     # -- running piprov
@@ -139,7 +139,8 @@ class FaultCluster:
 
     # -- looking at the cluster
     def kubectl(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(self.lab.kubectl_argv(self.api, self.kube_cache, *args),
+        kc = kubeconfig_of(self.inventory, self.dir / "kubeconfig")
+        return subprocess.run(self.lab.kubectl_argv(kc, self.kube_cache, *args),
                               capture_output=True, text=True, timeout=60)
 
     def all_ready(self) -> bool:
