@@ -101,31 +101,38 @@ def test_etcdctl_uses_the_loopback_listener_or_a_client_certificate(tmp_path: Pa
 # -- the stand-ins' flag sets --------------------------------------------------------------
 
 
-def test_wrapper_maps_2_1_1_tls_flags_onto_etcd_3_4() -> None:
+def test_wrapper_reads_2_1_1_tls_flags_as_2_1_1_does(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path, ["127.0.0.1"])
     base = ["--listen-client-urls=https://10.0.0.1:4001", "--advertise-client-urls=https://10.0.0.1:4001"]
-    tls = ["--cert-file=/p/s.crt", "--key-file=/p/s.key"]
+    tls = [f"--cert-file={pki.server.cert}", f"--key-file={pki.server.key}"]
 
-    def mapped(*extra: str) -> list[str]:
+    def server(*extra: str) -> ssl.SSLContext | None:
         opts = etcd21.parse_config(base + list(extra), env={})
-        assert etcd21.serves_tls(opts)
-        argv = etcd21.real_argv(opts, 40001, 40002)
-        assert "--listen-client-urls=http://127.0.0.1:40001,https://127.0.0.1:40002" in argv
-        return argv[argv.index("--cert-file=/p/s.crt"):]
+        ctx = etcd21.server_tls(opts)
+        argv = etcd21.real_argv(opts, 40001)  # the real etcd behind: plain, loopback only
+        assert "--listen-client-urls=http://127.0.0.1:40001" in argv and not any("file=" in a for a in argv)
+        return ctx
 
-    assert mapped(*tls, "--client-cert-auth", "--trusted-ca-file=/p/ca") == [
-        *tls, "--client-cert-auth", "--trusted-ca-file=/p/ca"]
+    def cas(ctx: ssl.SSLContext | None) -> list[object]:
+        assert ctx is not None and ctx.maximum_version == ssl.TLSVersion.TLSv1_2  # Go 1.4.2: no TLS 1.3
+        return [c["subject"] for c in ctx.get_ca_certs()]
+
+    ctx = server(*tls, "--client-cert-auth", f"--trusted-ca-file={pki.ca}")
+    assert ctx is not None and ctx.verify_mode == ssl.CERT_REQUIRED and cas(ctx) == [((("commonName", "test-ca"),),)]
     # 2.1.1's deprecated --ca-file asks for client certificates by itself (listener.go:139-142).
-    assert mapped(*tls, "--ca-file=/p/ca") == [*tls, "--client-cert-auth", "--trusted-ca-file=/p/ca"]
-    # --trusted-ca-file alone: 2.1.1 asks for none, 3.4 would: not passed on.
-    assert mapped(*tls, "--trusted-ca-file=/p/ca") == tls
-    with pytest.raises(etcd21.ConfigError, match="two files is not implemented"):
-        mapped(*tls, "--ca-file=/p/a", "--trusted-ca-file=/p/b")
+    ctx = server(*tls, f"--ca-file={pki.ca}")
+    assert ctx is not None and ctx.verify_mode == ssl.CERT_REQUIRED and len(cas(ctx)) == 1
+    # --trusted-ca-file alone: 2.1.1 asks for no client certificate.
+    ctx = server(*tls, f"--trusted-ca-file={pki.ca}")
+    assert ctx is not None and ctx.verify_mode == ssl.CERT_NONE
     with pytest.raises(etcd21.StartError, match=r"must both be present\[key: , cert: /p/s.crt\]"):
-        etcd21.serves_tls(etcd21.parse_config([*base, "--cert-file=/p/s.crt"], env={}))
+        server("--cert-file=/p/s.crt")
+    with pytest.raises(etcd21.StartError, match=f"^open {tmp_path}/no.key: no such file or directory$"):
+        server(f"--cert-file={pki.server.cert}", f"--key-file={tmp_path}/no.key")
     # https:// without a certificate is plain in 2.1.1 (keepalive_listener.go:31); http:// never has TLS.
-    assert not etcd21.serves_tls(etcd21.parse_config(base, env={}))
+    assert server() is None
     http_only = ["--listen-client-urls=http://10.0.0.1:4001", "--advertise-client-urls=http://10.0.0.1:4001", *tls]
-    assert not etcd21.serves_tls(etcd21.parse_config(http_only, env={}))
+    assert etcd21.server_tls(etcd21.parse_config(http_only, env={})) is None
     with pytest.raises(etcd21.ConfigError, match="-peer-cert-file is not implemented"):
         etcd21.real_argv(etcd21.parse_config(["--peer-cert-file=/c"], env={}), 1)
 
@@ -253,7 +260,9 @@ def test_etcd_refuses_clients_without_a_cluster_certificate(etcd: tuple[str, int
         conn.request("GET", "/health")
         conn.getresponse().read()
     conn.close()
-    if profile == "seed":  # the 1.1 apiserver's plain loopback listener, with 2.1.1's answers
+    if profile == "seed":  # 2.1.1's surface over TLS, and the 1.1 apiserver's plain loopback listener
+        assert _get("/version", port, pki, pki.client) == (200, b'{"etcdserver":"2.1.1","etcdcluster":"2.1.0"}')
+        assert _get("/v3/kv/range", port, pki, pki.client)[0] == 404
         plain = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         plain.request("GET", "/version")
         assert plain.getresponse().read() == b'{"etcdserver":"2.1.1","etcdcluster":"2.1.0"}'

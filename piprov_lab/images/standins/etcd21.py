@@ -31,22 +31,22 @@ read and write is stored, watched and expired by real etcd code:
   (client.go:359-383, version/version.go:27-47; the cluster version is major.minor.0,
   etcdserver/server.go:950-957, "not_decided" before it is), and ``/health`` with
   2.1.1's ``{"health": "true"}`` / 503 ``{"health": "false"}`` (client.go:332-356).
-* client TLS: 2.1.1's flags (config.go:186-191) mapped onto the real etcd's, so the
-  handshake and the client-certificate check are the real etcd's (Go crypto/tls):
-  ``-cert-file``/``-key-file`` as they are; ``-client-cert-auth`` or the deprecated
-  ``-ca-file`` (2.1.1 asks for a client certificate with either,
-  pkg/transport/listener.go:139-142) become ``--client-cert-auth`` with
-  ``--trusted-ca-file`` = ``-trusted-ca-file`` or ``-ca-file`` (2.1.1 trusts both
-  files, listener.go:120-130; 3.4 takes one file: two different ones are refused as
-  not implemented); ``-trusted-ca-file`` alone is not passed on (2.1.1 then asks for
-  no client certificate, 3.4 would, pkg/transport/listener.go:371-374 at v3.4.23).
-  An ``https://`` client URL with a certificate and key is relayed byte for byte
-  (TLS untouched) to a TLS client listener of the real etcd's own on loopback; an
-  ``https://`` URL without them is served plain as 2.1.1 does
+* client TLS: 2.1.1's flags (config.go:186-191) with 2.1.1's meaning, served by this
+  process in front of the filtered client mux, so an https:// URL keeps 2.1.1's
+  surface and ``/version`` (relaying the bytes to a TLS listener of the real etcd
+  3.4 would expose 3.4's mux and version to every client with a certificate, and
+  piprov reads ``/version``). ``-cert-file``/``-key-file`` serve an https:// URL;
+  ``-client-cert-auth`` or the deprecated ``-ca-file`` require and verify a client
+  certificate (pkg/transport/listener.go:139-142) against ``-ca-file`` plus
+  ``-trusted-ca-file`` (listener.go:120-130, 144-151; neither: the system's CAs, as
+  Go's nil ClientCAs); ``-trusted-ca-file`` alone asks for none. TLS 1.2 at most:
+  2.1.1 was built with Go 1.4.2, which has no TLS 1.3. An https:// URL without a
+  certificate and key is served plain, as 2.1.1 does
   (pkg/transport/keepalive_listener.go:31), and one of the two alone is 2.1.1's
   ``KeyFile and CertFile must both be present[key: ..., cert: ...]``, exit 1
-  (listener.go:88-91, etcdmain/etcd.go:118 plog.Fatalf). An ``http://`` URL never
-  has TLS.
+  (listener.go:88-91, etcdmain/etcd.go:118 plog.Fatalf). An http:// URL never has
+  TLS. Python's ssl (OpenSSL), not Go's crypto/tls: the same policy, another
+  library (the last-hyperkube profile runs the real etcd 3.4, whose TLS is Go's).
 * SIGTERM/SIGINT go to the real etcd; the wrapper ends as it does (etcd re-raises the
   signal after its cleanup, v2.1.1 pkg/osutil/interrupt_unix.go, so both die by it).
 
@@ -55,21 +55,19 @@ proxy mode (``-proxy`` on/readonly, ``-discovery-fallback=proxy`` with a discove
 discovery (``-discovery``, ``-discovery-srv``), peer TLS (``-peer-cert-file`` etc.:
 the lab's one member peers on loopback). The v2 API answers are etcd 3.4's v2
 emulation (same JSON, error codes and headers for the keys API; /v2/stats and
-/metrics carry 3.4's figures). On an https:// client URL the bytes are relayed
-unread, so there the path filter and the 2.1.1 /version and /health answers above
-do not apply: a client with a valid certificate sees etcd 3.4's client mux
-(``/version`` says 3.4, ``/v3`` answers). The price of real TLS; the http:// URLs
-(the loopback listener the 1.1 apiserver uses) keep the 2.1.1 surface.
+/metrics carry 3.4's figures).
 """
 
 from __future__ import annotations
 
 import json
+import errno
 import logging
 import os
 import selectors
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -225,41 +223,44 @@ def _from_addr(opts: goflag.Parsed, given: set[str]) -> None:
         opts.given.append(urls)
 
 
-def serves_tls(opts: goflag.Parsed) -> bool:
-    """Whether the https:// client URLs get TLS (keepalive_listener.go:31: a key or a
-    certificate given); both are then needed (listener.go:88-91)."""
+def server_tls(opts: goflag.Parsed) -> ssl.SSLContext | None:
+    """The https:// client URLs' TLS as 2.1.1's TLSInfo.ServerConfig builds it (module
+    docstring); None: they are served plain (no certificate nor key given)."""
     cert, key = opts["cert-file"], opts["key-file"]
     if not any(u.startswith("https://") for u in opts["listen-client-urls"]) or not (cert or key):
-        return False
+        return None
     if not (cert and key):
         raise StartError(f"KeyFile and CertFile must both be present[key: {key}, cert: {cert}]")
-    return True
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2  # Go 1.4.2
+    cas = [c for c in (opts["ca-file"], opts["trusted-ca-file"]) if c]
+    for path in (cert, key, *cas):
+        if not os.access(path, os.R_OK):
+            code = errno.EACCES if os.path.exists(path) else errno.ENOENT
+            raise StartError(f"open {path}: {os.strerror(code).lower()}")  # Go's *PathError text
+    try:
+        ctx.load_cert_chain(cert, key)
+        if opts["client-cert-auth"] or opts["ca-file"]:
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            for ca in cas:
+                ctx.load_verify_locations(ca)
+            if not cas:
+                ctx.load_default_certs(ssl.Purpose.CLIENT_AUTH)
+    except (ssl.SSLError, ValueError) as exc:
+        raise StartError(f"tls: {exc}") from None
+    return ctx
 
 
-def tls_argv(opts: goflag.Parsed) -> list[str]:
-    """2.1.1's client TLS flags as the real etcd 3.4's (the module docstring says why so)."""
-    out = [f"--cert-file={opts['cert-file']}", f"--key-file={opts['key-file']}"]
-    cas = list(dict.fromkeys(c for c in (opts["ca-file"], opts["trusted-ca-file"]) if c))
-    if len(cas) > 1:
-        raise ConfigError("-ca-file and -trusted-ca-file naming two files is not implemented by this lab wrapper")
-    if opts["client-cert-auth"] or opts["ca-file"]:
-        out.append("--client-cert-auth")
-        out += [f"--trusted-ca-file={c}" for c in cas]
-    return out
-
-
-def real_argv(opts: goflag.Parsed, client_port: int, tls_port: int | None = None) -> list[str]:
-    """The real etcd 3.4's command line for this 2.1.1 configuration; ``tls_port``: its
-    TLS client listener on loopback, for the https:// client URLs (serves_tls)."""
+def real_argv(opts: goflag.Parsed, client_port: int) -> list[str]:
+    """The real etcd 3.4's command line for this 2.1.1 configuration."""
     for name in UNSUPPORTED:
         if opts[name]:
             raise ConfigError(f"-{name} is not implemented by this lab wrapper")
     if opts["proxy"] != "off":
         raise ConfigError("-proxy is not implemented by this lab wrapper")
     data_dir = opts["data-dir"] or f"{opts['name']}.etcd"
-    clients = f"http://127.0.0.1:{client_port}" + (f",https://127.0.0.1:{tls_port}" if tls_port else "")
     argv = [REAL_ETCD, f"--name={opts['name']}", f"--data-dir={data_dir}", "--enable-v2=true",
-            f"--listen-client-urls={clients}",
+            f"--listen-client-urls=http://127.0.0.1:{client_port}",
             f"--advertise-client-urls={','.join(opts['advertise-client-urls'])}",
             f"--listen-peer-urls={','.join(opts['listen-peer-urls'])}",
             f"--initial-advertise-peer-urls={','.join(opts['initial-advertise-peer-urls'])}",
@@ -274,7 +275,7 @@ def real_argv(opts: goflag.Parsed, client_port: int, tls_port: int | None = None
         argv.append("--force-new-cluster")
     if opts["debug"]:
         argv.append("--debug")
-    return argv + (tls_argv(opts) if tls_port else [])
+    return argv
 
 
 # -- the client port -------------------------------------------------------------------------
@@ -402,35 +403,25 @@ def serve_client(conn: socket.socket, port: int) -> None:
         conn.close()
 
 
-def relay_raw(conn: socket.socket, port: int) -> None:
-    """Both directions byte for byte to 127.0.0.1:port until either side closes: the TLS
-    of an https:// client URL is the real etcd's (module docstring)."""
+def serve_tls_client(conn: socket.socket, port: int, tls: ssl.SSLContext) -> None:
+    """serve_client after the TLS handshake; a client it fails (no certificate, one from
+    another CA) gets no HTTP at all."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as up:
-            up.settimeout(None)
-            sel = selectors.DefaultSelector()
-            sel.register(up, selectors.EVENT_READ, conn)
-            sel.register(conn, selectors.EVENT_READ, up)
-            try:
-                while True:
-                    for key, _ in sel.select():
-                        data = key.fileobj.recv(65536)  # type: ignore[union-attr]
-                        if not data:
-                            return
-                        key.data.sendall(data)
-            finally:
-                sel.close()
-    except OSError:
-        pass
-    finally:
+        conn.settimeout(30)
+        secure = tls.wrap_socket(conn, server_side=True)
+        secure.settimeout(None)
+    except (OSError, ssl.SSLError) as exc:
+        log.debug("TLS handshake failed: %s", exc)
         conn.close()
+        return
+    serve_client(secure, port)
 
 
-def listen(url: str, port: int, tls_port: int | None = None) -> threading.Thread:
-    """Serve one client URL: https:// with ``tls_port`` relayed raw to the real etcd's TLS
-    listener, anything else through the 2.1.1 client mux proxy (serve_client)."""
+def listen(url: str, port: int, tls: ssl.SSLContext | None = None) -> threading.Thread:
+    """Serve one client URL through the 2.1.1 client mux proxy; https:// with ``tls``
+    (server_tls) behind a TLS handshake."""
     u = urllib.parse.urlsplit(url)
-    handler, target = (relay_raw, tls_port) if u.scheme == "https" and tls_port else (serve_client, port)
+    secure = tls if u.scheme == "https" else None
     host = u.hostname or ""
     host = "127.0.0.1" if host == "localhost" else host
     if host in ("", "0.0.0.0"):
@@ -444,7 +435,10 @@ def listen(url: str, port: int, tls_port: int | None = None) -> threading.Thread
     def accept() -> None:
         while True:
             c, _ = srv.accept()
-            threading.Thread(target=handler, args=(c, target), daemon=True).start()
+            if secure is not None:
+                threading.Thread(target=serve_tls_client, args=(c, port, secure), daemon=True).start()
+            else:
+                threading.Thread(target=serve_client, args=(c, port), daemon=True).start()
 
     t = threading.Thread(target=accept, daemon=True)
     t.start()
@@ -474,8 +468,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
     try:
         opts = parse_config(sys.argv[1:] if argv is None else argv)
         port = _free_port()
-        tls_port = _free_port() if serves_tls(opts) else None
-        cmd = real_argv(opts, port, tls_port)
+        tls = server_tls(opts)
+        cmd = real_argv(opts, port)
     except StartError as exc:
         log.critical("%s", exc)
         sys.exit(1)
@@ -490,12 +484,10 @@ def main(argv: list[str] | None = None) -> NoReturn:
     proc = subprocess.Popen(cmd, env=env)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda s, _f: proc.send_signal(s))
-    for p in (port, tls_port):
-        if p:
-            _wait_port(p, proc)
+    _wait_port(port, proc)
     try:
         for url in opts["listen-client-urls"]:
-            listen(url, port, tls_port)
+            listen(url, port, tls)
             log.info("listening for client requests on %s", url)
     except OSError as exc:
         log.critical("listen %s: %s", opts["listen-client-urls"], exc)
