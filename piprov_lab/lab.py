@@ -157,12 +157,19 @@ class Lab:
     @property
     def etcdctl(self) -> str:
         """The v2 etcdctl of this lab's etcd, run in piprov's k8s-etcd container on the
-        master, ending in a space: etcdctl 2.1 knows --peers (--endpoints came in 2.2),
-        etcdctl 3.4 speaks v3 unless ETCDCTL_API=2."""
+        master (pi1), ending in a space: etcdctl 2.1 knows --peers (--endpoints came in 2.2),
+        etcdctl 3.4 speaks v3 unless ETCDCTL_API=2. As piprov's own (playbooks/seed-stack.yaml
+        etcd_keys): the seed's etcd keeps a plain listener on 127.0.0.1, last-hyperkube's
+        only TLS with client certificates; --no-sync, or etcdctl moves to the advertised
+        https URL."""
         run = "docker -H unix:///var/run/docker-bootstrap.sock exec k8s-etcd "
         if self._state().profile == "seed":
-            return run + "etcdctl --peers=http://127.0.0.1:4001 "
-        return run + "env ETCDCTL_API=2 etcdctl --endpoints=http://127.0.0.1:4001 "
+            return run + "etcdctl --no-sync --peers=http://127.0.0.1:4001 "
+        pki = "/etc/kubernetes/pki"
+        master = next(n.ip for n in self._state().nodes if n.index == 1)  # the master (piprov_lab/inventory.py)
+        return (run + f"env ETCDCTL_API=2 etcdctl --no-sync --endpoints=https://{master}:4001 "
+                f"--cert-file={pki}/apiserver-etcd-client.crt --key-file={pki}/apiserver-etcd-client.key "
+                f"--ca-file={pki}/ca.crt ")
 
     def kubectl_argv(self, api: str | Path, cache: Path | str, *args: str) -> list[str]:
         """kubectl (the project's tools: Debian's 1.20) against ``api`` (a URL, or a kubeconfig

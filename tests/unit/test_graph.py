@@ -164,7 +164,7 @@ def test_node_dag(graph: ComponentGraph) -> None:
     (edge,) = [e for e in dag.edges_into(w1_flannel) if e.required.component == "etcd"]
     assert [(h.probe, h.target) for h in edge.gate] == [
         ("unit", "k8s-etcd.service"),
-        ("http", "http://192.168.1.100:4001/health"),
+        ("http", "https://192.168.1.100:4001/health"),
     ]
     assert dag.health[Vertex("rpi-node-2", "kube-worker")][-1].target == (
         "http://192.168.1.100:8080/api/v1/nodes/192.168.1.102"

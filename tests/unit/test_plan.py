@@ -227,7 +227,7 @@ def test_commands_of_a_fresh_node(graph: ComponentGraph) -> None:
     assert commands(etcd.unit_actions(no_block=False))[-1] == "systemctl start k8s-etcd.service"
     (cmd,) = commands(etcd.etcd_actions())
     # The seed's etcd 2.1.1: its etcdctl has one API and names the endpoints --peers.
-    assert cmd.startswith("docker -H unix:///var/run/docker-bootstrap.sock exec k8s-etcd etcdctl --peers=")
+    assert cmd.startswith("docker -H unix:///var/run/docker-bootstrap.sock exec k8s-etcd etcdctl --no-sync --peers=")
     assert "set /coreos.com/network/config '{\"Backend\": {\"Type\": \"host-gw\"}" in cmd
 
 
@@ -367,7 +367,7 @@ def test_desired_node_is_reused_by_plan(graph: ComponentGraph) -> None:
     _, plan = run_case(Path(__file__).parent / "data/plan/converged-master.yaml", graph)
     assert isinstance(plan.desired, DesiredNode)
     checks = node_dag(graph, make_inventory()).health[Vertex("rpi-master", "etcd")]
-    assert checks[1].target == "http://192.168.1.100:4001/health"
+    assert checks[1].target == "https://192.168.1.100:4001/health"
 
 
 def test_plan_cluster_names_a_node_without_docker(graph: ComponentGraph) -> None:

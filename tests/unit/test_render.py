@@ -146,9 +146,10 @@ def test_render_per_role_and_arch(graph: ComponentGraph, role: str, machine: str
     (cmd,) = values(fl, "Service", "ExecStart")
     assert cmd == (
         "/usr/bin/docker -H unix:///var/run/docker-bootstrap.sock run --rm --name k8s-flannel --net=host "
-        "--privileged -v /run/flannel:/run/flannel -v /dev/net:/dev/net "
-        f"{REGISTRY}/flannel-{arch}:0.5.5 /opt/bin/flanneld --etcd-endpoints=http://${{K8S_MASTER_IP}}:4001 "
-        f"--iface={d.node.address} --ip-masq"
+        "--privileged -v /run/flannel:/run/flannel -v /dev/net:/dev/net -v /etc/kubernetes/pki:/etc/kubernetes/pki:ro "
+        f"{REGISTRY}/flannel-{arch}:0.5.5 /opt/bin/flanneld --etcd-endpoints=https://${{K8S_MASTER_IP}}:4001 "
+        "--etcd-certfile=/etc/kubernetes/pki/flannel.crt --etcd-keyfile=/etc/kubernetes/pki/flannel.key "
+        f"--etcd-cafile=/etc/kubernetes/pki/ca.crt --iface={d.node.address} --ip-masq"
     )
     assert any("/etc/kubernetes/subnet.env" in v for v in values(fl, "Service", "ExecStartPost"))
     assert texts["/etc/kubernetes/k8s.conf"].splitlines()[-1] == "K8S_MASTER_IP=192.168.1.100"
@@ -170,8 +171,9 @@ def test_render_per_role_and_arch(graph: ComponentGraph, role: str, machine: str
         assert proxy.endswith("/hyperkube proxy --master=http://127.0.0.1:8080")
         etcd = values(unit_file(texts["/etc/systemd/system/k8s-etcd.service"]), "Service", "ExecStart")[0]
         assert f"{REGISTRY}/etcd-{arch}:2.1.1 /usr/local/bin/etcd --name=etcd" in etcd
-        assert "--advertise-client-urls=http://192.168.1.100:4001" in etcd
-        assert "--listen-client-urls=http://0.0.0.0:4001" in etcd and "--enable-v2" not in etcd  # etcd 2.1.1 has no such flag
+        assert "--advertise-client-urls=https://192.168.1.100:4001" in etcd
+        assert "--listen-client-urls=https://192.168.1.100:4001,http://127.0.0.1:4001" in etcd
+        assert "--enable-v2" not in etcd  # etcd 2.1.1 has no such flag
         assert set(d.units) == {"docker-bootstrap", "etcd", "flannel", "docker", "kube-master"}
         for name in ("kube-apiserver", "kube-controller-manager", "kube-scheduler"):
             pod = json.loads(texts[f"/etc/kubernetes/manifests/{name}.json"])
@@ -187,7 +189,7 @@ def test_render_per_role_and_arch(graph: ComponentGraph, role: str, machine: str
             "SubnetLen": 24,
             "Backend": {"Type": "host-gw"},
         }
-        assert d.etcdctl is not None and d.etcdctl.endswith("etcdctl --peers=http://127.0.0.1:4001")
+        assert d.etcdctl is not None and d.etcdctl.endswith("etcdctl --no-sync --peers=http://127.0.0.1:4001")
     else:
         assert "--api-servers=http://192.168.1.100:8080" in cmd and "--config" not in cmd
         assert proxy.endswith("/hyperkube proxy --master=http://192.168.1.100:8080")

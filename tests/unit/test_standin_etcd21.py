@@ -82,8 +82,8 @@ def test_env_fills_unset_flags_and_version_prints_2_1_1() -> None:
 def test_ignored_and_unsupported_flags() -> None:
     opts = etcd21.parse_config(["--v", "--snapshot"], env={})
     assert opts.given == ["v", "snapshot"]
-    with pytest.raises(etcd21.ConfigError, match="-cert-file is not implemented"):
-        etcd21.real_argv(etcd21.parse_config(["--cert-file=/c"], env={}), 1)
+    with pytest.raises(etcd21.ConfigError, match="-peer-cert-file is not implemented"):
+        etcd21.real_argv(etcd21.parse_config(["--peer-cert-file=/c"], env={}), 1)
 
 
 def test_client_mux_paths_and_version_answer() -> None:

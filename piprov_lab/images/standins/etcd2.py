@@ -1,5 +1,9 @@
 """A client for etcd's v2 keys API over HTTP (what flannel 0.5 and Kubernetes 1.1 spoke).
 
+https:// endpoints speak TLS with the ssl context given (the client certificate
+to present and the CAs to trust, as Go's transport.TLSInfo builds it for
+flannel), else Python's default context (system CAs, as Go's empty tls.Config).
+
 Errors follow etcd's own codes: 100 key not found, 101 compare failed,
 105 key already exists, 401 event index cleared.
 """
@@ -9,6 +13,7 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import ssl
 import threading
 import urllib.parse
 from dataclasses import dataclass
@@ -73,14 +78,31 @@ def _flatten(d: dict[str, Any]) -> list[Node]:
     return out
 
 
+class _EtcdClient(JSONClient):
+    """JSONClient that speaks TLS to an https:// endpoint."""
+
+    def __init__(self, base: str, timeout: float, tls: ssl.SSLContext | None) -> None:
+        super().__init__(base, timeout)
+        u = urllib.parse.urlsplit(base)
+        self.tls = (tls or ssl.create_default_context()) if u.scheme == "https" else None
+        if self.tls is not None and u.port is None:
+            self.port = 443
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._conn is None and self.tls is not None:
+            self._conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout, context=self.tls)
+        return super()._connection()
+
+
 class Etcd2:
     """Talks to the first reachable endpoint of a list, moving on when one fails."""
 
-    def __init__(self, endpoints: list[str], timeout: float = 5.0) -> None:
+    def __init__(self, endpoints: list[str], timeout: float = 5.0, tls: ssl.SSLContext | None = None) -> None:
         self.endpoints = [e.rstrip("/") for e in endpoints if e.strip()]
         if not self.endpoints:
             raise ValueError("no etcd endpoints given")
         self.timeout = timeout
+        self.tls = tls
         # One keep-alive connection per endpoint and thread: the apiserver serves
         # requests from many threads and http.client connections are not shareable.
         self._local = threading.local()
@@ -90,7 +112,7 @@ class Etcd2:
     def _clients(self) -> list[JSONClient]:
         clients: list[JSONClient] | None = getattr(self._local, "clients", None)
         if clients is None:
-            clients = [JSONClient(e, self.timeout) for e in self.endpoints]
+            clients = [_EtcdClient(e, self.timeout, self.tls) for e in self.endpoints]
             self._local.clients = clients
         return clients
 
@@ -105,7 +127,7 @@ class Etcd2:
             idx = (self._current + n) % len(self._clients)
             client = self._clients[idx]
             if timeout is not None:
-                client = JSONClient(self.endpoints[idx], timeout)
+                client = _EtcdClient(self.endpoints[idx], timeout, self.tls)
             try:
                 conn = client._connection()
                 headers = {"Accept": "application/json"}

@@ -31,24 +31,43 @@ read and write is stored, watched and expired by real etcd code:
   (client.go:359-383, version/version.go:27-47; the cluster version is major.minor.0,
   etcdserver/server.go:950-957, "not_decided" before it is), and ``/health`` with
   2.1.1's ``{"health": "true"}`` / 503 ``{"health": "false"}`` (client.go:332-356).
+* client TLS: 2.1.1's flags (config.go:186-191) with 2.1.1's meaning, served by this
+  process in front of the filtered client mux, so an https:// URL keeps 2.1.1's
+  surface and ``/version`` (relaying the bytes to a TLS listener of the real etcd
+  3.4 would expose 3.4's mux and version to every client with a certificate, and
+  piprov reads ``/version``). ``-cert-file``/``-key-file`` serve an https:// URL;
+  ``-client-cert-auth`` or the deprecated ``-ca-file`` require and verify a client
+  certificate (pkg/transport/listener.go:139-142) against ``-ca-file`` plus
+  ``-trusted-ca-file`` (listener.go:120-130, 144-151; neither: the system's CAs, as
+  Go's nil ClientCAs); ``-trusted-ca-file`` alone asks for none. TLS 1.2 at most:
+  2.1.1 was built with Go 1.4.2, which has no TLS 1.3. An https:// URL without a
+  certificate and key is served plain, as 2.1.1 does
+  (pkg/transport/keepalive_listener.go:31), and one of the two alone is 2.1.1's
+  ``KeyFile and CertFile must both be present[key: ..., cert: ...]``, exit 1
+  (listener.go:88-91, etcdmain/etcd.go:118 plog.Fatalf). An http:// URL never has
+  TLS. Python's ssl (OpenSSL), not Go's crypto/tls: the same policy, another
+  library (the last-hyperkube profile runs the real etcd 3.4, whose TLS is Go's).
 * SIGTERM/SIGINT go to the real etcd; the wrapper ends as it does (etcd re-raises the
   signal after its cleanup, v2.1.1 pkg/osutil/interrupt_unix.go, so both die by it).
 
 Not covered (refused with exit 1 naming the flag, the lab never uses them): the
 proxy mode (``-proxy`` on/readonly, ``-discovery-fallback=proxy`` with a discovery),
-discovery (``-discovery``, ``-discovery-srv``), TLS (``-cert-file`` etc.). The v2
-API answers are etcd 3.4's v2 emulation (same JSON, error codes and headers for the
-keys API; /v2/stats and /metrics carry 3.4's figures).
+discovery (``-discovery``, ``-discovery-srv``), peer TLS (``-peer-cert-file`` etc.:
+the lab's one member peers on loopback). The v2 API answers are etcd 3.4's v2
+emulation (same JSON, error codes and headers for the keys API; /v2/stats and
+/metrics carry 3.4's figures).
 """
 
 from __future__ import annotations
 
 import json
+import errno
 import logging
 import os
 import selectors
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -138,13 +157,16 @@ FLAGS: list[goflag.GoFlag] = [
     goflag.GoFlag("peers", "", _deprecated("peers")), goflag.GoFlag("peers-file", "", _deprecated("peers-file")),
 ] + [goflag.GoFlag(name, "", str, is_bool=True) for name in IGNORED]  # IgnoredFlag.IsBoolFlag
 
-UNSUPPORTED = ("discovery", "discovery-srv", "ca-file", "cert-file", "key-file", "client-cert-auth",
-               "trusted-ca-file", "peer-ca-file", "peer-cert-file", "peer-key-file", "peer-client-cert-auth",
+UNSUPPORTED = ("discovery", "discovery-srv", "peer-ca-file", "peer-cert-file", "peer-key-file", "peer-client-cert-auth",
                "peer-trusted-ca-file")
 
 
 class ConfigError(Exception):
     """etcd.go:63-71: "error verifying flags, ..." and exit 1."""
+
+
+class StartError(Exception):
+    """What startEtcd returns: etcd.go:118 ``plog.Fatalf("%v", err)``, exit 1."""
 
 
 def parse_config(argv: list[str], env: dict[str, str] | None = None) -> goflag.Parsed:
@@ -199,6 +221,34 @@ def _from_addr(opts: goflag.Parsed, given: set[str]) -> None:
             raise ConfigError(f"Set only one of flags -{urls} and -{addr}")
         opts.values[urls] = [f"http://{value}"]
         opts.given.append(urls)
+
+
+def server_tls(opts: goflag.Parsed) -> ssl.SSLContext | None:
+    """The https:// client URLs' TLS as 2.1.1's TLSInfo.ServerConfig builds it (module
+    docstring); None: they are served plain (no certificate nor key given)."""
+    cert, key = opts["cert-file"], opts["key-file"]
+    if not any(u.startswith("https://") for u in opts["listen-client-urls"]) or not (cert or key):
+        return None
+    if not (cert and key):
+        raise StartError(f"KeyFile and CertFile must both be present[key: {key}, cert: {cert}]")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2  # Go 1.4.2
+    cas = [c for c in (opts["ca-file"], opts["trusted-ca-file"]) if c]
+    for path in (cert, key, *cas):
+        if not os.access(path, os.R_OK):
+            code = errno.EACCES if os.path.exists(path) else errno.ENOENT
+            raise StartError(f"open {path}: {os.strerror(code).lower()}")  # Go's *PathError text
+    try:
+        ctx.load_cert_chain(cert, key)
+        if opts["client-cert-auth"] or opts["ca-file"]:
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            for ca in cas:
+                ctx.load_verify_locations(ca)
+            if not cas:
+                ctx.load_default_certs(ssl.Purpose.CLIENT_AUTH)
+    except (ssl.SSLError, ValueError) as exc:
+        raise StartError(f"tls: {exc}") from None
+    return ctx
 
 
 def real_argv(opts: goflag.Parsed, client_port: int) -> list[str]:
@@ -353,8 +403,25 @@ def serve_client(conn: socket.socket, port: int) -> None:
         conn.close()
 
 
-def listen(url: str, port: int) -> threading.Thread:
+def serve_tls_client(conn: socket.socket, port: int, tls: ssl.SSLContext) -> None:
+    """serve_client after the TLS handshake; a client it fails (no certificate, one from
+    another CA) gets no HTTP at all."""
+    try:
+        conn.settimeout(30)
+        secure = tls.wrap_socket(conn, server_side=True)
+        secure.settimeout(None)
+    except (OSError, ssl.SSLError) as exc:
+        log.debug("TLS handshake failed: %s", exc)
+        conn.close()
+        return
+    serve_client(secure, port)
+
+
+def listen(url: str, port: int, tls: ssl.SSLContext | None = None) -> threading.Thread:
+    """Serve one client URL through the 2.1.1 client mux proxy; https:// with ``tls``
+    (server_tls) behind a TLS handshake."""
     u = urllib.parse.urlsplit(url)
+    secure = tls if u.scheme == "https" else None
     host = u.hostname or ""
     host = "127.0.0.1" if host == "localhost" else host
     if host in ("", "0.0.0.0"):
@@ -368,7 +435,10 @@ def listen(url: str, port: int) -> threading.Thread:
     def accept() -> None:
         while True:
             c, _ = srv.accept()
-            threading.Thread(target=serve_client, args=(c, port), daemon=True).start()
+            if secure is not None:
+                threading.Thread(target=serve_tls_client, args=(c, port, secure), daemon=True).start()
+            else:
+                threading.Thread(target=serve_client, args=(c, port), daemon=True).start()
 
     t = threading.Thread(target=accept, daemon=True)
     t.start()
@@ -398,7 +468,11 @@ def main(argv: list[str] | None = None) -> NoReturn:
     try:
         opts = parse_config(sys.argv[1:] if argv is None else argv)
         port = _free_port()
+        tls = server_tls(opts)
         cmd = real_argv(opts, port)
+    except StartError as exc:
+        log.critical("%s", exc)
+        sys.exit(1)
     except ConfigError as exc:
         log.error("error verifying flags, %s. See 'etcd --help'.", exc)
         if "advertise-client-urls is required" in str(exc):
@@ -413,7 +487,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     _wait_port(port, proc)
     try:
         for url in opts["listen-client-urls"]:
-            listen(url, port)
+            listen(url, port, tls)
             log.info("listening for client requests on %s", url)
     except OSError as exc:
         log.critical("listen %s: %s", opts["listen-client-urls"], exc)

@@ -22,6 +22,11 @@ Godeps/_workspace/src/github.com/codegangsta/cli/app.go:66-125):
 * peers: ``--peers`` or ``ETCDCTL_PEERS``, default ``127.0.0.1:4001,127.0.0.1:2379``,
   ``http://`` added when a peer has no scheme (etcdctl/command/util.go:59-93);
   handed to etcdctl 3.4 as ``--endpoints``.
+* TLS: ``--cert-file``/``--key-file``/``--ca-file`` (or ``ETCDCTL_CERT_FILE``,
+  ``ETCDCTL_KEY_FILE``, ``ETCDCTL_CA_FILE``, util.go:93-116) are handed on as they
+  are: etcdctl 3.4's v2 mode has the same three flags and variables
+  (v3.4.23 etcdctl/ctlv2/ctl.go:48-50, ctlv2/command/util.go:160-175), so the
+  handshake is the real etcdctl's.
 * ``--version``: ``etcdctl version 2.1.1``.
 
 Not covered: the commands' own flags are checked by etcdctl 3.4's v2 commands (a

@@ -113,10 +113,21 @@ backend:
 Not covered: the udp and vxlan backends (any Backend.Type is routed as host-gw,
 with a log line), the masquerade rules of ``--ip-masq`` and v0.12's FORWARD rules
 (the flag is recorded in FLANNEL_IPMASQ only: the lab has no outside network to
-masquerade to), etcd TLS and BasicAuth (the flags are accepted, unused), v0.5's
+masquerade to), v0.12's etcd BasicAuth (the flags are accepted, unused), v0.5's
 ``--networks`` multi-network and ``--listen``/``--remote`` client/server modes and
 v0.12's ``--kube-subnet-mgr`` (given, they stop the stand-in with exit 1 naming
 the flag: the lab never uses them), ``--iface-regex`` beyond a plain match.
+
+etcd TLS (both versions, v0.5.5 main.go:67-69 and subnet/registry.go:52-72, v0.12.0
+main.go:114-116 and subnet/etcdv2/registry.go:70-77: the vendored etcd
+pkg/transport TLSInfo.ClientConfig): ``--etcd-certfile`` and ``--etcd-keyfile``
+(both or neither: ``Failed to create SubnetManager: KeyFile and CertFile must both
+be present[key: K, cert: C]``, exit 1, as an unreadable file is; v0.5.5 checks before
+the interface lookup, main.go:247-251, v0.12.0 after it, main.go:241-245) present a
+client certificate on ``https://`` endpoints, ``--etcd-cafile`` is then the only CA
+trusted (RootCAs), else the system's; the server's certificate must name the
+endpoint's host (Go's http.Transport sets ServerName from it). Python's ssl, not
+Go's: the same checks, not the same library.
 
 Stand-in extensions, as environment variables so that the flag set stays the real
 one: ``STANDIN_LEASE_TTL`` (seconds, default 86400) and ``STANDIN_ETCD_TIMEOUT``
@@ -130,6 +141,7 @@ version on stderr and exits 0: "0.5.5" (v0.5.5 main.go:240-243, version.go) or
 from __future__ import annotations
 
 import array
+import errno
 import fcntl
 import ipaddress
 import json
@@ -138,6 +150,7 @@ import os
 import random
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -752,34 +765,60 @@ def _unsupported(opts: goflag.Parsed, names: list[str]) -> None:
             raise FatalError(f"--{name} is not implemented by this stand-in (the lab never uses it)")
 
 
+def etcd_tls(opts: goflag.Parsed) -> ssl.SSLContext:
+    """The etcd client's TLS as flannel's TLSInfo.ClientConfig builds it; FatalError with
+    flannel's "Failed to create SubnetManager: ..." line when it cannot."""
+    cert, key, ca = opts["etcd-certfile"], opts["etcd-keyfile"], opts["etcd-cafile"]
+    failed = "Failed to create SubnetManager: "
+    if (cert or key) and not (cert and key):
+        raise FatalError(f"{failed}KeyFile and CertFile must both be present[key: {key}, cert: {cert}]")
+    for path in (cert, key, ca):
+        if path and not os.access(path, os.R_OK):
+            code = errno.EACCES if os.path.exists(path) else errno.ENOENT
+            raise FatalError(f"{failed}open {path}: {os.strerror(code).lower()}")  # Go's *PathError text
+    try:
+        ctx = ssl.create_default_context(cafile=ca or None)
+        if cert:
+            ctx.load_cert_chain(cert, key)
+    except (ssl.SSLError, ValueError) as exc:
+        raise FatalError(f"{failed}{exc}") from None
+    return ctx
+
+
+def _etcd(opts: goflag.Parsed) -> Etcd2:
+    return Etcd2(opts["etcd-endpoints"].split(","), tls=etcd_tls(opts))
+
+
 def _daemon_012(opts: goflag.Parsed, router: Router) -> Flanneld:
     margin = int(opts["subnet-lease-renew-margin"])
     if margin >= 24 * 60 or margin <= 0:  # main.go:191-195
         raise FatalError("Invalid subnet-lease-renew-margin option, out of acceptable range")
     public_ip, iface = choose_public_ip_012(opts["iface"], opts["iface-regex"], opts["public-ip"])
     _unsupported(opts, ["kube-subnet-mgr"])
+    etcd = _etcd(opts)  # main.go:241-245: after the interface
     if int(opts["healthz-port"]) > 0:
         _serve_healthz(opts["healthz-ip"], int(opts["healthz-port"]))
-    d = _flanneld(opts, public_ip, iface, router)
+    d = _flanneld(opts, etcd, public_ip, iface, router)
     start_up_012(d, _env_seconds("STANDIN_ETCD_TIMEOUT", 0.0))
     return d
 
 
 def _daemon_055(opts: goflag.Parsed, router: Router) -> Flanneld:
     _unsupported(opts, ["listen", "remote", "networks"])
+    etcd = _etcd(opts)  # main.go:247-251: before initAndRun's interface lookup
     try:
         public_ip, iface = choose_public_ip(opts["iface"], opts["public-ip"])
     except IfaceError as exc:
         log.error("%s", exc)
         idle_until_signal()
     log.info("using interface %s with PublicIP %s", iface or "?", public_ip)
-    d = _flanneld(opts, public_ip, iface, router)
+    d = _flanneld(opts, etcd, public_ip, iface, router)
     start_up(d, _env_seconds("STANDIN_ETCD_TIMEOUT", 0.0))
     return d
 
 
-def _flanneld(opts: goflag.Parsed, public_ip: str, iface: str | None, router: Router) -> Flanneld:
-    return Flanneld(Etcd2(opts["etcd-endpoints"].split(",")), opts["etcd-prefix"].rstrip("/"), public_ip, iface,
+def _flanneld(opts: goflag.Parsed, etcd: Etcd2, public_ip: str, iface: str | None, router: Router) -> Flanneld:
+    return Flanneld(etcd, opts["etcd-prefix"].rstrip("/"), public_ip, iface,
                     opts["ip-masq"], opts["subnet-file"], int(_env_seconds("STANDIN_LEASE_TTL", 24 * 3600.0)),
                     router=router, version=VERSION)
 
