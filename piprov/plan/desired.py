@@ -12,7 +12,8 @@ from piprov.inventory.model import Node
 @dataclass(frozen=True)
 class DesiredFile:
     path: str
-    content: bytes
+    # Left out of repr: a private key must not end up in a log or a traceback.
+    content: bytes = field(repr=False)
     mode: int
     owner: str
     group: str
@@ -24,6 +25,11 @@ class DesiredFile:
     @property
     def sha256(self) -> str:
         return hashlib.sha256(self.content).hexdigest()
+
+    @property
+    def secret(self) -> bool:
+        """Not world-readable: its content never leaves the node, nor shows in a plan."""
+        return not self.mode & 0o004
 
     @property
     def is_unit_file(self) -> bool:

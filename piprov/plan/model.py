@@ -19,7 +19,7 @@ from piprov.plan.desired import DesiredNode
 @dataclass(frozen=True)
 class FileChange:
     path: str
-    content: bytes
+    content: bytes = field(repr=False)
     mode: int
     owner: str
     group: str
