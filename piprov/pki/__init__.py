@@ -37,7 +37,7 @@ from piprov.plan.desired import DesiredFile
 
 __all__ = [
     "PASSPHRASE_ENV", "CertInfo", "ClientTls", "ClusterPki", "PkiError", "cluster_pki", "expiring",
-    "pki_dir", "read_certificates",
+    "expiry_warnings", "pki_dir", "read_certificates",
 ]
 
 _DNS_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$")
@@ -117,13 +117,15 @@ class ClusterPki:
         for comp in self.graph.for_role(node.role):
             for cred in comp.credentials_for(node.role):
                 paths = cred.paths(pki.dir)
+                # Certificates are public, but a plan shows none of the PKI's
+                # bytes: a changed one reads "secret changed", with no diff.
                 if cred.kind == "ca":
                     files.append(DesiredFile(paths[0], self.ca_cert_pem, 0o644, "root", "root", comp.name,
-                                             restarts=cred.restarts))
+                                             restarts=cred.restarts, redacted=True))
                     continue
                 pair = self._leaves.get(node.name, _leaf_spec(cred, comp.name, ctx))
                 files.append(DesiredFile(paths[0], pair.cert_pem, 0o644, "root", "root", comp.name,
-                                         restarts=cred.restarts))
+                                         restarts=cred.restarts, redacted=True))
                 files.append(DesiredFile(paths[1], pair.key_pem, 0o600, "root", "root", comp.name,
                                          restarts=cred.restarts))
         return files
@@ -153,3 +155,17 @@ def expiring(certs: list[CertInfo], now: dt.datetime | None = None) -> list[Cert
     when = now or utcnow()
     return [c for c in certs if c.not_after - when < px.RENEW_BEFORE]
 
+
+
+def expiry_warnings(inventory: Inventory, now: dt.datetime | None = None) -> list[str]:
+    """What `status` says of the cluster's certificates that expire within 30 days (read from disk only)."""
+    warnings = []
+    when = now or utcnow()
+    for c in expiring(read_certificates(pki_dir(inventory)), when):
+        who = f"{c.node}/{c.name}" if c.node else c.name
+        left = c.days_left(when)
+        state = f"expired on {c.not_after:%Y-%m-%d}" if left < 0 else f"expires {c.not_after:%Y-%m-%d} ({left} days left)"
+        fix = ("a new CA means new certificates everywhere: see docs on rotating the CA" if c.name == "ca" and not c.node
+               else "`piprov up` re-issues it and rolls it out")
+        warnings.append(f"certificate {who} {state}: {fix}")
+    return warnings

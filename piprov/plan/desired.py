@@ -21,6 +21,8 @@ class DesiredFile:
     template: str = ""
     # Units restarted when this file's content changes.
     restarts: tuple[str, ...] = ()
+    # Keep its content out of plans even if it is world-readable (a certificate).
+    redacted: bool = False
 
     @property
     def sha256(self) -> str:
@@ -28,8 +30,8 @@ class DesiredFile:
 
     @property
     def secret(self) -> bool:
-        """Not world-readable: its content never leaves the node, nor shows in a plan."""
-        return not self.mode & 0o004
+        """Its content shows in no plan (no diff); not world-readable ones also never leave the node."""
+        return self.redacted or not self.mode & 0o004
 
     @property
     def is_unit_file(self) -> bool:

@@ -71,4 +71,5 @@ def plan_file(desired: DesiredFile, current: FileFacts) -> FileChange | None:
         diff=diff,
         reason=reason,
         component=desired.component,
+        redacted=desired.redacted,
     )
