@@ -73,6 +73,8 @@ def test_cold_up_builds_a_ready_cluster(cluster: Cluster) -> None:
     report = _json(p)
     assert report["ok"]
     assert {s["status"] for s in report["steps"]} == {"changed"}
+    # It wrote every node's private keys, and said nothing of them.
+    assert "PRIVATE" not in p.stdout + p.stderr and "BEGIN" not in p.stdout + p.stderr
     assert cluster.all_ready(), cluster.nodes_ready()
     # The hostnames were set the HypriotOS way, at once.
     for node, name in zip(cluster.lab.nodes, ["rpi-master", "rpi-node-1", "rpi-node-2"]):
