@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping
 
 from piprov.errors import FactsError, PiprovError
 from piprov.facts import NodeFacts, parse_facts
@@ -30,6 +30,9 @@ from piprov.plan import DisableUnits, NodePlan, Plan, plan_node
 from piprov.render import desired_state, facts_command_for, node_machine
 from piprov.shell import script as sh
 from piprov.transport import Transport
+
+if TYPE_CHECKING:
+    from piprov.pki import ClusterPki
 
 FACTS_TIMEOUT = 60.0
 APPLY_TIMEOUT = 600.0  # first start pulls images over the LAN
@@ -68,6 +71,7 @@ def plan_one(
     facts: NodeFacts | PiprovError | None,
     *,
     templates_dir: Path | None = None,
+    pki: ClusterPki | None = None,
 ) -> NodePlan | PiprovError:
     """One node's plan from its facts, or the error that leaves it without one (naming the node).
 
@@ -83,7 +87,7 @@ def plan_one(
     except PiprovError as e:
         return naming(e, node.name)
     desired = desired_state(inventory, graph, node, arch, binaries=binaries, templates_dir=templates_dir,
-                            docker=facts.versions.get("docker"), systemd=facts.versions.get("systemd"))
+                            docker=facts.versions.get("docker"), systemd=facts.versions.get("systemd"), pki=pki)
     try:
         return plan_node(desired, facts)
     except FactsError as e:
@@ -109,23 +113,31 @@ def plan_cluster(
     facts: Mapping[str, NodeFacts | PiprovError],
     *,
     templates_dir: Path | None = None,
+    pki: ClusterPki | None = None,
 ) -> Plan:
     """Plan every node of the inventory from its facts (keyed by node name).
 
     A node whose facts are missing or an error gets an entry in ``Plan.errors``
     and no plan: partial failure is data.
     """
-    return _plan_of(inventory, {n.name: plan_one(inventory, graph, n, facts.get(n.name), templates_dir=templates_dir)
+    return _plan_of(inventory, {n.name: plan_one(inventory, graph, n, facts.get(n.name), templates_dir=templates_dir,
+                                                 pki=pki)
                                 for n in inventory.nodes})
 
 
-def facts_and_plan(inventory: Inventory, graph: ComponentGraph, fleet: Fleet) -> tuple[FleetResult[NodeFacts], Plan]:
+def facts_and_plan(inventory: Inventory, graph: ComponentGraph, fleet: Fleet, *,
+                   pki: ClusterPki | None = None) -> tuple[FleetResult[NodeFacts], Plan]:
     """Every node's facts and plan, in parallel: the same as gather_facts + plan_cluster.
 
     Each node is planned in its own worker as soon as its facts are in, so
     rendering its templates overlaps the other nodes' SSH round trips instead
-    of following the slowest one.
+    of following the slowest one. ``pki``: the cluster's (default: the one
+    next to the inventory, its CA made on first use, before any SSH).
     """
+    if pki is None:
+        from piprov.pki import cluster_pki
+
+        pki = cluster_pki(inventory, graph=graph)
     raised: dict[str, PiprovError] = {}
 
     def one(name: str) -> tuple[NodeFacts | PiprovError, NodePlan | PiprovError]:
@@ -135,7 +147,7 @@ def facts_and_plan(inventory: Inventory, graph: ComponentGraph, fleet: Fleet) ->
         except PiprovError as e:
             facts = naming(e, name)
         try:
-            return facts, plan_one(inventory, graph, inventory.node(name), facts)
+            return facts, plan_one(inventory, graph, inventory.node(name), facts, pki=pki)
         except PiprovError as e:
             raised[name] = e
             return facts, e

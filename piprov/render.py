@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import types
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import jinja2
 
@@ -21,6 +21,8 @@ from piprov.graph.support import arch_selection, docker_view, matrix_for, node_p
 from piprov.inventory.model import ARCH_MAP, Inventory, Node, image_arch
 from piprov.plan.desired import DesiredFile, DesiredNode, RestartCascade
 
+if TYPE_CHECKING:
+    from piprov.pki import ClusterPki
 
 
 def to_image_arch(arch: str) -> str:
@@ -190,6 +192,7 @@ def desired_state(
     templates_dir: Path | None = None,
     docker: str | None = None,
     systemd: str | None = None,
+    pki: ClusterPki | None = None,
 ) -> DesiredNode:
     """What ``node`` should look like. ``arch`` is an image arch or a ``uname -m``.
 
@@ -198,13 +201,20 @@ def desired_state(
     defaults (``ComponentGraph.binaries``) fill in the others. ``docker`` is
     the node's docker version word (``NodeFacts.versions``): the docker flags
     follow it; without it, the profile's newest docker line. ``systemd``
-    likewise (the directives a unit may use follow it).
+    likewise (the directives a unit may use follow it). ``pki`` adds the
+    node's certificates and keys (the playbooks' ``credentials``; None: none,
+    as for tests of templates alone); templates see ``pki.<name>``, the
+    checksum of certificate NAME, so a file that must change with a
+    certificate (a static pod's manifest) can.
     """
     if isinstance(node, str):
         node = inventory.node(node)
     arch = to_image_arch(arch)
     env = template_environment(templates_dir)
     ctx = template_context(inventory, graph, node, arch, binaries, docker, systemd)
+    credentials = [] if pki is None else pki.node_files(inventory, node)
+    ctx["pki"] = {f.path.rsplit("/", 1)[-1].removesuffix(".crt"): f.sha256
+                  for f in credentials if f.path.endswith(".crt")}
     files: list[DesiredFile] = []
     units: dict[str, list[str]] = {}
     etcd_keys: dict[str, str] = {}
@@ -220,6 +230,9 @@ def desired_state(
             for key, template in c.etcd_keys.keys.items():
                 etcd_keys[key] = _render(env, template, local).strip()
                 etcd_owners[key] = c.name
+    # Credentials go before the component's templates: a unit never starts
+    # from a file written before the certificate it names.
+    files = _credentials_first(credentials, files)
     return DesiredNode(
         node=node,
         arch=arch,
@@ -234,6 +247,13 @@ def desired_state(
         ),
         etcd_owners=etcd_owners,
     )
+
+
+def _credentials_first(credentials: list[DesiredFile], files: list[DesiredFile]) -> list[DesiredFile]:
+    out: list[DesiredFile] = []
+    for comp in dict.fromkeys(f.component for f in [*files, *credentials]):
+        out += [f for f in credentials if f.component == comp] + [f for f in files if f.component == comp]
+    return out
 
 
 def facts_command_for(inventory: Inventory, graph: ComponentGraph, node: Node | str) -> str:
@@ -259,6 +279,7 @@ def facts_command_for(inventory: Inventory, graph: ComponentGraph, node: Node | 
     return facts_command(
         graph.managed_paths(node.role),
         list(dict.fromkeys(graph.managed_units(node.role))),
+        secret_paths=graph.secret_paths(node.role),
         etcdctl=etcdctl,
         etcd_keys=keys,
         binaries=list(graph.binaries(node.role)),

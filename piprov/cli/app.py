@@ -139,6 +139,7 @@ COMMANDS = {
     "node": "piprov.cli.node_cmd:node",
     "keys": "piprov.cli.keys_cmd:keys_cmd",
     "versions": "piprov.cli.versions_cmd:versions_cmd",
+    "certs": "piprov.cli.certs_cmd:certs_cmd",
 }
 # Command groups that live outside the product (the virtual lab) register
 # themselves through this entry point.

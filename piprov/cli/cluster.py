@@ -249,16 +249,21 @@ def status_cmd(inventory_path: Path, as_json: bool, policy: HostKeyPolicy | None
         row["default_password"] = default_pw.get(node.name)
         rows.append(row)
         healthy &= ok
+    from piprov.pki import expiry_warnings
+
+    cert_warnings = expiry_warnings(inventory)
     if as_json:
         out.print_json(json.dumps({"healthy": healthy, "nodes": rows, "api_error": api_error or None,
                                    "running": {"etcd": running["etcd"], "apiserver": running["hyperkube"]},
-                                   "version_notes": notes}))
+                                   "version_notes": notes, "certificate_warnings": cert_warnings}))
     else:
         _print_status(rows, [c.name for c in graph.components], api_error,
                       {c.name: list(c.units) for c in graph.components})
         err.print(f"running on the master: etcd {running['etcd'] or '?'}, apiserver {running['hyperkube'] or '?'}")
         for note in notes:
             err.print(f"[yellow]version:[/] {escape(note)}")
+    for w in cert_warnings:
+        err.print(f"[bold yellow]warning:[/] {escape(w)}")
     on_default = [n for n, v in default_pw.items() if v]
     if on_default:
         err.print(f"[bold yellow]warning:[/] {', '.join(escape(n) for n in on_default)} still accept "

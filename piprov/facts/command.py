@@ -48,6 +48,13 @@ f() {
   elif [ -e "$1" ]; then r "file $1 notafile"
   else r "file $1 missing"; fi
 }
+hs() {
+  if [ -f "$1" ] && [ -r "$1" ]; then
+    st=$(stat -c '%a %U %G %s' "$1") || st=
+    sum=$(sha256sum < "$1") && sum=${sum%% *} || sum=; r "file $1 present $sum $st !secret"
+  elif [ -e "$1" ]; then r "file $1 notafile"
+  else r "file $1 missing"; fi
+}
 u() {
   active= file= restarts= result= down= nr=
   while IFS='=' read -r key val; do
@@ -202,6 +209,7 @@ def facts_command(
     etcdctl: str | None = None,
     etcd_keys: Sequence[str] = (),
     binaries: Iterable[str] = (),
+    secret_paths: Iterable[str] = (),
 ) -> str:
     """ONE POSIX sh script printing every fact planning needs; run it with sudo.
 
@@ -211,7 +219,9 @@ def facts_command(
     ``binaries``: names of the programs the units run, located under sudo's
     PATH (the graph knows them: docker-ce on HypriotOS puts dockerd in
     /usr/bin, Debian's docker.io in /usr/sbin); a name → default path mapping
-    will do, its keys are the names.
+    will do, its keys are the names. ``secret_paths``: those of ``paths``
+    whose content must never leave the node (private keys): only their
+    checksum comes back, and the planner shows no diff of them.
     """
     all_paths = list(dict.fromkeys([*HOST_FILES, *paths]))
     programs = list(dict.fromkeys(binaries))
@@ -232,7 +242,8 @@ def facts_command(
     parts.append(_VERSIONS)
     if programs:
         parts.append(_BINARIES.replace("BINARIES", " ".join(programs)))
-    parts.extend(f"f {p}\n" for p in all_paths)
+    secret = set(secret_paths)
+    parts.extend(f"{'hs' if p in secret else 'f'} {p}\n" for p in all_paths)
     if units:
         parts.append(f"u {' '.join(dict.fromkeys(units))}\n")
     if services:

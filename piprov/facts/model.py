@@ -27,7 +27,7 @@ class FileFacts:
     owner: str | None = None
     group: str | None = None
     size: int | None = None
-    # None when missing or larger than MAX_CONTENT.
+    # None when missing, larger than MAX_CONTENT, or secret (only its checksum is read).
     content: bytes | None = None
     is_regular: bool = True
 

@@ -148,7 +148,7 @@ def os_release(text: str) -> tuple[str, str]:
 
 @record("file")
 def _file(rec: Record, into: Collected) -> None:
-    """``file <path> present <sha256|-> <mode> <owner> <group> <size> <base64|!empty|!big>``,
+    """``file <path> present <sha256|-> <mode> <owner> <group> <size> <base64|!empty|!big|!secret>``,
     ``file <path> missing`` or ``file <path> notafile``."""
     if len(rec.args) < 2 or not PATH_RE.match(rec.args[0]):
         raise rec.malformed()
@@ -166,7 +166,7 @@ def _file(rec: Record, into: Collected) -> None:
 
 
 def _present(rec: Record, sha: str, mode: str, owner: str, group: str, size: str, content_field: str) -> FileFacts:
-    # The node sends a checksum only with no content (!big); else it is hashed here.
+    # The node sends a checksum only with no content (!big, !secret); else it is hashed here.
     if not _MODE_RE.fullmatch(mode) or not size.isdigit():
         raise rec.malformed()
     if not WORD_RE.match(owner) or not WORD_RE.match(group):
@@ -174,7 +174,8 @@ def _present(rec: Record, sha: str, mode: str, owner: str, group: str, size: str
     content: bytes | None
     if content_field == "!empty":
         content = b""
-    elif content_field == "!big":
+    elif content_field in ("!big", "!secret"):
+        # !secret: a private key; its content never leaves the node.
         content = None
     else:
         content = rec.base64(content_field)

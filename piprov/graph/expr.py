@@ -6,6 +6,7 @@ string) and the context such an expression sees.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Mapping
 
 import jinja2
@@ -15,6 +16,20 @@ from piprov.graph.model import HealthCheck
 from piprov.inventory.model import Inventory, Node
 
 EXPR_ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
+
+
+def first_address(cidr: str) -> str:
+    """The first host address of a range: what the apiserver gives the ``kubernetes`` service.
+
+    kubernetes/kubernetes pkg/master/master.go (the 1.1 line, ``New``: "Select the
+    first valid IP from serviceClusterIPRange to use as the master service IP",
+    ``ipallocator.GetIndexedIP(c.ServiceClusterIPRange, 1)``; later lines keep the
+    rule in setDefaults).
+    """
+    return str(ipaddress.ip_network(str(cidr), strict=False).network_address + 1)
+
+
+EXPR_ENV.filters["first_address"] = first_address
 
 
 def probe_context(inventory: Inventory, node: Node) -> dict[str, object]:

@@ -21,6 +21,10 @@ Placement = Literal["same", "master"]
 # ComponentGraph.unit_dependencies and the comments in playbooks/).
 EdgeKind = Literal["wants", "requires", "binds_to"]
 EDGE_KINDS: tuple[str, ...] = get_args(EdgeKind)
+# What a credential on a node is: the cluster CA's certificate (no key), or a
+# leaf the CA issues for serving or for authenticating as a client.
+CredentialKind = Literal["ca", "server", "client"]
+CREDENTIAL_KINDS: tuple[str, ...] = get_args(CredentialKind)
 
 SYSTEMD_DIR = "/etc/systemd/system/"
 
@@ -117,6 +121,44 @@ class ManagedFile:
 
 
 @dataclass(frozen=True)
+class Credential:
+    """A certificate (and its key) the component uses, under the playbook's ``pki.dir`` on the node.
+
+    ``cn``, ``o`` and each of ``sans`` are jinja over node, master, network,
+    cluster_name and vars; a SAN that renders to an IP address is an IP SAN,
+    anything else a DNS name. ``roles``: where the component gets it (a
+    subset of its roles); ``restarts``: its units restarted when the
+    certificate or key changes. A ``ca`` credential is the CA's certificate
+    alone (``ca.crt``).
+    """
+
+    name: str
+    kind: CredentialKind
+    cn: str = ""
+    o: str = ""
+    sans: tuple[str, ...] = ()
+    roles: tuple[Role, ...] = ()
+    restarts: tuple[str, ...] = ()
+
+    def paths(self, pki_dir: str) -> tuple[str, ...]:
+        """The files on the node: certificate first, then the key (none for the CA)."""
+        stem = f"{pki_dir.rstrip('/')}/{self.name}"
+        return (f"{stem}.crt",) if self.kind == "ca" else (f"{stem}.crt", f"{stem}.key")
+
+    def key_path(self, pki_dir: str) -> str | None:
+        return None if self.kind == "ca" else f"{pki_dir.rstrip('/')}/{self.name}.key"
+
+
+@dataclass(frozen=True)
+class PkiSettings:
+    """The playbook's ``pki``: where credentials live on the nodes, and the controller's own subject."""
+
+    dir: str
+    admin_cn: str
+    admin_o: str = ""
+
+
+@dataclass(frozen=True)
 class EtcdKeys:
     """Desired etcd v2 keys a component owns, written after it is healthy.
 
@@ -150,9 +192,14 @@ class Component:
     binaries: tuple[str, ...] = ()
     # The etcd prefix of the pod network this component holds (flannel's leases).
     pod_network_prefix: str | None = None
+    # Certificates it uses, issued by the cluster PKI (piprov.pki).
+    credentials: tuple[Credential, ...] = ()
 
     def runs_on(self, role: str) -> bool:
         return role in self.roles
+
+    def credentials_for(self, role: str) -> tuple[Credential, ...]:
+        return tuple(c for c in self.credentials if role in c.roles)
 
     @property
     def restart_triggers(self) -> dict[str, tuple[str, ...]]:
@@ -178,6 +225,8 @@ class ComponentGraph:
     binary_paths: Mapping[str, str] = field(default_factory=dict)
     # Image name -> the repository and tag a node runs unless the inventory says otherwise.
     image_specs: Mapping[str, ImageSpec] = field(default_factory=dict)
+    # Where credentials live on the nodes (None: the playbooks declare none).
+    pki: PkiSettings | None = None
 
     def component(self, name: str) -> Component:
         for c in self.components:
@@ -263,8 +312,20 @@ class ComponentGraph:
         comps = self.components if role is None else self.for_role(role)
         return {b: self.binary_paths[b] for c in comps for b in c.binaries}
 
+    def credential_paths(self, role: str) -> list[str]:
+        if self.pki is None:
+            return []
+        return [p for c in self.for_role(role) for cred in c.credentials_for(role) for p in cred.paths(self.pki.dir)]
+
     def managed_paths(self, role: str) -> list[str]:
-        return [f.path for c in self.for_role(role) for f in c.files]
+        return [*(f.path for c in self.for_role(role) for f in c.files), *self.credential_paths(role)]
+
+    def secret_paths(self, role: str) -> list[str]:
+        """Managed files nobody but their owner may read (no o+r): the facts send only their checksum."""
+        keys = [] if self.pki is None else [
+            k for c in self.for_role(role) for cred in c.credentials_for(role)
+            if (k := cred.key_path(self.pki.dir)) is not None]
+        return [*(f.path for c in self.for_role(role) for f in c.files if not f.mode & 0o004), *keys]
 
     def managed_units(self, role: str) -> list[str]:
         return [u for c in self.for_role(role) for u in c.units]

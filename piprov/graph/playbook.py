@@ -16,6 +16,7 @@ from typing import Any, Mapping, cast
 
 from piprov import yamlsrc
 from piprov.errors import GraphError, Location
+from piprov.graph.credentials import check_credentials, parse_credentials, parse_pki
 from piprov.graph.expr import syntax_problem
 from piprov.graph.model import (
     EDGE_KINDS,
@@ -27,6 +28,7 @@ from piprov.graph.model import (
     EtcdKeys,
     HealthCheck,
     ManagedFile,
+    PkiSettings,
     Placement,
     ProbeKind,
     Requirement,
@@ -42,7 +44,7 @@ _ETCD_KEY_RE = re.compile(r"(/[A-Za-z0-9._-]+)+")
 
 _COMPONENT_KEYS = (
     "name", "description", "roles", "requires", "units", "templates", "health", "etcd_keys", "systemd",
-    "disruptive", "images", "binaries", "pod_network",
+    "disruptive", "images", "binaries", "pod_network", "credentials",
 )
 
 Reader = yamlsrc.Reader[GraphError]
@@ -211,6 +213,7 @@ def _parse_component(r: Reader, templates: Path | None) -> Component:
         images=r.str_list("images", pattern=_NAME_RE),
         binaries=r.str_list("binaries", pattern=_NAME_RE),
         pod_network_prefix=_pod_network_prefix(r, name),
+        credentials=parse_credentials(r, name, roles, units),
     )
 
 
@@ -360,6 +363,7 @@ class _Playbooks:
         self.vars: dict[str, object] = {}
         self.binary_paths: dict[str, str] = {}
         self.images: dict[str, ImageSpec] = {}
+        self.pki: PkiSettings | None = None
 
     def read(self, path: Path) -> None:
         try:
@@ -368,12 +372,16 @@ class _Playbooks:
             raise GraphError(f"cannot read playbook: {e.strerror}", location=Location(str(path))) from None
         doc = yamlsrc.parse(text, str(path), GraphError, lead="invalid YAML", yaml11_numbers=True)
         top = Reader(GraphError, str(path), doc, "playbook", (0, 0))
-        top.check_keys(["version", "vars", "binaries", "images", "components"])
+        top.check_keys(["version", "vars", "binaries", "images", "pki", "components"])
         if top.data.get("version", 1) != 1:
             raise top.err("version", "unsupported playbook version (this piprov reads version 1)")
         self._named("vars", top, self.vars, "variable", lambda r, k: yamlsrc.plain(r.data[k]))
         self._named("binaries", top, self.binary_paths, "binary", lambda r, k: r.text(k, pattern=_PATH_RE))
         self._named("images", top, self.images, "image", _image_spec)
+        if "pki" in top.data:
+            if self.pki is not None:
+                raise top.err("pki", "'pki' is defined in two playbooks")
+            self.pki = parse_pki(top.sub("pki", top.data["pki"], "pki"))
         items = top.items("components")
         for i in range(len(items)):
             r = top.item(items, i, f"component #{i + 1}")
@@ -391,8 +399,9 @@ class _Playbooks:
             into[str(k)] = value(r, k)
 
     def graph(self, files: tuple[Path, ...]) -> ComponentGraph:
+        check_credentials(self.components, self.pki)
         return ComponentGraph(tuple(_validate(self.components, self.binary_paths, self.images)), self.vars, files,
-                              self.binary_paths, self.images)
+                              self.binary_paths, self.images, self.pki)
 
 
 def load_graph(playbooks_dir: Path | None = None, *, templates_dir: Path | None = None) -> ComponentGraph:

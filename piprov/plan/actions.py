@@ -8,7 +8,7 @@ redirections and error handling.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Union
 
 
@@ -17,7 +17,7 @@ class WriteFile:
     """Put ``content`` at ``path`` atomically, with mode and owner."""
 
     path: str
-    content: bytes
+    content: bytes = field(repr=False)  # a private key must not reach a log through repr
     mode: int
     owner: str
     group: str

@@ -12,7 +12,8 @@ from piprov.inventory.model import Node
 @dataclass(frozen=True)
 class DesiredFile:
     path: str
-    content: bytes
+    # Left out of repr: a private key must not end up in a log or a traceback.
+    content: bytes = field(repr=False)
     mode: int
     owner: str
     group: str
@@ -20,10 +21,17 @@ class DesiredFile:
     template: str = ""
     # Units restarted when this file's content changes.
     restarts: tuple[str, ...] = ()
+    # Keep its content out of plans even if it is world-readable (a certificate).
+    redacted: bool = False
 
     @property
     def sha256(self) -> str:
         return hashlib.sha256(self.content).hexdigest()
+
+    @property
+    def secret(self) -> bool:
+        """Its content shows in no plan (no diff); not world-readable ones also never leave the node."""
+        return self.redacted or not self.mode & 0o004
 
     @property
     def is_unit_file(self) -> bool:

@@ -40,7 +40,7 @@ def plan_file(desired: DesiredFile, current: FileFacts) -> FileChange | None:
     elif not current.is_regular:
         reason = "exists but is not a regular file"
     elif current.sha256 != desired.sha256:
-        reason = "content differs"
+        reason = "secret changed" if desired.secret else "content differs"
     else:
         drift = []
         if current.mode != desired.mode:
@@ -52,7 +52,11 @@ def plan_file(desired: DesiredFile, current: FileFacts) -> FileChange | None:
         reason = ", ".join(drift)
     old_sha = current.sha256 if current.exists and current.is_regular else None
     content_differs = old_sha != desired.sha256
-    if content_differs:
+    if content_differs and desired.secret:
+        # Not world-readable (a private key, a kubeconfig naming one): no
+        # diff, so no byte of it is in the plan, in --json or in a log.
+        diff = ""
+    elif content_differs:
         diff = unified_diff(desired.path, current.content if old_sha else None, desired.content, current.size if old_sha else None)
     else:
         diff = ""
@@ -67,4 +71,5 @@ def plan_file(desired: DesiredFile, current: FileFacts) -> FileChange | None:
         diff=diff,
         reason=reason,
         component=desired.component,
+        redacted=desired.redacted,
     )

@@ -19,7 +19,7 @@ from piprov.plan.desired import DesiredNode
 @dataclass(frozen=True)
 class FileChange:
     path: str
-    content: bytes
+    content: bytes = field(repr=False)
     mode: int
     owner: str
     group: str
@@ -28,6 +28,7 @@ class FileChange:
     diff: str  # unified diff, or a one-line note when no diff can be shown
     reason: str
     component: str = ""
+    redacted: bool = False  # see DesiredFile.redacted
 
     @property
     def content_changed(self) -> bool:
@@ -35,8 +36,8 @@ class FileChange:
 
     @property
     def secret(self) -> bool:
-        """Not world-readable: its content and diff stay out of plans and logs."""
-        return not self.mode & 0o004
+        """Not world-readable (or redacted): its content and diff stay out of plans and logs."""
+        return self.redacted or not self.mode & 0o004
 
     @property
     def action(self) -> WriteFile:

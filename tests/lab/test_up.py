@@ -73,11 +73,33 @@ def test_cold_up_builds_a_ready_cluster(cluster: Cluster) -> None:
     report = _json(p)
     assert report["ok"]
     assert {s["status"] for s in report["steps"]} == {"changed"}
+    # It wrote every node's private keys, and said nothing of them.
+    assert "PRIVATE" not in p.stdout + p.stderr and "BEGIN" not in p.stdout + p.stderr
     assert cluster.all_ready(), cluster.nodes_ready()
     # The hostnames were set the HypriotOS way, at once.
     for node, name in zip(cluster.lab.nodes, ["rpi-master", "rpi-node-1", "rpi-node-2"]):
         occ = cluster.lab.exec(node.name, "cat /boot/occidentalis.txt; hostname").stdout
         assert f"hostname={name}" in occ and occ.strip().endswith(name)
+
+
+def test_certificates_are_on_the_nodes_and_keys_are_private(cluster: Cluster) -> None:
+    # The cluster PKI next to the inventory issued every node its certificates;
+    # `up` put them in place: keys 0600 root, certificates 0644.
+    for node, worker in zip(cluster.lab.nodes, [False, True, True]):
+        p = cluster.lab.exec(node.name, "cd /etc/kubernetes/pki && stat -c '%n %a %U %G' *")
+        got = dict(line.split(" ", 1) for line in p.stdout.splitlines())
+        leaves = ["kubelet", "kube-proxy", "flannel"]
+        if not worker:
+            leaves += ["etcd-server", "apiserver", "apiserver-etcd-client", "apiserver-kubelet-client"]
+        assert got == {"ca.crt": "644 root root", **{f"{n}.crt": "644 root root" for n in leaves},
+                       **{f"{n}.key": "600 root root" for n in leaves}}, p.stdout
+    plan = cluster.piprov("plan", "--json")
+    assert plan.returncode == 0, plan.stderr[-2000:]
+    assert "PRIVATE" not in plan.stdout + plan.stderr and "BEGIN" not in plan.stdout + plan.stderr
+    certs = cluster.piprov("certs", "--json")
+    assert certs.returncode == 0, certs.stderr
+    listed = {(c["node"], c["name"]) for c in _json(certs)["certificates"]}
+    assert (None, "ca") in listed and ("rpi-master", "apiserver") in listed and ("rpi-node-2", "kubelet") in listed
 
 
 def test_workload_runs_on_the_workers(cluster: Cluster) -> None:

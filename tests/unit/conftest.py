@@ -4,12 +4,38 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
 from piprov.cli import app
+from piprov.pki import ClusterPki
 
-EXAMPLE = Path(__file__).parents[2] / "inventory.example.yaml"
+ROOT = Path(__file__).parents[2]
+EXAMPLE = ROOT / "inventory.example.yaml"
+
+
+def _pki_dirs() -> set[Path]:
+    return {p for p in ROOT.rglob("*.pki") if ".venv" not in p.parts and ".git" not in p.parts}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_pki_in_the_repository() -> Iterator[None]:
+    """A cluster PKI lands next to its inventory: a test must never make one next to a file of the repository."""
+    before = _pki_dirs()
+    yield
+    assert _pki_dirs() - before == set(), "a unit test made a cluster PKI inside the repository"
+
+
+@pytest.fixture(scope="session")
+def test_pki(tmp_path_factory: pytest.TempPathFactory) -> ClusterPki:
+    """One cluster PKI for the whole session, in a temp dir: keys are made once, leaves reused."""
+    from piprov.graph import load_graph
+    from piprov.pki.store import ensure_ca, utcnow
+
+    d = tmp_path_factory.mktemp("pki") / "inventory.yaml.pki"
+    ensure_ca(d, "test CA", utcnow(), None)
+    return ClusterPki(d, load_graph())
 
 
 @pytest.fixture

@@ -11,6 +11,8 @@ subnet.env wait, run against a fake main process and a fake subnet.env.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 import shlex
 import shutil
@@ -100,6 +102,27 @@ def test_the_facts_script(floor: tuple[list[str], dict[str, str], Path], tmp_pat
     # systemd 215 has no NRestarts: the journal is asked (the fake prints nothing).
     assert facts.units["docker.service"].restarts == 0
     assert "journalctl -b -q --no-pager -o short-monotonic _PID=1" in floor[2].read_text()
+
+
+def test_the_facts_script_sends_only_the_checksum_of_a_secret(floor: tuple[list[str], dict[str, str], Path],
+                                                              tmp_path: Path) -> None:
+    key = tmp_path / "kubelet.key"
+    body = b"-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg\n-----END PRIVATE KEY-----\n"
+    key.write_bytes(body)
+    key.chmod(0o600)
+    crt = tmp_path / "kubelet.crt"
+    crt.write_bytes(b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    cmd = facts_command([str(crt), str(key), str(tmp_path / "gone.key")], [],
+                        secret_paths=[str(key), str(tmp_path / "gone.key")])
+    out = _run(floor, cmd)
+    assert out.returncode == 0, out.stderr
+    facts = parse_facts("floor", out.stdout)
+    got = facts.file(str(key))
+    assert got.exists and got.content is None and got.size == len(body) and got.mode == 0o600
+    assert got.sha256 == hashlib.sha256(body).hexdigest()
+    assert not facts.file(str(tmp_path / "gone.key")).exists
+    assert facts.file(str(crt)).content is not None  # not secret: read as before
+    assert "PRIVATE" not in out.stdout and base64.b64encode(body).decode()[:40] not in out.stdout
 
 
 class FloorTransport:

@@ -188,3 +188,13 @@ def test_every_module_imports_on_its_own() -> None:
         results = list(pool.map(_import_alone, names))
     failed = {name: err for name, rc, err in results if rc != 0}
     assert failed == {}
+
+
+@pytest.mark.parametrize("forbidden", ["piprov.render", "piprov.transport", "piprov.fleet", "piprov.shell",
+                                       "piprov.http", "piprov.provision", "paramiko"])
+def test_the_pki_talks_to_no_node(forbidden: str) -> None:
+    """The cluster PKI makes files on the controller; putting them on nodes is the plan's and apply's job."""
+    pki_modules = [m for m in modules() if m == "piprov.pki" or m.startswith("piprov.pki.")]
+    assert pki_modules
+    reached = set().union(*(reaches(m) for m in pki_modules))
+    assert not {d for d in reached if d == forbidden or d.startswith(forbidden + ".")}

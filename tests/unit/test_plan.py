@@ -26,6 +26,7 @@ from piprov.inventory.model import (
 from piprov.cli.app import error_line
 from piprov.cli.views import file_json, node_json, plan_json
 from piprov.plan import NodePlan, plan_hostname, plan_node
+from piprov.pki import ClusterPki
 from piprov.provision import plan_cluster
 from piprov.plan.desired import DesiredNode
 from piprov.render import desired_state, node_image_arch
@@ -129,12 +130,12 @@ def build_facts(spec: dict[str, Any], node_name: str, graph: ComponentGraph) -> 
     )
 
 
-def run_case(path: Path, graph: ComponentGraph) -> tuple[dict[str, Any], NodePlan]:
+def run_case(path: Path, graph: ComponentGraph, pki: ClusterPki | None = None) -> tuple[dict[str, Any], NodePlan]:
     case = yaml.safe_load(path.read_text())
     inv = make_inventory(case.get("inventory"))
     node = inv.node(case["node"])
     facts = build_facts(case["facts"], case["node"], graph)
-    desired = desired_state(inv, graph, node, node_image_arch(node, facts.machine))
+    desired = desired_state(inv, graph, node, node_image_arch(node, facts.machine), pki=pki)
     return case, plan_node(desired, facts)
 
 
@@ -213,11 +214,15 @@ def test_restarts_are_history_not_drift(graph: ComponentGraph) -> None:
     assert plan.reasons == ["no change: every file, unit and key is as desired"]
 
 
-def test_commands_of_a_fresh_node(graph: ComponentGraph) -> None:
-    _, plan = run_case(Path(__file__).parent / "data/plan/fresh-debian-master.yaml", graph)
+def test_commands_of_a_fresh_node(graph: ComponentGraph, test_pki: ClusterPki) -> None:
+    _, plan = run_case(Path(__file__).parent / "data/plan/fresh-debian-master.yaml", graph, test_pki)
     paths = [f.path for f in plan.all_files]
     assert paths[:2] == ["/etc/hosts", "/etc/hostname"]
-    assert paths[2:] == graph.managed_paths("master")
+    assert sorted(paths[2:]) == sorted(graph.managed_paths("master"))
+    # A component's certificates are written before the unit that names them.
+    assert [f.path for f in plan.component("etcd").files] == [
+        "/etc/kubernetes/pki/ca.crt", "/etc/kubernetes/pki/etcd-server.crt", "/etc/kubernetes/pki/etcd-server.key",
+        "/etc/systemd/system/k8s-etcd.service"]
     etcd = plan.component("etcd")
     assert commands(etcd.unit_actions()) == [
         "systemctl daemon-reload",
@@ -388,7 +393,7 @@ def test_plan_cluster_uses_the_nodes_dockerd(graph: ComponentGraph) -> None:
 
 
 def test_facts_and_plan_plans_each_node_as_its_facts_come_in(
-    graph: ComponentGraph, monkeypatch: pytest.MonkeyPatch
+    graph: ComponentGraph, monkeypatch: pytest.MonkeyPatch, test_pki: ClusterPki
 ) -> None:
     # The pipelined path (each node planned in its SSH worker) must plan exactly
     # as plan_cluster does, keep the inventory's order and keep failures as data.
@@ -406,9 +411,9 @@ def test_facts_and_plan_plans_each_node_as_its_facts_come_in(
 
     monkeypatch.setattr(provision, "read_facts", read)
     fleet = Fleet(inv, dict.fromkeys([n.name for n in inv.nodes]))  # type: ignore[arg-type]
-    got_facts, plan = provision.facts_and_plan(inv, graph, fleet)
+    got_facts, plan = provision.facts_and_plan(inv, graph, fleet, pki=test_pki)
     assert isinstance(got_facts["rpi-node-2"], FactsError)
-    expected = plan_cluster(inv, graph, got_facts)
+    expected = plan_cluster(inv, graph, got_facts, pki=test_pki)
     assert [n.node for n in plan.nodes] == [n.node for n in expected.nodes] == ["rpi-master", "rpi-node-1"]
     assert [node_json(n) for n in plan.nodes] == [node_json(n) for n in expected.nodes]
     assert plan.errors == expected.errors and "password is required" in error_line(plan.errors["rpi-node-2"])
