@@ -38,8 +38,8 @@ def utcnow() -> dt.datetime:
 
 
 def pki_dir(inventory: Inventory) -> Path:
-    p = inventory.path.resolve()
-    return p.with_name(p.name + ".pki")
+    """``cluster.pki_dir`` of the inventory, else ``<inventory file>.pki`` next to it."""
+    return inventory.pki_directory
 
 
 def passphrase_from_env() -> bytes | None:
