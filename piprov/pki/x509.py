@@ -95,11 +95,13 @@ def _key_usage(*, ca: bool) -> x509.KeyUsage:
 
 
 def _usages(kind: Kind) -> list[x509.ObjectIdentifier]:
-    # A server certificate may also act as a client: etcd 3.x's gRPC gateway
-    # dials its own client port with its serving certificate, and with
-    # --client-cert-auth that handshake needs clientAuth too (kubeadm issues its
-    # etcd server certificate with both usages for this reason:
-    # kubernetes/kubernetes cmd/kubeadm/app/phases/certs/certlist.go, KubeadmCertEtcdServer).
+    # A server certificate may also act as a client: etcd 3.2+ dials its own
+    # client port with its serving certificate (the gRPC gateway), and with
+    # --client-cert-auth that handshake needs clientAuth too. kubeadm issues its
+    # etcd server certificate with both usages for this reason
+    # (kubernetes/kubernetes cmd/kubeadm/app/phases/certs/certlist.go,
+    # KubeadmCertEtcdServer: "etcd 3.2 introduced an undocumented requirement for
+    # ClientAuth usage on the server cert", citing coreos/etcd issue 9785).
     if kind == "server":
         return [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
     return [ExtendedKeyUsageOID.CLIENT_AUTH]
