@@ -59,12 +59,26 @@ def node_machine(
             unneeded.discard("docker")
     missing = [b for b in graph.binaries(node.role) if facts.binaries.get(b, "") is None and b not in unneeded]
     if missing:
-        raise PiprovError(
-            f"docker is not installed: no {' or '.join(missing)} in sudo's PATH",
-            host=facts.host,
+        raise _not_installed(graph, node.role, missing, facts.host)
+    return arch, {b: p for b, p in facts.binaries.items() if p is not None}
+
+
+def _not_installed(graph: ComponentGraph, role: str, missing: list[str], host: str) -> PiprovError:
+    """The error for programs the node lacks, named by the first component that runs one of them."""
+    if {"docker", "dockerd"} & set(missing):
+        docker = [b for b in missing if b in ("docker", "dockerd")]
+        return PiprovError(
+            f"docker is not installed: no {' or '.join(docker)} in sudo's PATH",
+            host=host,
             hint="piprov needs docker on every node (HypriotOS ships it; on Debian: apt install docker.io)",
         )
-    return arch, {b: p for b, p in facts.binaries.items() if p is not None}
+    owner = next(c.name for c in graph.for_role(role) if set(c.binaries) & set(missing))
+    return PiprovError(
+        f"{missing[0]} is not installed: no {' or '.join(missing)} in sudo's PATH",
+        host=host,
+        hint=f"component {owner} runs it: install it on the node (HypriotOS ships it; "
+        f"on Debian: apt install {missing[0]})",
+    )
 
 
 def template_environment(templates_dir: Path | None = None) -> jinja2.Environment:

@@ -68,6 +68,9 @@ DECOY_OUIS = {"printer": "00:80:77", "laptop": "3c:22:fb",  # Brother, Apple
 RPIOS_HOSTNAME = "raspberrypi"
 NODE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 BOOT_TIMEOUT = 120.0
+# The lab LAN's non-member (Lab.outsider): a locally administered MAC, the LAN's last address.
+OUTSIDER = "outsider"
+OUTSIDER_OUI = "02:70:6c"
 
 
 class NodeCommandError(LabError):
@@ -562,11 +565,56 @@ class Lab:
         one service after another, each probed and announced: a dozen take seconds)."""
         deadline = time.monotonic() + timeout
         for d in self._state().decoys:
+            if d.kind == OUTSIDER:  # publishes nothing
+                continue
             log = self.dir / "decoys" / f"{d.name}.log"
             while "published" not in (log.read_text(errors="replace") if log.exists() else ""):
                 if time.monotonic() > deadline or not alive(d.proc):
                     raise LabError(f"decoy {d.name} ({d.kind}) did not publish within {timeout:.0f} s; see {log}")
                 time.sleep(0.2)
+
+    # -------------------------------------------------------------- outsider
+    def outsider(self) -> DecoyState:
+        """The lab LAN's outsider: a device on the Pis' LAN that is no cluster member (a guest's phone).
+
+        A network namespace of its own on the lab bridge with the LAN's last
+        address (.254: past every node and decoy) and no route beyond the LAN.
+        Made on first use and recorded with the decoys (before it is created,
+        as everything the lab makes), so `lab down` removes it; it announces
+        nothing. Commands run there with the host's programs (curl, openssl,
+        python): only the network is the outsider's.
+        """
+        require_root()
+        with st.locked(self.name):
+            s = self._state()
+            found = next((d for d in s.decoys if d.kind == OUTSIDER), None)
+            if found is not None:
+                return found
+            net_ = ipaddress.IPv4Network(s.subnet)
+            ip = str(net_.broadcast_address - 1)
+            if ip in {n.ip for n in s.nodes} | {d.ip for d in s.decoys}:
+                raise LabError(f"the outsider's address {ip} is taken by a node or decoy")
+            d = DecoyState(name=OUTSIDER, kind=OUTSIDER, ip=ip, mac=_mac(OUTSIDER_OUI, self.name, OUTSIDER),
+                           netns=net.netns_name(self.name, OUTSIDER), veth=net.veth_name(self.name, "d", 0))
+            s.decoys.append(d)
+            st.save(s)
+            net.create_host(d.netns, d.veth, s.bridge, d.mac, d.ip, net_.prefixlen)
+            return d
+
+    def outsider_exec(self, cmd: Sequence[str] | str, timeout: float = 60,
+                      input: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run ``cmd`` (argv, or a string for ``sh -c``) from the outsider (see :meth:`outsider`).
+
+        Not checked: what the outsider is refused is the point; the caller reads
+        the exit code and output.
+        """
+        d = self.outsider()
+        inner = ["sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
+        try:
+            return subprocess.run(["ip", "netns", "exec", d.netns, *inner], input=input, capture_output=True,
+                                  text=True, timeout=timeout)
+        except subprocess.TimeoutExpired as e:
+            raise LabError(f"`{_show(cmd)}` from the outsider did not finish within {timeout} s") from e
 
     # ------------------------------------------------------------ power etc.
     def kill(self, node: str) -> None:
@@ -864,7 +912,8 @@ class Lab:
                 for i in self.nodes
             ],  # fmt: skip
             "decoys": [
-                {"name": d.name, "kind": d.kind, "ip": d.ip, "mac": d.mac, "running": alive(d.proc)}
+                {"name": d.name, "kind": d.kind, "ip": d.ip, "mac": d.mac,
+                 "running": alive(d.proc) if d.kind != OUTSIDER else net.netns_exists(d.netns)}
                 for d in s.decoys
             ],
         }

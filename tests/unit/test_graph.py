@@ -74,11 +74,13 @@ def test_two_playbooks_make_one_graph(tmp_path: Path) -> None:
 
 
 def test_seed_stack(graph: ComponentGraph) -> None:
-    assert graph.names == ["docker-bootstrap", "etcd", "flannel", "docker", "kube-master", "kube-worker"]
+    assert graph.names == ["firewall", "docker-bootstrap", "etcd", "flannel", "docker", "kube-master", "kube-worker"]
     assert [c.name for c in graph.for_role("master")] == [
-        "docker-bootstrap", "etcd", "flannel", "docker", "kube-master",
+        "firewall", "docker-bootstrap", "etcd", "flannel", "docker", "kube-master",
     ]
-    assert [c.name for c in graph.for_role("worker")] == ["docker-bootstrap", "flannel", "docker", "kube-worker"]
+    assert [c.name for c in graph.for_role("worker")] == [
+        "firewall", "docker-bootstrap", "flannel", "docker", "kube-worker",
+    ]
     assert graph.component("docker-bootstrap").units == ("docker-bootstrap.socket", "docker-bootstrap.service")
     assert graph.component("etcd").roles == ("master",)
     assert graph.component("etcd").etcd_keys is not None
@@ -143,7 +145,7 @@ def test_managed_paths_and_units(graph: ComponentGraph) -> None:
     assert "/etc/kubernetes/manifests/kube-apiserver.json" in graph.managed_paths("master")
     assert "/etc/kubernetes/manifests/kube-apiserver.json" not in graph.managed_paths("worker")
     assert graph.managed_units("worker") == [
-        "docker-bootstrap.socket", "docker-bootstrap.service", "k8s-flannel.service",
+        "piprov-firewall.service", "docker-bootstrap.socket", "docker-bootstrap.service", "k8s-flannel.service",
         "docker.socket", "docker.service", "k8s-worker.service", "k8s-proxy.service",
     ]
 
@@ -151,7 +153,7 @@ def test_managed_paths_and_units(graph: ComponentGraph) -> None:
 def test_node_dag(graph: ComponentGraph) -> None:
     dag = node_dag(graph, make_inventory(workers=2))
     order = dag.topological()
-    assert len(order) == 5 + 4 * 2
+    assert len(order) == 6 + 5 * 2
     pos = {v: i for i, v in enumerate(order)}
     for e in dag.edges:
         assert pos[e.required] < pos[e.dependent]
@@ -159,6 +161,7 @@ def test_node_dag(graph: ComponentGraph) -> None:
     assert set(dag.predecessors(w1_flannel)) == {
         Vertex("rpi-node-1", "docker-bootstrap"),
         Vertex("rpi-master", "etcd"),
+        Vertex("rpi-node-1", "firewall"),
     }
     # The edge from the master's etcd carries etcd's health gate, rendered for the master.
     (edge,) = [e for e in dag.edges_into(w1_flannel) if e.required.component == "etcd"]
@@ -177,8 +180,8 @@ def test_node_dag(graph: ComponentGraph) -> None:
     stopped = dag.descendants(Vertex("rpi-master", "etcd"))
     assert Vertex("rpi-node-2", "kube-worker") in stopped
     assert not any(v.component == "docker-bootstrap" for v in stopped)
-    # Layer by layer: every docker-bootstrap comes first.
-    assert [v.component for v in order[:3]] == ["docker-bootstrap"] * 3
+    # Layer by layer: every firewall comes first, then every docker-bootstrap.
+    assert [v.component for v in order[:6]] == ["firewall"] * 3 + ["docker-bootstrap"] * 3
 
 
 def test_dag_renderings(graph: ComponentGraph) -> None:
@@ -195,7 +198,7 @@ def test_dag_renderings(graph: ComponentGraph) -> None:
 def test_master_only_inventory(graph: ComponentGraph) -> None:
     dag = node_dag(graph, make_inventory(workers=0))
     assert [v.component for v in dag.topological()] == [
-        "docker-bootstrap", "etcd", "flannel", "docker", "kube-master",
+        "firewall", "docker-bootstrap", "etcd", "flannel", "docker", "kube-master",
     ]
 
 
@@ -226,10 +229,14 @@ def test_critical_path(graph: ComponentGraph) -> None:
 
 
 def test_stack_knowledge(graph: ComponentGraph) -> None:
-    # Every unit of the seed stack is disruptive: a restart takes pods or the kubelet away.
-    assert graph.disruptive_units() == frozenset(u for c in graph.components for u in c.units)
+    # Every unit of the seed stack but the firewall's is disruptive: a restart takes pods or the
+    # kubelet away. Re-applying the firewall's rules takes nothing away: no drain for it.
+    assert graph.disruptive_units() == frozenset(u for c in graph.components if c.name != "firewall"
+                                                 for u in c.units)
+    assert not graph.component("firewall").disruptive
     assert graph.pod_network_prefix == "/coreos.com/network"
     assert graph.image_names() == ("etcd", "flannel", "hyperkube", "pause")
-    assert graph.binaries() == {"docker": "/usr/bin/docker", "dockerd": "/usr/bin/dockerd"}
-    assert list(graph.binaries("worker")) == ["docker", "dockerd"]
+    assert graph.binaries() == {"docker": "/usr/bin/docker", "dockerd": "/usr/bin/dockerd",
+                                "iptables": "/sbin/iptables", "ip6tables": "/sbin/ip6tables"}
+    assert list(graph.binaries("worker")) == ["iptables", "ip6tables", "docker", "dockerd"]
     assert graph.component("kube-worker").images == ("hyperkube", "pause")

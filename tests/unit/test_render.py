@@ -112,7 +112,13 @@ def test_render_per_role_and_arch(graph: ComponentGraph, role: str, machine: str
         for key, units in (("After", deps.after), ("Requires", deps.requires), ("BindsTo", deps.binds_to),
                            ("Wants", deps.wants)):
             assert values(u, "Unit", key) == ([" ".join(units)] if units else []), (unit, key)
-        if unit.endswith(".service"):
+        if values(u, "Service", "Type") == ["oneshot"]:
+            # The firewall: applied once, kept while active; Restart= is refused for a oneshot
+            # before systemd 244, and ExecStop= takes its rules away.
+            assert values(u, "Service", "RemainAfterExit") == ["yes"], unit
+            assert values(u, "Service", "ExecStop"), unit
+            assert not values(u, "Service", "Restart"), unit
+        elif unit.endswith(".service"):
             assert values(u, "Service", "Restart") == ["always"], unit
             assert values(u, "Service", "RestartSec"), unit
             # Never dead for good; the spelling systemd 215 knows (see _start_limit.j2).
@@ -174,7 +180,7 @@ def test_render_per_role_and_arch(graph: ComponentGraph, role: str, machine: str
         assert "--advertise-client-urls=https://192.168.1.100:4001" in etcd
         assert "--listen-client-urls=https://192.168.1.100:4001,http://127.0.0.1:4001" in etcd
         assert "--enable-v2" not in etcd  # etcd 2.1.1 has no such flag
-        assert set(d.units) == {"docker-bootstrap", "etcd", "flannel", "docker", "kube-master"}
+        assert set(d.units) == {"firewall", "docker-bootstrap", "etcd", "flannel", "docker", "kube-master"}
         for name in ("kube-apiserver", "kube-controller-manager", "kube-scheduler"):
             pod = json.loads(texts[f"/etc/kubernetes/manifests/{name}.json"])
             assert pod["kind"] == "Pod" and pod["metadata"]["name"] == name
@@ -193,7 +199,7 @@ def test_render_per_role_and_arch(graph: ComponentGraph, role: str, machine: str
     else:
         assert "--api-servers=http://192.168.1.100:8080" in cmd and "--config" not in cmd
         assert proxy.endswith("/hyperkube proxy --master=http://192.168.1.100:8080")
-        assert set(d.units) == {"docker-bootstrap", "flannel", "docker", "kube-worker"}
+        assert set(d.units) == {"firewall", "docker-bootstrap", "flannel", "docker", "kube-worker"}
         assert not any("manifests" in p for p in texts)
         assert d.etcd_keys == {} and d.etcdctl is None
 
@@ -214,7 +220,7 @@ def test_mtu_setting_reaches_bridge_and_daemon(graph: ComponentGraph) -> None:
 def test_desired_node_metadata(graph: ComponentGraph) -> None:
     d = rendered(graph, "worker", "x86_64")
     assert d.hostname == "rpi-node-1" and d.name == "rpi-node-1"
-    assert d.components == ["docker-bootstrap", "flannel", "docker", "kube-worker"]
+    assert d.components == ["firewall", "docker-bootstrap", "flannel", "docker", "kube-worker"]
     assert d.units["docker"] == ["docker.socket", "docker.service"]
     assert [f.path for f in d.files_for("flannel")] == [
         "/etc/kubernetes/k8s.conf",
