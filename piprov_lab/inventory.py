@@ -79,6 +79,7 @@ def inventory_yaml(name: str, s: LabState, identity_file: Path, known_hosts: Pat
         "  flannel_backend: host-gw",
         "  etcd_port: 4001",
         "  apiserver_port: 8080",
+        "  apiserver_secure_port: 6443",
         "",
         "nodes:",
     ]
