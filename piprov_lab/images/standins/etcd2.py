@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import ssl
 import threading
 import urllib.parse
 from dataclasses import dataclass
@@ -76,11 +77,12 @@ def _flatten(d: dict[str, Any]) -> list[Node]:
 class Etcd2:
     """Talks to the first reachable endpoint of a list, moving on when one fails."""
 
-    def __init__(self, endpoints: list[str], timeout: float = 5.0) -> None:
+    def __init__(self, endpoints: list[str], timeout: float = 5.0, tls: ssl.SSLContext | None = None) -> None:
         self.endpoints = [e.rstrip("/") for e in endpoints if e.strip()]
         if not self.endpoints:
             raise ValueError("no etcd endpoints given")
         self.timeout = timeout
+        self.tls = tls  # for https:// endpoints: the CA trusted and the client certificate presented
         # One keep-alive connection per endpoint and thread: the apiserver serves
         # requests from many threads and http.client connections are not shareable.
         self._local = threading.local()
@@ -90,7 +92,7 @@ class Etcd2:
     def _clients(self) -> list[JSONClient]:
         clients: list[JSONClient] | None = getattr(self._local, "clients", None)
         if clients is None:
-            clients = [JSONClient(e, self.timeout) for e in self.endpoints]
+            clients = [JSONClient(e, self.timeout, self.tls) for e in self.endpoints]
             self._local.clients = clients
         return clients
 
@@ -105,7 +107,7 @@ class Etcd2:
             idx = (self._current + n) % len(self._clients)
             client = self._clients[idx]
             if timeout is not None:
-                client = JSONClient(self.endpoints[idx], timeout)
+                client = JSONClient(self.endpoints[idx], timeout, self.tls)
             try:
                 conn = client._connection()
                 headers = {"Accept": "application/json"}

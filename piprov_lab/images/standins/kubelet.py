@@ -7,9 +7,14 @@ Not Kubernetes; the lab's stand-in for the kubelet of the release in
   and the static pods come from differs per release:
   1.1: ``--api-servers`` (comma list; optional: without it only static pods
   run), ``--config`` = the static pod manifest directory, ``--allow-privileged``
-  (default false).
-  1.18: ``--kubeconfig FILE`` (the server of its current context; none: only
-  static pods run), ``--pod-manifest-path`` (or ``staticPodPath`` in the
+  (default false); ``--kubeconfig`` (default /var/lib/kubelet/kubeconfig, used
+  when it exists) says only how to authenticate: its CA and client certificate,
+  while the server stays the first of ``--api-servers`` (1.1
+  cmd/kubelet/app/server.go kubeconfigClientConfig overrides it); an explicit
+  one that cannot be read leaves the kubelet without an API client ("No API
+  client"), as 1.1 did.
+  1.18: ``--kubeconfig FILE`` (the server and credentials of its current
+  context; none: only static pods run), ``--pod-manifest-path`` (or ``staticPodPath`` in the
   KubeletConfiguration file ``--config`` names; that file's
   ``nodeStatusUpdateFrequency`` and ``nodeStatusReportFrequency`` are read too),
   privileged containers always allowed (--allow-privileged was removed in 1.15).
@@ -19,7 +24,11 @@ Not Kubernetes; the lab's stand-in for the kubelet of the release in
   ``--healthz-bind-address`` (127.0.0.1), ``--node-status-update-frequency``
   (the lab's default is 5s, not the real 10s: a lab override), ``--root-dir``,
   ``--register-schedulable`` (false registers the Node with
-  ``spec.unschedulable``, as a master's kubelet did to keep workloads off it).
+  ``spec.unschedulable``, as a master's kubelet did to keep workloads off it),
+  ``--read-only-port`` (10255: ``/healthz`` and ``/pods`` without authentication,
+  as the real read-only server; 0: no listener, as startKubelet skips it).
+  An https apiserver is reached with the kubeconfig's certificate-authority,
+  client-certificate and client-key (file paths).
   Manifests are JSON or YAML, one Pod per file, re-read every second.
 * registers its Node once at start (labels: ``kubernetes.io/hostname`` on 1.1;
   on 1.18 also ``kubernetes.io/os``, ``kubernetes.io/arch`` and their ``beta.``
@@ -57,17 +66,21 @@ Not Kubernetes; the lab's stand-in for the kubelet of the release in
   startTime, conditions (Initialized, Ready, ContainersReady, PodScheduled),
   containerStatuses.
 * ``/healthz`` on 127.0.0.1:10248 and on :10250 (plain HTTP), plus ``/pods`` (the
-  pods it runs, a PodList) and ``/containerLogs/<ns>/<pod>/<container>`` on :10250.
+  pods it runs, a PodList) and ``/containerLogs/<ns>/<pod>/<container>`` on :10250;
+  ``/healthz`` and ``/pods`` on the read-only port.
 
 Not covered: probes (a running container is ready), resource limits, cgroups,
 secrets/configmaps/other volume types, graceful termination, image garbage
-collection, exec/attach/port-forward on :10250 (and TLS there), CNI, eviction
+collection, exec/attach/port-forward on :10250 (and TLS there: the real kubelets
+serve it over TLS, self-signed without --tls-cert-file, which the stand-in cannot
+make; so 1.18's --anonymous-auth/--client-ca-file are accepted and unenforced), CNI, eviction
 on resource pressure, the kubelet's own config file beyond the fields named above.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import ipaddress
 import json
@@ -81,8 +94,8 @@ import time
 from typing import Any
 
 from . import kobj, release
-from .common import (HTTPError, KubeClient, flags_for, local_ip_towards, parse_duration, parse_flags, pod_path,
-                     serve_healthz, setup_logging, version_requested)
+from .common import (HTTPError, KubeClient, flags_for, load_kubeconfig, local_ip_towards, parse_duration, parse_flags,
+                     pod_path, serve_healthz, setup_logging, version_requested)
 from .docker_api import Docker, DockerError
 
 log = logging.getLogger("standin")
@@ -116,26 +129,43 @@ def _read_yaml(path: str, what: str) -> Any:
 
 def kubeconfig_server(path: str) -> str:
     """The server of a kubeconfig's current context (else of its first cluster)."""
-    doc = _read_yaml(path, "kubeconfig") or {}
-    clusters = {c.get("name"): (c.get("cluster") or {}) for c in doc.get("clusters") or []}
-    contexts = {c.get("name"): (c.get("context") or {}) for c in doc.get("contexts") or []}
-    cluster = clusters.get(contexts.get(doc.get("current-context"), {}).get("cluster"))
-    if cluster is None and clusters:
-        cluster = next(iter(clusters.values()))
-    server = (cluster or {}).get("server")
+    server = load_kubeconfig(path, "kubelet").server
     if not server:
         raise SystemExit(f"kubelet: invalid kubeconfig {path}: no cluster server")
-    return str(server)
+    return server
+
+
+DEFAULT_KUBECONFIG_1_1 = "/var/lib/kubelet/kubeconfig"
+
+
+def _api_client_1_1(opts: dict[str, Any], out: dict[str, Any]) -> None:
+    """1.1: the server from --api-servers, the credentials from --kubeconfig (see the docstring)."""
+    path = opts["kubeconfig"]
+    if not opts["api-servers"] or not path:
+        return
+    if not os.path.exists(path):
+        if path != DEFAULT_KUBECONFIG_1_1:
+            log.warning("No API client: cannot read the kubeconfig %s", path)
+            out["api-servers"] = ""
+        return
+    server = opts["api-servers"].split(",")[0]
+    out["api-tls"] = dataclasses.replace(load_kubeconfig(path, "kubelet"), server=server).tls()
 
 
 def effective_options(opts: dict[str, Any], rel: release.Release) -> dict[str, Any]:
     """The release's command line read into what the stand-in needs (the 1.1 names)."""
     out = dict(opts)
     out.setdefault("node-ip", "")
+    out["api-tls"] = None
     out["node-status-report-frequency"] = REPORT_FREQUENCY if rel.modern else float(opts["node-status-update-frequency"])
     if not rel.modern:
+        _api_client_1_1(opts, out)
         return out
-    out["api-servers"] = kubeconfig_server(opts["kubeconfig"]) if opts["kubeconfig"] else ""
+    kc = load_kubeconfig(opts["kubeconfig"], "kubelet") if opts["kubeconfig"] else None
+    if kc is not None and not kc.server:
+        raise SystemExit(f"kubelet: invalid kubeconfig {opts['kubeconfig']}: no cluster server")
+    out["api-servers"] = kc.server if kc else ""
+    out["api-tls"] = kc.tls() if kc else None
     out["allow-privileged"] = True
     out["config"] = opts["pod-manifest-path"]
     if opts["config"]:
@@ -196,8 +226,9 @@ class Kubelet:
         self.docker = docker
         servers = [s for s in opts["api-servers"].split(",") if s]
         self.api_url = servers[0] if servers else ""
-        self.kube = KubeClient(self.api_url) if self.api_url else None
-        self.beat_kube = KubeClient(self.api_url) if self.api_url else None
+        tls = opts.get("api-tls")
+        self.kube = KubeClient(self.api_url, tls=tls) if self.api_url else None
+        self.beat_kube = KubeClient(self.api_url, tls=tls) if self.api_url else None
         self.node_name = opts["hostname-override"] or socket.gethostname()
         self.node_ip = self._node_ip()
         self.registered = False
@@ -671,6 +702,16 @@ class Kubelet:
         return 200, {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items}
 
 
+def serve_ports(opts: dict[str, Any], k: Kubelet, docker_ok: Any) -> list[tuple[str, int]]:
+    """The kubelet's listeners: healthz, its API port and, unless --read-only-port=0, the read-only one."""
+    ports = [(opts["healthz-bind-address"], opts["healthz-port"], None), (opts["address"], opts["port"], k.serve_kubelet_port)]
+    if opts["read-only-port"]:  # 0: no read-only listener (startKubelet, 1.1 and 1.18)
+        ports.append((opts["address"], opts["read-only-port"], k.pods_endpoint))
+    for host, port, extra in ports:
+        serve_healthz(host, port, docker_ok, extra)
+    return [(host, port) for host, port, _ in ports]
+
+
 def main(argv: list[str]) -> None:
     setup_logging("kubelet")
     rel = release.current()
@@ -689,8 +730,7 @@ def main(argv: list[str]) -> None:
         except (OSError, DockerError):
             return False
 
-    serve_healthz(opts["healthz-bind-address"], opts["healthz-port"], docker_ok)
-    serve_healthz(opts["address"], opts["port"], docker_ok, k.serve_kubelet_port)
+    serve_ports(opts, k, docker_ok)
     if k.kube is not None:
         threading.Thread(target=k.heartbeat_loop, daemon=True).start()
     while True:
