@@ -430,3 +430,54 @@ def test_kubelet_read_only_port(rel: release.Release) -> None:
     code, body, _ = get(f"http://127.0.0.1:{ports['ro2']}/pods")
     assert code == 200 and json.loads(body)["kind"] == "PodList"
     assert flags_for("kubelet", rel) and next(f.default for f in flags_for("kubelet", rel) if f.name == "read-only-port") == 10255
+
+
+# -- the kubelet's API port (10250) ----------------------------------------------------------
+
+def _kubelet_api(rel: release.Release, extra: list[str], tmp: Path) -> tuple[int, Path]:
+    port = testsupport.free_port()
+    args = ["--address=127.0.0.1", f"--healthz-port={testsupport.free_port()}", f"--port={port}",
+            "--read-only-port=0", "--hostname-override=127.0.0.1", f"--cert-dir={tmp / 'certs'}", *extra]
+    opts = parse_flags("kubelet", args, flags_for("kubelet", rel))
+    kubelet.serve_ports(opts, kubelet.Kubelet(opts, _Docker(), rel), lambda: True)  # type: ignore[arg-type]
+    return port, tmp / "certs"
+
+
+def _unverified(cert: tuple[str, str] | None = None) -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE  # as the apiserver dials kubelets
+    if cert:
+        ctx.load_cert_chain(*cert)
+    return ctx
+
+
+def test_1_1_kubelet_api_is_tls_with_a_self_signed_certificate_and_no_authentication(tmp_path: Path) -> None:
+    port, certs = _kubelet_api(V11, [], tmp_path)
+    assert (certs / "kubelet.crt").exists() and (certs / "kubelet.key").stat().st_mode & 0o777 == 0o600
+    cert = x509.load_pem_x509_certificate((certs / "kubelet.crt").read_bytes())
+    assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "127.0.0.1"
+    assert get(f"https://127.0.0.1:{port}/healthz", _unverified()) == (200, b"ok", "")
+    assert get(f"https://127.0.0.1:{port}/pods", _unverified())[0] == 200
+
+
+def test_1_18_kubelet_api_authenticates_client_certificates(pki: Pki, tmp_path: Path) -> None:
+    port, _ = _kubelet_api(V118, ["--anonymous-auth=false", f"--client-ca-file={pki.ca.file}"], tmp_path)
+    url = f"https://127.0.0.1:{port}/pods"
+    code, body, _ = get(url, _unverified())
+    assert (code, body) == (401, b"Unauthorized\n")
+    apiserver_client = pki.ca.issue("apiserver-kubelet-client", "kube-apiserver-kubelet-client", "system:masters")
+    assert get(url, _unverified(apiserver_client))[0] == 200
+    with pytest.raises((ssl.SSLError, ConnectionError, urllib.error.URLError)):
+        get(url, _unverified(pki.stranger))
+    # What the apiserver stand-in dials for pods/log: https, its kubelet client certificate, no verification.
+    from standins.apisubres import Subresources
+    sub = Subresources()
+    sub.opts = {"kubelet-client-certificate": apiserver_client[0], "kubelet-client-key": apiserver_client[1]}  # type: ignore[attr-defined]
+    conn = sub.kubelet_connection("127.0.0.1", port)
+    conn.request("GET", "/healthz")
+    assert conn.getresponse().read() == b"ok"
+
+
+def test_1_18_kubelet_api_anonymous_by_default(tmp_path: Path) -> None:
+    port, _ = _kubelet_api(V118, [], tmp_path)
+    assert get(f"https://127.0.0.1:{port}/healthz", _unverified())[:2] == (200, b"ok")

@@ -17,10 +17,9 @@ The parts, one module per concern:
   ``--token-auth-file``, (1.18) ``--anonymous-auth``, ``--authorization-mode``
   (apiauth.py); (1.18) ``--etcd-cafile``/``--etcd-certfile``/``--etcd-keyfile``:
   etcd over TLS with that client certificate (1.1 has no such flags);
-  ``--kubelet-client-certificate``/``--kubelet-client-key`` are accepted and
-  unused: the stand-in kubelet's 10250 is plain HTTP (kubelet.py), which
-  ``pods/log`` reaches without TLS (apisubres.py). The rest are accepted and
-  change nothing.
+  ``--kubelet-https``, ``--kubelet-client-certificate``/``--kubelet-client-key``,
+  ``--kubelet-certificate-authority``: how ``pods/log`` dials the kubelet's
+  10250 (apisubres.py). The rest are accepted and change nothing.
 * apitypes.py: the resources each release serves, defaults, validation, and
   the fields its decoder drops (ownerReferences on 1.1);
 * apidiscovery.py: /api, /api/v1, /apis, /apis/G[/V], /version, /healthz;

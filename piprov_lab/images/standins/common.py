@@ -395,18 +395,28 @@ def pod_path(pod: dict[str, Any], sub: str = "") -> str:
 
 
 def serve_healthz(host: str, port: int, check: Callable[[], bool] | None = None,
-                  extra: Callable[[str], tuple[int, Any] | None] | None = None) -> None:
-    """Answer GET /healthz ("ok") on host:port from a daemon thread."""
+                  extra: Callable[[str], tuple[int, Any] | None] | None = None,
+                  tls: ssl.SSLContext | None = None, authenticated: Callable[[Any], bool] | None = None) -> None:
+    """Answer GET /healthz ("ok") on host:port from a daemon thread; over TLS with `tls`, and
+    401 "Unauthorized" for a connection `authenticated` refuses (it gets the socket)."""
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+    from . import apiauth
+
     class H(BaseHTTPRequestHandler):
+        def setup(self) -> None:
+            apiauth.handshake(self.request)
+            super().setup()
+
         def log_message(self, *a: Any) -> None:
             pass
 
         def do_GET(self) -> None:
             code, body = 404, b"404 page not found\n"
-            if self.path.split("?")[0] == "/healthz":
+            if authenticated is not None and not authenticated(self.connection):
+                code, body = 401, b"Unauthorized\n"
+            elif self.path.split("?")[0] == "/healthz":
                 good = check() if check else True
                 code, body = (200, b"ok") if good else (500, b"unhealthy")
             elif extra is not None:
@@ -424,10 +434,10 @@ def serve_healthz(host: str, port: int, check: Callable[[], bool] | None = None,
 
     ThreadingHTTPServer.allow_reuse_address = True
     try:
-        server = ThreadingHTTPServer((host, port), H)
+        server = apiauth.TLSServer((host, port), H, tls) if tls is not None else ThreadingHTTPServer((host, port), H)
     except OSError as exc:
         log.warning("cannot serve /healthz on %s:%d: %s", host, port, exc)
         return
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    log.info("serving /healthz on %s:%d", host, port)
+    log.info("serving /healthz on %s:%d%s", host, port, " (https)" if tls is not None else "")

@@ -65,15 +65,19 @@ Not Kubernetes; the lab's stand-in for the kubelet of the release in
 * reports pod status (``PUT pods/<name>/status``): phase, podIP, hostIP,
   startTime, conditions (Initialized, Ready, ContainersReady, PodScheduled),
   containerStatuses.
-* ``/healthz`` on 127.0.0.1:10248 and on :10250 (plain HTTP), plus ``/pods`` (the
+* ``/healthz`` on 127.0.0.1:10248 (plain HTTP) and on :10250 (HTTPS), plus ``/pods`` (the
   pods it runs, a PodList) and ``/containerLogs/<ns>/<pod>/<container>`` on :10250;
-  ``/healthz`` and ``/pods`` on the read-only port.
+  ``/healthz`` and ``/pods`` on the read-only port (plain HTTP). 10250 serves
+  ``--tls-cert-file``/``--tls-private-key-file``, else a self-signed pair it makes
+  in ``--cert-dir`` (selfsign.py), as the real kubelets do; 1.1 lets everyone in
+  (it requests client certificates and checks none); 1.18 authenticates a client
+  certificate against ``--client-ca-file`` and, with ``--anonymous-auth=false``,
+  answers 401 without one (api_port_tls).
 
 Not covered: probes (a running container is ready), resource limits, cgroups,
 secrets/configmaps/other volume types, graceful termination, image garbage
-collection, exec/attach/port-forward on :10250 (and TLS there: the real kubelets
-serve it over TLS, self-signed without --tls-cert-file, which the stand-in cannot
-make; so 1.18's --anonymous-auth/--client-ca-file are accepted and unenforced), CNI, eviction
+collection, exec/attach/port-forward on :10250, authorizers other than
+AlwaysAllow on :10250, CNI, eviction
 on resource pressure, the kubelet's own config file beyond the fields named above.
 """
 
@@ -88,6 +92,7 @@ import logging
 import os
 import platform
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -702,14 +707,40 @@ class Kubelet:
         return 200, {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items}
 
 
+def api_port_tls(opts: dict[str, Any], k: Kubelet) -> tuple[ssl.SSLContext, Any]:
+    """The 10250 server's TLS and who it lets in. Its certificate: --tls-cert-file/-key, else
+    a self-signed pair made once in --cert-dir (1.1 InitializeTLS, 1.18 the same). 1.1 only
+    requests client certificates and checks none (tls.RequestClientCert): everyone is let
+    in. 1.18: a client certificate from --client-ca-file authenticates; without one the
+    request is anonymous, refused (401) under --anonymous-auth=false; the authorizer is
+    AlwaysAllow (the flag's default)."""
+    cert, key = opts["tls-cert-file"], opts["tls-private-key-file"]
+    if not cert or not key:
+        from . import selfsign
+        cert, key = selfsign.ensure(opts["cert-dir"], k.node_name, [k.node_ip])
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    if not k.rel.modern:
+        return ctx, None
+    if opts["client-ca-file"]:
+        ctx.load_verify_locations(cafile=opts["client-ca-file"])
+        ctx.verify_mode = ssl.CERT_OPTIONAL
+    if opts["anonymous-auth"]:
+        return ctx, None
+    return ctx, lambda conn: bool(opts["client-ca-file"] and conn.getpeercert())
+
+
 def serve_ports(opts: dict[str, Any], k: Kubelet, docker_ok: Any) -> list[tuple[str, int]]:
-    """The kubelet's listeners: healthz, its API port and, unless --read-only-port=0, the read-only one."""
-    ports = [(opts["healthz-bind-address"], opts["healthz-port"], None), (opts["address"], opts["port"], k.serve_kubelet_port)]
+    """The kubelet's listeners: healthz (plain, loopback), its API port (TLS) and, unless
+    --read-only-port=0, the read-only one (plain, no authentication)."""
+    tls, authenticated = api_port_tls(opts, k)
+    serve_healthz(opts["healthz-bind-address"], opts["healthz-port"], docker_ok)
+    serve_healthz(opts["address"], opts["port"], docker_ok, k.serve_kubelet_port, tls, authenticated)
+    ports = [(opts["healthz-bind-address"], opts["healthz-port"]), (opts["address"], opts["port"])]
     if opts["read-only-port"]:  # 0: no read-only listener (startKubelet, 1.1 and 1.18)
-        ports.append((opts["address"], opts["read-only-port"], k.pods_endpoint))
-    for host, port, extra in ports:
-        serve_healthz(host, port, docker_ok, extra)
-    return [(host, port) for host, port, _ in ports]
+        serve_healthz(opts["address"], opts["read-only-port"], docker_ok, k.pods_endpoint)
+        ports.append((opts["address"], opts["read-only-port"]))
+    return ports
 
 
 def main(argv: list[str]) -> None:
