@@ -481,3 +481,84 @@ def test_1_18_kubelet_api_authenticates_client_certificates(pki: Pki, tmp_path: 
 def test_1_18_kubelet_api_anonymous_by_default(tmp_path: Path) -> None:
     port, _ = _kubelet_api(V118, [], tmp_path)
     assert get(f"https://127.0.0.1:{port}/healthz", _unverified())[:2] == (200, b"ok")
+
+
+# -- the rendered units and manifests, run by the stand-ins ---------------------------------------
+
+def _rendered(tmp: Path, hyperkube: str, role: str) -> dict[str, Any]:
+    from piprov.graph import load_graph
+    from test_render_kubetls import _files, _inventory  # the profiles' inventories, as rendered there
+
+    tmp.mkdir(parents=True, exist_ok=True)
+    return _files(load_graph(), _inventory(tmp, hyperkube), role)
+
+
+def _pki_paths(pki: Pki, tmp: Path) -> dict[str, str]:
+    """The node's /etc/kubernetes/pki/* as this test's files (the names piprov.pki writes)."""
+    ca = pki.ca
+    files = {"ca.crt": pki.ca.file}
+    for name, cn, org in (("apiserver-etcd-client", "kube-apiserver-etcd-client", None),
+                          ("apiserver-kubelet-client", "kube-apiserver-kubelet-client", "system:masters")):
+        files[f"{name}.crt"], files[f"{name}.key"] = ca.issue(name, cn, org)
+    files["apiserver.crt"], files["apiserver.key"] = pki.server
+    files["kubelet.crt"], files["kubelet.key"] = pki.kubelet
+    files["kube-proxy.crt"], files["kube-proxy.key"] = pki.proxy
+    return {f"/etc/kubernetes/pki/{k}": v for k, v in files.items()}
+
+
+def _rewrite(words: list[str], subs: dict[str, str]) -> list[str]:
+    out = []
+    for w in words:
+        for a, b in sorted(subs.items(), key=lambda kv: -len(kv[0])):
+            w = w.replace(a, b)
+        out.append(w)
+    return out
+
+
+@pytest.mark.parametrize("hyperkube", ["v1.1.2", "v1.18.20"])
+def test_the_rendered_apiserver_and_worker_kubelet_and_proxy_work_together(hyperkube: str, pki: Pki, etcd: str,
+                                                                          tls_etcd: str, tmp_path: Path) -> None:
+    """What piprov renders for the master's apiserver and a worker's kubelet and proxy, with the
+    pki paths and ports moved to this test's: the stand-ins accept every flag, the apiserver
+    answers the worker's credentials on the secure port and 401 without them."""
+    from standins.hyperkube import SERVERS
+    rel = release.parse(hyperkube)
+    secure, insecure = testsupport.free_port(), testsupport.free_port()
+    subs = {**_pki_paths(pki, tmp_path), ":6443": f":{secure}", "--insecure-port=8080": f"--insecure-port={insecure}",
+            "192.0.2.100": "127.0.0.1", "http://127.0.0.1:4001": etcd, "https://192.0.2.100:4001": tls_etcd,
+            "--bind-address=0.0.0.0": "--bind-address=127.0.0.1", "--secure-port=6443": f"--secure-port={secure}"}
+    master = _rendered(tmp_path / "m", hyperkube, "master")
+    pod = json.loads(master["/etc/kubernetes/manifests/kube-apiserver.json"].content)
+    cmd = _rewrite(pod["spec"]["containers"][0]["command"], subs)
+    assert SERVERS[rel.line][cmd[1]] == "apiserver"
+    a = start_api(rel, cmd[2:])
+    try:
+        assert a.secure_url == f"https://127.0.0.1:{secure}"
+        assert get(a.secure_url + "/api/v1/nodes", client_ctx(pki, None))[0] == 401
+        worker = _rendered(tmp_path / "w", hyperkube, "worker")
+        for unit, kubeconfig, server in (("k8s-worker.service", "kubelet.kubeconfig", "kubelet"),
+                                         ("k8s-proxy.service", "proxy.kubeconfig", "proxy")):
+            (tmp_path / kubeconfig).write_text(
+                _rewrite([worker[f"/etc/kubernetes/{kubeconfig}"].content.decode()], subs)[0])
+            words = _exec_start(worker[f"/etc/systemd/system/{unit}"].content.decode())
+            words = _rewrite(words[words.index("/hyperkube") + 2:], {**subs, f"/etc/kubernetes/{kubeconfig}":
+                                                                            str(tmp_path / kubeconfig)})
+            opts = parse_flags(server, words, flags_for(server, rel))
+            if server == "kubelet":
+                eff = kubelet.effective_options(opts, rel)
+                client = KubeClient(eff["api-servers"], tls=eff["api-tls"])
+            else:
+                kc = api_client_config(opts, "proxy")
+                client = KubeClient(kc.server, tls=kc.tls())
+            assert client.master == a.secure_url, server
+            assert client.request("GET", "/api/v1/nodes")[0] == 200, server
+    finally:
+        a.insecure.shutdown()
+        a.insecure.secure.shutdown()
+
+
+def _exec_start(text: str) -> list[str]:
+    import shlex
+    joined = text.replace("\\\n", " ")
+    line = next(x for x in joined.splitlines() if x.startswith("ExecStart="))
+    return shlex.split(line.partition("=")[2])
