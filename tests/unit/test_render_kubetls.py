@@ -141,3 +141,19 @@ def test_health_targets_use_the_secure_port(graph: ComponentGraph, tmp_path: Pat
     worker = [h.target for h in health[Vertex(inv.workers[0].name, "kube-worker")] if h.probe == "node_ready"]
     assert master == ["https://192.0.2.100:7443/healthz", "https://192.0.2.100:7443/api/v1/nodes/192.0.2.100"]
     assert worker == [f"https://192.0.2.100:7443/api/v1/nodes/{inv.workers[0].address}"]
+
+
+def test_inventory_secure_port_default_and_clashes(tmp_path: Path) -> None:
+    from piprov.errors import PiprovError
+
+    inv = load(EXAMPLE)
+    assert inv.network.apiserver_secure_port == 6443 and inv.network.apiserver_port == 8080
+    text = EXAMPLE.read_text().replace("  apiserver_secure_port: 6443", "  apiserver_secure_port: 8080")
+    (tmp_path / "clash.yaml").write_text(text)
+    with pytest.raises(PiprovError, match="apiserver_port and apiserver_secure_port are both 8080"):
+        load(tmp_path / "clash.yaml")
+    # Not given: the default 6443 still clashes with an etcd_port of 6443.
+    text = re.sub(r"  apiserver_secure_port: .*\n", "", EXAMPLE.read_text()).replace("etcd_port: 4001", "etcd_port: 6443")
+    (tmp_path / "etcd.yaml").write_text(text)
+    with pytest.raises(PiprovError, match="etcd_port and apiserver_secure_port are both 6443"):
+        load(tmp_path / "etcd.yaml")
