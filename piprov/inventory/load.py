@@ -136,6 +136,7 @@ def _build(doc: Mapping[str, Any], path: Path) -> Inventory:
         mtu=net_doc.get("mtu", nd.mtu),
         etcd_port=int(net_doc.get("etcd_port", nd.etcd_port)),
         apiserver_port=int(net_doc.get("apiserver_port", nd.apiserver_port)),
+        apiserver_secure_port=int(net_doc.get("apiserver_secure_port", nd.apiserver_secure_port)),
     )
 
     nodes_doc = doc["nodes"]

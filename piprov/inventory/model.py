@@ -114,7 +114,10 @@ class NetworkSettings:
     # None: let flannel derive it from the interface (what the seed did).
     mtu: int | None = None
     etcd_port: int = 4001
+    # The apiserver's insecure port, bound to 127.0.0.1 only (the master's own
+    # kubelet, proxy, scheduler and controller-manager); the LAN uses the secure port.
     apiserver_port: int = 8080
+    apiserver_secure_port: int = 6443
 
 
 @dataclass(frozen=True)

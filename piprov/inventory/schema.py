@@ -243,6 +243,7 @@ _NETWORK = Field(
         "mtu": Field("int", nullable=True, check=_mtu),
         "etcd_port": Field("int", check=_port),
         "apiserver_port": Field("int", check=_port),
+        "apiserver_secure_port": Field("int", check=_port),
     },
 )
 

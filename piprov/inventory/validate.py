@@ -13,7 +13,7 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from piprov.errors import InventoryError, Location, PiprovError, ProblemList
-from piprov.inventory.model import Inventory
+from piprov.inventory.model import Inventory, NetworkSettings
 from piprov.inventory.schema import Field, _did_you_mean, is_hostname_label, schema
 from piprov.yamlsrc import Pos, key_pos, location, value_pos
 
@@ -244,12 +244,18 @@ def _check_masters(v: _Validator, nodes: list[Any], nodes_pos: Pos, masters: lis
 
 
 def _check_network(v: _Validator, network: Mapping[Any, Any], net: ipaddress.IPv4Network | None, nodes_pos: Pos) -> None:
-    ports = {k: network.get(k) for k in ("etcd_port", "apiserver_port")}
-    if ports["etcd_port"] is not None and ports["etcd_port"] == ports["apiserver_port"]:
-        v.add(
-            value_pos(network, "apiserver_port", nodes_pos),
-            f"network: etcd_port and apiserver_port are both {ports['etcd_port']}",
-        )
+    keys = ("etcd_port", "apiserver_port", "apiserver_secure_port")
+    # The secure port has a default every cluster uses; the others clash only when both are given.
+    defaults = {"apiserver_secure_port": NetworkSettings().apiserver_secure_port}
+    ports = {k: network.get(k, defaults.get(k)) for k in keys}
+    for i, first in enumerate(keys):
+        for second in keys[i + 1:]:
+            if ports[first] is not None and ports[first] == ports[second]:
+                shown = second if second in network else first
+                v.add(
+                    value_pos(network, shown, nodes_pos),
+                    f"network: {first} and {second} are both {ports[first]}",
+                )
     sub = network.get("flannel_subnet_len")
     if net is not None and isinstance(sub, int) and not isinstance(sub, bool) and sub <= net.prefixlen:
         v.add(

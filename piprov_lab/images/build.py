@@ -36,10 +36,10 @@ STDLIB_SKIP = re.compile(
     r"msilib|turtle\.py|pydoc\.py)(/|$)"
 )
 # Shared objects the python layer carries; lib-dynload modules needing others are left out.
-BASE_LIBS = {"libc.so.6", "libm.so.6", "libz.so.1", "libexpat.so.1", "ld-linux-x86-64.so.2"}
-# Extension modules taken with the libraries they link (not only BASE_LIBS ones): the
-# stand-ins speak TLS (issue #16: flanneld to etcd), ssl needs _ssl, hashlib _hashlib (OpenSSL).
-WITH_THEIR_LIBS = ("_ssl.", "_hashlib.")
+# OpenSSL is carried for _ssl (and _hashlib): the stand-ins serve and speak TLS as the real
+# apiserver, kubelet, proxy and flanneld do (issue #16).
+TLS_LIBS = {"libssl.so.3", "libcrypto.so.3"}
+BASE_LIBS = {"libc.so.6", "libm.so.6", "libz.so.1", "libexpat.so.1", "ld-linux-x86-64.so.2"} | TLS_LIBS
 
 
 class BuildError(Exception):
@@ -162,11 +162,12 @@ def python_layer() -> Layer:
                 continue
             src = Path(root) / fn
             if rel.startswith("lib-dynload/"):
-                extra = [lib for lib in _ldd(src) if lib.name not in BASE_LIBS]
-                if fn.startswith(("_test", "xx")) or (extra and not fn.startswith(WITH_THEIR_LIBS)):
+                libs = _ldd(src)
+                if fn.startswith(("_test", "xx")) or not all(lib.name in BASE_LIBS for lib in libs):
                     continue
-                for lib in extra:
-                    _add_lib(layer, lib)
+                for lib in libs:
+                    if lib.name in TLS_LIBS:
+                        _add_lib(layer, lib)
             elif not fn.endswith(".py"):
                 continue
             layer.add_file(f"usr/lib/python3.11/{rel}", src, 0o644)

@@ -170,7 +170,7 @@ def test_node_dag(graph: ComponentGraph) -> None:
         ("http", "https://192.168.1.100:4001/health"),
     ]
     assert dag.health[Vertex("rpi-node-2", "kube-worker")][-1].target == (
-        "http://192.168.1.100:8080/api/v1/nodes/192.168.1.102"
+        "https://192.168.1.100:6443/api/v1/nodes/192.168.1.102"
     )
     assert set(dag.successors(Vertex("rpi-master", "kube-master"))) == {
         Vertex("rpi-node-1", "kube-worker"),
@@ -188,7 +188,7 @@ def test_dag_renderings(graph: ComponentGraph) -> None:
     dag = node_dag(graph, make_inventory(workers=1))
     text = dag_text(dag)
     assert "rpi-node-1/flannel  <- rpi-node-1/docker-bootstrap, rpi-master/etcd" in text
-    assert "node_ready http://192.168.1.100:8080/api/v1/nodes/192.168.1.101 (timeout 300s)" in text
+    assert "node_ready https://192.168.1.100:6443/api/v1/nodes/192.168.1.101 (timeout 300s)" in text
     dot = dag_dot(dag)
     assert dot.startswith("digraph piprov {") and dot.rstrip().endswith("}")
     assert '"rpi-master/etcd" -> "rpi-node-1/flannel" [label="unit, http"];' in dot

@@ -174,7 +174,7 @@ def test_render_per_role_and_arch(graph: ComponentGraph, role: str, machine: str
 
     if role == "master":
         assert "--api-servers=http://127.0.0.1:8080" in cmd and "--config=/etc/kubernetes/manifests" in cmd
-        assert proxy.endswith("/hyperkube proxy --master=http://127.0.0.1:8080")
+        assert proxy.endswith("/hyperkube proxy --kubeconfig=/etc/kubernetes/proxy.kubeconfig")
         etcd = values(unit_file(texts["/etc/systemd/system/k8s-etcd.service"]), "Service", "ExecStart")[0]
         assert f"{REGISTRY}/etcd-{arch}:2.1.1 /usr/local/bin/etcd --name=etcd" in etcd
         assert "--advertise-client-urls=https://192.168.1.100:4001" in etcd
@@ -197,8 +197,8 @@ def test_render_per_role_and_arch(graph: ComponentGraph, role: str, machine: str
         }
         assert d.etcdctl is not None and d.etcdctl.endswith("etcdctl --no-sync --peers=http://127.0.0.1:4001")
     else:
-        assert "--api-servers=http://192.168.1.100:8080" in cmd and "--config" not in cmd
-        assert proxy.endswith("/hyperkube proxy --master=http://192.168.1.100:8080")
+        assert "--api-servers=https://192.168.1.100:6443" in cmd and "--config" not in cmd
+        assert proxy.endswith("/hyperkube proxy --kubeconfig=/etc/kubernetes/proxy.kubeconfig")
         assert set(d.units) == {"firewall", "docker-bootstrap", "flannel", "docker", "kube-worker"}
         assert not any("manifests" in p for p in texts)
         assert d.etcd_keys == {} and d.etcdctl is None
@@ -226,9 +226,11 @@ def test_desired_node_metadata(graph: ComponentGraph) -> None:
         "/etc/kubernetes/k8s.conf",
         "/etc/systemd/system/k8s-flannel.service",
     ]
-    assert all(f.mode == 0o644 and f.owner == "root" and f.group == "root" for f in d.files)
+    kubeconfigs = {"/etc/kubernetes/kubelet.kubeconfig", "/etc/kubernetes/proxy.kubeconfig"}
+    assert all(f.mode == (0o600 if f.path in kubeconfigs else 0o644) for f in d.files if f.path.startswith("/etc/"))
+    assert all(f.owner == "root" and f.group == "root" for f in d.files)
     checks = node_dag(graph, make_inventory(None)).health[Vertex("rpi-node-1", "kube-worker")]
-    assert checks[-1].target == "http://192.168.1.100:8080/api/v1/nodes/192.168.1.101"
+    assert checks[-1].target == "https://192.168.1.100:6443/api/v1/nodes/192.168.1.101"
 
 
 def test_unsupported_arch_is_an_error(graph: ComponentGraph) -> None:

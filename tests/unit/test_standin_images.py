@@ -111,13 +111,14 @@ def test_python_layer_runs_the_stand_ins(cache: Path, tmp_path: Path) -> None:
     loader = root / "usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
     code = ("import sys; sys.path.insert(0, %r); "
             "import standins.hyperkube, standins.apiserver, standins.kubelet, standins.scheduler, "
-            "standins.controller_manager, standins.proxy, standins.flanneld, yaml; "
-            "print(yaml.safe_load('a: [1]'), sys.prefix)") % str(root / "opt/standins")
+            "standins.controller_manager, standins.proxy, standins.flanneld, yaml, ssl; "
+            "ssl.create_default_context(); print(yaml.safe_load('a: [1]'), ssl.OPENSSL_VERSION, sys.prefix)"
+            ) % str(root / "opt/standins")
     proc = subprocess.run([str(loader), "--library-path", str(root / "usr/lib/x86_64-linux-gnu"),
                            str(root / "usr/bin/python3.11"), "-I", "-S", "-c", code],
                           env={"PYTHONHOME": str(root / "usr")}, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert "{'a': [1]}" in proc.stdout
+    assert "{'a': [1]}" in proc.stdout and "OpenSSL" in proc.stdout  # TLS for the stand-ins (issue #16)
     size = sum(f.stat().st_size for f in root.rglob("*") if f.is_file() and not f.is_symlink())
     print(f"hyperkube image unpacked: {size / 1e6:.1f} MB")
     assert size < 40e6

@@ -5,25 +5,35 @@ runs this program in its place. It serves the Kubernetes REST API of the
 release in ``KUBE_VERSION`` (release.py) as kubectl 1.20, piprov and the
 stand-in kubelets use it, over the insecure port (no TLS, no authentication or
 authorization, as the 2016 insecure port; 1.18 still had ``--insecure-port``,
-deprecated).
+deprecated) and over the secure port (HTTPS, client certificates checked
+against ``--client-ca-file``, 401 without credentials: apiauth.py).
 
 The parts, one module per concern:
 * flags: flagsets.py (the release's kube-apiserver flags; unknown -> exit 1).
   Used: ``--etcd-servers``, ``--etcd-prefix``, ``--insecure-bind-address``
   (default 127.0.0.1), ``--insecure-port`` (8080), 1.1's deprecated aliases
-  ``--address``/``--port``; the rest are accepted and change nothing.
+  ``--address``/``--port``; ``--bind-address``, ``--secure-port``,
+  ``--tls-cert-file``, ``--tls-private-key-file``, ``--client-ca-file``,
+  ``--token-auth-file``, (1.18) ``--anonymous-auth``, ``--authorization-mode``
+  (apiauth.py); (1.18) ``--etcd-cafile``/``--etcd-certfile``/``--etcd-keyfile``:
+  etcd over TLS with that client certificate (1.1 has no such flags);
+  ``--kubelet-https``, ``--kubelet-client-certificate``/``--kubelet-client-key``,
+  ``--kubelet-certificate-authority``: how ``pods/log`` dials the kubelet's
+  10250 (apisubres.py). The rest are accepted and change nothing.
 * apitypes.py: the resources each release serves, defaults, validation, and
   the fields its decoder drops (ownerReferences on 1.1);
 * apidiscovery.py: /api, /api/v1, /apis, /apis/G[/V], /version, /healthz;
 * apistore.py: objects in etcd (v2 keys API; see there for 1.18's etcd3);
 * apiverbs.py: list/watch/get/create/update/patch/delete, Tables;
-* apisubres.py: binding, log, scale, eviction (1.18), events.
+* apisubres.py: binding, log, scale, eviction (1.18), events;
+* apiauth.py: the secure port's TLS and authentication.
 Errors are ``Status`` objects (404 NotFound, 405 MethodNotAllowed, 409
 AlreadyExists/Conflict, 422 Invalid, 429 TooManyRequests for an eviction a
 PodDisruptionBudget forbids). A path the release did not serve (``GET
 /apis/policy``, ``POST .../pods/NAME/eviction`` on 1.1) is a 404.
 
-Not covered: TLS, authn/authz, admission control, services/endpoints/configmaps/
+Not covered: authorization (every authenticated request is allowed, as under
+AlwaysAllow), admission control, services/endpoints/configmaps/
 secrets/deployments, OpenAPI schemas, protobuf.
 """
 
@@ -37,12 +47,12 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from . import apidiscovery, kobj, release
+from . import apiauth, apidiscovery, kobj, release
 from .apistore import Store
 from .apisubres import Subresources
 from .apitypes import SYSTEM_NAMESPACES, APIError, Resource, default_ns, resources_of
 from .apiverbs import Request, Response, Verbs
-from .common import flags_for, parse_flags, setup_logging, version_requested
+from .common import client_tls, flags_for, parse_flags, setup_logging, version_requested
 from .etcd2 import Etcd2, EtcdUnreachable
 from .release import Release
 
@@ -52,9 +62,10 @@ FLAGS = flags_for("apiserver", release.current())  # the image's release; serve(
 
 
 class API(Verbs, Subresources):
-    def __init__(self, store: Store, rel: Release) -> None:
+    def __init__(self, store: Store, rel: Release, opts: dict[str, Any] | None = None) -> None:
         self.store = store
         self.rel = rel
+        self.opts = opts or {}
         self.by_path = {(r.group, r.version, r.plural): r for r in resources_of(rel)}
 
     def route(self, path: str) -> tuple[Resource, str | None, str | None, str | None]:
@@ -133,12 +144,15 @@ class API(Verbs, Subresources):
         raise APIError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
 
 
-def make_handler(api: API) -> type[BaseHTTPRequestHandler]:
+def make_handler(api: API, auth: apiauth.Authenticator | None = None) -> type[BaseHTTPRequestHandler]:
+    """The request handler of one port: `auth` None is the insecure port (no authentication)."""
+
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "standin-apiserver"
 
         def setup(self) -> None:
+            apiauth.handshake(self.request)
             super().setup()
             # Headers and body go out in two writes; without NODELAY, Nagle and the
             # client's delayed ACK stall every keep-alive request by ~40 ms.
@@ -153,7 +167,7 @@ def make_handler(api: API) -> type[BaseHTTPRequestHandler]:
             body = self.rfile.read(length) if length else b""
             req = Request(self.command, url.path, dict(urllib.parse.parse_qsl(url.query)), self.headers, body)
             try:
-                resp = api.handle(req)
+                resp = self._unauthorized() or api.handle(req)
             except Exception as exc:  # noqa: BLE001 - a server answers 500, it does not die
                 log.exception("internal error on %s %s", self.command, self.path)
                 resp = Response(500, APIError(500, "InternalError", f"internal error: {exc}").status())
@@ -169,6 +183,14 @@ def make_handler(api: API) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(data)
             if resp.code >= 400 and resp.code != 404:
                 log.info("%s %s -> %d", self.command, self.path, resp.code)
+
+        def _unauthorized(self) -> Response | None:
+            if auth is None:
+                return None
+            peer = self.connection.getpeercert() if hasattr(self.connection, "getpeercert") else None
+            if auth.user(peer or None, self.headers) is not None:
+                return None
+            return Response(*auth.unauthorized())
 
         def _stream(self, resp: Response) -> None:
             self.send_response(resp.code)
@@ -190,10 +212,7 @@ def make_handler(api: API) -> type[BaseHTTPRequestHandler]:
             readable, _, _ = select.select([self.connection], [], [], 0)
             if not readable:
                 return False
-            try:
-                return self.connection.recv(1, socket.MSG_PEEK) == b""
-            except OSError:
-                return True
+            return apiauth.peer_gone(self.connection)
 
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _serve
 
@@ -213,9 +232,32 @@ def ensure_namespaces(store: Store, rel: Release) -> None:
                 raise
 
 
+def etcd_client(opts: dict[str, Any]) -> Etcd2:
+    """etcd as --etcd-servers names it; over TLS with --etcd-cafile/--etcd-certfile/--etcd-keyfile
+    (1.18's storage transport: the CA trusted, the client certificate presented)."""
+    tls = None
+    if opts.get("etcd-cafile") or opts.get("etcd-certfile"):
+        tls = client_tls(opts.get("etcd-cafile") or "", opts.get("etcd-certfile") or "", opts.get("etcd-keyfile") or "")
+    return Etcd2(opts["etcd-servers"].split(","), tls=tls)
+
+
+def serve_secure(opts: dict[str, Any], api: API, rel: Release) -> ThreadingHTTPServer | None:
+    """The secure port (HTTPS, authenticated), or None when not served (apiauth.server_context)."""
+    ctx = apiauth.server_context(opts)
+    if ctx is None:
+        return None
+    server = apiauth.TLSServer((opts["bind-address"] or "0.0.0.0", opts["secure-port"]),
+                               make_handler(api, apiauth.Authenticator(opts, rel)), ctx)
+    log.info("%s apiserver serving securely on %s:%d (client CA %s)", rel.version, *server.server_address[:2],
+             opts["client-ca-file"] or "none")
+    return server
+
+
 def serve(opts: dict[str, Any], rel: Release | None = None) -> ThreadingHTTPServer:
+    """The insecure port's server (returned, not started) and, when configured, the secure
+    port's, started in a thread and kept as ``.secure`` on the returned server."""
     rel = rel or release.current()
-    etcd = Etcd2(opts["etcd-servers"].split(","))
+    etcd = etcd_client(opts)
     store = Store(etcd, opts["etcd-prefix"])
     for attempt in range(60):
         try:
@@ -231,9 +273,15 @@ def serve(opts: dict[str, Any], rel: Release | None = None) -> ThreadingHTTPServ
     port = opts["port"] or opts["insecure-port"]
     ThreadingHTTPServer.allow_reuse_address = True
     ThreadingHTTPServer.daemon_threads = True
-    server = ThreadingHTTPServer((host, port), make_handler(API(store, rel)))
+    api = API(store, rel, opts)
+    secure = serve_secure(opts, api, rel)
+    server = ThreadingHTTPServer((host, port), make_handler(api))
     log.info("%s apiserver serving insecurely on %s:%d (etcd %s)", rel.version, host, server.server_address[1],
              opts["etcd-servers"])
+    if secure is not None:
+        import threading
+        threading.Thread(target=secure.serve_forever, daemon=True).start()
+    server.secure = secure  # type: ignore[attr-defined]
     return server
 
 

@@ -2,7 +2,8 @@
 
 * ``pods/binding``: sets ``spec.nodeName`` once (409 if already bound).
 * ``pods/log``: proxied to the kubelet's ``/containerLogs`` on its node's
-  InternalIP:10250, as the real apiserver does.
+  InternalIP:10250 over https (--kubelet-https, default true) with
+  ``--kubelet-client-certificate``/``--kubelet-client-key``, as the real apiserver does.
 * scale: 1.18 ``replicationcontrollers/scale`` (autoscaling/v1 Scale, selector
   as a string); 1.1 only under extensions/v1beta1 (extensions Scale, selector as
   a map).
@@ -19,6 +20,7 @@
 from __future__ import annotations
 
 import http.client
+import ssl
 import logging
 import urllib.parse
 from typing import Any
@@ -78,7 +80,7 @@ class Subresources:
         port = ((node.get("status", {}).get("daemonEndpoints") or {}).get("kubeletEndpoint") or {}).get("Port", 10250)
         host = addrs.get("InternalIP") or node_name
         query = urllib.parse.urlencode({k: v for k, v in req.query.items() if k in ("tailLines", "previous")})
-        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        conn = self.kubelet_connection(host, int(port))
         try:
             conn.request("GET", f"/containerLogs/{ns}/{name}/{container}" + (f"?{query}" if query else ""))
             resp = conn.getresponse()
@@ -91,6 +93,23 @@ class Subresources:
             raise APIError(resp.status if resp.status in (400, 404) else 500, "NotFound" if resp.status == 404 else
                            "InternalError", body.decode(errors="replace").strip() or f"kubelet answered {resp.status}")
         return Response(200, body, "text/plain")
+
+    def kubelet_connection(self, host: str, port: int) -> http.client.HTTPConnection:
+        """How the apiserver dials a kubelet (pkg/kubelet/client, 1.1 and 1.18): https unless
+        --kubelet-https=false, presenting --kubelet-client-certificate/-key, verifying the kubelet's
+        (self-signed) certificate only against --kubelet-certificate-authority (else not at all)."""
+        opts = getattr(self, "opts", {}) or {}
+        if not opts.get("kubelet-https", True):
+            return http.client.HTTPConnection(host, port, timeout=10)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        if opts.get("kubelet-certificate-authority"):
+            ctx.load_verify_locations(cafile=opts["kubelet-certificate-authority"])
+        else:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        if opts.get("kubelet-client-certificate"):
+            ctx.load_cert_chain(opts["kubelet-client-certificate"], opts.get("kubelet-client-key") or None)
+        return http.client.HTTPSConnection(host, port, timeout=10, context=ctx)
 
     def scale_of(self, rc: Obj) -> Obj:
         m = rc["metadata"]

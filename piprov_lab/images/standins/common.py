@@ -1,4 +1,4 @@
-"""Helpers shared by the stand-ins: Go-style flag parsing, logging, JSON over HTTP."""
+"""Helpers shared by the stand-ins: Go-style flag parsing, logging, JSON over HTTP(S), kubeconfig files."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import http.client
 import json
 import logging
 import socket
+import ssl
 import sys
 import time
 import urllib.parse
@@ -202,18 +203,28 @@ class HTTPError(Exception):
 
 
 class JSONClient:
-    """A tiny keep-alive HTTP/JSON client for one base URL (http://host:port)."""
+    """A tiny keep-alive HTTP/JSON client for one base URL (http://host:port or https://host:port).
 
-    def __init__(self, base: str, timeout: float = 10.0) -> None:
+    https: `tls` is the client context (the CA it trusts, the certificate it
+    presents); without one, the system's default trust, as Go's client has.
+    """
+
+    def __init__(self, base: str, timeout: float = 10.0, tls: ssl.SSLContext | None = None) -> None:
         parsed = urllib.parse.urlsplit(base if "//" in base else "http://" + base)
+        self.https = parsed.scheme == "https"
         self.host = parsed.hostname or "127.0.0.1"
-        self.port = parsed.port or 80
+        self.port = parsed.port or (443 if self.https else 80)
         self.timeout = timeout
+        self.tls = tls
         self._conn: http.client.HTTPConnection | None = None
 
     def _connection(self) -> http.client.HTTPConnection:
         if self._conn is None:
-            self._conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+            if self.https:
+                self._conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout,
+                                                         context=self.tls or ssl.create_default_context())
+            else:
+                self._conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
         return self._conn
 
     def close(self) -> None:
@@ -286,12 +297,75 @@ def local_ip_towards(host: str, port: int) -> str | None:
         return None
 
 
+def client_tls(ca_file: str = "", cert_file: str = "", key_file: str = "") -> ssl.SSLContext:
+    """A TLS client context as client-go builds one from a kubeconfig's (or Go's tls.Config from
+    flags): trust `ca_file` (else the system roots), present `cert_file`/`key_file` if given.
+    Server names are checked against the certificate's SANs (IPs included), as Go does."""
+    ctx = ssl.create_default_context(cafile=ca_file or None)
+    if cert_file:
+        ctx.load_cert_chain(cert_file, key_file or None)
+    return ctx
+
+
+@dataclass(frozen=True)
+class Kubeconfig:
+    """What a component takes from a kubeconfig file: its current context's server and credentials."""
+    server: str
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+
+    def tls(self) -> ssl.SSLContext | None:
+        """The TLS context for the server (None for an http:// one, where TLS settings do nothing)."""
+        return client_tls(self.ca_file, self.cert_file, self.key_file) if self.server.startswith("https:") else None
+
+
+def load_kubeconfig(path: str, component: str) -> Kubeconfig:
+    """The current context of a kubeconfig file (else its first cluster and user), as clientcmd
+    reads it: file paths only (certificate-authority, client-certificate, client-key; the *-data
+    forms are not covered). Exits as the real component does when the file cannot be used."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError as exc:
+        raise SystemExit(f"{component}: cannot read the kubeconfig {path}: {exc}") from None
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        import yaml  # bundled in the image
+        doc = yaml.safe_load(text)
+    doc = doc if isinstance(doc, dict) else {}
+    clusters = {c.get("name"): (c.get("cluster") or {}) for c in doc.get("clusters") or []}
+    users = {u.get("name"): (u.get("user") or {}) for u in doc.get("users") or []}
+    ctx = {c.get("name"): (c.get("context") or {}) for c in doc.get("contexts") or []}.get(doc.get("current-context"), {})
+    cluster = clusters.get(ctx.get("cluster")) or next(iter(clusters.values()), {})
+    user = users.get(ctx.get("user")) or next(iter(users.values()), {})
+    server = cluster.get("server") or ""
+    return Kubeconfig(str(server), str(cluster.get("certificate-authority") or ""),
+                      str(user.get("client-certificate") or ""), str(user.get("client-key") or ""))
+
+
+def api_client_config(opts: dict[str, Any], component: str) -> Kubeconfig:
+    """--kubeconfig, its server overridden by --master when that is given: what kube-proxy,
+    the scheduler and the controller-manager do in 1.1 and 1.18 (clientcmd's
+    NewNonInteractiveDeferredLoadingClientConfig with ConfigOverrides{Server: master});
+    neither: the default client, http://127.0.0.1:8080 (localhost:8080 in both releases)."""
+    kc = load_kubeconfig(opts["kubeconfig"], component) if opts.get("kubeconfig") else Kubeconfig("")
+    server = opts.get("master") or kc.server or "http://127.0.0.1:8080"
+    return Kubeconfig(server, kc.ca_file, kc.cert_file, kc.key_file)
+
+
+def kube_client_from_flags(opts: dict[str, Any], component: str) -> "KubeClient":
+    kc = api_client_config(opts, component)
+    return KubeClient(kc.server, tls=kc.tls())
+
+
 class KubeClient:
     """The few calls the stand-in controllers make to the apiserver (JSON, v1)."""
 
-    def __init__(self, master: str, timeout: float = 10.0) -> None:
+    def __init__(self, master: str, timeout: float = 10.0, tls: ssl.SSLContext | None = None) -> None:
         self.master = master.split(",")[0].rstrip("/")
-        self.http = JSONClient(self.master, timeout)
+        self.http = JSONClient(self.master, timeout, tls)
         self.lock = __import__("threading").Lock()
 
     def call(self, method: str, path: str, body: Any = None, ok: tuple[int, ...] = (200, 201), **kw: Any) -> Any:
@@ -321,18 +395,28 @@ def pod_path(pod: dict[str, Any], sub: str = "") -> str:
 
 
 def serve_healthz(host: str, port: int, check: Callable[[], bool] | None = None,
-                  extra: Callable[[str], tuple[int, Any] | None] | None = None) -> None:
-    """Answer GET /healthz ("ok") on host:port from a daemon thread."""
+                  extra: Callable[[str], tuple[int, Any] | None] | None = None,
+                  tls: ssl.SSLContext | None = None, authenticated: Callable[[Any], bool] | None = None) -> None:
+    """Answer GET /healthz ("ok") on host:port from a daemon thread; over TLS with `tls`, and
+    401 "Unauthorized" for a connection `authenticated` refuses (it gets the socket)."""
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+    from . import apiauth
+
     class H(BaseHTTPRequestHandler):
+        def setup(self) -> None:
+            apiauth.handshake(self.request)
+            super().setup()
+
         def log_message(self, *a: Any) -> None:
             pass
 
         def do_GET(self) -> None:
             code, body = 404, b"404 page not found\n"
-            if self.path.split("?")[0] == "/healthz":
+            if authenticated is not None and not authenticated(self.connection):
+                code, body = 401, b"Unauthorized\n"
+            elif self.path.split("?")[0] == "/healthz":
                 good = check() if check else True
                 code, body = (200, b"ok") if good else (500, b"unhealthy")
             elif extra is not None:
@@ -350,10 +434,10 @@ def serve_healthz(host: str, port: int, check: Callable[[], bool] | None = None,
 
     ThreadingHTTPServer.allow_reuse_address = True
     try:
-        server = ThreadingHTTPServer((host, port), H)
+        server = apiauth.TLSServer((host, port), H, tls) if tls is not None else ThreadingHTTPServer((host, port), H)
     except OSError as exc:
         log.warning("cannot serve /healthz on %s:%d: %s", host, port, exc)
         return
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    log.info("serving /healthz on %s:%d", host, port)
+    log.info("serving /healthz on %s:%d%s", host, port, " (https)" if tls is not None else "")

@@ -68,7 +68,7 @@ from typing import Any
 
 from . import kobj, release
 from .apisubres import Subresources
-from .common import HTTPError, KubeClient, flags_for, parse_flags, pod_path, serve_healthz, setup_logging, version_requested
+from .common import HTTPError, KubeClient, flags_for, kube_client_from_flags, parse_flags, pod_path, serve_healthz, setup_logging, version_requested
 from .release import Release
 
 log = logging.getLogger("standin")
@@ -373,7 +373,7 @@ def main(argv: list[str]) -> None:
     opts = parse_flags("controller-manager", argv, flags_for("controller-manager", rel, LAB_DEFAULTS))
     if version_requested(opts, rel):
         return
-    kube = KubeClient(opts["master"] or "http://127.0.0.1:8080")
+    kube = kube_client_from_flags(opts, "controller-manager")
     serve_healthz(opts["address"], opts["port"], kube.healthy)
     cm = ControllerManager(kube, float(opts["node-monitor-grace-period"]), float(opts["pod-eviction-timeout"]), rel)
     log.info("%s controller-manager stand-in: master %s, node grace period %.0fs", rel.version,

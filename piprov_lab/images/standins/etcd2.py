@@ -78,22 +78,6 @@ def _flatten(d: dict[str, Any]) -> list[Node]:
     return out
 
 
-class _EtcdClient(JSONClient):
-    """JSONClient that speaks TLS to an https:// endpoint."""
-
-    def __init__(self, base: str, timeout: float, tls: ssl.SSLContext | None) -> None:
-        super().__init__(base, timeout)
-        u = urllib.parse.urlsplit(base)
-        self.tls = (tls or ssl.create_default_context()) if u.scheme == "https" else None
-        if self.tls is not None and u.port is None:
-            self.port = 443
-
-    def _connection(self) -> http.client.HTTPConnection:
-        if self._conn is None and self.tls is not None:
-            self._conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout, context=self.tls)
-        return super()._connection()
-
-
 class Etcd2:
     """Talks to the first reachable endpoint of a list, moving on when one fails."""
 
@@ -102,7 +86,7 @@ class Etcd2:
         if not self.endpoints:
             raise ValueError("no etcd endpoints given")
         self.timeout = timeout
-        self.tls = tls
+        self.tls = tls  # for https:// endpoints: the CA trusted and the client certificate presented
         # One keep-alive connection per endpoint and thread: the apiserver serves
         # requests from many threads and http.client connections are not shareable.
         self._local = threading.local()
@@ -112,7 +96,7 @@ class Etcd2:
     def _clients(self) -> list[JSONClient]:
         clients: list[JSONClient] | None = getattr(self._local, "clients", None)
         if clients is None:
-            clients = [_EtcdClient(e, self.timeout, self.tls) for e in self.endpoints]
+            clients = [JSONClient(e, self.timeout, self.tls) for e in self.endpoints]
             self._local.clients = clients
         return clients
 
@@ -127,7 +111,7 @@ class Etcd2:
             idx = (self._current + n) % len(self._clients)
             client = self._clients[idx]
             if timeout is not None:
-                client = _EtcdClient(self.endpoints[idx], timeout, self.tls)
+                client = JSONClient(self.endpoints[idx], timeout, self.tls)
             try:
                 conn = client._connection()
                 headers = {"Accept": "application/json"}

@@ -7,9 +7,14 @@ Not Kubernetes; the lab's stand-in for the kubelet of the release in
   and the static pods come from differs per release:
   1.1: ``--api-servers`` (comma list; optional: without it only static pods
   run), ``--config`` = the static pod manifest directory, ``--allow-privileged``
-  (default false).
-  1.18: ``--kubeconfig FILE`` (the server of its current context; none: only
-  static pods run), ``--pod-manifest-path`` (or ``staticPodPath`` in the
+  (default false); ``--kubeconfig`` (default /var/lib/kubelet/kubeconfig, used
+  when it exists) says only how to authenticate: its CA and client certificate,
+  while the server stays the first of ``--api-servers`` (1.1
+  cmd/kubelet/app/server.go kubeconfigClientConfig overrides it); an explicit
+  one that cannot be read leaves the kubelet without an API client ("No API
+  client"), as 1.1 did.
+  1.18: ``--kubeconfig FILE`` (the server and credentials of its current
+  context; none: only static pods run), ``--pod-manifest-path`` (or ``staticPodPath`` in the
   KubeletConfiguration file ``--config`` names; that file's
   ``nodeStatusUpdateFrequency`` and ``nodeStatusReportFrequency`` are read too),
   privileged containers always allowed (--allow-privileged was removed in 1.15).
@@ -19,7 +24,11 @@ Not Kubernetes; the lab's stand-in for the kubelet of the release in
   ``--healthz-bind-address`` (127.0.0.1), ``--node-status-update-frequency``
   (the lab's default is 5s, not the real 10s: a lab override), ``--root-dir``,
   ``--register-schedulable`` (false registers the Node with
-  ``spec.unschedulable``, as a master's kubelet did to keep workloads off it).
+  ``spec.unschedulable``, as a master's kubelet did to keep workloads off it),
+  ``--read-only-port`` (10255: ``/healthz`` and ``/pods`` without authentication,
+  as the real read-only server; 0: no listener, as startKubelet skips it).
+  An https apiserver is reached with the kubeconfig's certificate-authority,
+  client-certificate and client-key (file paths).
   Manifests are JSON or YAML, one Pod per file, re-read every second.
 * registers its Node once at start (labels: ``kubernetes.io/hostname`` on 1.1;
   on 1.18 also ``kubernetes.io/os``, ``kubernetes.io/arch`` and their ``beta.``
@@ -56,18 +65,26 @@ Not Kubernetes; the lab's stand-in for the kubelet of the release in
 * reports pod status (``PUT pods/<name>/status``): phase, podIP, hostIP,
   startTime, conditions (Initialized, Ready, ContainersReady, PodScheduled),
   containerStatuses.
-* ``/healthz`` on 127.0.0.1:10248 and on :10250 (plain HTTP), plus ``/pods`` (the
-  pods it runs, a PodList) and ``/containerLogs/<ns>/<pod>/<container>`` on :10250.
+* ``/healthz`` on 127.0.0.1:10248 (plain HTTP) and on :10250 (HTTPS), plus ``/pods`` (the
+  pods it runs, a PodList) and ``/containerLogs/<ns>/<pod>/<container>`` on :10250;
+  ``/healthz`` and ``/pods`` on the read-only port (plain HTTP). 10250 serves
+  ``--tls-cert-file``/``--tls-private-key-file``, else a self-signed pair it makes
+  in ``--cert-dir`` (selfsign.py), as the real kubelets do; 1.1 lets everyone in
+  (it requests client certificates and checks none); 1.18 authenticates a client
+  certificate against ``--client-ca-file`` and, with ``--anonymous-auth=false``,
+  answers 401 without one (api_port_tls).
 
 Not covered: probes (a running container is ready), resource limits, cgroups,
 secrets/configmaps/other volume types, graceful termination, image garbage
-collection, exec/attach/port-forward on :10250 (and TLS there), CNI, eviction
+collection, exec/attach/port-forward on :10250, authorizers other than
+AlwaysAllow on :10250, CNI, eviction
 on resource pressure, the kubelet's own config file beyond the fields named above.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import ipaddress
 import json
@@ -75,14 +92,15 @@ import logging
 import os
 import platform
 import socket
+import ssl
 import sys
 import threading
 import time
 from typing import Any
 
 from . import kobj, release
-from .common import (HTTPError, KubeClient, flags_for, local_ip_towards, parse_duration, parse_flags, pod_path,
-                     serve_healthz, setup_logging, version_requested)
+from .common import (HTTPError, KubeClient, flags_for, load_kubeconfig, local_ip_towards, parse_duration, parse_flags,
+                     pod_path, serve_healthz, setup_logging, version_requested)
 from .docker_api import Docker, DockerError
 
 log = logging.getLogger("standin")
@@ -116,26 +134,43 @@ def _read_yaml(path: str, what: str) -> Any:
 
 def kubeconfig_server(path: str) -> str:
     """The server of a kubeconfig's current context (else of its first cluster)."""
-    doc = _read_yaml(path, "kubeconfig") or {}
-    clusters = {c.get("name"): (c.get("cluster") or {}) for c in doc.get("clusters") or []}
-    contexts = {c.get("name"): (c.get("context") or {}) for c in doc.get("contexts") or []}
-    cluster = clusters.get(contexts.get(doc.get("current-context"), {}).get("cluster"))
-    if cluster is None and clusters:
-        cluster = next(iter(clusters.values()))
-    server = (cluster or {}).get("server")
+    server = load_kubeconfig(path, "kubelet").server
     if not server:
         raise SystemExit(f"kubelet: invalid kubeconfig {path}: no cluster server")
-    return str(server)
+    return server
+
+
+DEFAULT_KUBECONFIG_1_1 = "/var/lib/kubelet/kubeconfig"
+
+
+def _api_client_1_1(opts: dict[str, Any], out: dict[str, Any]) -> None:
+    """1.1: the server from --api-servers, the credentials from --kubeconfig (see the docstring)."""
+    path = opts["kubeconfig"]
+    if not opts["api-servers"] or not path:
+        return
+    if not os.path.exists(path):
+        if path != DEFAULT_KUBECONFIG_1_1:
+            log.warning("No API client: cannot read the kubeconfig %s", path)
+            out["api-servers"] = ""
+        return
+    server = opts["api-servers"].split(",")[0]
+    out["api-tls"] = dataclasses.replace(load_kubeconfig(path, "kubelet"), server=server).tls()
 
 
 def effective_options(opts: dict[str, Any], rel: release.Release) -> dict[str, Any]:
     """The release's command line read into what the stand-in needs (the 1.1 names)."""
     out = dict(opts)
     out.setdefault("node-ip", "")
+    out["api-tls"] = None
     out["node-status-report-frequency"] = REPORT_FREQUENCY if rel.modern else float(opts["node-status-update-frequency"])
     if not rel.modern:
+        _api_client_1_1(opts, out)
         return out
-    out["api-servers"] = kubeconfig_server(opts["kubeconfig"]) if opts["kubeconfig"] else ""
+    kc = load_kubeconfig(opts["kubeconfig"], "kubelet") if opts["kubeconfig"] else None
+    if kc is not None and not kc.server:
+        raise SystemExit(f"kubelet: invalid kubeconfig {opts['kubeconfig']}: no cluster server")
+    out["api-servers"] = kc.server if kc else ""
+    out["api-tls"] = kc.tls() if kc else None
     out["allow-privileged"] = True
     out["config"] = opts["pod-manifest-path"]
     if opts["config"]:
@@ -196,8 +231,9 @@ class Kubelet:
         self.docker = docker
         servers = [s for s in opts["api-servers"].split(",") if s]
         self.api_url = servers[0] if servers else ""
-        self.kube = KubeClient(self.api_url) if self.api_url else None
-        self.beat_kube = KubeClient(self.api_url) if self.api_url else None
+        tls = opts.get("api-tls")
+        self.kube = KubeClient(self.api_url, tls=tls) if self.api_url else None
+        self.beat_kube = KubeClient(self.api_url, tls=tls) if self.api_url else None
         self.node_name = opts["hostname-override"] or socket.gethostname()
         self.node_ip = self._node_ip()
         self.registered = False
@@ -671,6 +707,42 @@ class Kubelet:
         return 200, {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items}
 
 
+def api_port_tls(opts: dict[str, Any], k: Kubelet) -> tuple[ssl.SSLContext, Any]:
+    """The 10250 server's TLS and who it lets in. Its certificate: --tls-cert-file/-key, else
+    a self-signed pair made once in --cert-dir (1.1 InitializeTLS, 1.18 the same). 1.1 only
+    requests client certificates and checks none (tls.RequestClientCert): everyone is let
+    in. 1.18: a client certificate from --client-ca-file authenticates; without one the
+    request is anonymous, refused (401) under --anonymous-auth=false; the authorizer is
+    AlwaysAllow (the flag's default)."""
+    cert, key = opts["tls-cert-file"], opts["tls-private-key-file"]
+    if not cert or not key:
+        from . import selfsign
+        cert, key = selfsign.ensure(opts["cert-dir"], k.node_name, [k.node_ip])
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    if not k.rel.modern:
+        return ctx, None
+    if opts["client-ca-file"]:
+        ctx.load_verify_locations(cafile=opts["client-ca-file"])
+        ctx.verify_mode = ssl.CERT_OPTIONAL
+    if opts["anonymous-auth"]:
+        return ctx, None
+    return ctx, lambda conn: bool(opts["client-ca-file"] and conn.getpeercert())
+
+
+def serve_ports(opts: dict[str, Any], k: Kubelet, docker_ok: Any) -> list[tuple[str, int]]:
+    """The kubelet's listeners: healthz (plain, loopback), its API port (TLS) and, unless
+    --read-only-port=0, the read-only one (plain, no authentication)."""
+    tls, authenticated = api_port_tls(opts, k)
+    serve_healthz(opts["healthz-bind-address"], opts["healthz-port"], docker_ok)
+    serve_healthz(opts["address"], opts["port"], docker_ok, k.serve_kubelet_port, tls, authenticated)
+    ports = [(opts["healthz-bind-address"], opts["healthz-port"]), (opts["address"], opts["port"])]
+    if opts["read-only-port"]:  # 0: no read-only listener (startKubelet, 1.1 and 1.18)
+        serve_healthz(opts["address"], opts["read-only-port"], docker_ok, k.pods_endpoint)
+        ports.append((opts["address"], opts["read-only-port"]))
+    return ports
+
+
 def main(argv: list[str]) -> None:
     setup_logging("kubelet")
     rel = release.current()
@@ -689,8 +761,7 @@ def main(argv: list[str]) -> None:
         except (OSError, DockerError):
             return False
 
-    serve_healthz(opts["healthz-bind-address"], opts["healthz-port"], docker_ok)
-    serve_healthz(opts["address"], opts["port"], docker_ok, k.serve_kubelet_port)
+    serve_ports(opts, k, docker_ok)
     if k.kube is not None:
         threading.Thread(target=k.heartbeat_loop, daemon=True).start()
     while True:

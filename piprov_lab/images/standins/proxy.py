@@ -7,7 +7,11 @@ where the release served it (cmd/kube-proxy/app/server.go): 1.1 on
 replaces its port) and on the metrics server, ``--metrics-bind-address``
 (127.0.0.1:10249), whose mux also installs /healthz. It programs no iptables
 rules and proxies no service traffic: the lab has no Service objects. Flags are
-the release's (flagsets.py; unknown -> exit 1).
+the release's (flagsets.py; unknown -> exit 1). Its apiserver client is the
+real one's: ``--kubeconfig`` (server, CA, client certificate), its server
+overridden by ``--master`` when given (cmd/kube-proxy/app/server.go, 1.1 and
+1.18); the stand-in checks at start that the apiserver answers it with those
+credentials (GET /api, retried), and logs the outcome.
 """
 
 from __future__ import annotations
@@ -16,10 +20,11 @@ import logging
 import signal
 import sys
 import threading
+import time
 from typing import Any
 
 from . import release
-from .common import flags_for, parse_flags, serve_healthz, setup_logging, version_requested
+from .common import HTTPError, flags_for, kube_client_from_flags, parse_flags, serve_healthz, setup_logging, version_requested
 
 log = logging.getLogger("standin")
 FLAGS = flags_for("proxy", release.current())
@@ -47,8 +52,25 @@ def main(argv: list[str]) -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     for host, port in endpoints(opts, rel):
         serve_healthz(host, port)
-    log.info("%s proxy stand-in up (master %s); it proxies nothing", rel.version, opts["master"] or "unset")
+    kube = kube_client_from_flags(opts, "proxy")
+    log.info("%s proxy stand-in up (apiserver %s); it proxies nothing", rel.version, kube.master)
+    threading.Thread(target=check_api, args=(kube,), daemon=True).start()
     threading.Event().wait()
+
+
+def check_api(kube: Any, attempts: int = 60) -> bool:
+    """Whether the apiserver answers this proxy (the real one lists services and endpoints)."""
+    for attempt in range(attempts):
+        try:
+            status, body = kube.request("GET", "/api")
+            if status == 200:
+                log.info("apiserver %s answers", kube.master)
+                return True
+            log.warning("apiserver %s: HTTP %d %s", kube.master, status, body)
+        except (HTTPError, OSError) as exc:
+            log.warning("apiserver %s not reachable: %s", kube.master, exc)
+        time.sleep(2.0)
+    return False
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import time
 from typing import Any
 
 from . import kobj, release
-from .common import HTTPError, KubeClient, flags_for, parse_flags, pod_path, serve_healthz, setup_logging, version_requested
+from .common import HTTPError, KubeClient, flags_for, kube_client_from_flags, parse_flags, pod_path, serve_healthz, setup_logging, version_requested
 from .controller_manager import daemon_pod_node, tolerates
 from .release import Release
 
@@ -97,7 +97,7 @@ def main(argv: list[str]) -> None:
     opts = parse_flags("scheduler", argv, flags_for("scheduler", rel))
     if version_requested(opts, rel):
         return
-    kube = KubeClient(opts["master"] or "http://127.0.0.1:8080")
+    kube = kube_client_from_flags(opts, "scheduler")
     serve_healthz(opts["address"], opts["port"], kube.healthy)
     log.info("%s scheduler stand-in: master %s", rel.version, kube.master)
     while True:
