@@ -7,10 +7,9 @@ file order: cold up, what the outsider and a member reach, an idempotent
 re-run, a reboot without piprov.
 
 What the per-node firewall does (templates/piprov-firewall.service.j2) is
-tested here for real. The assertions that need the TLS work of issue #16
-(certificates, the secure port, etcd's client-certificate auth, 8080 on
-loopback, `piprov kubeconfig` with credentials) are marked ``TLS``: xfail until
-those parts are integrated, then the lead flips them.
+tested here for real, and so are the TLS walls of issue #16 (marked ``tls``):
+certificates, the secure port, etcd's client-certificate auth, 8080 on
+loopback, `piprov kubeconfig` with credentials.
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ from labkit import LabCluster, wait_for
 
 from piprov_lab.lab import Lab
 
-TLS = pytest.mark.xfail(strict=False, reason="needs #16 TLS integration")
+TLS = pytest.mark.tls
 CHAIN = "PIPROV-INPUT"
 # The kubelet ports the firewall guards (the template's list, as the outsider sees them).
 KUBELET_API, KUBELET_READ_ONLY = 10250, 10255
