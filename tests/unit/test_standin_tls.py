@@ -12,8 +12,6 @@ made here with `cryptography`; no root, no docker.
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import json
 import socket
 import ssl
@@ -28,9 +26,7 @@ from typing import Any
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import NameOID
 
 from piprov_lab.images import testsupport
 
@@ -38,67 +34,13 @@ testsupport.standins_on_path()
 from standins import apiserver, kubelet, proxy, release  # noqa: E402
 from standins.common import FlagError, KubeClient, api_client_config, flags_for, parse_flags  # noqa: E402
 from standins.etcd2 import EtcdUnreachable  # noqa: E402
+from tls_certs import CA  # noqa: E402
 
 V11, V118 = release.parse("v1.1.2"), release.parse("v1.18.20")
 pytestmark = pytest.mark.skipif(testsupport.etcd_binary() is None, reason="etcd not installed (scripts/setup.sh)")
 
 
 # -- certificates ------------------------------------------------------------------
-
-def _name(cn: str, org: str | None = None) -> x509.Name:
-    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
-    if org:
-        attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
-    return x509.Name(attrs)
-
-
-@dataclass
-class CA:
-    key: ec.EllipticCurvePrivateKey
-    cert: x509.Certificate
-    dir: Path
-
-    @classmethod
-    def make(cls, where: Path, cn: str) -> "CA":
-        where.mkdir(parents=True, exist_ok=True)
-        key = ec.generate_private_key(ec.SECP256R1())
-        now = dt.datetime.now(dt.timezone.utc)
-        cert = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(_name(cn)).public_key(key.public_key())
-                .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
-                .not_valid_after(now + dt.timedelta(days=30))
-                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-                .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                             content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                             key_agreement=False, encipher_only=False, decipher_only=False),
-                               critical=True)
-                .sign(key, hashes.SHA256()))
-        ca = cls(key, cert, where)
-        (where / "ca.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        return ca
-
-    @property
-    def file(self) -> str:
-        return str(self.dir / "ca.crt")
-
-    def issue(self, name: str, cn: str, org: str | None = None, server: bool = False) -> tuple[str, str]:
-        key = ec.generate_private_key(ec.SECP256R1())
-        now = dt.datetime.now(dt.timezone.utc)
-        b = (x509.CertificateBuilder().subject_name(_name(cn, org)).issuer_name(self.cert.subject)
-             .public_key(key.public_key()).serial_number(x509.random_serial_number())
-             .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=30))
-             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if server
-                                                   else ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False))
-        if server:
-            b = b.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                                                             x509.DNSName("localhost")]), critical=False)
-        cert = b.sign(self.key, hashes.SHA256())
-        crt, pem = self.dir / f"{name}.crt", self.dir / f"{name}.key"
-        crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                                          serialization.NoEncryption()))
-        pem.chmod(0o600)
-        return str(crt), str(pem)
-
 
 @dataclass
 class Pki:

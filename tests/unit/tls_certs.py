@@ -1,5 +1,6 @@
-"""Throwaway certificates for the TLS tests: a CA, a server and client leaves (ECDSA P-256,
-as the cluster PKI issues), and a client certificate from a CA etcd does not trust."""
+"""Throwaway certificates for the TLS tests: a CA that issues server and client leaves
+(ECDSA P-256, as the cluster PKI issues), and a client certificate from a CA the
+servers do not trust."""
 
 from __future__ import annotations
 
@@ -28,51 +29,70 @@ class CertSet:
     stranger: Pair  # a client certificate signed by another CA
 
 
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+def _name(cn: str, org: str | None = None) -> x509.Name:
+    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
+    if org:
+        attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
+    return x509.Name(attrs)
 
 
-def _write(dir: Path, stem: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> Pair:
-    pair = Pair(dir / f"{stem}.crt", dir / f"{stem}.key")
-    pair.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    pair.key.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    pair.key.chmod(0o600)
-    return pair
-
-
-def _ca(cn: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = ec.generate_private_key(ec.SECP256R1())
+def _builder(subject: x509.Name, issuer: x509.Name, key: ec.EllipticCurvePrivateKey) -> x509.CertificateBuilder:
     now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(_name(cn)).public_key(key.public_key())
+    return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=2))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
-            .sign(key, hashes.SHA256()))
-    return cert, key
+            .not_valid_after(now + datetime.timedelta(days=30)))
 
 
-def _leaf(ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey], cn: str, server: bool,
-          ips: list[str] = []) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
-    usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
-    b = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(ca[0].subject).public_key(key.public_key())
-         .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
-         .not_valid_after(now + datetime.timedelta(days=2))
-         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-         .add_extension(x509.ExtendedKeyUsage([usage]), critical=False))
-    if ips:
-        names: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
-        b = b.add_extension(x509.SubjectAlternativeName([*names, x509.DNSName("localhost")]), critical=False)
-    return b.sign(ca[1], hashes.SHA256()), key
+@dataclass
+class CA:
+    """A CA in ``dir`` (its ``ca.crt`` there); :meth:`issue` writes NAME.crt and NAME.key (0600) beside it."""
+
+    key: ec.EllipticCurvePrivateKey
+    cert: x509.Certificate
+    dir: Path
+
+    @classmethod
+    def make(cls, where: Path, cn: str) -> "CA":
+        where.mkdir(parents=True, exist_ok=True)
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (_builder(_name(cn), _name(cn), key)
+                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                             content_commitment=False, key_encipherment=False, data_encipherment=False,
+                                             key_agreement=False, encipher_only=False, decipher_only=False),
+                               critical=True)
+                .sign(key, hashes.SHA256()))
+        (where / "ca.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        return cls(key, cert, where)
+
+    @property
+    def file(self) -> str:
+        return str(self.dir / "ca.crt")
+
+    def issue(self, name: str, cn: str, org: str | None = None, server: bool = False,
+              ips: tuple[str, ...] = ("127.0.0.1",)) -> tuple[str, str]:
+        """A leaf: a server one (serverAuth, SANs ``ips`` and localhost) or a client one (clientAuth)."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+        b = (_builder(_name(cn, org), self.cert.subject, key)
+             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False))
+        if server:
+            names: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
+            b = b.add_extension(x509.SubjectAlternativeName([*names, x509.DNSName("localhost")]), critical=False)
+        crt, pem = self.dir / f"{name}.crt", self.dir / f"{name}.key"
+        crt.write_bytes(b.sign(self.key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+        pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+        pem.chmod(0o600)
+        return str(crt), str(pem)
+
+
+def _pair(files: tuple[str, str]) -> Pair:
+    return Pair(Path(files[0]), Path(files[1]))
 
 
 def make_pki(dir: Path, server_ips: list[str]) -> CertSet:
-    dir.mkdir(parents=True, exist_ok=True)
-    ca, other = _ca("test-ca"), _ca("not-the-cluster-ca")
-    (dir / "ca.crt").write_bytes(ca[0].public_bytes(serialization.Encoding.PEM))
-    return CertSet(dir / "ca.crt", _write(dir, "etcd-server", *_leaf(ca, "etcd", True, server_ips)),
-                   _write(dir, "client", *_leaf(ca, "flannel:n1", False)),
-                   _write(dir, "stranger", *_leaf(other, "flannel:n1", False)))
+    ca, other = CA.make(dir, "test-ca"), CA.make(dir / "other", "not-the-cluster-ca")
+    return CertSet(Path(ca.file), _pair(ca.issue("etcd-server", "etcd", server=True, ips=tuple(server_ips))),
+                   _pair(ca.issue("client", "flannel:n1")), _pair(other.issue("stranger", "flannel:n1")))
