@@ -236,11 +236,12 @@ def status_cmd(inventory_path: Path, as_json: bool, policy: HostKeyPolicy | None
             facts = gather_facts(inventory, graph, fleet)
             default_pw = default_password_report(inventory)
     k8s, api_error = _kube_nodes(inventory)
-    from piprov.graph.support import check_inventory_versions, running_notes
+    from piprov.graph.support import check_inventory_versions, running_notes, security_notes
     from piprov.provision import running_versions
 
     running = running_versions(inventory)
-    notes = running_notes(check_inventory_versions(inventory), running)
+    selection = check_inventory_versions(inventory)
+    notes, guarded = running_notes(selection, running), security_notes(selection)
     rows: list[dict[str, Any]] = []
     healthy = True
     for node in inventory.nodes:
@@ -255,13 +256,16 @@ def status_cmd(inventory_path: Path, as_json: bool, policy: HostKeyPolicy | None
     if as_json:
         out.print_json(json.dumps({"healthy": healthy, "nodes": rows, "api_error": api_error or None,
                                    "running": {"etcd": running["etcd"], "apiserver": running["hyperkube"]},
-                                   "version_notes": notes, "certificate_warnings": cert_warnings}))
+                                   "version_notes": notes, "certificate_warnings": cert_warnings,
+                                   "firewalled": guarded}))
     else:
         _print_status(rows, [c.name for c in graph.components], api_error,
                       {c.name: list(c.units) for c in graph.components})
         err.print(f"running on the master: etcd {running['etcd'] or '?'}, apiserver {running['hyperkube'] or '?'}")
         for note in notes:
             err.print(f"[yellow]version:[/] {escape(note)}")
+        for note in guarded:
+            err.print(f"[dim]firewalled:[/] {escape(note)}")
     for w in cert_warnings:
         err.print(f"[bold yellow]warning:[/] {escape(w)}")
     on_default = [n for n, v in default_pw.items() if v]

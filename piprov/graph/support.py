@@ -254,6 +254,13 @@ def running_version(component: str, body: bytes) -> str | None:
     return value if isinstance(value, str) and parse_version(value) is not None else None
 
 
+def security_notes(selection: Selection) -> list[str]:
+    """What the profile's releases cannot authenticate, so that the per-node firewall alone guards it
+    (the lines' ``firewalled`` feature in playbooks/versions.yaml)."""
+    return [f"{what}; only the cluster's members reach it (piprov-firewall.service)"
+            for pick in selection.picks.values() for what in pick.line.features.get("firewalled") or ()]
+
+
 def running_notes(selection: Selection, running: Mapping[str, str | None]) -> list[str]:
     """What to say of the master's running etcd and apiserver (component -> version seen, None: no answer)."""
     notes = []

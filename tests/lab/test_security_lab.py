@@ -152,6 +152,13 @@ def test_a_member_still_reaches_the_kubelet_api(cluster: LabCluster) -> None:
         assert _member_connects(c, src.name, dst.ip, KUBELET_API), (src.name, dst.name)
 
 
+def test_status_says_what_only_the_firewall_guards(cluster: LabCluster) -> None:
+    p = cluster.piprov("status", "--json")
+    assert p.returncode == 0, p.stderr[-2000:]
+    guarded = json.loads(p.stdout)["firewalled"]
+    assert len(guarded) == 1 and "10250" in guarded[0] and "piprov-firewall" in guarded[0], guarded
+
+
 def test_ssh_stays_open_to_the_lan(cluster: LabCluster) -> None:
     c = cluster
     master = c.lab.nodes[0]

@@ -155,3 +155,15 @@ def test_every_flag_exists_in_the_version_that_runs_it(profile: str, tags: dict[
         if role == "master":
             expected |= {"etcd:etcd", f"hyperkube:{lines['hyperkube'].features['apiserver']}"}
         assert expected <= checked, sorted(checked)
+
+
+def test_status_names_what_only_the_firewall_guards() -> None:
+    """1.1 cannot authenticate its kubelet API: `status` says the firewall alone guards it; 1.18 can."""
+    from piprov.graph.support import security_notes, select
+
+    matrix = load_matrix()
+    for tags, expected in (({"hyperkube": "v1.1.2", "etcd": "2.1.1", "flannel": "0.5.5", "pause": "2.0"}, 1),
+                           ({"hyperkube": "v1.18.20", "etcd": "3.4.23", "flannel": "v0.12.0", "pause": "3.2"}, 0)):
+        notes = security_notes(select(matrix, {k: (v, None) for k, v in tags.items()}, None))
+        assert len(notes) == expected, notes
+        assert all("10250" in n and "piprov-firewall" in n for n in notes)
