@@ -225,15 +225,15 @@ class _Steps:
 
     def __init__(self, plan: Plan, fleet: Fleet, dag: NodeDag, nodes: Iterable[str], *,
                  scope: set[str] | None, cancel: threading.Event | None, health_timeout: float | None,
-                 http_get: HttpGet = http_get) -> None:
-        self.plan, self.fleet, self.dag, self.scope = plan, fleet, dag, scope
+                 http_get: HttpGet = http_get, also: frozenset[tuple[str, str]] = frozenset()) -> None:
+        self.plan, self.fleet, self.dag, self.scope, self.also = plan, fleet, dag, scope, also
         self.cancel, self.health_timeout, self.http_get = cancel, health_timeout, http_get
         self.plans = {np.node: np for np in plan.nodes}
         self.states = {n: _NodeState() for n in nodes}
         self.probes: dict[Vertex, list[ProbeResult]] = {}
 
     def work(self, v: Vertex) -> StepResult:
-        if self.scope is not None and v.node not in self.scope:
+        if not self._in_run(v):
             return StepResult(v.node, v.component, "unchanged", detail="not in this run")
         error = self.plan.errors.get(v.node)
         if error is not None:
@@ -268,6 +268,9 @@ class _Steps:
         return StepResult(v.node, v.component, "changed", done - t0 - waited, waited, detail=what,
                           started=t0, finished=done)
 
+    def _in_run(self, v: Vertex) -> bool:
+        return self.scope is None or v.node in self.scope or (v.node, v.component) in self.also
+
     def _apply(self, v: Vertex, np: NodePlan, transport: Transport) -> str:
         """The node's prelude (its first step only) and the component's change in ONE script; why it failed."""
         cp = np.component(v.component)
@@ -277,7 +280,9 @@ class _Steps:
             if not state.prelude_done:
                 state.prelude_done = True
                 if np.changed:
-                    body += sh.script(np.prelude_actions)
+                    # A node outside the run's nodes gets only its ``also`` components: not its hostname.
+                    whole = self.scope is None or v.node in self.scope
+                    body += sh.script(np.prelude_actions if whole else np.prelude_actions[:1])
             if cp.changed:
                 # When a unit does not start, its journal says why: put it in the error.
                 body += sh.script(cp.actions, journal=[*cp.restart, *cp.start])
@@ -310,12 +315,19 @@ def apply_plan(
     cancel: threading.Event | None = None,
     only_nodes: Iterable[str] | None = None,
     health_timeout: float | None = None,
+    also: Iterable[tuple[str, str]] = (),
 ) -> ApplyReport:
-    """Apply ``plan`` along the node x component DAG; failures come back as data."""
+    """Apply ``plan`` along the node x component DAG; failures come back as data.
+
+    ``only_nodes`` limits the run to those nodes, plus the (node, component)
+    vertices of ``also`` (a node add re-applies the fleet-wide components of
+    every member: their files list the new node).
+    """
     dag = node_dag(graph, inventory)
     steps = _Steps(plan, fleet, dag, [n.name for n in inventory.nodes],
                    scope=set(only_nodes) if only_nodes is not None else None, cancel=cancel,
-                   health_timeout=health_timeout, http_get=https_getter(lambda: client_tls(inventory)))
+                   health_timeout=health_timeout, http_get=https_getter(lambda: client_tls(inventory)),
+                   also=frozenset(also))
     run = run_dag(
         dag.topological(),
         dag.predecessors,

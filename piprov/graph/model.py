@@ -186,6 +186,9 @@ class Component:
     location: Location | None = None
     # Restarting its units takes pods or the kubelet away: a rollout drains first.
     disruptive: bool = False
+    # Its files name every member of the cluster (the firewall's allow list): a
+    # node add or remove re-applies it on every node, not only on the one joining.
+    fleet_wide: bool = False
     # Image names (inventory ``images.<name>``) its templates run.
     images: tuple[str, ...] = ()
     # Programs its units run on the node; default paths in ComponentGraph.binary_paths.
@@ -289,6 +292,10 @@ class ComponentGraph:
                     dep = self.component(req.component)
                     out.append((comp, tuple(u for u in dep.units if not u.endswith(".socket")), req.cascade))
         return out
+
+    def fleet_wide_components(self) -> tuple[str, ...]:
+        """Components whose files name every member (``fleet_wide``), in graph order."""
+        return tuple(c.name for c in self.components if c.fleet_wide)
 
     def disruptive_units(self) -> frozenset[str]:
         """Units whose restart takes pods or the kubelet away (of ``disruptive`` components)."""

@@ -44,7 +44,7 @@ _ETCD_KEY_RE = re.compile(r"(/[A-Za-z0-9._-]+)+")
 
 _COMPONENT_KEYS = (
     "name", "description", "roles", "requires", "units", "templates", "health", "etcd_keys", "systemd",
-    "disruptive", "images", "binaries", "pod_network", "credentials",
+    "disruptive", "fleet_wide", "images", "binaries", "pod_network", "credentials",
 )
 
 Reader = yamlsrc.Reader[GraphError]
@@ -210,6 +210,7 @@ def _parse_component(r: Reader, templates: Path | None) -> Component:
         systemd_wants=wants,
         location=r.loc(),
         disruptive=r.flag("disruptive", False),
+        fleet_wide=r.flag("fleet_wide", False),
         images=r.str_list("images", pattern=_NAME_RE),
         binaries=r.str_list("binaries", pattern=_NAME_RE),
         pod_network_prefix=_pod_network_prefix(r, name),

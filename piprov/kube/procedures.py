@@ -225,9 +225,17 @@ def resolve_add_target(path: Path, inv: Inventory, target: str, address: str | N
     return AddTarget(chosen[-1], str(address))
 
 
-def other_changes(plan: Plan, node: str) -> dict[str, list[str]]:
-    """Changes the plan has on nodes other than ``node`` (node add applies none of them)."""
-    return {np.node: np.reasons for np in plan.nodes if np.node != node and np.changed}
+def other_changes(plan: Plan, node: str, applied: Sequence[str] = ()) -> dict[str, list[str]]:
+    """Changes the plan has on nodes other than ``node`` that node add leaves alone (all but the
+    ``applied`` components: the fleet-wide ones)."""
+    out = {}
+    for np in plan.nodes:
+        if np.node == node or not np.changed:
+            continue
+        left = [r for c in np.components if c.changed and c.component not in applied for r in c.reasons]
+        if left or np.hostname_change is not None:
+            out[np.node] = left or np.reasons
+    return out
 
 
 @dataclass
@@ -264,14 +272,17 @@ class NodeAddition:
                 "it cannot be planned, so it cannot join", host=self.name,
                 hint="fix the node's SSH access (see `piprov keys`) and run `piprov node add` again",
             ) from self.plan.errors[self.name]
-        self.others = other_changes(self.plan, self.name)
+        self.others = other_changes(self.plan, self.name, self.graph.fleet_wide_components())
         return self.plan
 
     def apply(self, fleet: Fleet, *, health_timeout: float | None, on_event: Callable[[Any], None] | None,
               cancel: threading.Event | None) -> ApplyReport:
-        """Apply the new node's plan only: the master is used, not restarted."""
+        """Apply the new node's plan, and on the others only their fleet-wide components (the firewall
+        lets the new node in): the master is used, not restarted."""
+        also = [(n.name, c) for n in self.inventory.nodes if n.name != self.name
+                for c in self.graph.fleet_wide_components()]
         return apply_plan(self.inventory, self.graph, self.plan, fleet, only_nodes=[self.name],
-                          health_timeout=health_timeout, on_event=on_event, cancel=cancel)
+                          health_timeout=health_timeout, on_event=on_event, cancel=cancel, also=also)
 
     def wait_ready(self, timeout: float) -> bool:
         # The new kubelet's first report is fresh by definition: any Ready counts (no baseline).

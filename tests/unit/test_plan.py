@@ -436,3 +436,33 @@ def test_apply_leaves_an_unplannable_node_outside_the_scope_alone(graph: Compone
     assert failed and {s.node for s in failed} == {"rpi-node-2"}
     assert all(s.error is plan.errors["rpi-node-2"] for s in failed)
     assert error_line(failed[0].error) == "rpi-node-2: no route to host (hint: check it)"
+
+
+def test_node_add_also_applies_the_fleet_wide_components_of_the_others(graph: ComponentGraph) -> None:
+    # The firewall lists every member: a joining node must be let in on the others too,
+    # and nothing else of theirs is applied (an unplannable member's firewall is its error).
+    from piprov.errors import PiprovError
+    from piprov.fleet import Fleet
+    from piprov.plan.model import Plan
+    from piprov.provision import apply_plan
+
+    assert graph.fleet_wide_components() == ("firewall",)
+    inv = make_inventory()
+    plan = Plan(nodes=[], errors={"rpi-node-2": PiprovError("no route to host", host="rpi-node-2")})
+    also = [("rpi-node-2", "firewall")]
+    report = apply_plan(inv, graph, plan, Fleet(inv, {}), only_nodes=["rpi-master"], also=also)
+    assert [(s.node, s.component) for s in report.run.failed] == also
+    assert not [s for s in report.run.skipped if s.node == "rpi-master"]
+
+
+def test_other_changes_leave_out_what_node_add_applies(graph: ComponentGraph) -> None:
+    from piprov.kube.procedures import other_changes
+    from piprov.plan.model import ComponentPlan, NodePlan, Plan
+
+    def node(name: str, *changed: str) -> NodePlan:
+        return NodePlan(name, "192.0.2.1", None, [ComponentPlan(c, restart=[f"{c}.service"], reasons=[f"{c} differs"])
+                                                  for c in changed])
+
+    plan = Plan(nodes=[node("new", "flannel"), node("a", "firewall"), node("b", "firewall", "docker")])
+    assert other_changes(plan, "new", ("firewall",)) == {"b": ["docker differs"]}
+    assert other_changes(plan, "new") == {"a": ["firewall differs"], "b": ["firewall differs", "docker differs"]}
