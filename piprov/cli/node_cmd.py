@@ -113,11 +113,14 @@ def _print_addition_plan(add: NodeAddition) -> None:
     for np in add.plan.nodes:
         if np.node == add.name:
             continue
+        fleet_wide = [c.component for c in np.components
+                      if c.changed and c.component in add.graph.fleet_wide_components()]
+        also = f"; [cyan]{escape(', '.join(fleet_wide))} updated for the new member[/]" if fleet_wide else ""
         if np.node in add.others:
             out.print(f"[bold]{escape(np.node)}[/]: [yellow]has changes, NOT applied by node add[/] "
-                      f"[dim]({escape('; '.join(add.others[np.node][:3]))})[/]")
+                      f"[dim]({escape('; '.join(add.others[np.node][:3]))})[/]{also}")
         else:
-            out.print(f"[bold]{escape(np.node)}[/]: [green]no change[/]")
+            out.print(f"[bold]{escape(np.node)}[/]: [green]no change[/]{also}")
     for n, why in add.plan.errors.items():
         out.print(f"[bold]{escape(n)}[/]: [yellow]could not be planned ({escape(error_line(why))}); left alone[/]")
     mine = add.mine

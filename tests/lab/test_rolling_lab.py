@@ -11,6 +11,7 @@ build on each other. A sampler thread counts ready replicas while pods move.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import threading
 import time
@@ -119,7 +120,8 @@ def test_node_add_joins_only_the_new_node(cluster: Cluster) -> None:
     add = subprocess.Popen([*PIPROV, "node", "add", "rpi-node-4", "--address", new.ip, "-i", str(cluster.inventory)],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        # A plan run while the node joins: the other nodes have nothing to change.
+        # A plan run while the node joins: the other nodes have nothing to change but their
+        # firewall, whose rules list every member (node add updates it: fleet_wide).
         wait_for("rpi-node-4 in the inventory", lambda: "name: rpi-node-4" in cluster.inventory.read_text(), 30, 0.1)
         during = json.loads(cluster.piprov("plan", "--json").stdout)
         out, err = add.communicate(timeout=600)
@@ -128,12 +130,20 @@ def test_node_add_joins_only_the_new_node(cluster: Cluster) -> None:
             add.kill()
     p = subprocess.CompletedProcess(add.args, add.returncode, out, err)
     assert p.returncode == 0, p.stderr[-3000:]
-    assert {n["node"] for n in during["nodes"] if n["changed"]} <= {"rpi-node-4"}, during
-    assert {n["node"] for n in during["nodes"]} >= {"rpi-master", "rpi-node-1", "rpi-node-2", "rpi-node-3"}
-    for name in ("rpi-master", "rpi-node-1", "rpi-node-2", "rpi-node-3"):
-        assert f"{name}: no change" in p.stdout, p.stdout
+    others = ("rpi-master", "rpi-node-1", "rpi-node-2", "rpi-node-3")
+    for n in during["nodes"]:
+        if n["node"] != "rpi-node-4":
+            assert [c["component"] for c in n["components"] if c["changed"]] in ([], ["firewall"]), n
+    assert {n["node"] for n in during["nodes"]} >= set(others)
+    for name in others:
+        assert f"{name}: no change; firewall updated for the new member" in " ".join(p.stdout.split()), p.stdout
     text = " ".join(p.stderr.split())
-    assert "rpi-master=1, rpi-node-1=1, rpi-node-2=1, rpi-node-3=1" in text  # facts only: no change applied
+    # Facts, the firewall's change, its health gate: nothing else is applied on the others.
+    trips = {m[1]: int(m[2]) for m in re.finditer(r"(rpi-[a-z0-9-]+)=(\d+)", text)}
+    assert all(trips.get(name, 99) <= 3 for name in others), text
+    for name, node in zip(others, cluster.lab.nodes):
+        rules = cluster.lab.exec(node.name, "iptables -S PIPROV-INPUT").stdout
+        assert f"-s {new.ip}/32 -j RETURN" in rules, (name, rules)
     assert "rpi-node-4 joined and is Ready" in text
     assert "name: rpi-node-4" in cluster.inventory.read_text()
     assert cluster.ready(new.ip)
