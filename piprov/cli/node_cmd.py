@@ -238,7 +238,7 @@ def remove_cmd(target: str, timeout: float, force: bool, delete_local_data: bool
     refuse_removing_master(n)
     removal = NodeRemoval(inventory, graph, n, api_for(inventory), timeout=timeout,
                           options=_options(force, delete_local_data, ignore_daemonsets, grace_period),
-                          unreachable=unreachable, say=say)
+                          unreachable=unreachable, say=say, policy=policy)
     with run_lock(inventory), Fleet.connect(inventory, [n.name], policy=policy) as fleet:
         removal.reach(fleet)
         run_steps(removal.steps(fleet), _print_step)

@@ -25,7 +25,7 @@ from piprov.fleet import Fleet, reach
 from piprov.graph import ComponentGraph
 from piprov.inventory import Inventory, check_images, load
 from piprov.inventory.edit import NewNode, add_nodes, free_name, remove_node
-from piprov.inventory.model import Node
+from piprov.inventory.model import HostKeyPolicy, Node
 from piprov.kube.client import KubeApi, api_for, k8s_name, wait_ready
 from piprov.kube.discovery import ready_reader
 from piprov.kube.drain import Say, drain, quiet
@@ -116,6 +116,7 @@ class NodeRemoval:
     options: DrainOptions = DrainOptions()
     unreachable: bool = False
     say: Say = quiet
+    policy: HostKeyPolicy | None = None  # the run's host-key policy, for the other members
 
     def reach(self, fleet: Fleet) -> None:
         """Run one command on the node before anything changes (skipped with ``unreachable``)."""
@@ -139,6 +140,7 @@ class NodeRemoval:
             Step("releasing the flannel lease", lambda _: self._release_lease()),
             Step("deleting the Node", lambda _: self._delete_node(kname)),
             Step("removing from the inventory", lambda _: self._forget(n.name)),
+            Step("updating the other members' fleet-wide components", lambda _: self._update_others()),
         ]
 
     def _drain(self, announce: Announce) -> str:
@@ -173,6 +175,24 @@ class NodeRemoval:
     def _forget(self, name: str) -> str:
         remove_node(self.inventory.path, name)
         return f"{name} removed from {self.inventory.path}"
+
+    def _update_others(self) -> str:
+        """The remaining members re-apply their fleet-wide components (the firewall stops letting the
+        removed address in); nothing else of theirs. A member that fails is said, not raised: the
+        node is gone either way, and `piprov up` finishes the job."""
+        comps = self.graph.fleet_wide_components()
+        rest = load(self.inventory.path)
+        if not comps:
+            return "no fleet-wide component"
+        with Fleet.connect(rest, policy=self.policy) as fleet:
+            plan = facts_and_plan(rest, self.graph, fleet)[1]
+            report = apply_plan(rest, self.graph, plan, fleet, only_nodes=[],
+                                also=[(m.name, c) for m in rest.nodes for c in comps])
+        left = sorted({s.node for s in report.run.failed} | set(plan.errors))
+        done = ", ".join(comps)
+        if left:
+            return f"{done} NOT updated on {', '.join(left)}: run `piprov up`"
+        return f"{done} updated on {', '.join(m.name for m in rest.nodes)}"
 
 
 # -- node add -------------------------------------------------------------------------------------------

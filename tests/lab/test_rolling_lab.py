@@ -225,6 +225,10 @@ def test_node_remove_leaves_no_trace_and_refuses_the_master(cluster: Cluster) ->
     cluster.wait_replicas(4)
     assert cluster.by_node().get(new_ip, 0) == 0
     assert cluster.lab.exec("pi5", "systemctl is-enabled k8s-worker.service || true").stdout.strip() == "disabled"
+    # Its address is no member's any more: the others' firewalls stop letting it in.
+    assert "firewall updated on rpi-master, rpi-node-1, rpi-node-2, rpi-node-3" in " ".join(p.stderr.split())
+    for node in cluster.lab.nodes[:4]:
+        assert f"-s {new_ip}/32" not in cluster.lab.exec(node.name, "iptables -S PIPROV-INPUT").stdout, node.name
 
 
 KUBE_UNITS = {"pi1": "k8s-master.service", "pi2": "k8s-worker.service", "pi3": "k8s-worker.service",
