@@ -45,7 +45,7 @@ def test_errors_exit_1_and_name_the_line(inv: Path, capsys: pytest.CaptureFixtur
     before = inv.read_text()
     assert run(["inventory", "set", "nodes.rpi-node-1.address", "192.0.2.100", "-i", str(inv)]) == 1
     e = " ".join(capsys.readouterr().err.split())  # rich wraps lines
-    assert "not changed" in e and "inventory.yaml:54:14" in e
+    assert "not changed" in e and "inventory.yaml:58:14" in e
     assert inv.read_text() == before
     assert run(["inventory", "validate", "-i", str(DATA / "bad-many.yaml")]) == 1
     assert "14 problems" in " ".join(capsys.readouterr().err.split())

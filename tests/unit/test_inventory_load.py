@@ -41,7 +41,7 @@ def test_example_loads() -> None:
     defaults = load_graph().image_defaults()
     assert inv.images.ref("hyperkube", "arm64", defaults).endswith("hyperkube-arm64:v1.1.3")
     assert inv.images.ref("hyperkube", "arm", defaults).endswith("hyperkube-arm:v1.1.2")
-    assert inv.master.location is not None and inv.master.location.line == 49
+    assert inv.master.location is not None and inv.master.location.line == 53
 
 
 def test_every_problem_reported_with_position() -> None:

@@ -222,6 +222,7 @@ def test_commands_of_a_fresh_node(graph: ComponentGraph, test_pki: ClusterPki) -
     # A component's certificates are written before the unit that names them.
     assert [f.path for f in plan.component("etcd").files] == [
         "/etc/kubernetes/pki/ca.crt", "/etc/kubernetes/pki/etcd-server.crt", "/etc/kubernetes/pki/etcd-server.key",
+        "/etc/kubernetes/pki/apiserver-etcd-client.crt", "/etc/kubernetes/pki/apiserver-etcd-client.key",
         "/etc/systemd/system/k8s-etcd.service"]
     etcd = plan.component("etcd")
     assert commands(etcd.unit_actions()) == [
