@@ -685,6 +685,11 @@ class Lab:
                 if s.rtt_ms:
                     self._apply_netem(s, n, s.rtt_ms, 0.0)
         self._wait_ssh(s, new)
+        # A Pi someone adds has finished booting. Seen once: a unit piprov started on
+        # a node whose boot was still going on failed with 219/CGROUP (systemd could
+        # not place it in its cgroup yet); left for an issue of its own.
+        for n in new:
+            self.wait_booted(n.name, timeout=BOOT_TIMEOUT)
         return [self._info(n) for n in new]
 
     def partition(self, node: str, on: bool) -> None:
