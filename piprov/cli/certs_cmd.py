@@ -34,7 +34,8 @@ def certs_cmd(ctx: click.Context, inventory_path: Path, as_json: bool) -> None:
     They live next to the inventory (INVENTORY.pki/); `plan` or `up` makes
     the CA the first time and issues what a node lacks. A certificate with
     fewer than 30 days left is re-issued by the next `up` (the CA is not:
-    see the docs on rotating it); `status` warns about them.
+    see the docs on rotating it); `status` warns about them. `certs rotate`
+    re-issues every leaf now and rolls them out (see its --help).
     """
     if ctx.invoked_subcommand is not None:
         return
