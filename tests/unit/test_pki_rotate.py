@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 from cryptography import x509
@@ -213,3 +214,45 @@ def test_certs_rotate_help_teaches_what_changes_and_where_the_ca_is(capsys: pyte
     text = " ".join(capsys.readouterr().out.split())
     for words in ("same CA", "up --rolling", "cluster stays up", "docs/security.md", "--node NAME", "--batch N"):
         assert words in text
+
+
+def test_rolling_up_runs_its_before_hook_under_the_lock_once_connected(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The re-issue must come after every node is reached (a failed connect re-issues nothing) and
+    # before the API client and the facts (they must see the new certificates).
+    import contextlib
+
+    from piprov.cli import rolling_cmd
+    from tests.unit.conftest import EXAMPLE
+
+    calls: list[str] = []
+
+    class Stop(Exception):
+        pass
+
+    @contextlib.contextmanager
+    def step(name: str) -> Iterator[None]:
+        calls.append(name)
+        try:
+            yield
+        finally:
+            calls.append("/" + name)
+
+    class FakeFleet:
+        @staticmethod
+        def connect(inventory: Inventory, policy: object = None) -> contextlib.AbstractContextManager[None]:
+            return step("connect")
+
+    def facts(*_: object) -> None:
+        calls.append("facts")
+        raise Stop
+
+    monkeypatch.setattr(rolling_cmd, "check_images", lambda *_: None)
+    monkeypatch.setattr(rolling_cmd, "refuse_documentation_address", lambda *_: calls.append("refuse"))
+    monkeypatch.setattr(rolling_cmd, "run_lock", lambda _: step("lock"))
+    monkeypatch.setattr(rolling_cmd, "Fleet", FakeFleet)
+    monkeypatch.setattr(rolling_cmd, "api_for", lambda _: calls.append("api"))
+    monkeypatch.setattr(rolling_cmd, "facts_plan", facts)
+    with pytest.raises(Stop):
+        rolling_cmd.rolling_up(EXAMPLE, policy=None, as_json=False, batch=None, max_unavailable=None,
+                               health_timeout=None, before=lambda inv, graph: calls.append("before"))
+    assert calls == ["refuse", "lock", "connect", "before", "api", "facts", "/connect", "/lock"]
