@@ -10,7 +10,7 @@ import json
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from rich.live import Live
 from rich.markup import escape
@@ -20,7 +20,7 @@ from piprov.cli.app import EXIT_ERROR, ExitWith, LiveView, err, error_line, out
 from piprov.cli.views import plan_summary, step_detail
 from piprov.graph import ComponentGraph, load_graph
 from piprov.inventory import Inventory, check_images, load
-from piprov.inventory.model import HostKeyPolicy
+from piprov.inventory.model import HostKeyPolicy, refuse_documentation_address
 from piprov.kube.client import api_for
 from piprov.kube.pods import DrainOptions
 from piprov.kube.procedures import apply_nodes
@@ -32,6 +32,9 @@ from piprov.provision import facts_and_plan, run_lock
 SYMBOL = {"pending": "[dim]·[/]", "draining": "[cyan]drain…[/]", "applying": "[cyan]apply…[/]",
           "waiting": "[cyan]ready?…[/]", "uncordoning": "[cyan]uncordon…[/]", "done": "[bold green]✓[/]",
           "failed": "[bold red]✗[/]", "skipped": "[yellow]–[/]"}
+
+
+Before = Callable[[Inventory, ComponentGraph], None]
 
 
 def say(text: str) -> None:
@@ -88,12 +91,20 @@ def batch_detail(r: BatchResult) -> str:
 
 def rolling_up(inventory_path: Path, *, policy: HostKeyPolicy | None, as_json: bool, batch: int | None,
                max_unavailable: float | None, health_timeout: float | None, drain_timeout: float = 300.0,
-               drain_options: DrainOptions = DrainOptions()) -> None:
-    """`piprov up --rolling`: the body behind the option (called by cluster.up_cmd)."""
+               drain_options: DrainOptions = DrainOptions(), before: Before | None = None) -> None:
+    """`piprov up --rolling`: the body behind the option (called by cluster.up_cmd).
+
+    ``before`` runs under the run lock once every node is connected, before
+    the facts are read and the API client is made (`certs rotate` re-issues
+    the certificates there, so the plan rolls the new ones out).
+    """
     inventory, graph = load(inventory_path), load_graph()
     check_images(inventory, graph.image_names())
-    api = api_for(inventory)
+    refuse_documentation_address(inventory.master)
     with run_lock(inventory), Fleet.connect(inventory, policy=policy) as fleet:
+        if before is not None:
+            before(inventory, graph)
+        api = api_for(inventory)
         plan = facts_plan(inventory, graph, fleet)
         batches = rolling_batches(inventory, plan, graph.disruptive_units(), batch=batch,
                                   max_unavailable_pct=max_unavailable)

@@ -160,6 +160,16 @@ def client_tls(inventory: Inventory) -> ssl.SSLContext:
     return ctx
 
 
+def forget_client_tls(inventory: Inventory) -> None:
+    """Drop the cached context: the next request reads the CA and the admin certificate again.
+
+    For a run that re-issued the admin certificate (`piprov certs rotate`): its
+    later requests present the new one.
+    """
+    with _TLS_LOCK:
+        _TLS.pop(str(inventory.path.resolve()), None)
+
+
 _TLS: dict[str, ssl.SSLContext] = {}
 _TLS_LOCK = threading.Lock()
 

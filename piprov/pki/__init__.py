@@ -16,6 +16,7 @@ import re
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Collection, Iterator
 
 from piprov.graph import ComponentGraph, probe_context, render_expression
 from piprov.graph.model import Credential
@@ -27,6 +28,7 @@ from piprov.pki.store import (
     Clock,
     LeafStore,
     PkiError,
+    Renewed,
     ensure_ca,
     passphrase_from_env,
     pki_dir,
@@ -36,7 +38,7 @@ from piprov.pki.store import (
 from piprov.plan.desired import DesiredFile
 
 __all__ = [
-    "PASSPHRASE_ENV", "CertInfo", "ClientTls", "ClusterPki", "PkiError", "cluster_pki", "expiring",
+    "PASSPHRASE_ENV", "CertInfo", "ClientTls", "ClusterPki", "PkiError", "Renewed", "cluster_pki", "expiring",
     "expiry_warnings", "pki_dir", "read_certificates",
 ]
 
@@ -100,10 +102,7 @@ class ClusterPki:
 
     def controller_tls(self) -> ClientTls:
         """The controller's admin certificate (issued if needed) and the CA, as files."""
-        pki = self.graph.pki
-        if pki is None:
-            raise PkiError("the playbooks have no 'pki': there is no admin certificate to present")
-        self._leaves.get(None, px.LeafSpec("admin", "client", pki.admin_cn, pki.admin_o or None))
+        self._leaves.get(None, self._admin_spec())
         crt, key = self._leaves.paths(None, "admin")
         return ClientTls(self.directory / "ca.crt", crt, key)
 
@@ -112,23 +111,51 @@ class ClusterPki:
         pki = self.graph.pki
         if pki is None:
             return []
-        ctx = dict(probe_context(inventory, node), vars=dict(self.graph.vars))
         files: list[DesiredFile] = []
+        for comp, cred, spec in self._credentials(inventory, node):
+            paths = cred.paths(pki.dir)
+            # Certificates are public, but a plan shows none of the PKI's
+            # bytes: a changed one reads "secret changed", with no diff.
+            if spec is None:
+                files.append(DesiredFile(paths[0], self.ca_cert_pem, 0o644, "root", "root", comp,
+                                         restarts=cred.restarts, redacted=True))
+                continue
+            pair = self._leaves.get(node.name, spec)
+            files.append(DesiredFile(paths[0], pair.cert_pem, 0o644, "root", "root", comp,
+                                     restarts=cred.restarts, redacted=True))
+            files.append(DesiredFile(paths[1], pair.key_pem, 0o600, "root", "root", comp,
+                                     restarts=cred.restarts))
+        return files
+
+    def rotate(self, inventory: Inventory, nodes: Collection[str] = ()) -> list[Renewed]:
+        """Re-issue every leaf of the cluster from the same CA: new keys and serials, same subjects and names.
+
+        Every node's leaves and the controller's admin certificate; with
+        ``nodes`` (names or addresses), only those nodes' leaves. The CA is
+        never touched: the old leaves stay valid until they expire, and the
+        next plan carries the new ones as "secret changed" (they pass the reuse
+        rules of :meth:`node_files`), restarting what uses each.
+        """
+        chosen = {inventory.node(n).name for n in nodes}
+        leaves: list[tuple[str | None, px.LeafSpec]] = [
+            (node.name, spec) for node in inventory.nodes if not nodes or node.name in chosen
+            for _, _, spec in self._credentials(inventory, node) if spec is not None]
+        if not nodes:
+            leaves.append((None, self._admin_spec()))
+        return self._leaves.renew(leaves)
+
+    def _credentials(self, inventory: Inventory, node: Node) -> Iterator[tuple[str, Credential, px.LeafSpec | None]]:
+        """Each credential the node's components use, by component, with its leaf (None: the CA's certificate)."""
+        ctx = dict(probe_context(inventory, node), vars=dict(self.graph.vars))
         for comp in self.graph.for_role(node.role):
             for cred in comp.credentials_for(node.role):
-                paths = cred.paths(pki.dir)
-                # Certificates are public, but a plan shows none of the PKI's
-                # bytes: a changed one reads "secret changed", with no diff.
-                if cred.kind == "ca":
-                    files.append(DesiredFile(paths[0], self.ca_cert_pem, 0o644, "root", "root", comp.name,
-                                             restarts=cred.restarts, redacted=True))
-                    continue
-                pair = self._leaves.get(node.name, _leaf_spec(cred, comp.name, ctx))
-                files.append(DesiredFile(paths[0], pair.cert_pem, 0o644, "root", "root", comp.name,
-                                         restarts=cred.restarts, redacted=True))
-                files.append(DesiredFile(paths[1], pair.key_pem, 0o600, "root", "root", comp.name,
-                                         restarts=cred.restarts))
-        return files
+                yield comp.name, cred, None if cred.kind == "ca" else _leaf_spec(cred, comp.name, ctx)
+
+    def _admin_spec(self) -> px.LeafSpec:
+        pki = self.graph.pki
+        if pki is None:
+            raise PkiError("the playbooks have no 'pki': there is no admin certificate to present")
+        return px.LeafSpec("admin", "client", pki.admin_cn, pki.admin_o or None)
 
     def certificates(self) -> list[CertInfo]:
         return read_certificates(self.directory)

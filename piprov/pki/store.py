@@ -15,7 +15,7 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -123,6 +123,16 @@ def read_certificates(directory: Path) -> list[CertInfo]:
     return out
 
 
+@dataclass(frozen=True)
+class Renewed:
+    """One leaf re-issued by a rotation: who holds it, and its serial before (None: none) and after."""
+
+    node: str | None  # None: the controller's own (admin)
+    name: str
+    old_serial: int | None
+    new_serial: int
+
+
 class LeafStore:
     """Leaves under the PKI directory: reused while they do, issued when not (one issuer at a time)."""
 
@@ -166,6 +176,28 @@ class LeafStore:
                 _private_dir(crt.parent)
                 _write_pair(crt, key, new)
                 return new
+
+    def renew(self, leaves: Sequence[tuple[str | None, px.LeafSpec]]) -> list[Renewed]:
+        """Re-issue every one of ``leaves`` (owner, spec) from the current CA, good or not.
+
+        Under the PKI's lock for the whole batch, so that no `plan` or `up`
+        issues in between; each pair written as :meth:`get` writes it (key,
+        then certificate, each atomically). The CA key is opened before the
+        first write: a wrong passphrase changes nothing.
+        """
+        with self._mutex, FileLock(self.directory / ".lock", what="re-issuing certificates", wait=30):
+            ca_key = self._key()
+            out: list[Renewed] = []
+            for owner, spec in leaves:
+                crt, key = self.paths(owner, spec.name)
+                old = _read(crt)
+                new = px.issue(spec, self.ca_cert_pem, ca_key, self.clock())
+                _private_dir(crt.parent)
+                _write_pair(crt, key, new)
+                new_serial = px.serial(new.cert_pem)
+                assert new_serial is not None
+                out.append(Renewed(owner, spec.name, None if old is None else px.serial(old), new_serial))
+            return out
 
     def _key(self) -> ec.EllipticCurvePrivateKey:
         if self._ca_key is not None:

@@ -193,6 +193,14 @@ class CertSummary:
     sans: tuple[str, ...]
 
 
+def serial(cert_pem: bytes) -> int | None:
+    """The certificate's serial number (None: not a readable PEM certificate)."""
+    try:
+        return x509.load_pem_x509_certificate(cert_pem).serial_number
+    except ValueError:
+        return None
+
+
 def summary(cert_pem: bytes) -> CertSummary:
     cert = x509.load_pem_x509_certificate(cert_pem)
     return CertSummary(cert.subject.rfc4514_string(), cert.not_valid_after_utc, tuple(sorted(_sans(cert))))
