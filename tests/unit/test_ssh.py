@@ -245,7 +245,9 @@ def _keyfile(path: Path) -> Path:
 
 def _node(port: int, identity: str | None, name: str = "rpi-node-1", **ssh: Any) -> Node:
     explicit = frozenset({"user", "port", *(["identity_file"] if identity else []), *ssh})
-    ssh.setdefault("connect_timeout", 3)
+    # Generous: the in-process sshd servers share 2 cores with whatever else runs (a CI lab run);
+    # the test that is about a timeout sets its own.
+    ssh.setdefault("connect_timeout", 15)
     return Node(name, "127.0.0.1", "worker", SshSettings(port=port, identity_file=identity, explicit=explicit, **ssh))
 
 
