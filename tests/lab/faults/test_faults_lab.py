@@ -311,9 +311,10 @@ def test_missing_occidentalis_falls_back_to_hostnamectl(faults: FaultCluster) ->
 def test_disk_full_is_named_and_nothing_is_half_written(faults: FaultCluster) -> None:
     lab = faults.lab
     desired, drifted = drift(faults, "pi2", "disk")
-    # /etc/kubernetes on a 16 KiB tmpfs holding the same files, then filled up.
+    # /etc/kubernetes on a small tmpfs holding the same files (certificates and keys
+    # under pki/ too: each takes a page), then filled up.
     lab.exec("pi2", "set -e; rm -rf /root/kbak; cp -a /etc/kubernetes /root/kbak; "
-             "mount -t tmpfs -o size=16k,mode=755 piprov-fault /etc/kubernetes; cp -a /root/kbak/. /etc/kubernetes/; "
+             "mount -t tmpfs -o size=256k,mode=755 piprov-fault /etc/kubernetes; cp -a /root/kbak/. /etc/kubernetes/; "
              "dd if=/dev/zero of=/etc/kubernetes/filler bs=1k 2>/dev/null || true")
     try:
         p = faults.piprov("up", "--health-timeout", "30")
@@ -323,7 +324,7 @@ def test_disk_full_is_named_and_nothing_is_half_written(faults: FaultCluster) ->
         assert "rpi-node-1" in text and f"write {K8S_CONF}" in text and "No space left on device" in text, text
         assert faults.sha("pi2", K8S_CONF) == drifted  # the old file, whole
         left = lab.exec("pi2", "ls -A /etc/kubernetes").stdout.split()
-        assert sorted(left) == ["filler", "k8s.conf", "kubelet.kubeconfig", "subnet.env"], left
+        assert sorted(left) == ["filler", "k8s.conf", "kubelet.kubeconfig", "pki", "proxy.kubeconfig", "subnet.env"], left
         lab.exec("pi2", "rm -f /etc/kubernetes/filler")
         faults.converge()
         assert faults.sha("pi2", K8S_CONF) == desired
