@@ -41,6 +41,7 @@ from faultkit import (
     unshim,
     wait_for,
 )
+from piprov.inventory import load
 from piprov.plan.actions import WriteFile
 from piprov.shell import script as sh
 
@@ -428,7 +429,10 @@ def test_secrets_never_appear_in_output(faults: FaultCluster, tmp_path: Path) ->
         assert conf == "passwordauthentication no"
 
     private_bodies = []
-    for key_file in (ident, lab.identity_file):
+    # The SSH keys, and every private key of the cluster PKI (the CA's, the admin's, each node's).
+    cluster_keys = sorted(load(inv).pki_directory.rglob("*.key"))
+    assert len(cluster_keys) >= 2 + 3 * 3, cluster_keys
+    for key_file in (ident, lab.identity_file, *cluster_keys):
         lines = key_file.read_text().splitlines()
         body = "".join(ln for ln in lines if not ln.startswith("-----"))
         private_bodies += [ln for ln in lines if not ln.startswith("-----") and len(ln) >= 16]
