@@ -285,7 +285,7 @@ def test_certs_lists_every_certificate(inv: Inventory, graph: ComponentGraph, tm
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     import shutil
 
-    from tests.unit.conftest import EXAMPLE
+    EXAMPLE = Path(__file__).resolve().parents[2] / "inventory.example.yaml"
 
     path = tmp_path / "inventory.yaml"
     shutil.copy(EXAMPLE, path)

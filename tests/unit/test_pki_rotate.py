@@ -17,7 +17,7 @@ from piprov.kube import client
 from piprov.pki import PASSPHRASE_ENV, ClusterPki, PkiError, cluster_pki, pki_dir
 from piprov.plan import NodePlan, plan_node
 from piprov.render import desired_state
-from tests.unit.test_pki import NOW, PKI, at, make_inventory
+from test_pki import NOW, PKI, at, make_inventory
 
 # What uses each certificate, by the templates that name its path (k8s-etcd.service.j2,
 # k8s-flannel.service.j2, the kubeconfigs, the kubelet units): a re-issued one must restart it.
@@ -222,7 +222,7 @@ def test_rolling_up_runs_its_before_hook_under_the_lock_once_connected(monkeypat
     import contextlib
 
     from piprov.cli import rolling_cmd
-    from tests.unit.conftest import EXAMPLE
+    EXAMPLE = Path(__file__).resolve().parents[2] / "inventory.example.yaml"
 
     calls: list[str] = []
 
