@@ -182,17 +182,24 @@ def _reap(pid: int) -> None:
         pass
 
 
-def spawn(argv: Sequence[str], log: Path, *, env: Mapping[str, str] | None = None) -> ProcRef:
+def spawn(
+    argv: Sequence[str], log: Path, *, env: Mapping[str, str] | None = None, cgroups: Sequence[Path] = ()
+) -> ProcRef:
     """Start a long-lived process detached from us (own session), output to ``log``.
 
     A shell starts it in the background and exits, so the process is adopted
     by init: whoever stops it later (this process, or `piprov lab down` from
     another one) never leaves a zombie behind in a long-running parent.
+    The shell first joins ``cgroups`` (directories, one per hierarchy), so the
+    process starts in them.
     """
     log.parent.mkdir(parents=True, exist_ok=True)
-    launcher = 'log=$1; shift; "$@" </dev/null >>"$log" 2>&1 & echo $!'
+    launcher = (
+        'n=$1; log=$2; shift 2; while [ "$n" -gt 0 ]; do echo $$ >"$1/cgroup.procs" || exit 1; '
+        'shift; n=$((n - 1)); done; "$@" </dev/null >>"$log" 2>&1 & echo $!'
+    )
     proc = subprocess.run(
-        ["sh", "-c", launcher, "sh", str(log), *argv],
+        ["sh", "-c", launcher, "sh", str(len(cgroups)), str(log), *map(str, cgroups), *argv],
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -205,6 +212,58 @@ def spawn(argv: Sequence[str], log: Path, *, env: Mapping[str, str] | None = Non
     except ValueError:
         raise LabError(f"could not start {argv[0]}: {proc.stderr.strip()}") from None
     return proc_ref(pid)
+
+
+# With no systemd on the host, a systemd-nspawn started --register=no --keep-unit
+# roots its container in "payload" under the cgroup it was started in: one
+# directory shared by every node. Node A's systemd then removed
+# system.slice/X.service (empty, for A) from under node B's X.service between
+# two of its ExecStart lines: 219/CGROUP, in CI. A Pi has a cgroup tree of its
+# own; so does each node, under CGROUP_DIR of each hierarchy systemd tracks
+# units in.
+CGROUP_DIR = "piprov-lab"
+
+
+def tracking_hierarchies() -> list[Path]:
+    """The cgroup hierarchies systemd tracks units in: cgroup2 (on /sys/fs/cgroup, or
+    /sys/fs/cgroup/unified on a hybrid host) and the v1 name=systemd one; nspawn joins
+    every one of them (systemd's cg_unified_cached decides which it reads back)."""
+    found = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        pre, _, post = line.partition(" - ")
+        fields, tail = pre.split(), post.split()
+        if len(fields) < 5 or len(tail) < 3:
+            continue
+        mnt = Path(fields[4])
+        if tail[0] == "cgroup2" and str(mnt) in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"):
+            found.append(mnt)
+        elif tail[0] == "cgroup" and "name=systemd" in tail[2].split(","):
+            found.append(mnt)
+    return found
+
+
+def node_cgroups(machine: str) -> list[Path]:
+    """Fresh cgroups of the node's own, one per tracking hierarchy (what is left of its
+    last boot pruned, as a reboot starts a Pi with none)."""
+    paths = [root / CGROUP_DIR / machine for root in tracking_hierarchies()]
+    for path in paths:
+        prune_cgroup(path, keep_top=True)
+        path.mkdir(parents=True, exist_ok=True)
+    return paths
+
+
+def prune_cgroup(path: Path, *, keep_top: bool = False) -> None:
+    """Remove the empty cgroups under ``path`` (and ``path`` itself unless ``keep_top``),
+    deepest first; a cgroup something still runs in stays."""
+    if not path.is_dir():
+        return
+    for dirpath, _, _ in os.walk(path, topdown=False):
+        if keep_top and Path(dirpath) == path:
+            continue
+        try:
+            os.rmdir(dirpath)
+        except OSError:
+            pass
 
 
 def write_ssh_keypair(path: Path, comment: str, *, owner: tuple[int, int] | None = None) -> str:

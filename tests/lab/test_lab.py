@@ -64,6 +64,19 @@ def test_nodes_look_like_fresh_pis(lab: Lab) -> None:
     assert lab.exec("pi1", "command -v python3", check=False).returncode != 0
 
 
+def test_each_node_has_a_cgroup_tree_of_its_own(lab: Lab) -> None:
+    # As a Pi has. A shared one let one node's systemd remove a unit's cgroup from
+    # under the same unit on another node (219/CGROUP between two ExecStart lines).
+    roots = set()
+    for n in lab.nodes:
+        assert n.pid1 is not None
+        lines = Path(f"/proc/{n.pid1}/cgroup").read_text().splitlines()  # as the host sees it
+        tracked = [ln.split(":", 2)[2] for ln in lines if ":name=systemd:" in ln or ln.startswith("0::")]
+        assert tracked and all(t.endswith("/init.scope") for t in tracked), lines
+        roots.update(tracked)
+    assert len(roots) == len(lab.nodes), roots  # the same path in each hierarchy, one per node
+
+
 def test_ssh_password_key_and_sudo(lab: Lab) -> None:
     for n in lab.nodes:
         for auth in ({"password": "hypriot"}, {"key_filename": str(lab.identity_file)}):
@@ -421,10 +434,13 @@ def test_down_leaves_nothing_behind(lab_factory: LabFactory) -> None:
     before = _lab_resources(lab, netns_prefix, link_prefix)
     assert len(before["netns"]) == 3 and len(before["links"]) == 4  # bridge + 3 veths
     assert len(before["mounts"]) == 2 and len(before["processes"]) >= 3
+    mine = [h / system.CGROUP_DIR / f"{lab.name}-pi1" for h in system.tracking_hierarchies()]
+    assert mine and all(cg.is_dir() for cg in mine)
     lab.down()
     after = _lab_resources(lab, netns_prefix, link_prefix)
     assert after == {"netns": [], "links": [], "mounts": [], "processes": [], "rules": [], "nspawn": []}, after
     assert not lab.dir.exists() and not lab.is_up
+    assert not any(cg.exists() for cg in mine)
 
 
 def test_down_without_state_still_finds_everything(lab_factory: LabFactory) -> None:

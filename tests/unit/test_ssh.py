@@ -186,29 +186,34 @@ class Sshd:
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
+        # One thread per connection, as sshd forks one: a client that gave up mid-handshake
+        # (an unpinned key) must not hold up the next one's banner.
         while True:
             try:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
-            t = paramiko.Transport(conn, server_sig_algs=not self.legacy)
-            if self.legacy:
-                seen = self.sig_algs
+            threading.Thread(target=self._session, args=(conn,), daemon=True).start()
 
-                class OldRSA(LegacyRSAKey):
-                    def verify_ssh_sig(self, data: bytes, msg: paramiko.Message) -> bool:
-                        seen.append(msg.get_text())
-                        msg.rewind()
-                        return super().verify_ssh_sig(data, msg)
+    def _session(self, conn: socket.socket) -> None:
+        t = paramiko.Transport(conn, server_sig_algs=not self.legacy)
+        if self.legacy:
+            seen = self.sig_algs
 
-                t._preferred_pubkeys = ("ssh-ed25519", "ssh-rsa")  # type: ignore[attr-defined]
-                t._key_info = {**t._key_info, "ssh-rsa": OldRSA}  # type: ignore[attr-defined]
-            t.add_server_key(self.host_key)
-            try:
-                t.start_server(server=self.server)
-            except (paramiko.SSHException, EOFError):
-                continue
-            threading.Thread(target=self._forward, args=(t,), daemon=True).start()
+            class OldRSA(LegacyRSAKey):
+                def verify_ssh_sig(self, data: bytes, msg: paramiko.Message) -> bool:
+                    seen.append(msg.get_text())
+                    msg.rewind()
+                    return super().verify_ssh_sig(data, msg)
+
+            t._preferred_pubkeys = ("ssh-ed25519", "ssh-rsa")  # type: ignore[attr-defined]
+            t._key_info = {**t._key_info, "ssh-rsa": OldRSA}  # type: ignore[attr-defined]
+        t.add_server_key(self.host_key)
+        try:
+            t.start_server(server=self.server)
+        except (paramiko.SSHException, EOFError):
+            return
+        self._forward(t)
 
     def _forward(self, t: paramiko.Transport) -> None:
         """Relay direct-tcpip channels (what sshd does for ssh -J)."""
