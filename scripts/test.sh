@@ -11,4 +11,4 @@ if [ "${CI:-}" = "true" ]; then piprov lab down --all >/dev/null 2>&1 || true; f
 echo "== mypy"
 mypy
 echo "== pytest"
-exec pytest -q -rs "$@"
+exec pytest -q -rs --durations=25 "$@"
