@@ -94,11 +94,12 @@ def rotate_cmd(inventory_path: Path, policy: HostKeyPolicy | None, nodes: tuple[
     """
     from piprov.cli.rolling_cmd import rolling_up
 
-    def reissue(inventory: Inventory, graph: ComponentGraph) -> None:
+    def reissue(inventory: Inventory, graph: ComponentGraph) -> dict[str, Any]:
         renewed = cluster_pki(inventory, graph=graph).rotate(inventory, nodes)
         # This run's own requests (probes, drains, Ready) present the new admin certificate.
         forget_client_tls(inventory)
         _print_renewed(renewed)
+        return {"reissued": [{"node": r.node, "name": r.name, "serial": f"{r.new_serial:x}"} for r in renewed]}
 
     rolling_up(inventory_path, policy=policy, as_json=as_json, batch=batch, max_unavailable=None,
                health_timeout=None, before=reissue)

@@ -10,7 +10,7 @@ import json
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from rich.live import Live
 from rich.markup import escape
@@ -34,7 +34,8 @@ SYMBOL = {"pending": "[dim]·[/]", "draining": "[cyan]drain…[/]", "applying": 
           "failed": "[bold red]✗[/]", "skipped": "[yellow]–[/]"}
 
 
-Before = Callable[[Inventory, ComponentGraph], None]
+# Runs before the facts; what it returns joins the --json document (certs rotate: what it re-issued).
+Before = Callable[[Inventory, ComponentGraph], Mapping[str, Any] | None]
 
 
 def say(text: str) -> None:
@@ -96,14 +97,14 @@ def rolling_up(inventory_path: Path, *, policy: HostKeyPolicy | None, as_json: b
 
     ``before`` runs under the run lock once every node is connected, before
     the facts are read and the API client is made (`certs rotate` re-issues
-    the certificates there, so the plan rolls the new ones out).
+    the certificates there, so the plan rolls the new ones out); what it
+    returns is added to the ``--json`` document.
     """
     inventory, graph = load(inventory_path), load_graph()
     check_images(inventory, graph.image_names())
     refuse_documentation_address(inventory.master)
     with run_lock(inventory), Fleet.connect(inventory, policy=policy) as fleet:
-        if before is not None:
-            before(inventory, graph)
+        extra = (before(inventory, graph) if before is not None else None) or {}
         api = api_for(inventory)
         plan = facts_plan(inventory, graph, fleet)
         batches = rolling_batches(inventory, plan, graph.disruptive_units(), batch=batch,
@@ -126,16 +127,17 @@ def rolling_up(inventory_path: Path, *, policy: HostKeyPolicy | None, as_json: b
         except KeyboardInterrupt:
             cancel.set()
             raise
-    _print_outcome(report, inventory_path, as_json=as_json, batch=batch, max_unavailable=max_unavailable)
+    _print_outcome(report, inventory_path, as_json=as_json, batch=batch, max_unavailable=max_unavailable,
+                   extra=extra)
 
 
 def _print_outcome(report: RolloutReport, inventory_path: Path, *, as_json: bool, batch: int | None,
-                   max_unavailable: float | None) -> None:
+                   max_unavailable: float | None, extra: Mapping[str, Any]) -> None:
     if report.state_note:
         err.print(f"[dim]{escape(report.state_note)}[/]")
     _print_moves(report)
     if as_json:
-        out.print_json(json.dumps(rollout_json(report)))
+        out.print_json(json.dumps({**extra, **rollout_json(report)}))
     failed = report.failed
     if failed is not None:
         left = [n for r in report.batches if r.status == "skipped" for n in r.batch.nodes]

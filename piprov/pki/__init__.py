@@ -193,6 +193,6 @@ def expiry_warnings(inventory: Inventory, now: dt.datetime | None = None) -> lis
         left = c.days_left(when)
         state = f"expired on {c.not_after:%Y-%m-%d}" if left < 0 else f"expires {c.not_after:%Y-%m-%d} ({left} days left)"
         fix = ("a new CA means new certificates everywhere: see docs on rotating the CA" if c.name == "ca" and not c.node
-               else "`piprov up` re-issues it and rolls it out")
+               else "`piprov up --rolling` re-issues it and rolls it out node by node")
         warnings.append(f"certificate {who} {state}: {fix}")
     return warnings

@@ -319,7 +319,7 @@ def test_status_warns_of_a_certificate_about_to_expire(inv: Inventory, graph: Co
     soon = expiry_warnings(inv, NOW + dt.timedelta(days=350))
     assert len(soon) == 3 + 0  # the worker's three leaves; the CA has years left
     assert soon[0] == ("certificate rpi-node-1/flannel expires 2027-06-01 (15 days left): "
-                       "`piprov up` re-issues it and rolls it out")
+                       "`piprov up --rolling` re-issues it and rolls it out node by node")
     gone = expiry_warnings(inv, NOW + dt.timedelta(days=3700))
     assert any(w.startswith("certificate ca expired on ") for w in gone)
 

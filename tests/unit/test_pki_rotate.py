@@ -197,7 +197,7 @@ def test_certs_rotate_reissues_then_runs_the_rolling_rollout(inv: Inventory, gra
         cached = client.client_tls(inv)
         before_hook = kw["before"]
         assert callable(before_hook)
-        before_hook(inv, graph)
+        seen["extra"] = before_hook(inv, graph)
         seen["fresh_tls"] = client.client_tls(inv) is not cached
 
     monkeypatch.setattr(rolling_cmd, "rolling_up", fake_rolling_up)
@@ -205,6 +205,10 @@ def test_certs_rotate_reissues_then_runs_the_rolling_rollout(inv: Inventory, gra
     assert seen["path"] == inv.path and seen["batch"] == 2 and seen["as_json"] is True
     assert seen["fresh_tls"] is True
     assert all(v.serial_number != before[k] for k, v in leaves(inv).items())
+    # --json carries what was re-issued (names and new serials, never key material).
+    extra = seen["extra"]
+    assert isinstance(extra, dict) and len(extra["reissued"]) == len(before)
+    assert {f"{v.serial_number:x}" for v in leaves(inv).values()} <= {r["serial"] for r in extra["reissued"]}
     text = " ".join(capsys.readouterr().err.split())
     assert f"re-issued {len(before)} certificates" in text and "BEGIN" not in text
 
