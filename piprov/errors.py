@@ -91,6 +91,10 @@ class RenderError(PiprovError):
     """A template could not be rendered (missing variable, syntax error)."""
 
 
+class PlanError(PiprovError):
+    """The node's state is such that no plan can be made without losing something of the user's."""
+
+
 class FactsError(PiprovError):
     """A node's facts output could not be understood."""
 

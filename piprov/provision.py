@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Mapping
 
-from piprov.errors import FactsError, PiprovError
+from piprov.errors import FactsError, PiprovError, PlanError
 from piprov.facts import NodeFacts, parse_facts
 from piprov.fleet import Fleet, FleetResult, naming, parallel
 from piprov.graph import ComponentGraph, HealthCheck, NodeDag, Vertex, node_dag
@@ -90,7 +90,7 @@ def plan_one(
                             docker=facts.versions.get("docker"), systemd=facts.versions.get("systemd"), pki=pki)
     try:
         return plan_node(desired, facts)
-    except FactsError as e:
+    except (FactsError, PlanError) as e:
         return naming(e, node.name)
 
 

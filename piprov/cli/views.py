@@ -68,6 +68,7 @@ def component_json(cp: ComponentPlan) -> dict[str, Any]:
         "changed": cp.changed,
         "reasons": list(cp.reasons),
         "files": [file_json(f) for f in cp.files],
+        "removed": [{"path": r.path, "unit": r.unit, "reason": r.reason} for r in cp.remove],
         "daemon_reload": cp.daemon_reload,
         "unmask": list(cp.unmask),
         "enable": list(cp.enable),
@@ -118,6 +119,8 @@ def print_plan(plan: Plan, *, diffs: bool = True) -> None:
                     from rich.syntax import Syntax  # pygments: only when there is a diff
 
                     out.print(Syntax(f.diff.rstrip("\n"), "diff", theme="ansi_dark", background_color="default"))
+            for r in cp.remove:
+                out.print(f"      [red]-[/] {escape(r.path)}  [dim]({escape(r.reason)})[/]")
             if cp.daemon_reload:
                 out.print("      systemctl daemon-reload")
             for verb, units in (("enable", cp.enable), ("restart", cp.restart), ("start", cp.start)):
@@ -133,9 +136,10 @@ def plan_summary(plan: Plan) -> str:
     changed = [n for n in plan.nodes if n.changed]
     restarts = sum(len(c.restart) for n in plan.nodes for c in n.components)
     files = sum(len(c.files) for n in plan.nodes for c in n.components)
+    removed = sum(len(c.remove) for n in plan.nodes for c in n.components)
     return (
         f"{len(changed)} of {len(plan.nodes) + len(plan.errors)} nodes to change: "
-        f"{files} files, {restarts} unit restarts"
+        f"{files} files" + (f", {removed} drop-ins removed" if removed else "") + f", {restarts} unit restarts"
         + (f"; {len(plan.errors)} nodes could not be planned" if plan.errors else "")
     )
 

@@ -194,6 +194,22 @@ vw docker "$(docker --version 2>/dev/null)" 3
 vw systemd "$sv" 2
 """
 
+# dr(): the drop-ins of the managed units, where an admin or a package puts them
+# (/etc) and where a runtime `systemctl set-property` does (/run); systemd reads
+# only *.conf there (systemd.unit(5), "drop-in"; the same from v215 on). Each is
+# a ``dropin`` record and then its ``file`` record. A name the ``file`` record
+# could not carry unquoted goes out as ``!odd`` (the planner refuses it).
+_DROPINS = r"""dr() {
+  for u in "$@"; do
+    for p in /etc/systemd/system/"$u".d/*.conf /run/systemd/system/"$u".d/*.conf; do
+      [ -e "$p" ] || [ -L "$p" ] || continue
+      case $p in *[!A-Za-z0-9._/@+-]*) r "dropin $u !odd"; continue ;; esac
+      r "dropin $u $p"; f "$p"
+    done
+  done
+}
+"""
+
 # `command -v` under sudo's PATH; a shell builtin or alias is not a program.
 _BINARIES = r"""for b in BINARIES; do
   p=$(command -v "$b" 2>/dev/null) && case "$p" in /*) ;; *) p=- ;; esac || p=-
@@ -245,6 +261,8 @@ def facts_command(
     secret = set(secret_paths)
     parts.extend(f"{'hs' if p in secret else 'f'} {p}\n" for p in all_paths)
     if units:
+        parts.append(_DROPINS)
+        parts.append(f"dr {' '.join(dict.fromkeys(units))}\n")
         parts.append(f"u {' '.join(dict.fromkeys(units))}\n")
     if services:
         parts.append(f"j {' '.join(services)}\n")

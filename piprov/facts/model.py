@@ -120,6 +120,8 @@ class NodeFacts:
     # Program (docker, systemd) -> the version word its --version printed, None
     # when it printed none (not installed). Raw: the support matrix judges it.
     versions: Mapping[str, str | None] = field(default_factory=dict)
+    # Unit -> its drop-ins in /etc and /run (None: one whose name the script would not send).
+    dropins: Mapping[str, tuple[str | None, ...]] = field(default_factory=dict)
 
     def file(self, path: str) -> FileFacts:
         """Facts of ``path``; a path the command did not ask about counts as missing."""

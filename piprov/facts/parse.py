@@ -67,4 +67,5 @@ def _node_facts(host: str, got: Collected) -> NodeFacts:
         binaries=got.binaries,
         uptime=got.uptime,
         versions=got.versions,
+        dropins={u: tuple(ps) for u, ps in got.dropins.items()},
     )

@@ -58,6 +58,7 @@ class Collected:
     binaries: dict[str, str | None] = field(default_factory=dict)
     uptime: float | None = None
     versions: dict[str, str | None] = field(default_factory=dict)
+    dropins: dict[str, list[str | None]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -188,6 +189,23 @@ def _present(rec: Record, sha: str, mode: str, owner: str, group: str, size: str
             raise rec.wrong(f"content of {rec.args[0]} does not match its size/checksum")
         sha = digest
     return FileFacts(rec.args[0], True, sha, int(mode, 8), owner, group, int(size), content)
+
+
+@record("dropin")
+def _dropin(rec: Record, into: Collected) -> None:
+    """``dropin <unit> <path>`` (its ``file`` record follows) or ``dropin <unit> !odd``
+    (a name the script would not send); the path must be one of the unit's drop-in dirs."""
+    if len(rec.args) != 2 or not UNIT_RE.match(rec.args[0]):
+        raise rec.malformed()
+    unit, path = rec.args
+    if path == "!odd":
+        into.dropins.setdefault(unit, []).append(None)
+        return
+    dirs = (f"/etc/systemd/system/{unit}.d/", f"/run/systemd/system/{unit}.d/")
+    name = path.rsplit("/", 1)[-1]
+    if not PATH_RE.match(path) or not name.endswith(".conf") or not any(path == d + name for d in dirs):
+        raise rec.wrong(f"drop-in {snippet(path, 60)} is not a drop-in of {unit}")
+    into.dropins.setdefault(unit, []).append(path)
 
 
 @record("unit")

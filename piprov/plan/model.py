@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from piprov.errors import PiprovError
-from piprov.plan.actions import Action, EtcdSet, RemoveStaleTemps, SetHostname, Systemctl, WriteFile
+from piprov.plan.actions import Action, EtcdSet, RemoveFile, RemoveStaleTemps, SetHostname, Systemctl, WriteFile
 from piprov.plan.desired import DesiredNode
+from piprov.plan.dropins import DropinRemoval
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,8 @@ class HostnameChange:
 class ComponentPlan:
     component: str
     files: list[FileChange] = field(default_factory=list)
+    # Drop-ins that override piprov's units (plan.dropins): removed before the reload.
+    remove: list[DropinRemoval] = field(default_factory=list)
     daemon_reload: bool = False
     unmask: list[str] = field(default_factory=list)
     enable: list[str] = field(default_factory=list)
@@ -96,7 +99,7 @@ class ComponentPlan:
     @property
     def changed(self) -> bool:
         return bool(
-            self.files or self.daemon_reload or self.unmask or self.enable or self.restart or self.start or self.etcd_keys
+            self.files or self.remove or self.daemon_reload or self.unmask or self.enable or self.restart or self.start or self.etcd_keys
         )
 
     def unit_actions(self, *, no_block: bool = True) -> list[Systemctl]:
@@ -125,7 +128,7 @@ class ComponentPlan:
     @property
     def actions(self) -> list[Action]:
         """The component's whole change: files, then systemd."""
-        return [*(f.action for f in self.files), *self.unit_actions()]
+        return [*(f.action for f in self.files), *(RemoveFile(r.path) for r in self.remove), *self.unit_actions()]
 
     def etcd_actions(self) -> list[EtcdSet]:
         """Writing the component's etcd keys: done once it is healthy."""

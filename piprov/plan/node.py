@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from piprov.facts.model import NodeFacts
 from piprov.plan.desired import DesiredNode
+from piprov.plan.dropins import plan_dropins
 from piprov.plan.files import plan_file
 from piprov.plan.hostname import plan_hostname
 from piprov.plan.model import ComponentPlan, EtcdKeyChange, NodePlan
@@ -32,6 +33,7 @@ def _plan_component(
 ) -> ComponentPlan:
     cp = ComponentPlan(component)
     triggered = _plan_files(cp, desired, facts)
+    _plan_dropins(cp, desired, facts, units, triggered)
     _plan_units(cp, desired, facts, units, triggered)
     _plan_cascades(cp, desired, restarting)
     _plan_etcd(cp, desired, facts)
@@ -56,6 +58,22 @@ def _plan_files(cp: ComponentPlan, desired: DesiredNode, facts: NodeFacts) -> li
     return triggered
 
 
+def _plan_dropins(cp: ComponentPlan, desired: DesiredNode, facts: NodeFacts, units: list[str],
+                  triggered: list[str]) -> None:
+    """Drop-ins overriding the component's units: removed, and the units restart without them."""
+    for u in units:
+        unit_file = next((f for f in desired.files if f.path == f"/etc/systemd/system/{u}"), None)
+        if unit_file is None or not facts.dropins.get(u):
+            continue
+        removals = plan_dropins(u, unit_file.content.decode(), facts.dropins[u], facts.files, desired.name)
+        for r in removals:
+            cp.remove.append(r)
+            cp.reasons.append(f"{r.path}: {r.reason}")
+            cp.daemon_reload = True
+            if u not in triggered:
+                triggered.append(u)
+
+
 def _plan_units(cp: ComponentPlan, desired: DesiredNode, facts: NodeFacts, units: list[str],
                 triggered: list[str]) -> None:
     for u in units:
@@ -72,12 +90,13 @@ def _plan_units(cp: ComponentPlan, desired: DesiredNode, facts: NodeFacts, units
             cp.reasons.append(f"{u} has failed: restart it")
         elif u in triggered:
             changed_files = [f for f in cp.files if u in _restarts_of(desired, f.path)]
+            removed = [r.path for r in cp.remove if r.unit == u]
             # An inactive unit whose file *changed* (not appeared) may be
             # about to start with the old file (a start job queued at boot):
             # restart, which starts it if it is down and replaces it if not.
-            if uf.is_active or uf.is_transient or any(f.old_sha256 is not None for f in changed_files):
+            if uf.is_active or uf.is_transient or removed or any(f.old_sha256 is not None for f in changed_files):
                 cp.restart.append(u)
-                changed = [f.path for f in changed_files]
+                changed = [f.path for f in changed_files] + removed
                 cp.reasons.append(f"{u}: restart, {', '.join(changed)} changed")
             else:
                 cp.start.append(u)

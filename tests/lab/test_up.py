@@ -160,6 +160,34 @@ def test_one_edited_value_changes_exactly_what_depends_on_it(cluster: Cluster) -
     assert "hyperkube-amd64:v1.1.3" in images and "hyperkube-amd64:v1.1.2" not in images
 
 
+def test_dockers_stock_dropin_is_drift_and_up_removes_it(cluster: Cluster) -> None:
+    """Docker's install script on Raspbian writes docker.service.d/overlay.conf (ExecStart= and its
+    own): the main daemon then runs without --bridge=cbr0 and every health gate passes. `plan` shows
+    it, `up` removes it and restarts docker; a drop-in of the user's own (a proxy) stays (issue 14)."""
+    w = cluster.lab.nodes[2].name
+    d = "/etc/systemd/system/docker.service.d"
+    dockerd = cluster.lab.exec(w, "command -v dockerd").stdout.strip()
+    cluster.lab.exec(w, f"mkdir -p {d} && printf '[Service]\\nExecStart=\\nExecStart={dockerd} -H fd://\\n' "
+                        f"> {d}/overlay.conf && printf '[Service]\\nEnvironment=HTTP_PROXY=http://proxy:3128\\n' "
+                        f"> {d}/http-proxy.conf && systemctl daemon-reload && systemctl restart docker.service")
+    assert "--bridge=cbr0" not in cluster.lab.exec(w, "ps -o args= -C dockerd").stdout
+    p = cluster.piprov("plan", "--json")
+    assert p.returncode == 2, p.stderr[-2000:]
+    node = next(n for n in _json(p)["nodes"] if n["node"] == "rpi-node-2")
+    docker = next(c for c in node["components"] if c["component"] == "docker")
+    assert [r["path"] for r in docker["removed"]] == [f"{d}/overlay.conf"], docker
+    assert "docker.service" in docker["restart"]
+    up = cluster.piprov("up")
+    assert up.returncode == 0, up.stderr[-3000:]
+    assert cluster.lab.exec(w, f"ls {d}").stdout.split() == ["http-proxy.conf"]
+    args = cluster.lab.exec(w, "ps -o args= -C dockerd").stdout
+    assert "--bridge=cbr0" in args, args
+    env = cluster.lab.exec(w, "systemctl show -p Environment docker.service").stdout
+    assert "HTTP_PROXY=http://proxy:3128" in env, env
+    cluster.wait_all_ready(120)
+    assert cluster.piprov("plan").returncode == 0
+
+
 def test_inventory_labels_reach_the_node_and_go_when_removed(cluster: Cluster) -> None:
     """`up` PATCHes the inventory's labels onto the Node; a label it set and the inventory dropped
     goes; a label someone else set stays (issue 15)."""

@@ -376,3 +376,34 @@ def test_every_address_line_ip_prints_is_read(shell: list[str], ip_output: Path,
     label = facts.address("192.168.1.102")
     assert label is not None and (label.interface, label.label, label.secondary) == ("eth0", "eth0:1", True)
     assert facts.address("10.9.9.9") is None
+
+
+@pytest.mark.parametrize("shell", SHELLS, ids=[s[0] for s in SHELLS])
+def test_dropins_come_with_their_content_under_a_posix_shell(shell: list[str], tmp_path: Path) -> None:
+    # dr() as the node runs it, its two directories moved under tmp_path (the real
+    # ones need root): *.conf only, a name it would not send as !odd, nothing for
+    # a unit without drop-ins.
+    from piprov.facts import command
+
+    etc, run = tmp_path / "etc", tmp_path / "run"
+    (etc / "docker.service.d").mkdir(parents=True)
+    (run / "docker.service.d").mkdir(parents=True)
+    (etc / "docker.service.d" / "overlay.conf").write_text("[Service]\nExecStart=\nExecStart=/usr/bin/dockerd -H fd://\n")
+    (etc / "docker.service.d" / "notes.txt").write_text("not read by systemd\n")
+    (run / "docker.service.d" / "50-CPUQuota.conf").write_text("[Service]\nCPUQuota=50%\n")
+    (etc / "docker.service.d" / "my proxy.conf").write_text("[Service]\nEnvironment=HTTP_PROXY=x\n")
+    body = (command._DROPINS.replace("/etc/systemd/system/", f"{etc}/").replace("/run/systemd/system/", f"{run}/"))
+    prelude = command._PRELUDE.replace("MAXCONTENT", str(MAX_CONTENT))
+    script = f"{prelude}{body}printf '%s\\n' '{command.BEGIN}'\ndr docker.service k8s-etcd.service\n" \
+             f"printf '%s %s\\n' {command.END} \"$n\"\n"
+    out = subprocess.run([*shell, "-c", script], capture_output=True, text=True, timeout=60)
+    lines = out.stdout.splitlines()
+    assert lines[0] == command.BEGIN and lines[-1].startswith(command.END), out
+    records = lines[1:-1]
+    dropins = [r for r in records if r.startswith("dropin ")]
+    assert dropins == ["dropin docker.service !odd",  # "my proxy.conf": globs sort, m < o
+                       f"dropin docker.service {etc}/docker.service.d/overlay.conf",
+                       f"dropin docker.service {run}/docker.service.d/50-CPUQuota.conf"]
+    files = [r.split(" ")[1] for r in records if r.startswith("file ")]
+    assert files == [f"{etc}/docker.service.d/overlay.conf", f"{run}/docker.service.d/50-CPUQuota.conf"]
+    assert lines[-1] == f"{command.END} {len(records)}"

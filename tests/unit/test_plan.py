@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from piprov.errors import FactsError
+from piprov.errors import FactsError, PlanError
 from piprov.facts import EtcdKeyFacts, FileFacts, NodeFacts, UnitFacts, parse_facts
 from piprov.graph import ComponentGraph, load_graph
 from piprov.graph.dag import Vertex, node_dag
@@ -118,6 +118,15 @@ def build_facts(spec: dict[str, Any], node_name: str, graph: ComponentGraph) -> 
             keys[key] = EtcdKeyFacts(key, o)
         else:
             keys[key] = EtcdKeyFacts(key, "ok", o["value"])
+    dropins: dict[str, tuple[str | None, ...]] = {}
+    for unit, found in spec.get("dropins", {}).items():
+        for path, content in found.items():
+            if path == "!odd":
+                dropins[unit] = (*dropins.get(unit, ()), None)
+                continue
+            dropins[unit] = (*dropins.get(unit, ()), path)
+            files[path] = _file(path, content.encode()) if content is not None else FileFacts(path, True, "0" * 64,
+                                                                                            0o644, "root", "root", 1 << 20)
     return NodeFacts(
         host=node.address,
         machine=spec["machine"],
@@ -127,6 +136,7 @@ def build_facts(spec: dict[str, Any], node_name: str, graph: ComponentGraph) -> 
         files=files,
         units=units,
         etcd_keys=keys,
+        dropins=dropins,
     )
 
 
@@ -141,8 +151,15 @@ def run_case(path: Path, graph: ComponentGraph, pki: ClusterPki | None = None) -
 
 @pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
 def test_planner_case(path: Path, graph: ComponentGraph) -> None:
+    expect = yaml.safe_load(path.read_text())["expect"]
+    if "error" in expect:
+        with pytest.raises(PlanError) as ei:
+            run_case(path, graph)
+        assert ei.value.host == yaml.safe_load(path.read_text())["node"] and ei.value.hint
+        for text in expect["error"]:
+            assert text in str(ei.value)
+        return
     case, plan = run_case(path, graph)
-    expect = case["expect"]
     assert plan.changed == expect["changed"], plan.reasons
 
     hc = plan.hostname_change
@@ -167,6 +184,7 @@ def test_planner_case(path: Path, graph: ComponentGraph) -> None:
             continue
         got = {
             "files": [f.path for f in cp.files],
+            "removed": [r.path for r in cp.remove],
             "daemon_reload": cp.daemon_reload,
             "unmask": cp.unmask,
             "enable": cp.enable,
@@ -174,7 +192,7 @@ def test_planner_case(path: Path, graph: ComponentGraph) -> None:
             "start": cp.start,
             "etcd_keys": [k.key for k in cp.etcd_keys],
         }
-        full = {"files": [], "daemon_reload": False, "unmask": [], "enable": [], "restart": [], "start": [], "etcd_keys": [], **exp}
+        full = {"files": [], "removed": [], "daemon_reload": False, "unmask": [], "enable": [], "restart": [], "start": [], "etcd_keys": [], **exp}
         assert got == full, cp.component
     assert set(want) <= {cp.component for cp in plan.components}
 
