@@ -19,7 +19,7 @@ from piprov.facts.model import NodeFacts
 from piprov.graph import Component, ComponentGraph, ManagedFile, UnitDependencies, probe_context, render_expression
 from piprov.graph.support import arch_selection, docker_view, matrix_for, node_problem, versions_view
 from piprov.inventory.model import ARCH_MAP, Inventory, Node, image_arch
-from piprov.plan.desired import DesiredFile, DesiredNode, RestartCascade
+from piprov.plan.desired import ConfigCheck, DesiredFile, DesiredNode, RestartCascade
 
 if TYPE_CHECKING:
     from piprov.pki import ClusterPki
@@ -260,6 +260,8 @@ def desired_state(
             for dep, on, why in graph.restart_cascades(node.role)
         ),
         etcd_owners=etcd_owners,
+        config_checks=tuple(ConfigCheck(c.name, c.daemon_config.path, c.daemon_config.keys)
+                            for c in graph.for_role(node.role) if c.daemon_config is not None),
     )
 
 
@@ -291,7 +293,7 @@ def facts_command_for(inventory: Inventory, graph: ComponentGraph, node: Node | 
             etcdctl = render_expression(c.etcd_keys.etcdctl, ctx).strip()
             keys.extend(c.etcd_keys.keys)
     return facts_command(
-        graph.managed_paths(node.role),
+        graph.fact_paths(node.role),
         list(dict.fromkeys(graph.managed_units(node.role))),
         secret_paths=graph.secret_paths(node.role),
         etcdctl=etcdctl,

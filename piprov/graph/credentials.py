@@ -1,4 +1,5 @@
-"""The playbooks' certificates: a component's ``credentials`` and the top-level ``pki``.
+"""The playbooks' certificates: a component's ``credentials`` and the top-level ``pki``
+(and ``daemon_config``, the other per-component section that is not the graph).
 
 Which component owns which certificate file on a node (so that a changed
 certificate restarts the right units) is stack knowledge: it is read here
@@ -14,7 +15,7 @@ from typing import Iterable, cast
 from piprov import yamlsrc
 from piprov.errors import GraphError
 from piprov.graph.expr import syntax_problem
-from piprov.graph.model import CREDENTIAL_KINDS, Component, Credential, CredentialKind, PkiSettings
+from piprov.graph.model import CREDENTIAL_KINDS, Component, Credential, CredentialKind, DaemonConfig, PkiSettings
 from piprov.inventory.model import Role
 
 Reader = yamlsrc.Reader[GraphError]
@@ -72,6 +73,17 @@ def parse_credentials(r: Reader, component: str, roles: tuple[Role, ...],
             raise cr.err("name", f"credential {cred.name!r} listed twice")
         out.append(cred)
     return tuple(out)
+
+
+def parse_daemon_config(r: Reader, component: str) -> DaemonConfig | None:
+    """A component's ``daemon_config: {path, keys: {flag: key}}``."""
+    if "daemon_config" not in r.data:
+        return None
+    dr = r.sub("daemon_config", r.data.get("daemon_config"), f"component {component}: daemon_config")
+    dr.check_keys(["path", "keys"])
+    kr = dr.sub("keys", dr.data.get("keys") or {}, f"component {component}: daemon_config keys")
+    keys = {str(flag): kr.text(str(flag), pattern=_NAME_RE) for flag in kr.data}
+    return DaemonConfig(dr.text("path", pattern=_DIR_RE), keys)
 
 
 def parse_pki(r: Reader) -> PkiSettings:

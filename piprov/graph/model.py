@@ -171,6 +171,15 @@ class EtcdKeys:
 
 
 @dataclass(frozen=True)
+class DaemonConfig:
+    """A config file the component's daemon reads besides its flags, that refuses a key also given
+    as a flag (dockerd and /etc/docker/daemon.json): ``keys`` maps a flag to its key where they differ."""
+
+    path: str
+    keys: Mapping[str, str]
+
+
+@dataclass(frozen=True)
 class Component:
     name: str
     description: str
@@ -197,6 +206,8 @@ class Component:
     pod_network_prefix: str | None = None
     # Certificates it uses, issued by the cluster PKI (piprov.pki).
     credentials: tuple[Credential, ...] = ()
+    # Read by its daemon too (facts only: piprov checks it against the unit's flags, never writes it).
+    daemon_config: DaemonConfig | None = None
 
     def runs_on(self, role: str) -> bool:
         return role in self.roles
@@ -326,6 +337,11 @@ class ComponentGraph:
 
     def managed_paths(self, role: str) -> list[str]:
         return [*(f.path for c in self.for_role(role) for f in c.files), *self.credential_paths(role)]
+
+    def fact_paths(self, role: str) -> list[str]:
+        """What the facts read: the managed paths, and the daemons' own config files (read, never written)."""
+        configs = [c.daemon_config.path for c in self.for_role(role) if c.daemon_config is not None]
+        return list(dict.fromkeys([*self.managed_paths(role), *configs]))
 
     def secret_paths(self, role: str) -> list[str]:
         """Managed files nobody but their owner may read (no o+r): the facts send only their checksum."""

@@ -16,7 +16,7 @@ from typing import Any, Mapping, cast
 
 from piprov import yamlsrc
 from piprov.errors import GraphError, Location
-from piprov.graph.credentials import check_credentials, parse_credentials, parse_pki
+from piprov.graph.credentials import check_credentials, parse_credentials, parse_daemon_config, parse_pki
 from piprov.graph.expr import syntax_problem
 from piprov.graph.model import (
     EDGE_KINDS,
@@ -44,7 +44,7 @@ _ETCD_KEY_RE = re.compile(r"(/[A-Za-z0-9._-]+)+")
 
 _COMPONENT_KEYS = (
     "name", "description", "roles", "requires", "units", "templates", "health", "etcd_keys", "systemd",
-    "disruptive", "fleet_wide", "images", "binaries", "pod_network", "credentials",
+    "disruptive", "fleet_wide", "images", "binaries", "pod_network", "credentials", "daemon_config",
 )
 
 Reader = yamlsrc.Reader[GraphError]
@@ -215,6 +215,7 @@ def _parse_component(r: Reader, templates: Path | None) -> Component:
         binaries=r.str_list("binaries", pattern=_NAME_RE),
         pod_network_prefix=_pod_network_prefix(r, name),
         credentials=parse_credentials(r, name, roles, units),
+        daemon_config=parse_daemon_config(r, name),
     )
 
 

@@ -53,6 +53,19 @@ class RestartCascade:
 
 
 @dataclass(frozen=True)
+class ConfigCheck:
+    """A config file ``component``'s daemon reads besides its flags, refusing a key that is also a
+    flag (the playbook's ``daemon_config``): checked against the units' flags, never written."""
+
+    component: str
+    path: str
+    keys: Mapping[str, str]  # flag -> its key in the file, where they differ
+
+    def key_of(self, flag: str) -> str:
+        return self.keys.get(flag, flag)
+
+
+@dataclass(frozen=True)
 class DesiredNode:
     node: Node
     arch: str  # image arch: arm, arm64, amd64
@@ -66,6 +79,7 @@ class DesiredNode:
     cascades: tuple[RestartCascade, ...] = ()
     # etcd key -> the component that writes it once healthy
     etcd_owners: Mapping[str, str] = field(default_factory=dict)
+    config_checks: tuple[ConfigCheck, ...] = ()
 
     @property
     def name(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from piprov.facts.model import NodeFacts
+from piprov.plan.daemonconfig import check_daemon_configs
 from piprov.plan.desired import DesiredNode
 from piprov.plan.dropins import plan_dropins
 from piprov.plan.files import plan_file
@@ -12,6 +13,7 @@ from piprov.plan.model import ComponentPlan, EtcdKeyChange, NodePlan
 
 def plan_node(desired: DesiredNode, facts: NodeFacts) -> NodePlan:
     """The changes that make the node as ``desired``; pure."""
+    check_daemon_configs(desired, facts)
     plans: list[ComponentPlan] = []
     restarting: dict[str, str] = {}  # every unit (re)started so far, in graph order -> "restarts"/"starts"
     for comp, units in desired.units.items():

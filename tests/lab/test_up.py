@@ -163,7 +163,8 @@ def test_one_edited_value_changes_exactly_what_depends_on_it(cluster: Cluster) -
 def test_dockers_stock_dropin_is_drift_and_up_removes_it(cluster: Cluster) -> None:
     """Docker's install script on Raspbian writes docker.service.d/overlay.conf (ExecStart= and its
     own): the main daemon then runs without --bridge=cbr0 and every health gate passes. `plan` shows
-    it, `up` removes it and restarts docker; a drop-in of the user's own (a proxy) stays (issue 14)."""
+    it, `up` removes it and restarts docker; a drop-in of the user's own (a proxy) stays. A daemon.json
+    key that is one of piprov's flags stops the node's plan, naming file and key (issue 14)."""
     w = cluster.lab.nodes[2].name
     d = "/etc/systemd/system/docker.service.d"
     dockerd = cluster.lab.exec(w, "command -v dockerd").stdout.strip()
@@ -185,6 +186,17 @@ def test_dockers_stock_dropin_is_drift_and_up_removes_it(cluster: Cluster) -> No
     env = cluster.lab.exec(w, "systemctl show -p Environment docker.service").stdout
     assert "HTTP_PROXY=http://proxy:3128" in env, env
     cluster.wait_all_ready(120)
+    assert cluster.piprov("plan").returncode == 0
+    # A daemon.json key that is also one of piprov's flags: named with file and key, nothing changed.
+    cluster.lab.exec(w, "printf '{\"bridge\": \"docker0\", \"log-driver\": \"journald\"}\\n' > /etc/docker/daemon.json")
+    try:
+        p = cluster.piprov("up")
+        text = " ".join(p.stderr.split())
+        assert p.returncode == 1 and "rpi-node-2: /etc/docker/daemon.json: key 'bridge'" in text, p.stderr[-2000:]
+        assert "docker.service --bridge=cbr0" in text
+        assert cluster.lab.exec(w, "ps -o args= -C dockerd").stdout == args  # nothing restarted
+    finally:
+        cluster.lab.exec(w, "rm -f /etc/docker/daemon.json")
     assert cluster.piprov("plan").returncode == 0
 
 

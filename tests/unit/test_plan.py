@@ -118,6 +118,8 @@ def build_facts(spec: dict[str, Any], node_name: str, graph: ComponentGraph) -> 
             keys[key] = EtcdKeyFacts(key, o)
         else:
             keys[key] = EtcdKeyFacts(key, "ok", o["value"])
+    for path, content in spec.get("other_files", {}).items():  # files piprov reads but does not write
+        files[path] = _file(path, content.encode())
     dropins: dict[str, tuple[str | None, ...]] = {}
     for unit, found in spec.get("dropins", {}).items():
         for path, content in found.items():
