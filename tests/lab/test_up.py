@@ -188,7 +188,10 @@ def test_dockers_stock_dropin_is_drift_and_up_removes_it(cluster: Cluster) -> No
     cluster.wait_all_ready(120)
     assert cluster.piprov("plan").returncode == 0
     # A daemon.json key that is also one of piprov's flags: named with file and key, nothing changed.
-    cluster.lab.exec(w, "printf '{\"bridge\": \"docker0\", \"log-driver\": \"journald\"}\\n' > /etc/docker/daemon.json")
+    # The lab's own daemon.json (its runc wrapper) stays: the key is added, then the file restored.
+    original = cluster.lab.exec(w, "cat /etc/docker/daemon.json").stdout
+    clash = dict(json.loads(original), bridge="docker0")
+    cluster.lab.exec(w, "cat > /etc/docker/daemon.json", input=json.dumps(clash))
     try:
         p = cluster.piprov("up")
         text = " ".join(p.stderr.split())
@@ -196,7 +199,7 @@ def test_dockers_stock_dropin_is_drift_and_up_removes_it(cluster: Cluster) -> No
         assert "docker.service --bridge=cbr0" in text
         assert cluster.lab.exec(w, "ps -o args= -C dockerd").stdout == args  # nothing restarted
     finally:
-        cluster.lab.exec(w, "rm -f /etc/docker/daemon.json")
+        cluster.lab.exec(w, "cat > /etc/docker/daemon.json", input=original)
     assert cluster.piprov("plan").returncode == 0
 
 
