@@ -281,9 +281,10 @@ def test_the_facts_never_read_a_key(graph: ComponentGraph, inv: Inventory) -> No
     from piprov.render import facts_command_for
 
     script = facts_command_for(inv, graph, "rpi-node-1")
-    for name in ("kubelet", "kube-proxy", "flannel"):
-        assert f"\nhs {PKI}/{name}.key\n" in script
-        assert f"\nf {PKI}/{name}.crt\n" in script
+    lines = {ln.split(" ", 1)[0]: ln.split()[1:] for ln in script.splitlines() if ln.startswith(("hs ", "fs "))}
+    for name in ("kubelet", "kubelet-serving", "kube-proxy", "flannel"):
+        assert f"{PKI}/{name}.key" in lines["hs"] and f"{PKI}/{name}.key" not in lines["fs"]
+        assert f"{PKI}/{name}.crt" in lines["fs"]
 
 
 # -- piprov certs and the warning of status ------------------------------------------------------
