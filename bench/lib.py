@@ -197,6 +197,9 @@ def run_tool(tool: str, lab: Lab, inv: Path, spec_path: Path | None) -> dict[str
                 out["critical_chain"] = rep["critical_path"]
                 waits = sum(s["wait_seconds"] for s in rep["steps"])
                 out["wait_total"] = round(waits, 3)
+                # Per step, to see what grew between two runs (the critical path names only the chain).
+                out["steps"] = [{k: s[k] for k in ("node", "component", "status", "apply_seconds", "wait_seconds")}
+                                for s in rep["steps"]]
             out["round_trips"] = rep.get("round_trips")
         except json.JSONDecodeError:
             pass

@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from piprov.cli.app import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, ExitWith, err, error_line, inventory_option, out, trust_option
-from piprov.cli.labels_view import apply_labels, label_plan, label_plan_json, print_label_plan
+from piprov.cli.labels_view import apply_labels, label_plan, label_plan_ahead, label_plan_json, print_label_plan
 from piprov.cli.views import Progress, plan_json, plan_summary, print_plan, print_report, report_json
 from piprov.errors import PiprovError
 from piprov.facts import NodeFacts
@@ -23,10 +23,10 @@ from piprov.inventory import Inventory, Node, check_images, load
 from piprov.inventory.model import HostKeyPolicy
 from piprov.keys import default_password_report
 from piprov.kube import kubeconfig
-from piprov.kube.labels import label_changes
+from piprov.kube.labels import LabelPlan, label_changes
 from piprov.kube.client import apiserver_url
 from piprov.plan import Plan
-from piprov.provision import apply_plan, facts_and_plan, gather_facts, run_lock
+from piprov.provision import ApplyReport, apply_plan, facts_and_plan, gather_facts, run_lock
 
 
 def _version_notes(inventory: Inventory) -> list[str]:
@@ -134,23 +134,14 @@ def up_cmd(inventory_path: Path, policy: HostKeyPolicy | None, as_json: bool, sh
                    max_unavailable=max_unavailable, health_timeout=health_timeout)
         return
     inventory, graph = _load(inventory_path)
-    with run_lock(inventory), Fleet.connect(inventory, policy=policy) as fleet:
-        _, plan = _facts_and_plan(inventory, graph, fleet)
-        if not plan.changed and not plan.errors:
-            _nothing_else(inventory, plan, fleet, as_json)
-            return
-        if show_plan and not as_json:
-            print_plan(plan, diffs=False)
-        err.print(plan_summary(plan))
-        cancel = threading.Event()
-        progress = Progress(inventory, graph, live=err.is_terminal and not as_json)
-        try:
-            with progress:
-                report = apply_plan(inventory, graph, plan, fleet, on_event=progress, cancel=cancel,
-                                    health_timeout=health_timeout)
-        except KeyboardInterrupt:
-            cancel.set()
-            raise
+    with run_lock(inventory):
+        labels = label_plan_ahead(inventory)  # needed at once when nothing else is to do
+        with Fleet.connect(inventory, policy=policy) as fleet:
+            _, plan = _facts_and_plan(inventory, graph, fleet)
+            if not plan.changed and not plan.errors:
+                _nothing_else(inventory, plan, fleet, as_json, labels())
+                return
+            report = _apply(inventory, graph, plan, fleet, as_json, show_plan, health_timeout)
     print_report(report)
     labels_ok = apply_labels(inventory) if report.run.ok else True
     if as_json:
@@ -161,9 +152,25 @@ def up_cmd(inventory_path: Path, policy: HostKeyPolicy | None, as_json: bool, sh
         raise ExitWith(EXIT_ERROR)
 
 
-def _nothing_else(inventory: Inventory, plan: Plan, fleet: Fleet, as_json: bool) -> None:
+def _apply(inventory: Inventory, graph: ComponentGraph, plan: Plan, fleet: Fleet, as_json: bool,
+           show_plan: bool, health_timeout: float | None) -> ApplyReport:
+    if show_plan and not as_json:
+        print_plan(plan, diffs=False)
+    err.print(plan_summary(plan))
+    cancel = threading.Event()
+    progress = Progress(inventory, graph, live=err.is_terminal and not as_json)
+    try:
+        with progress:
+            return apply_plan(inventory, graph, plan, fleet, on_event=progress, cancel=cancel,
+                              health_timeout=health_timeout)
+    except KeyboardInterrupt:
+        cancel.set()
+        raise
+
+
+def _nothing_else(inventory: Inventory, plan: Plan, fleet: Fleet, as_json: bool, read: LabelPlan) -> None:
     """Every node as the inventory says: only the Node labels may still differ."""
-    labels = label_changes(label_plan(inventory))
+    labels = label_changes(read)
     if labels and not apply_labels(inventory):
         raise ExitWith(EXIT_ERROR)
     err.print(f"[green]nothing {'else ' if labels else ''}to do[/]: all {len(plan.nodes)} nodes are as the "

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import threading
+from typing import Any, Callable
 
 from rich.markup import escape
 
@@ -24,6 +25,25 @@ def label_plan(inventory: Inventory) -> LabelPlan:
         return plan_node_labels(inventory, _api(inventory))
     except PiprovError as e:
         return {n.name: f"labels not planned: {e.message}" for n in inventory.nodes}
+
+
+def label_plan_ahead(inventory: Inventory) -> Callable[[], LabelPlan]:
+    """``label_plan(inventory)`` begun now on a thread of its own; call the result to wait for it.
+
+    `up` reads the Nodes while the SSH connections and facts are under way: on a
+    no-op run that read (a TLS handshake and a list of the Nodes) is otherwise
+    the last serial step after the slowest node's facts. A daemon thread: a run
+    that never asks for it does not wait for it at exit.
+    """
+    box: list[LabelPlan] = []
+    t = threading.Thread(target=lambda: box.append(label_plan(inventory)), name="piprov-labels", daemon=True)
+    t.start()
+
+    def result() -> LabelPlan:
+        t.join()
+        return box[0] if box else label_plan(inventory)  # it raised on the thread: again here, to be seen
+
+    return result
 
 
 def label_plan_json(lp: LabelPlan) -> dict[str, Any]:

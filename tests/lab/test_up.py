@@ -88,7 +88,7 @@ def test_certificates_are_on_the_nodes_and_keys_are_private(cluster: Cluster) ->
     for node, worker in zip(cluster.lab.nodes, [False, True, True]):
         p = cluster.lab.exec(node.name, "cd /etc/kubernetes/pki && stat -c '%n %a %U %G' *")
         got = dict(line.split(" ", 1) for line in p.stdout.splitlines())
-        leaves = ["kubelet", "kube-proxy", "flannel"]
+        leaves = ["kubelet", "kubelet-serving", "kube-proxy", "flannel"]
         if not worker:
             leaves += ["etcd-server", "apiserver", "apiserver-etcd-client", "apiserver-kubelet-client"]
         assert got == {"ca.crt": "644 root root", **{f"{n}.crt": "644 root root" for n in leaves},

@@ -79,7 +79,7 @@ def test_keys_are_private_on_the_controller(inv: Inventory, graph: ComponentGrap
     assert stat.S_IMODE(d.stat().st_mode) == 0o700
     assert stat.S_IMODE((d / "rpi-master").stat().st_mode) == 0o700
     keys = [d / "ca.key", d / "admin.key", *(d / "rpi-master").glob("*.key")]
-    assert len(keys) == 2 + 7
+    assert len(keys) == 2 + 8
     assert {oct(stat.S_IMODE(k.stat().st_mode)) for k in keys} == {"0o600"}
     assert {oct(stat.S_IMODE(c.stat().st_mode)) for c in (d / "rpi-master").glob("*.crt")} == {"0o644"}
 
@@ -88,7 +88,8 @@ def test_node_files_as_the_contract_says(inv: Inventory, graph: ComponentGraph) 
     pki = cluster_pki(inv, graph=graph, clock=at(NOW))
     master = {f.path: f for f in pki.node_files(inv, inv.master)}
     worker = {f.path: f for f in pki.node_files(inv, inv.node("rpi-node-1"))}
-    every = {"ca.crt", "kubelet.crt", "kubelet.key", "kube-proxy.crt", "kube-proxy.key", "flannel.crt", "flannel.key"}
+    every = {"ca.crt", "kubelet.crt", "kubelet.key", "kubelet-serving.crt", "kubelet-serving.key", "kube-proxy.crt",
+             "kube-proxy.key", "flannel.crt", "flannel.key"}
     only_master = {"etcd-server", "apiserver", "apiserver-etcd-client", "apiserver-kubelet-client"}
     assert {p.rsplit("/", 1)[1] for p in worker} == every
     assert {p.rsplit("/", 1)[1] for p in master} == every | {f"{n}.{e}" for n in only_master for e in ("crt", "key")}
@@ -99,6 +100,7 @@ def test_node_files_as_the_contract_says(inv: Inventory, graph: ComponentGraph) 
     assert owner["etcd-server.key"] == ("etcd", ("k8s-etcd.service",))
     assert owner["flannel.crt"] == ("flannel", ("k8s-flannel.service",))
     assert owner["kubelet.crt"] == ("kube-master", ("k8s-master.service",))
+    assert owner["kubelet-serving.key"] == ("kube-master", ("k8s-master.service",))
     assert owner["kube-proxy.key"] == ("kube-master", ("k8s-proxy.service",))
     # A static pod: its manifest changes with the certificate (pki.<name>), a kubelet restart would not do.
     assert owner["apiserver.crt"] == owner["apiserver-kubelet-client.key"] == ("kube-master", ())
@@ -112,6 +114,11 @@ def test_node_files_as_the_contract_says(inv: Inventory, graph: ComponentGraph) 
     assert kubelet.subject.rfc4514_string() == "CN=system:node:192.168.1.101,O=system:nodes"
     flannel = x509.load_pem_x509_certificate(worker[f"{PKI}/flannel.crt"].content)
     assert flannel.subject.rfc4514_string() == "CN=flannel:rpi-node-1"
+    # The kubelet's 10250 serves a certificate of the cluster CA, for the address the apiserver dials.
+    serving = x509.load_pem_x509_certificate(worker[f"{PKI}/kubelet-serving.crt"].content)
+    assert w["kubelet-serving.crt"] == ("kube-worker", ("k8s-worker.service",))
+    assert [str(a) for a in serving.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            .get_values_for_type(x509.IPAddress)] == ["192.168.1.101"]
 
 
 def test_the_apiserver_serves_every_name_it_is_reached_by(inv: Inventory, graph: ComponentGraph) -> None:
@@ -154,8 +161,9 @@ def test_a_changed_address_reissues_what_names_it(inv: Inventory, graph: Compone
     moved = make_inventory(inv.path, master_address="192.168.1.200")
     again = files_of(pki, moved, "rpi-master")
     changed = {p.rsplit("/", 1)[1] for p in first if first[p] != again[p]}
-    # The apiserver's and etcd's SANs, the kubelet's CN name the address; the others do not.
-    assert changed == {f"{n}.{e}" for n in ("apiserver", "etcd-server", "kubelet") for e in ("crt", "key")}
+    # The apiserver's, etcd's and the kubelet's serving SANs, the kubelet's CN name the address; the others do not.
+    assert changed == {f"{n}.{e}" for n in ("apiserver", "etcd-server", "kubelet", "kubelet-serving")
+                       for e in ("crt", "key")}
 
 
 def test_a_new_ca_reissues_every_leaf(inv: Inventory, graph: ComponentGraph) -> None:
@@ -273,9 +281,10 @@ def test_the_facts_never_read_a_key(graph: ComponentGraph, inv: Inventory) -> No
     from piprov.render import facts_command_for
 
     script = facts_command_for(inv, graph, "rpi-node-1")
-    for name in ("kubelet", "kube-proxy", "flannel"):
-        assert f"\nhs {PKI}/{name}.key\n" in script
-        assert f"\nf {PKI}/{name}.crt\n" in script
+    lines = {ln.split(" ", 1)[0]: ln.split()[1:] for ln in script.splitlines() if ln.startswith(("hs ", "fs "))}
+    for name in ("kubelet", "kubelet-serving", "kube-proxy", "flannel"):
+        assert f"{PKI}/{name}.key" in lines["hs"] and f"{PKI}/{name}.key" not in lines["fs"]
+        assert f"{PKI}/{name}.crt" in lines["fs"]
 
 
 # -- piprov certs and the warning of status ------------------------------------------------------
@@ -304,7 +313,7 @@ def test_certs_lists_every_certificate(inv: Inventory, graph: ComponentGraph, tm
     assert doc["pki"] == str(pki_dir(real))
     assert [(c["node"], c["name"]) for c in certs[:2]] == [(None, "ca"), (None, "admin")]
     assert {c["node"] for c in certs[2:]} == {n.name for n in real.nodes}
-    assert len(certs) == 2 + 7 + 3 * len(real.workers)
+    assert len(certs) == 2 + 8 + 4 * len(real.workers)
     assert all(c["days_left"] in (364, 365) and not c["expiring"] for c in certs[1:])
     assert certs[0]["days_left"] in (3649, 3650)
     assert "PRIVATE" not in result.output
@@ -317,7 +326,7 @@ def test_status_warns_of_a_certificate_about_to_expire(inv: Inventory, graph: Co
     pki.node_files(inv, inv.node("rpi-node-1"))
     assert expiry_warnings(inv, NOW + dt.timedelta(days=300)) == []
     soon = expiry_warnings(inv, NOW + dt.timedelta(days=350))
-    assert len(soon) == 3 + 0  # the worker's three leaves; the CA has years left
+    assert len(soon) == 4 + 0  # the worker's four leaves; the CA has years left
     assert soon[0] == ("certificate rpi-node-1/flannel expires 2027-06-01 (15 days left): "
                        "`piprov up --rolling` re-issues it and rolls it out node by node")
     gone = expiry_warnings(inv, NOW + dt.timedelta(days=3700))

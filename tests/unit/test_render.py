@@ -288,8 +288,10 @@ def test_facts_command_for_asks_what_the_plan_needs(graph: ComponentGraph) -> No
     inv = make_inventory()
     master = facts_command_for(inv, graph, "rpi-master")
     worker = facts_command_for(inv, graph, "rpi-node-1")
-    assert "f /etc/kubernetes/manifests/kube-apiserver.json\n" in master
-    assert "f /etc/kubernetes/manifests/kube-apiserver.json\n" not in worker
+    files = {name: next(line.split()[1:] for line in cmd.splitlines() if line.startswith("fs "))
+             for name, cmd in (("master", master), ("worker", worker))}
+    assert "/etc/kubernetes/manifests/kube-apiserver.json" in files["master"]
+    assert "/etc/kubernetes/manifests/kube-apiserver.json" not in files["worker"]
     units = {name: next(line.split()[1:] for line in cmd.splitlines() if line.startswith("u "))
              for name, cmd in (("master", master), ("worker", worker))}
     assert "k8s-etcd.service" in units["master"] and "k8s-worker.service" in units["worker"]
