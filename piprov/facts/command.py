@@ -225,7 +225,7 @@ _DROPINS = r"""dr() {
     for p in /etc/systemd/system/"$u".d/*.conf /run/systemd/system/"$u".d/*.conf; do
       [ -e "$p" ] || [ -L "$p" ] || continue
       case $p in *[!A-Za-z0-9._/@+-]*) r "dropin $u !odd"; continue ;; esac
-      r "dropin $u $p"; f "$p"
+      r "dropin $u $p"; fs "$p"
     done
   done
 }
