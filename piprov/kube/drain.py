@@ -249,18 +249,16 @@ def _remove_until_gone(
         left = sort_pods(run.api.pods_on(name), run.opts).remove
         if unreachable:
             left = [p for p in left if not is_terminating(p)]
-        fresh = [p for p in left if not is_terminating(p) and _identity(p) not in run.acted]
+        fresh = [p for p in left if not is_terminating(p) and identity(p) not in run.acted]
         for p in _admitted(run, fresh) if run.client_budget else fresh:
             _remove_one(run, p)
-        left = [p for p in left if _identity(p) not in run.gone]
+        left = [p for p in left if identity(p) not in run.gone]
         if not left:
             return
         if clock() >= deadline:
             raise _timeout_error(run.result, [pod_key(p) for p in left], timeout)
         sleep(poll)
 
-
-_identity = identity
 
 
 # -- piprov's own budget (servers without PodDisruptionBudgets) -------------------------------------------
@@ -273,7 +271,7 @@ def _admitted(run: _Run, fresh: list[JSON]) -> list[JSON]:
         owner = owner_of(p)
         if owner is not None:
             groups.setdefault(owner, []).append(p)
-    held = {identity(p) for p in fresh if owner_of(p) is not None}
+    held = {identity(p) for pods_ in groups.values() for p in pods_}
     for owner, candidates in groups.items():
         held -= {identity(p) for p in _admit_owner(run, owner, candidates)}
     for idle in set(run.result.waiting) - {str(o) for o in groups}:
@@ -328,8 +326,8 @@ def _remove_one(run: _Run, pod: JSON) -> None:
                 f"(apiserver {run.caps.git_version}): a 404 is not taken for done",
                 host=run.result.node, hint=f"look at the pod with `kubectl get pod -n {ns} {pname}`; "
                 "delete it yourself if it must go, then run the drain again")
-        run.gone.add(_identity(pod))
-    run.acted.add(_identity(pod))
+        run.gone.add(identity(pod))
+    run.acted.add(identity(pod))
     run.result.refusals.pop(key, None)
     if key not in run.result.evicted:
         run.result.evicted.append(key)
