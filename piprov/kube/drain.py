@@ -16,6 +16,11 @@ Safety rules, each learnt from someone else's outage:
   as kubectl 1.2 drain did. Either way we wait until the pods are gone (kubectl
   1.2 did not wait; 1.18 does). A 404 counts as gone only when a GET of the pod
   says 404 too (or shows a new pod of that name): never silently.
+* Where discovery lists no disruption budgets (1.1), piprov keeps one itself
+  (:mod:`.budget`): of each ReplicationController, the node's serving pods go
+  one at a time, each once the controller has its desired replicas Ready
+  again; a drain that cannot keep it within --timeout fails naming the
+  controller and what it waited for, as a 429 from a budget does on 1.18.
 
 Nothing prints: progress goes to a ``say(text)`` callback.
 """
@@ -27,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from piprov.errors import ClusterError, PiprovError
+from piprov.kube.budget import Owner, admit, identity, owner_of, rc_spec
 from piprov.kube.client import JSON, ApiResponse, KubeApi, is_ready, is_unschedulable, quote
 from piprov.kube.discovery import Capabilities, capabilities
 from piprov.kube.pods import DrainOptions, PodSort, budgets_in_refusal, budgets_selecting, is_finished, is_mirror, \
@@ -123,6 +129,7 @@ class DrainResult:
     daemonset_skipped: list[str] = field(default_factory=list)
     warnings: dict[str, list[str]] = field(default_factory=dict)  # what --force / --delete-local-data allowed
     refusals: dict[str, str] = field(default_factory=dict)  # pod -> PDB name(s)
+    waiting: dict[str, str] = field(default_factory=dict)  # controller -> what piprov's own budget waits for
     seconds: float = 0.0
     message: str = ""
 
@@ -138,7 +145,9 @@ class _Run:
     say: Say
     acted: set[str] = field(default_factory=set)  # pods whose DELETE or Eviction was accepted (by uid or key)
     gone: set[str] = field(default_factory=set)  # pods a GET showed gone after a 404
-    reported: dict[str, str] = field(default_factory=dict)  # pod -> budgets last said
+    reported: dict[str, str] = field(default_factory=dict)  # pod -> budgets last said (controller -> wait)
+    client_budget: bool = False  # the server has no disruption budgets: piprov keeps one (see .budget)
+    said: set[str] = field(default_factory=set)  # controllers whose budget-less removal was said once
 
 
 def refuse_message(sorted_: PodSort) -> str:
@@ -174,9 +183,10 @@ def drain(
     result = DrainResult(name, False, False, how="evicted" if caps.eviction else "deleted", server=caps.git_version,
                          mirror_skipped=[pod_key(p) for p in sorted_.mirror],
                          daemonset_skipped=[pod_key(p) for p in sorted_.daemonset], warnings=sorted_.warnings)
-    _say_plan(result, caps, say)
+    client_budget = caps.budgets is None and not unreachable  # a dead node's pods serve nothing to keep
+    _say_plan(result, caps, say, client_budget)
     result.we_cordoned = _cordon_saying(api, name, say)
-    run = _Run(api, caps, options, result, say)
+    run = _Run(api, caps, options, result, say, client_budget=client_budget)
     try:
         _remove_until_gone(run, timeout=timeout, unreachable=unreachable, deadline=start + timeout, poll=poll,
                            clock=clock, sleep=sleep)
@@ -193,9 +203,12 @@ def drain(
     return result
 
 
-def _say_plan(result: DrainResult, caps: Capabilities, say: Say) -> None:
+def _say_plan(result: DrainResult, caps: Capabilities, say: Say, client_budget: bool) -> None:
     n = result.node
     say(f"{n}: {caps.describe()}")
+    if client_budget:
+        say(f"{n}: no PodDisruptionBudgets on this server: piprov keeps each ReplicationController at most one "
+            "replica short (its pods here go one at a time, each once the replacement is Ready elsewhere)")
     if result.mirror_skipped:
         say(f"{n}: static (mirror) pods stay: {', '.join(result.mirror_skipped)}")
     if result.daemonset_skipped:
@@ -236,10 +249,10 @@ def _remove_until_gone(
         left = sort_pods(run.api.pods_on(name), run.opts).remove
         if unreachable:
             left = [p for p in left if not is_terminating(p)]
-        for p in left:
-            if not is_terminating(p) and _identity(p) not in run.acted:
-                _remove_one(run, p)
-        left = [p for p in left if _identity(p) not in run.gone]
+        fresh = [p for p in left if not is_terminating(p) and identity(p) not in run.acted]
+        for p in _admitted(run, fresh) if run.client_budget else fresh:
+            _remove_one(run, p)
+        left = [p for p in left if identity(p) not in run.gone]
         if not left:
             return
         if clock() >= deadline:
@@ -247,8 +260,51 @@ def _remove_until_gone(
         sleep(poll)
 
 
-def _identity(pod: JSON) -> str:
-    return pod_uid(pod) or pod_key(pod)
+
+# -- piprov's own budget (servers without PodDisruptionBudgets) -------------------------------------------
+
+
+def _admitted(run: _Run, fresh: list[JSON]) -> list[JSON]:
+    """The pods of ``fresh`` that may go this round (in their order): all but what a controller's budget holds."""
+    groups: dict[Owner, list[JSON]] = {}
+    for p in fresh:
+        owner = owner_of(p)
+        if owner is not None:
+            groups.setdefault(owner, []).append(p)
+    held = {identity(p) for pods_ in groups.values() for p in pods_}
+    for owner, candidates in groups.items():
+        held -= {identity(p) for p in _admit_owner(run, owner, candidates)}
+    for idle in set(run.result.waiting) - {str(o) for o in groups}:
+        run.result.waiting.pop(idle)  # no pod of it left to hold
+    return [p for p in fresh if identity(p) not in held]
+
+
+def _say_once(run: _Run, key: str, text: str) -> None:
+    if key not in run.said:
+        run.said.add(key)
+        run.say(f"{run.result.node}: {text}")
+
+
+def _admit_owner(run: _Run, owner: Owner, candidates: list[JSON]) -> list[JSON]:
+    resp = run.api.request("GET", owner.path, ok=(200, 404))
+    if resp.status == 404:
+        _say_once(run, str(owner), f"{owner} not found: its pods here go without a budget (nothing recreates them)")
+        return candidates
+    spec = rc_spec(resp.body, owner)
+    verdict = admit(spec, owner, run.api.pods(owner.namespace, label_selector=spec.query), run.result.node,
+                    candidates, run.acted)
+    if verdict.single:
+        _say_once(run, str(owner), f"{owner} has {spec.replicas} desired replica: it cannot be kept serving, "
+                                   "its pod is deleted now (as kubectl deletes it without a budget)")
+    key = str(owner)
+    if verdict.waiting:
+        run.result.waiting[key] = verdict.waiting
+        if run.reported.get(key) != verdict.waiting:
+            run.reported[key] = verdict.waiting
+            run.say(f"{run.result.node}: budget: {verdict.waiting}")
+    else:
+        run.result.waiting.pop(key, None)
+    return verdict.go
 
 
 def _remove_one(run: _Run, pod: JSON) -> None:
@@ -270,8 +326,8 @@ def _remove_one(run: _Run, pod: JSON) -> None:
                 f"(apiserver {run.caps.git_version}): a 404 is not taken for done",
                 host=run.result.node, hint=f"look at the pod with `kubectl get pod -n {ns} {pname}`; "
                 "delete it yourself if it must go, then run the drain again")
-        run.gone.add(_identity(pod))
-    run.acted.add(_identity(pod))
+        run.gone.add(identity(pod))
+    run.acted.add(identity(pod))
     run.result.refusals.pop(key, None)
     if key not in run.result.evicted:
         run.result.evicted.append(key)
@@ -297,9 +353,16 @@ def _refused(run: _Run, pod: JSON, resp: ApiResponse) -> None:
 
 def _timeout_error(result: DrainResult, pending: list[str], timeout: float) -> DrainError:
     why = "; ".join(f"{k}: refused by PodDisruptionBudget {b}" for k, b in result.refusals.items() if k in pending)
-    hint = ("a disruption budget allows no more evictions until its pods are ready elsewhere: "
-            "check `kubectl get pdb` and free capacity, or raise --timeout") if why else (
-        "the pods are still terminating: is the node's kubelet running? (--timeout waits longer)")
+    if result.waiting:
+        why = "; ".join([*([why] if why else []), *(f"piprov's budget waited for {w}" for w in result.waiting.values())])
+        hint = ("the server has no disruption budgets, so piprov keeps each ReplicationController at most one "
+                "replica short: its replacements did not get Ready on the other nodes in time; check they can "
+                "run them (`kubectl get pods -o wide`), or raise --timeout")
+    elif why:
+        hint = ("a disruption budget allows no more evictions until its pods are ready elsewhere: "
+                "check `kubectl get pdb` and free capacity, or raise --timeout")
+    else:
+        hint = "the pods are still terminating: is the node's kubelet running? (--timeout waits longer)"
     return DrainError(
         f"drain timed out after {timeout:g} s with {len(pending)} pods left ({', '.join(pending)})"
         + (f"; {why}" if why else ""),

@@ -81,3 +81,17 @@ class LabCluster:
         kc = kubeconfig_of(self.inventory, self.inventory.with_name("kubeconfig"))
         return subprocess.run(self.lab.kubectl_argv(kc, self.cache, *args),
                               capture_output=True, text=True, input=input, timeout=60)
+
+
+def create_workload(cluster: LabCluster, replicas: int, budget: int | None) -> None:
+    """The lab's replicated workload: the busybox httpd RC of ``replicas``, and where ``budget`` is a
+    number, a PodDisruptionBudget allowing that many unavailable (1.18: 1.1 has no policy group)."""
+    rc = (TESTDATA / "rc.yaml").read_text().replace("{{REGISTRY}}", cluster.lab.registry)
+    assert "replicas: 3" in rc
+    p = cluster.kubectl("create", "-f", "-", input=rc.replace("replicas: 3", f"replicas: {replicas}"))
+    assert p.returncode == 0, p.stderr
+    if budget is not None:
+        pdb = (TESTDATA / "pdb.yaml").read_text()
+        assert "maxUnavailable: 0" in pdb  # the file forbids every eviction
+        p = cluster.kubectl("create", "-f", "-", input=pdb.replace("maxUnavailable: 0", f"maxUnavailable: {budget}"))
+        assert p.returncode == 0, p.stderr

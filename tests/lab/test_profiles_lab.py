@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from labkit import TESTDATA, LabCluster, wait_for
+from labkit import LabCluster, create_workload, wait_for
 
 from piprov_lab.images import profile_images
 from piprov_lab.lab import Lab
@@ -133,9 +133,7 @@ def test_up_makes_every_node_ready_and_runs_the_workload(cluster: Cluster) -> No
     p = cluster.piprov("up", timeout=900)
     assert p.returncode == 0, p.stderr[-3000:]
     wait_for("every node Ready", cluster.ready, 180, 2)
-    rc = (TESTDATA / "rc.yaml").read_text().replace("{{REGISTRY}}", cluster.lab.registry)
-    rc = rc.replace("replicas: 3", "replicas: 2")
-    assert cluster.kubectl("create", "-f", "-", input=rc).returncode == 0
+    create_workload(cluster, 2, budget=None)
     wait_for("2 httpd pods running", lambda: len(_running(cluster, "app=httpd")) == 2 or None, 180)
 
 

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from labkit import PIPROV, TESTDATA, LabCluster, wait_for
+from labkit import PIPROV, TESTDATA, LabCluster, create_workload, wait_for
 
 from piprov_lab.lab import Lab
 
@@ -105,11 +105,7 @@ def cluster(lab_factory: Callable[..., Lab], tmp_path_factory: pytest.TempPathFa
     c = Cluster(lab, inv, tmp / "kubectl-cache")
     p = c.piprov("up")
     assert p.returncode == 0, p.stderr[-3000:]
-    rc = (TESTDATA / "rc.yaml").read_text().replace("{{REGISTRY}}", lab.registry).replace("replicas: 3", "replicas: 4")
-    assert c.kubectl("create", "-f", "-", input=rc).returncode == 0
-    pdb = (TESTDATA / "pdb.yaml").read_text()
-    assert "maxUnavailable: 0" in pdb  # the file forbids every eviction; this workload allows one
-    assert c.kubectl("create", "-f", "-", input=pdb.replace("maxUnavailable: 0", "maxUnavailable: 1")).returncode == 0
+    create_workload(c, 4, budget=1)
     c.wait_replicas(4)
     yield c
     lab.down()

@@ -5,7 +5,9 @@ discovery from tests/unit/data/kube/<release>/, nodes, pods by node, pod
 GET/DELETE (graceful: the pod is Terminating until the "kubelet" finishes it
 on a later request), evictions (1.18: a budget says 429 with its name in the
 Status causes; 1.1: 404, there is no such subresource), budgets (1.18 only),
-node leases (1.18 only). Every request is logged as ``(method, path)``.
+node leases (1.18 only), ReplicationControllers by GET and pods of a
+namespace by ``labelSelector`` (equality terms). Every request is logged as
+``(method, path)``.
 """
 
 from __future__ import annotations
@@ -53,6 +55,14 @@ def pod_obj(name: str, node: str, *, rc: bool = True, mirror: bool = False, app:
             "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}}
 
 
+def rc_obj(app: str, replicas: int) -> JSON:
+    """An RC as a 1.1 GET answers it (tests/unit/data/kube/v1.1/rc.json), renamed and rescaled."""
+    rc = document("v1.1", "rc.json")
+    rc["metadata"].update(name=app, uid=f"{app}-uid")
+    rc["spec"].update(replicas=replicas, selector={"app": app})
+    return rc
+
+
 class FakeKube(KubeApi):
     """Nodes, pods and one budget: ``min_available`` pods of app=web must stay."""
 
@@ -73,6 +83,10 @@ class FakeKube(KubeApi):
         self.graceful_evictions = False  # an eviction leaves the pod Terminating, as a real graceful delete
         self.discovery_override: dict[str, tuple[int, JSON]] = {}
         self.serve_eviction = release == "v1.18"  # False on 1.18: a server whose discovery says more than it serves
+        self.rcs_: dict[str, JSON] = {}  # default/NAME -> the RC a GET answers
+        self.start_ticks = 0  # requests a replacement pod takes to get Ready (0: Ready at once)
+        self.starting: dict[str, int] = {}  # replacement -> requests left until Ready
+        self.min_serving: dict[str, int] = {}  # app -> fewest Ready, not deleted pods seen after a removal
 
     def request(self, method: str, path: str, body: JSON | None = None, *, content_type: str = "application/json",
                 ok: tuple[int, ...] = (200, 201)) -> ApiResponse:
@@ -85,6 +99,12 @@ class FakeKube(KubeApi):
 
     # -- the cluster moving on between requests -----------------------------------------------------------
     def _tick(self) -> None:
+        for name in list(self.starting):
+            self.starting[name] -= 1
+            pod = self.pod_named(name)
+            if self.starting[name] <= 0 and pod is not None:
+                pod["status"]["conditions"][0]["status"] = "True"
+                del self.starting[name]
         if self.kubelet_alive:
             for p in [p for p in self.pods_ if p["metadata"].get("deletionTimestamp")]:
                 self._remove(p)
@@ -101,8 +121,20 @@ class FakeKube(KubeApi):
         managed = pod["metadata"].get("ownerReferences") or "kubernetes.io/created-by" in pod["metadata"].get("annotations", {})
         if self.respawn_on and managed:
             self.counter += 1
-            self.pods_.append(pod_obj(f"{pod['metadata']['name']}-r{self.counter}", self.respawn_on,
-                                      release=self.release))
+            app = pod["metadata"]["labels"].get("app", "web")
+            new = pod_obj(f"{pod['metadata']['name']}-r{self.counter}", self.respawn_on, app=app, release=self.release)
+            if self.start_ticks:
+                new["status"]["conditions"][0]["status"] = "False"
+                self.starting[new["metadata"]["name"]] = self.start_ticks
+            self.pods_.append(new)
+
+    def serving(self, app: str) -> int:
+        return sum(1 for p in self.pods_ if p["metadata"]["labels"].get("app") == app
+                   and not p["metadata"].get("deletionTimestamp") and p["status"]["conditions"][0]["status"] == "True")
+
+    def _note_serving(self, pod: JSON) -> None:
+        app = pod["metadata"]["labels"].get("app", "")
+        self.min_serving[app] = min(self.min_serving.get(app, 99), self.serving(app))
 
     def pod_named(self, name: str) -> JSON | None:
         return next((p for p in self.pods_ if p["metadata"]["name"] == name), None)
@@ -124,6 +156,16 @@ class FakeKube(KubeApi):
             if sel.startswith("spec.nodeName="):
                 items = [p for p in items if p["spec"]["nodeName"] == sel.split("=", 1)[1]]
             return ApiResponse(200, {"kind": "PodList", "items": items})
+        if parts[:3] == ["api", "v1", "namespaces"] and parts[4:5] == ["replicationcontrollers"] and len(parts) == 6:
+            rc = self.rcs_.get(f"{parts[3]}/{parts[5]}")
+            return ApiResponse(200, rc) if rc is not None else ApiResponse(404, {
+                **NOT_FOUND, "message": f'replicationcontrollers "{parts[5]}" not found'})
+        if parts[:3] == ["api", "v1", "namespaces"] and parts[4:] == ["pods"]:
+            sel = urllib.parse.parse_qs(u.query).get("labelSelector", [""])[0]
+            want = dict(t.split("=", 1) for t in sel.split(",") if t)
+            return ApiResponse(200, {"kind": "PodList", "items": [
+                p for p in self.pods_ if p["metadata"].get("namespace") == parts[3]
+                and all(p["metadata"]["labels"].get(k) == v for k, v in want.items())]})
         if parts[:3] == ["api", "v1", "namespaces"] and len(parts) >= 6 and parts[4] == "pods":
             return self._pod(method, parts[5], parts[6] if len(parts) > 6 else None, body)
         if self.release == "v1.18" and parts[-1] == "poddisruptionbudgets" and parts[:3] == ["apis", "policy", "v1beta1"]:
@@ -161,6 +203,7 @@ class FakeKube(KubeApi):
                 self._remove(pod)
             else:
                 pod["metadata"]["deletionTimestamp"] = "2016-03-01T10:01:00Z"
+            self._note_serving(pod)
         return ApiResponse(200, pod)
 
     def _evict(self, name: str, pod: JSON | None) -> ApiResponse:

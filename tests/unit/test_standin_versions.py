@@ -252,6 +252,20 @@ def test_1_1_replication_manager_marks_pods_created_by(v11: Server) -> None:
 
 
 @needs_etcd
+def test_1_1_serves_what_piprov_s_drain_budget_reads_and_no_more(v11: Server) -> None:
+    """GET of the RC (desired count, map selector; status without readyReplicas) and pods by labelSelector."""
+    v11.rc("api", 2)  # n1 is there from the test above (module-scoped server)
+    v11.cm.run_once(monitor=False)
+    rc = v11.kube.call("GET", "/api/v1/namespaces/default/replicationcontrollers/api")
+    assert rc["spec"]["replicas"] == 2 and rc["spec"]["selector"] == {"app": "api"}
+    assert not {"readyReplicas", "availableReplicas", "fullyLabeledReplicas"} & set(rc["status"])
+    got = v11.kube.call("GET", "/api/v1/namespaces/default/pods?labelSelector=app%3Dapi")
+    assert got["kind"] == "PodList" and len(got["items"]) == 2
+    assert {p["metadata"]["labels"]["app"] for p in got["items"]} == {"api"}
+    assert v11.kube.request("GET", "/api/v1/namespaces/default/replicationcontrollers/nope")[0] == 404
+
+
+@needs_etcd
 def test_1_18_daemon_set_pods_are_owned_pinned_and_tolerate_cordoned_nodes(v118: Server) -> None:
     v118.node("a")
     v118.node("b", unschedulable=True)  # cordoned
