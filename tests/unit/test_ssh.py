@@ -211,7 +211,7 @@ class Sshd:
         t.add_server_key(self.host_key)
         try:
             t.start_server(server=self.server)
-        except (paramiko.SSHException, EOFError):
+        except (paramiko.SSHException, EOFError, OSError):  # the client hung up mid-handshake
             return
         self._forward(t)
 
