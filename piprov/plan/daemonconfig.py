@@ -15,15 +15,14 @@ import shlex
 from piprov.errors import PlanError
 from piprov.facts.model import FileFacts, NodeFacts
 from piprov.plan.desired import ConfigCheck, DesiredNode
+from piprov.plan.dropins import entries
 
 
 def exec_start_flags(unit_text: str) -> list[tuple[str, str]]:
-    """(flag name, as written) of the last ``ExecStart=`` command line of a unit file, continuations joined."""
-    joined = unit_text.replace("\\\n", " ")
-    lines = [ln.strip()[len("ExecStart="):] for ln in joined.splitlines() if ln.strip().startswith("ExecStart=")]
-    command = next((ln for ln in reversed(lines) if ln.strip()), "")
+    """(flag name, as written) of the last non-empty ``ExecStart=`` of a unit file's [Service]."""
+    commands = [v for section, key, v in entries(unit_text) if (section, key) == ("Service", "ExecStart") and v]
     flags = []
-    for word in shlex.split(command)[1:]:
+    for word in shlex.split(commands[-1] if commands else "")[1:]:
         if word.startswith("-") and word != "-":
             flags.append((word.lstrip("-").split("=", 1)[0], word))
     return flags

@@ -24,6 +24,9 @@ from typing import Mapping
 from piprov.facts.model import FileFacts
 
 
+BACKSLASH = "\\"
+
+
 @dataclass(frozen=True)
 class DropinRemoval:
     """A drop-in that overrides piprov's unit: removed, then systemd reloads and the unit restarts."""
@@ -38,26 +41,37 @@ class DropinRemoval:
         return f"drop-in overrides piprov's {what} of {self.unit}: removed (the unit is piprov's)"
 
 
-def directives(text: str) -> set[str]:
-    """The ``Section.Key`` pairs a unit file or drop-in sets (comments, blank lines and continuations skipped)."""
-    found: set[str] = set()
+def entries(text: str) -> list[tuple[str, str, str]]:
+    """(section, key, value) of each assignment in a unit file or drop-in, in order; a value's
+    continuation lines (a trailing backslash) joined with a space; comments and blank lines skipped."""
+    found: list[tuple[str, str, str]] = []
     section = ""
     continued = False
+    joins = False  # the line being continued is an assignment in ``found[-1]``
     for raw in text.splitlines():
         line = raw.strip()
         if continued:
-            continued = line.endswith("\\")
+            if joins:
+                s, k, v = found[-1]
+                found[-1] = (s, k, f"{v} {line.removesuffix(BACKSLASH).strip()}".strip())
+            continued = line.endswith(BACKSLASH)
             continue
         if not line or line[0] in "#;":
             continue
         if line.startswith("[") and line.endswith("]"):
             section = line[1:-1].strip()
             continue
-        key, eq, _ = line.partition("=")
-        if eq and section:
-            found.add(f"{section}.{key.strip()}")
-        continued = line.endswith("\\")
+        key, eq, value = line.partition("=")
+        joins = bool(eq and section)
+        if joins:
+            found.append((section, key.strip(), value.removesuffix(BACKSLASH).strip()))
+        continued = line.endswith(BACKSLASH)
     return found
+
+
+def directives(text: str) -> set[str]:
+    """The ``Section.Key`` pairs a unit file or drop-in sets."""
+    return {f"{section}.{key}" for section, key, _ in entries(text)}
 
 
 def plan_dropins(unit: str, piprovs: str, dropins: tuple[str | None, ...], files: Mapping[str, FileFacts],
