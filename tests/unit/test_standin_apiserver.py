@@ -273,31 +273,65 @@ def test_rc_create_scale_spread_cordon_drain_and_pdb(cluster: Cluster) -> None:
     assert c.pods("app=httpd") == []
 
 
+class Clock:
+    """The controller manager's clock, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _monitor(c: Cluster, cm: ControllerManager, name: str) -> Any:
+    """One node-monitor pass of `cm` over node `name` alone (other tests' nodes stay as they are)."""
+    cm.monitor_nodes([c.raw("GET", f"/api/v1/nodes/{name}")[1]], c.kube.list("/api/v1/pods"))
+    return kobj.condition(c.raw("GET", f"/api/v1/nodes/{name}")[1], "Ready")
+
+
 @needs_kubectl
 def test_stale_heartbeat_turns_node_not_ready(cluster: Cluster) -> None:
-    c = cluster
+    c, clock = cluster, Clock()
+    cm = ControllerManager(KubeClient(c.url), grace=3.0, rel=REL, clock=clock)
     c.heartbeat("stale", "192.0.2.50", age=10.0)
-    c.cm.run_once(monitor=True)
+    # First sight (a controller manager just restarted): the grace starts now, whatever the
+    # heartbeat's own age, as in the real tryUpdateNodeHealth.
+    assert _monitor(c, cm, "stale")["status"] == "True"
+    clock.now += 3.5
+    ready = _monitor(c, cm, "stale")
+    assert ready["status"] == "Unknown" and ready["reason"] == "NodeStatusUnknown"
     table = c.kubectl("get", "nodes").stdout
     assert any(line.startswith("stale ") and " NotReady " in line for line in table.splitlines()), table
-    status, node = c.raw("GET", "/api/v1/nodes/stale")
-    ready = kobj.condition(node, "Ready")
-    assert ready is not None and ready["status"] == "Unknown" and ready["reason"] == "NodeStatusUnknown"
     c.heartbeat("stale", "192.0.2.50")
     assert kobj.node_ready(c.raw("GET", "/api/v1/nodes/stale")[1])
 
 
+def test_a_heartbeat_seen_within_the_grace_keeps_the_node_ready(cluster: Cluster) -> None:
+    c, clock = cluster, Clock()
+    cm = ControllerManager(KubeClient(c.url), grace=3.0, rel=REL, clock=clock)
+    c.heartbeat("beating", "192.0.2.51", age=30.0)
+    assert _monitor(c, cm, "beating")["status"] == "True"
+    clock.now += 2.5
+    c.heartbeat("beating", "192.0.2.51", age=29.0)  # a new heartbeat, however old its stamp
+    clock.now += 2.5
+    assert _monitor(c, cm, "beating")["status"] == "True"
+    clock.now += 3.5
+    assert _monitor(c, cm, "beating")["status"] == "Unknown"
+
+
 def test_pods_of_a_long_dead_node_are_deleted(cluster: Cluster) -> None:
-    c = cluster
+    c, clock = cluster, Clock()
     c.heartbeat("dead", "192.0.2.70", age=10.0)
     status, _ = c.raw("POST", "/api/v1/namespaces/default/pods", {
         "metadata": {"name": "on-dead"}, "spec": {"nodeName": "dead", "containers": [{"name": "c", "image": "i"}]}})
     assert status == 201
-    cm = ControllerManager(KubeClient(c.url), grace=3.0, eviction_timeout=1.0)
-    cm.run_once(monitor=True)  # NotReady now
+    cm = ControllerManager(KubeClient(c.url), grace=3.0, eviction_timeout=1.0, clock=clock)
+    _monitor(c, cm, "dead")
+    clock.now += 3.5
+    assert _monitor(c, cm, "dead")["status"] == "Unknown"
     assert c.raw("GET", "/api/v1/namespaces/default/pods/on-dead")[0] == 200
-    time.sleep(2.2)
-    cm.run_once(monitor=True)  # NotReady for longer than the eviction timeout
+    clock.now += 2.2
+    _monitor(c, cm, "dead")  # NotReady for longer than the eviction timeout
     assert c.raw("GET", "/api/v1/namespaces/default/pods/on-dead")[0] == 404
     assert c.raw("DELETE", "/api/v1/nodes/dead")[0] == 200
 

@@ -35,15 +35,24 @@ Not Kubernetes; the lab's stand-in for the controller manager of the release in
   disk-/memory-/pid-pressure and unschedulable NoSchedule, network-unavailable
   for host-network pods): so a cordoned node keeps its daemon pods. Status:
   desired/current/ready/available/misscheduled/updated numbers.
-* node lifecycle: a node whose last sign of life is older than the grace
-  period gets Ready=Unknown (reason NodeStatusUnknown, which kubectl shows as
-  NotReady) and its pods Ready=False; once it has been NotReady for
-  ``--pod-eviction-timeout`` its pods are deleted (1.18 does this with
-  NoExecute taints and the 300 s default toleration, the same delay). The sign
-  of life is the Ready condition's ``lastHeartbeatTime`` on 1.1; on 1.18 also
-  the node's Lease in ``kube-node-lease`` (``spec.renewTime``), which the
-  kubelet renews every 10 s while it re-posts an unchanged node status only
-  every 5 min (pkg/controller/nodelifecycle tryUpdateNodeHealth).
+* node lifecycle: a node this controller has not seen give a sign of life
+  for longer than the grace period gets Ready=Unknown (reason
+  NodeStatusUnknown, which kubectl shows as NotReady) and its pods
+  Ready=False; once it has been NotReady for ``--pod-eviction-timeout`` its
+  pods are deleted (1.18 does this with NoExecute taints and the 300 s default
+  toleration, the same delay). A sign of life is a changed Ready
+  ``lastHeartbeatTime`` on 1.1; on 1.18 also a later ``spec.renewTime`` of
+  the node's Lease in ``kube-node-lease``, which the kubelet renews every 10 s
+  while it re-posts an unchanged node status only every 5 min. The grace runs
+  on the controller's own clock from when it last *saw* a sign of life
+  (``probeTimestamp``), never from the heartbeat's own timestamp, and a node
+  it meets for the first time (as after a restart of the controller manager)
+  starts with "now": 1.1 pkg/controller/node/nodecontroller.go
+  tryUpdateNodeStatus ("Missing timestamp for Node %s. Assuming now as a
+  timestamp."), 1.18 pkg/controller/nodelifecycle/node_lifecycle_controller.go
+  tryUpdateNodeHealth (the same, plus ``savedLease.Spec.RenewTime.Before(
+  observedLease.Spec.RenewTime)``). So a master restart whose outage is
+  shorter than the grace marks no node NotReady, as on a real cluster.
 * garbage collection: pods bound to a node that no longer exists are deleted
   (both lines); on 1.18 also pods whose controller owner (RC, DaemonSet) is
   gone (the garbage collector, 1.3+). 1.1 has no garbage collector: the pods
@@ -64,7 +73,8 @@ import json
 import logging
 import sys
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from . import kobj, release
 from .apisubres import Subresources
@@ -123,13 +133,24 @@ def should_run_daemon(ds: Obj, node: Obj) -> bool:
                if t.get("effect") in ("NoSchedule", "NoExecute"))
 
 
+@dataclass
+class Probe:
+    """nodeHealthData: the sign of life last seen and when (the controller's clock)."""
+
+    heartbeat: str | None
+    renew: str | None
+    at: float
+
+
 class ControllerManager:
     def __init__(self, kube: KubeClient, grace: float, eviction_timeout: float = 300.0,
-                 rel: Release | None = None) -> None:
+                 rel: Release | None = None, clock: Callable[[], float] = time.time) -> None:
         self.kube = kube
         self.grace = grace
         self.eviction_timeout = eviction_timeout
         self.rel = rel or release.current()
+        self.clock = clock
+        self.probes: dict[str, Probe] = {}
 
     # replication -------------------------------------------------------------------
     def sync_rcs(self, pods: list[Obj], rcs: list[Obj]) -> None:
@@ -269,36 +290,45 @@ class ControllerManager:
                     log.info("deleted pod %s/%s: %s", p["metadata"].get("namespace"), p["metadata"]["name"], why)
 
     # node lifecycle ------------------------------------------------------------------------
-    def last_sign_of_life(self, node: Obj, leases: dict[str, Obj], now: float) -> float:
-        ready = kobj.condition(node, "Ready") or {}
-        beat = kobj.parse_time(ready.get("lastHeartbeatTime")) or kobj.parse_time(
-            node["metadata"].get("creationTimestamp")) or now
-        lease = leases.get(node["metadata"]["name"])
-        if lease is not None:
-            beat = max(beat, kobj.parse_time((lease.get("spec") or {}).get("renewTime")) or 0.0)
-        return beat
+    def probe(self, node: Obj, leases: dict[str, Obj], now: float) -> float:
+        """When this controller last saw the node give a sign of life (tryUpdateNodeStatus/Health)."""
+        name = node["metadata"]["name"]
+        heartbeat = (kobj.condition(node, "Ready") or {}).get("lastHeartbeatTime")
+        renew = ((leases.get(name) or {}).get("spec") or {}).get("renewTime")
+        saved = self.probes.get(name)
+        if saved is None:
+            # Never posted: the startup grace counts from creation; otherwise "assuming now".
+            at = now if heartbeat else (kobj.parse_time(node["metadata"].get("creationTimestamp")) or now)
+            saved = self.probes[name] = Probe(heartbeat, renew, at)
+        if heartbeat != saved.heartbeat:
+            saved.heartbeat, saved.at = heartbeat, now
+        if renew and (saved.renew is None or saved.renew < renew):
+            saved.renew, saved.at = renew, now
+        return saved.at
 
     def monitor_nodes(self, nodes: list[Obj], pods: list[Obj]) -> None:
-        now = time.time()
+        now = self.clock()
         leases: dict[str, Obj] = {}
         if self.rel.node_leases:
             leases = {lease["metadata"]["name"]: lease
                       for lease in self.kube.list("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases")}
+        for gone in set(self.probes) - {n["metadata"]["name"] for n in nodes}:
+            del self.probes[gone]
         for n in nodes:
             ready = kobj.condition(n, "Ready")
-            beat = self.last_sign_of_life(n, leases, now)
+            seen = self.probe(n, leases, now)
             if (ready or {}).get("status") == "Unknown":
                 since = kobj.parse_time((ready or {}).get("lastTransitionTime")) or now
                 if now - since > self.eviction_timeout:
                     self.evict_pods_of(n["metadata"]["name"], pods, now - since)
                 continue
-            if now - beat <= self.grace:
+            if now - seen <= self.grace:
                 continue
-            self.mark_unknown(n, ready, pods, now - beat)
+            self.mark_unknown(n, ready, pods, now - seen)
 
     def mark_unknown(self, n: Obj, ready: Obj | None, pods: list[Obj], silent_for: float) -> None:
         name = n["metadata"]["name"]
-        stamp = kobj.now_rfc3339()
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock()))
         new = copy.deepcopy(n)
         kobj.set_condition(new, {"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown",
                                  "message": "Kubelet stopped posting node status.",
