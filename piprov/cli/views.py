@@ -121,9 +121,12 @@ def print_plan(plan: Plan, *, diffs: bool = True) -> None:
                     out.print(Syntax(f.diff.rstrip("\n"), "diff", theme="ansi_dark", background_color="default"))
             for r in cp.remove:
                 out.print(f"      [red]-[/] {escape(r.path)}  [dim]({escape(r.reason)})[/]")
+            # In the order the node runs them (ComponentPlan.unit_actions).
+            if cp.enable:
+                out.print(f"      [magenta]enable[/] {' '.join(cp.enable)}")
             if cp.daemon_reload:
                 out.print("      systemctl daemon-reload")
-            for verb, units in (("enable", cp.enable), ("restart", cp.restart), ("start", cp.start)):
+            for verb, units in (("restart", cp.restart), ("start", cp.start)):
                 if units:
                     out.print(f"      [magenta]{verb}[/] {' '.join(units)}")
             for k in cp.etcd_keys:

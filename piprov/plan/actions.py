@@ -44,6 +44,8 @@ class Systemctl:
     no_block: bool = False
     # Neither a failure nor a missing unit stops the script (e.g. avahi re-announcing a name).
     best_effort: bool = False
+    # enable/unmask without their implicit daemon-reload: the plan reloads once, after both.
+    no_reload: bool = False
 
 
 @dataclass(frozen=True)

@@ -113,12 +113,15 @@ class ComponentPlan:
         ever when etcd is unreachable.
         """
         acts: list[Systemctl] = []
+        # unmask and enable edit symlinks on disk and would each reload the manager after
+        # (v183 systemctl.c enable_unit: "if (!arg_no_reload) daemon_reload"): one explicit
+        # reload after both does their work and the new unit files' at once.
         if self.unmask:
-            acts.append(Systemctl("unmask", tuple(self.unmask), quiet=True))
-        if self.daemon_reload or self.unmask:
-            acts.append(Systemctl("daemon-reload"))
+            acts.append(Systemctl("unmask", tuple(self.unmask), quiet=True, no_reload=True))
         if self.enable:
-            acts.append(Systemctl("enable", tuple(self.enable), quiet=True))
+            acts.append(Systemctl("enable", tuple(self.enable), quiet=True, no_reload=True))
+        if self.daemon_reload or self.unmask or self.enable:
+            acts.append(Systemctl("daemon-reload"))
         if self.restart:
             acts.append(Systemctl("restart", tuple(self.restart), no_block=no_block))
         if self.start:

@@ -140,7 +140,8 @@ def disable_units(units: Sequence[str]) -> str:
 def command(a: Action) -> str:
     """The one command line an action runs as."""
     if isinstance(a, Systemctl):
-        flags = (" --quiet" if a.quiet else "") + (" --no-block" if a.no_block else "")
+        flags = (" --quiet" if a.quiet else "") + (" --no-block" if a.no_block else "") + (
+            " --no-reload" if a.no_reload else "")
         cmd = f"systemctl {a.verb}{flags}" + "".join(f" {_q(u)}" for u in a.units)
         return cmd + " 2>/dev/null || true" if a.best_effort else cmd
     if isinstance(a, SetHostname):

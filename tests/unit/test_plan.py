@@ -246,8 +246,8 @@ def test_commands_of_a_fresh_node(graph: ComponentGraph, test_pki: ClusterPki) -
         "/etc/systemd/system/k8s-etcd.service"]
     etcd = plan.component("etcd")
     assert commands(etcd.unit_actions()) == [
+        "systemctl enable --quiet --no-reload k8s-etcd.service",
         "systemctl daemon-reload",
-        "systemctl enable --quiet k8s-etcd.service",
         "systemctl start --no-block k8s-etcd.service",
     ]
     assert commands(etcd.unit_actions(no_block=False))[-1] == "systemctl start k8s-etcd.service"
@@ -260,9 +260,9 @@ def test_commands_of_a_fresh_node(graph: ComponentGraph, test_pki: ClusterPki) -
 def test_masked_unit_commands(graph: ComponentGraph) -> None:
     _, plan = run_case(Path(__file__).parent / "data/plan/unit-masked.yaml", graph)
     assert commands(plan.component("docker").unit_actions()) == [
-        "systemctl unmask --quiet docker.service",
+        "systemctl unmask --quiet --no-reload docker.service",
+        "systemctl enable --quiet --no-reload docker.service",
         "systemctl daemon-reload",
-        "systemctl enable --quiet docker.service",
         "systemctl start --no-block docker.service",
     ]
 

@@ -89,7 +89,7 @@ def _node_scripts() -> list[str]:
     assert {"daemon-reload", "enable", "restart", "start"} <= verbs
     unit = HealthCheck(probe="unit", target="docker.service", timeout=5)
     return [
-        script.script([Systemctl(v, ("docker.service",), quiet=True, no_block=True) for v in sorted(verbs)],
+        script.script([Systemctl(v, ("docker.service",), quiet=True, no_block=True, no_reload=True) for v in sorted(verbs)],
                       journal=("docker.service",)),
         script.disable_units(["docker.service", "docker.socket"]),
         facts_command([], ["docker.service"]),
