@@ -26,7 +26,7 @@ from piprov.inventory.model import Inventory, Node
 from piprov.kube.client import client_tls
 from piprov.lock import FileLock
 from piprov.orchestrate import Event, RunResult, StepResult, run_dag
-from piprov.plan import DisableUnits, NodePlan, Plan, plan_node
+from piprov.plan import ComponentPlan, DisableUnits, NodePlan, Plan, plan_node
 from piprov.render import desired_state, facts_command_for, node_machine
 from piprov.shell import script as sh
 from piprov.transport import Transport
@@ -272,25 +272,37 @@ class _Steps:
         return self.scope is None or v.node in self.scope or (v.node, v.component) in self.also
 
     def _apply(self, v: Vertex, np: NodePlan, transport: Transport) -> str:
-        """The node's prelude (its first step only) and the component's change in ONE script; why it failed."""
+        """The component's change in ONE script, the node's prelude ahead of its first; why it failed.
+
+        The prelude (stale temps removed, the hostname) must be done before any other
+        step of the node writes: the node's first script holds the node's lock while it
+        runs; later steps run at once, side by side on their own channels (the DAG
+        orders those that depend on each other).
+        """
         cp = np.component(v.component)
         state = self.states[v.node]
         with state.lock:
-            body = ""
             if not state.prelude_done:
                 state.prelude_done = True
+                body = ""
                 if np.changed:
                     # A node outside the run's nodes gets only its ``also`` components: not its hostname.
                     whole = self.scope is None or v.node in self.scope
                     body += sh.script(np.prelude_actions if whole else np.prelude_actions[:1])
-            if cp.changed:
-                # When a unit does not start, its journal says why: put it in the error.
-                body += sh.script(cp.actions, journal=[*cp.restart, *cp.start])
-            if body:
-                out = sh.run_script(transport, sh.wrap(body), timeout=APPLY_TIMEOUT)
-                if not out.ok:
-                    return out.detail
-        return ""
+                return self._run(transport, body + self._body(cp))
+        return self._run(transport, self._body(cp))
+
+    @staticmethod
+    def _body(cp: ComponentPlan) -> str:
+        # When a unit does not start, its journal says why: put it in the error.
+        return sh.script(cp.actions, journal=[*cp.restart, *cp.start]) if cp.changed else ""
+
+    @staticmethod
+    def _run(transport: Transport, body: str) -> str:
+        if not body:
+            return ""
+        out = sh.run_script(transport, sh.wrap(body), timeout=APPLY_TIMEOUT)
+        return "" if out.ok else out.detail
 
     def _gate(self, v: Vertex, transport: Transport) -> str:
         """Wait on the vertex's health checks in order; why the first failing one failed."""

@@ -49,6 +49,10 @@ from piprov.ssh.secrets import Secret, Session, current
 __all__ = ["PASSWORD_ENV", "CommandResult", "SshTransport", "Transport", "known_hosts_name", "pin_host_key"]
 
 PASSWORD_ENV = "PIPROV_SSH_PASSWORD"
+# Commands at once on one node's connection. OpenSSH's sshd allows 10 sessions per
+# connection (sshd_config(5) MaxSessions, default 10); a node's independent steps
+# and their on-node health waits need a few, and the Pi's CPU is what they share.
+MAX_SESSIONS = 4
 
 # paramiko logs failed handshakes with tracebacks from its own thread; without
 # a handler Python prints them on stderr. Every failure reaches the user as a
@@ -120,10 +124,15 @@ class SshTransport:
     connections: int = field(default=0, init=False)
     _t: paramiko.Transport | None = field(default=None, init=False, repr=False)
     _resolved: Resolved | None = field(default=None, init=False, repr=False)
-    # Commands run one at a time; opening has its own lock so a jump host busy
-    # with a long command still opens tunnels for the nodes behind it.
-    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    # Up to MAX_SESSIONS commands at once, each on its own channel of the one
+    # connection: an on-node health wait (one long command) must not hold up the
+    # node's other, independent steps. Opening has its own lock so a jump host
+    # busy with commands still opens tunnels for the nodes behind it.
+    _sessions: threading.BoundedSemaphore = field(
+        default_factory=lambda: threading.BoundedSemaphore(MAX_SESSIONS), init=False, repr=False)
     _open_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _count_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _in_flight: int = field(default=0, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.host = self.node.name
@@ -237,7 +246,7 @@ class SshTransport:
         ``sudo``, a node whose sudo wants a password gets the run's sudo
         password on stdin (never in argv, environment or messages).
         """
-        with self._lock:
+        with self._sessions:
             if not sudo:
                 return self._exec(command, command, stdin, timeout)
             assert self.session is not None
@@ -262,7 +271,10 @@ class SshTransport:
     def _exec(self, command: str, full: str, stdin: bytes | None, timeout: float | None) -> CommandResult:
         t = self.connection()
         start = time.monotonic()
-        self.round_trips += 1
+        with self._count_lock:
+            self.round_trips += 1
+            self._in_flight += 1
+        chan: paramiko.Channel | None = None
         try:
             chan = t.open_session(timeout=timeout)
             chan.settimeout(timeout)
@@ -278,7 +290,7 @@ class SshTransport:
                 # "exit status" -1: that is a lost node, not a failed command.
                 raise EOFError("the connection dropped before the command finished")
         except socket.timeout:
-            self._drop()
+            self._drop_after_timeout(chan)
             raise TransportError(
                 f"a command did not finish within {timeout:g} s: {_first_line(command)}",
                 host=self.host,
@@ -291,6 +303,9 @@ class SshTransport:
                 host=self.host,
                 hint="the node may have rebooted or dropped off the network; run again once it is back",
             ) from None
+        finally:
+            with self._count_lock:
+                self._in_flight -= 1
         return CommandResult(
             host=self.host,
             command=command,
@@ -312,9 +327,25 @@ class SshTransport:
         with self._open_lock:
             self._close_transport()
 
-    def close(self) -> None:
-        with self._lock:
+    def _drop_after_timeout(self, chan: paramiko.Channel | None) -> None:
+        """A command that timed out: close the connection, unless other commands still use it.
+
+        Alone, the connection may be what hangs (a dead peer): the next command
+        opens a new one. With others in flight only this channel goes; a dead
+        connection then times them out too, and the last one closes it.
+        """
+        with self._count_lock:
+            alone = self._in_flight <= 1
+        if alone or chan is None:
             self._drop()
+            return
+        try:
+            chan.close()
+        except Exception:  # noqa: BLE001 - closing a channel of a sick connection may fail any way
+            pass
+
+    def close(self) -> None:
+        self._drop()
 
 
 def open_socket(address: str, port: int, timeout: float, *, host: str) -> socket.socket:

@@ -13,6 +13,7 @@ import socket
 import stat
 import subprocess
 import threading
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -138,6 +139,7 @@ class _Server(paramiko.ServerInterface):
         self.keys, self.forward = keys, forward
         self.commands: list[bytes] = []
         self.tunnels: dict[int, tuple[str, int]] = {}
+        self.gates: dict[bytes, threading.Event] = {}  # a command that answers once its event is set
 
     def get_allowed_auths(self, username: str) -> str:
         return "publickey"
@@ -161,6 +163,9 @@ class _Server(paramiko.ServerInterface):
         def answer() -> None:
             while channel.recv(1024):  # as sshd: the command ends once its stdin has
                 pass
+            gate = self.gates.get(command)
+            if gate is not None:
+                gate.wait(10)
             channel.sendall(b"hi\n")
             channel.send_exit_status(0)
             channel.close()
@@ -286,6 +291,27 @@ def test_a_key_login_works_and_counts_one_connection(tmp_path: Path, key: Any, s
     t = _transport(_node(srv.port, str(path)), known)
     assert t.run("echo hi").stdout == "hi\n" and t.run("echo hi").ok
     assert (t.connections, t.round_trips) == (1, 2)
+    t.close()
+
+
+def test_commands_share_the_connection_side_by_side(tmp_path: Path, key: Any, servers: list[Sshd]) -> None:
+    # A long command (an on-node health wait) does not hold up the node's other steps.
+    path, pkey = key
+    srv = Sshd(tmp_path, [pkey])
+    servers.append(srv)
+    known = tmp_path / "known_hosts"
+    srv.pin(known)
+    srv.server.gates[b"wait"] = gate = threading.Event()
+    t = _transport(_node(srv.port, str(path)), known)
+    slow: list[Any] = []
+    waiter = threading.Thread(target=lambda: slow.append(t.run("wait", timeout=10)))
+    waiter.start()
+    while b"wait" not in srv.server.commands:
+        time.sleep(0.01)
+    assert t.run("echo hi", timeout=5).stdout == "hi\n" and not slow  # while "wait" still runs
+    gate.set()
+    waiter.join()
+    assert slow[0].ok and (t.connections, t.round_trips) == (1, 2)
     t.close()
 
 
