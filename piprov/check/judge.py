@@ -22,7 +22,7 @@ class NodeContext:
     """What the inventory and the playbooks say of the node (the judge reads nothing itself)."""
 
     runs_etcd: bool = False  # the node's role runs the book's etcd component
-    arch: str | None = None  # the node's image arch pinned in the inventory
+    arch: str | None = None  # the image arch (arm, arm64, amd64) the inventory pins for the node
     version_problem: PiprovError | None = None  # the support matrix on the node's docker/systemd
 
 
@@ -48,12 +48,17 @@ def _os(f: CheckFacts, book: Book, ctx: NodeContext) -> Finding:
 def _arch(f: CheckFacts, book: Book, ctx: NodeContext) -> Finding:
     detail = f"kernel {f.node.machine} ({f.kernel}), userland {f.userland or '?'}"
     if ctx.arch:
-        return book.ok("arch", f"{detail}; images pinned to {ctx.arch} in the inventory")
+        detail += f"; images pinned to {ctx.arch} in the inventory"
     if f.userland is None or f.userland_bits is None:
         return book.finding("arch", "unknown", detail, machine=f.node.machine, userland="?")
-    if f.kernel_bits == 64 and f.userland_bits == 32:
+    images = _IMAGE_BITS.get(ctx.arch or "", f.kernel_bits)
+    if images != f.userland_bits:
         return book.finding("arch", "mixed", detail, machine=f.node.machine, userland=f.userland)
     return book.ok("arch", detail)
+
+
+# The word size of an image arch (the inventory's, piprov.render.to_image_arch's names).
+_IMAGE_BITS = {"arm": 32, "arm64": 64, "amd64": 64}
 
 
 def _hierarchy(f: CheckFacts, book: Book, ctx: NodeContext) -> Finding:
@@ -188,7 +193,8 @@ def _fsync(f: CheckFacts, book: Book, ctx: NodeContext) -> Finding:
         return book.finding("fsync", "unmeasured", f.fsync_problem or "no measure", **_fsync_values("?", "?", "?"))
     coarse = m.clock == "cs" and m.max_ms < m.resolution_ms
     shown = f"< {m.resolution_ms:.0f}" if coarse else f"{m.max_ms:.1f}"
-    detail = f"{len(m.writes_ms)} writes of 4 KiB with fsync in {m.directory}: max {shown} ms, mean {m.mean_ms:.1f} ms"
+    detail = (f"{len(m.writes_ms)} writes of {book.probe.fsync_bytes // 1024} KiB with fsync in {m.directory}: "
+              f"max {shown} ms, mean {m.mean_ms:.1f} ms" + (" (timed in hundredths of a second)" if m.clock == "cs" else ""))
     heartbeat, election = etcd_timeouts(m.max_ms, book.etcd)
     data = {"max_ms": m.max_ms, "mean_ms": m.mean_ms, "heartbeat_interval_ms": heartbeat,
             "election_timeout_ms": election}
@@ -199,7 +205,8 @@ def _fsync(f: CheckFacts, book: Book, ctx: NodeContext) -> Finding:
     if m.max_ms > lim.fail:
         return book.finding("fsync", "very_slow", detail, data=data, **values)
     if m.max_ms > lim.warn:
-        return book.finding("fsync", "slow", detail, data=data, **values)
+        default = (heartbeat, election) == (book.etcd.heartbeat_default_ms, book.etcd.election_default_ms)
+        return book.finding("fsync", "slow" if default else "slow_tune", detail, data=data, **values)
     return book.ok("fsync", detail, **data)
 
 

@@ -20,16 +20,18 @@ from piprov.fleet import Fleet, parallel
 from piprov.graph import ComponentGraph
 from piprov.graph.support import arch_selection, matrix_for, node_problem
 from piprov.inventory.model import Inventory, Node
-from piprov.render import node_image_arch
+from piprov.render import node_image_arch, to_image_arch
 
 CHECK_TIMEOUT = 60.0
+# The controller's clock the node's is compared with (a test sets its own).
+now = time.time
 
 
 def read_check(fleet: Fleet, book: Book, name: str) -> CheckFacts:
     """One node's check facts: one SSH command, with sudo (the fsync dir is root's)."""
-    asked = time.time()
+    asked = now()
     res = fleet.transports[name].run(check_command(book.probe), sudo=True, timeout=CHECK_TIMEOUT)
-    answered = time.time()
+    answered = now()
     if not res.ok:
         raise CheckError(
             f"the check command failed (exit {res.exit_code}): {res.tail(3) or 'no output'}", host=name,
@@ -48,7 +50,13 @@ def node_context(inventory: Inventory, graph: ComponentGraph, book: Book, node: 
         problem = node_problem(matrix, profile, node.name, facts.node.versions)
     except PiprovError as e:  # an arch piprov has no images for says so itself
         problem = e
-    return NodeContext(runs_etcd=runs_etcd, arch=node.arch, version_problem=problem)
+    pinned = None
+    if node.arch:
+        try:
+            pinned = to_image_arch(node.arch)
+        except PiprovError:
+            pinned = node.arch
+    return NodeContext(runs_etcd=runs_etcd, arch=pinned, version_problem=problem)
 
 
 def check_node(inventory: Inventory, graph: ComponentGraph, book: Book, fleet: Fleet, name: str) -> NodeCheck:
