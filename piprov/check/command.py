@@ -9,7 +9,8 @@ lacks (``tests/unit/test_floor.py`` runs it under busybox sh and dash).
 
 Read-only: it changes nothing on the node but one temp file of the fsync
 measure, in the first of ``probe.fsync_dirs`` that exists, removed on every
-way out (a trap on EXIT, HUP, INT and TERM). The records it adds, parsed by
+way out (a trap on EXIT, HUP, INT, PIPE (a cut SSH session) and TERM; the shell
+runs it once the write under way returns). The records it adds, parsed by
 :mod:`piprov.check.parse`::
 
     kernel <uname -r>
@@ -105,7 +106,7 @@ fy() {
   t=$(date +%s%N 2>/dev/null)
   case $t in ''|*[!0-9]*) ck=cs ;; *) ck=ns ;; esac
   trap 'rm -f "$tf"' EXIT
-  trap 'rm -f "$tf"; exit 1' HUP INT TERM
+  trap 'rm -f "$tf"; exit 1' HUP INT PIPE TERM
   tf=$(mktemp "$d/.piprov-check.XXXXXX" 2>/dev/null) || tf=
   if [ -z "$tf" ]; then r "fsync $d !nofile"; return 0; fi
   r "fsync $d $ck"
