@@ -112,11 +112,7 @@ def load_book(playbooks_dir: Path | None = None) -> Book:
 
 @functools.lru_cache(maxsize=4)
 def _load(path: Path) -> Book:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise CheckError(f"cannot read the check book {path}: {e.strerror or e}") from None
-    doc = yamlsrc.parse(text, str(path), CheckError, lead="YAML syntax error")
+    doc = yamlsrc.load_file(path, CheckError, what="the check book")
     r = yamlsrc.Reader(CheckError, str(path), doc, "checks.yaml", (0, 0))
     r.check_keys(["version", "probe", "thresholds", "etcd", "sources", "findings"])
     if r.data.get("version") != 1:
