@@ -99,6 +99,10 @@ class FactsError(PiprovError):
     """A node's facts output could not be understood."""
 
 
+class CheckError(FactsError):
+    """A node's preflight check (`piprov check`) could not run, or its output could not be understood."""
+
+
 class TransportError(PiprovError):
     """SSH to a node failed: unreachable, authentication, command error."""
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from ruamel.yaml import YAML
@@ -63,6 +64,19 @@ def parse(text: str, file: str, error: type[E], *, lead: str, yaml11_numbers: bo
             return _yaml(yaml11_numbers).load(text)
     except Exception as e:  # ruamel raises a zoo of classes; none may escape as a traceback
         raise syntax_error(e, text, file, error, lead=lead) from None
+
+
+def load_file(path: Path, error: type[E], *, what: str, lead: str = "YAML syntax error",
+              yaml11_numbers: bool = False) -> Any:
+    """The document in the file ``path`` (ruamel's round-trip types); unreadable or bad YAML raises ``error``.
+
+    ``what`` names the file in the message ("the support matrix", "playbook").
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise error(f"cannot read {what}: {e.strerror or e}", location=Location(str(path))) from None
+    return parse(text, str(path), error, lead=lead, yaml11_numbers=yaml11_numbers)
 
 
 def compose(text: str, file: str, error: type[E], *, lead: str) -> Any:

@@ -18,6 +18,7 @@ from piprov.inventory.model import HostKeyPolicy
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_CHANGES = 2
+EXIT_CHECK_FAILED = 3  # `piprov check`: a finding fails
 EXIT_USAGE = 64
 EXIT_INTERRUPTED = 130
 
@@ -140,6 +141,7 @@ COMMANDS = {
     "keys": "piprov.cli.keys_cmd:keys_cmd",
     "versions": "piprov.cli.versions_cmd:versions_cmd",
     "certs": "piprov.cli.certs_cmd:certs_cmd",
+    "check": "piprov.cli.check_cmd:check_cmd",
 }
 # Command groups that live outside the product (the virtual lab) register
 # themselves through this entry point.
@@ -196,6 +198,7 @@ def cli() -> None:
       piprov discover                 find the Pis on the LAN (mDNS)
       piprov discover --add           put them in inventory.yaml
       piprov keys --disable-password  your SSH key on every node, then no more pirate/hypriot
+      piprov check                    preflight: what on each node would break the cluster
       piprov plan                     see what `up` would change, and why
       piprov up                       provision the whole cluster
       piprov status                   node x component health
@@ -210,7 +213,7 @@ def cli() -> None:
 
     \b
     Exit codes: 0 ok / nothing to change, 1 error, 2 plan has changes,
-    64 bad command line, 130 interrupted.
+    3 a check failed, 64 bad command line, 130 interrupted.
     """
 
 

@@ -33,7 +33,7 @@ _PROGRAM_RE = re.compile(r"^[A-Za-z0-9._+-]+$")
 # NRestarts"), NRestarts on a .socket. So each block is read by key, in any order,
 # and a missing value goes out as "-". What the values mean: the unithistory
 # parser in piprov.facts.records.
-_PRELUDE = r"""export LC_ALL=C
+PRELUDE = r"""export LC_ALL=C
 n=0
 r() { printf '%s\n' "$*"; n=$((n+1)); }
 b64() { base64 -w 0; }
@@ -193,7 +193,7 @@ fi
 # lifetimes; the addr parser in piprov.facts.records reads them, peer and label
 # included, so a shape the script did not foresee is a parse error there, tested
 # from data, not a silently dropped field here.
-_SYSTEM = r"""r "uname $(uname -m)"
+SYSTEM = r"""r "uname $(uname -m)"
 r "hostname $(uname -n)"
 up=; { read -r up _ </proc/uptime; } 2>/dev/null; r "uptime ${up:--}"
 if [ -r /etc/os-release ]; then r "osrelease $(b64 < /etc/os-release)"; else r "osrelease -"; fi
@@ -203,13 +203,14 @@ $(ip -o -4 addr show 2>/dev/null)
 PIPROV_ADDRS
 """
 
-# The running programs' versions, one word each: `docker --version` prints
+# The running programs' versions, one word each (the check script, piprov.check.command, reuses
+# PRELUDE, SYSTEM and VERSIONS and their records): `docker --version` prints
 # "Docker version 20.10.24+dfsg1, build 297e128" (1.11: "Docker version 1.11.2,
 # build b9f10c9"), `systemctl --version` "systemd 215" then its features. The
 # word goes out as is (the parser is strict about its characters, lenient about
 # its form: piprov.version parses it); "-" when the program is missing or
 # printed nothing. The support matrix (playbooks/versions.yaml) judges them.
-_VERSIONS = r"""vw() { v=$(printf '%s\n' "$2" | head -n 1 | cut -d ' ' -f "$3"); v=${v%,}; r "version $1 ${v:--}"; }
+VERSIONS = r"""vw() { v=$(printf '%s\n' "$2" | head -n 1 | cut -d ' ' -f "$3"); v=${v%,}; r "version $1 ${v:--}"; }
 sv=$(systemctl --version 2>/dev/null)
 vw docker "$(docker --version 2>/dev/null)" 3
 vw systemd "$sv" 2
@@ -239,6 +240,11 @@ done
 """
 
 
+def prelude() -> str:
+    """The script's helpers (``r`` counting records, ``b64``, the ``file`` records of ``fs``/``hs``, ``u``)."""
+    return PRELUDE.replace("MAXCONTENT", str(MAX_CONTENT))
+
+
 def facts_command(
     paths: Sequence[str],
     units: Sequence[str],
@@ -263,7 +269,7 @@ def facts_command(
     all_paths = list(dict.fromkeys([*HOST_FILES, *paths]))
     programs = list(dict.fromkeys(binaries))
     _check_names(all_paths, units, etcd_keys, programs)
-    parts = [_PRELUDE.replace("MAXCONTENT", str(MAX_CONTENT))]
+    parts = [prelude()]
     services = [u for u in dict.fromkeys(units) if u.endswith(".service")]
     if services:
         parts.append(_JOURNAL_FN)
@@ -275,8 +281,8 @@ def facts_command(
     parts.append(f"printf '%s\\n' {shlex.quote(BEGIN)}\n")
     if keys:
         parts.append(_ETCD_START.replace("KEYS", keys))
-    parts.append(_SYSTEM)
-    parts.append(_VERSIONS)
+    parts.append(SYSTEM)
+    parts.append(VERSIONS)
     if programs:
         parts.append(_BINARIES.replace("BINARIES", " ".join(programs)))
     secret = set(secret_paths)

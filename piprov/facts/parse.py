@@ -7,53 +7,53 @@ mangled answer be told from a complete one, so it is never half-parsed.
 
 from __future__ import annotations
 
-from piprov.facts.command import BEGIN, END
 from piprov.facts.model import NodeFacts
-from piprov.facts.records import Collected, parse_records, snippet, unreadable
+from piprov.facts.records import FACTS, Collected, Output, parse_records, snippet, unreadable
 
 
 def parse_facts(host: str, output: str) -> NodeFacts:
     """Parse :func:`~piprov.facts.command.facts_command` output; anything unexpected is a FactsError naming ``host``."""
-    return _node_facts(host, parse_records(host, framed_records(host, output)))
+    return node_facts(host, parse_records(host, framed_records(host, output)))
 
 
-def framed_records(host: str, output: str) -> list[str]:
-    """The record lines between the markers, as many as the node counted."""
-    lines = output.splitlines()
+def framed_records(host: str, text: str, output: Output = FACTS) -> list[str]:
+    """The record lines between ``output``'s markers, as many as the node counted."""
+    lines = text.splitlines()
     try:
-        begin = next(i for i, line in enumerate(lines) if line.strip() == BEGIN)
+        begin = next(i for i, line in enumerate(lines) if line.strip() == output.begin)
     except StopIteration:
         first = next((line for line in lines if line.strip()), "")
         raise unreadable(
             host,
-            "no facts in it (the command did not run?)"
+            f"no {output.name} in it (the command did not run?)"
             + (f"; it starts with {snippet(first)}" if first else "; it is empty"),
+            output=output,
         ) from None
     end_idx: int | None = None
     declared = -1
     for i in range(begin + 1, len(lines)):
-        if lines[i].startswith(END):
-            tail = lines[i][len(END) :].strip()
+        if lines[i].startswith(output.end):
+            tail = lines[i][len(output.end) :].strip()
             if not tail.isdigit():
-                raise unreadable(host, f"bad end marker {snippet(lines[i])}")
+                raise unreadable(host, f"bad end marker {snippet(lines[i])}", output=output)
             end_idx, declared = i, int(tail)
             break
     records = lines[begin + 1 : end_idx]
     if end_idx is None:
-        raise unreadable(
-            host, f"it is truncated: no end marker after {len(records)} records", hint="the SSH session was cut; retry"
-        )
+        raise unreadable(host, f"it is truncated: no end marker after {len(records)} records",
+                         hint="the SSH session was cut; retry", output=output)
     if len(records) != declared:
-        raise unreadable(host, f"it is mangled: {len(records)} records where the node counted {declared}")
+        raise unreadable(host, f"it is mangled: {len(records)} records where the node counted {declared}",
+                         output=output)
     return records
 
 
-def _node_facts(host: str, got: Collected) -> NodeFacts:
+def node_facts(host: str, got: Collected, output: Output = FACTS) -> NodeFacts:
     """The facts, once the records every node sends are known to be there."""
     if got.machine is None:
-        raise unreadable(host, "no architecture (uname -m) in it")
+        raise unreadable(host, "no architecture (uname -m) in it", output=output)
     if got.hostname is None:
-        raise unreadable(host, "no hostname in it")
+        raise unreadable(host, "no hostname in it", output=output)
     return NodeFacts(
         host=host,
         machine=got.machine,

@@ -15,9 +15,10 @@ import hashlib
 import ipaddress
 import re
 from dataclasses import dataclass, field, replace
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 from piprov.errors import FactsError
+from piprov.facts.command import BEGIN, END
 from piprov.facts.model import KEY_RE, PATH_RE, UNIT_RE, WORD_RE, Address, EtcdKeyFacts, FileFacts, UnitFacts
 
 _STATE_RE = re.compile(r"^[a-z][a-z-]*$")
@@ -34,9 +35,27 @@ HINT = (
 )
 
 
-def unreadable(host: str, what: str, hint: str | None = None) -> FactsError:
+@dataclass(frozen=True)
+class Output:
+    """Which framed output is read: its markers, what it is called, its error class and hint.
+
+    The facts' by default; the preflight check (piprov.check) frames its records
+    the same way, reuses the facts' record parsers, and names its own output.
+    """
+
+    name: str = "facts"
+    begin: str = BEGIN
+    end: str = END
+    error: type[FactsError] = FactsError
+    hint: str = HINT
+
+
+FACTS = Output()
+
+
+def unreadable(host: str, what: str, hint: str | None = None, output: Output = FACTS) -> FactsError:
     """The one error for facts output that cannot be understood."""
-    return FactsError(f"cannot understand the facts output: {what}", host=host, hint=hint or HINT)
+    return output.error(f"cannot understand the {output.name} output: {what}", host=host, hint=hint or output.hint)
 
 
 def snippet(text: str, limit: int = 80) -> str:
@@ -51,6 +70,7 @@ class Collected:
     hostname: str | None = None
     os_id: str = ""
     os_version: str = ""
+    os_values: dict[str, str] = field(default_factory=dict)
     files: dict[str, FileFacts] = field(default_factory=dict)
     units: dict[str, UnitFacts] = field(default_factory=dict)
     etcd_keys: dict[str, EtcdKeyFacts] = field(default_factory=dict)
@@ -69,12 +89,13 @@ class Record:
     number: int
     line: str
     args: tuple[str, ...]
+    output: Output = FACTS
 
     def malformed(self) -> FactsError:
-        return unreadable(self.host, f"record {self.number} is malformed: {snippet(self.line)}")
+        return unreadable(self.host, f"record {self.number} is malformed: {snippet(self.line)}", output=self.output)
 
     def wrong(self, what: str) -> FactsError:
-        return unreadable(self.host, f"record {self.number}: {what}")
+        return unreadable(self.host, f"record {self.number}: {what}", output=self.output)
 
     def base64(self, text: str) -> bytes:
         try:
@@ -105,17 +126,26 @@ def record(tag: str) -> Callable[[RecordParser], RecordParser]:
     return register
 
 
-def parse_records(host: str, lines: Sequence[str]) -> Collected:
-    """Every record in ``lines`` (the framing already removed), in order."""
+def parse_records(
+    host: str, lines: Sequence[str], *, output: Output = FACTS, extra: Mapping[str, Callable[[Record], None]] | None = None
+) -> Collected:
+    """Every record in ``lines`` (the framing already removed), in order.
+
+    ``extra``: parsers of the tags another output adds to the facts' own (each
+    stores what it reads itself); a tag neither knows is malformed.
+    """
     into = Collected()
     for number, raw in enumerate(lines, start=1):
         line = raw.rstrip("\r")
         tag, *args = line.split(" ")
-        rec = Record(host, number, line, tuple(args))
+        rec = Record(host, number, line, tuple(args), output)
         parser = RECORDS.get(tag)
-        if parser is None:
+        if parser is not None:
+            parser(rec, into)
+        elif extra and tag in extra:
+            extra[tag](rec)
+        else:
             raise rec.malformed()
-        parser(rec, into)
     return into
 
 
@@ -135,16 +165,18 @@ def _osrelease(rec: Record, into: Collected) -> None:
     if len(rec.args) != 1:
         raise rec.malformed()
     if rec.args[0] != "-":
-        into.os_id, into.os_version = os_release(rec.base64(rec.args[0]).decode("utf-8", "replace"))
+        into.os_values = os_release_values(rec.base64(rec.args[0]).decode("utf-8", "replace"))
+        into.os_id, into.os_version = into.os_values.get("ID", ""), into.os_values.get("VERSION_ID", "")
 
 
-def os_release(text: str) -> tuple[str, str]:
+def os_release_values(text: str) -> dict[str, str]:
+    """/etc/os-release's KEY=value lines, quotes taken off (os-release(5))."""
     values: dict[str, str] = {}
     for line in text.splitlines():
         key, sep, value = line.partition("=")
         if sep:
             values[key.strip()] = value.strip().strip('"').strip("'")
-    return values.get("ID", ""), values.get("VERSION_ID", "")
+    return values
 
 
 @record("file")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping, cast
 
 from piprov import yamlsrc
-from piprov.errors import GraphError, Location
+from piprov.errors import GraphError
 from piprov.graph.credentials import check_credentials, parse_credentials, parse_daemon_config, parse_pki
 from piprov.graph.expr import syntax_problem
 from piprov.graph.model import (
@@ -368,11 +368,7 @@ class _Playbooks:
         self.pki: PkiSettings | None = None
 
     def read(self, path: Path) -> None:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as e:
-            raise GraphError(f"cannot read playbook: {e.strerror}", location=Location(str(path))) from None
-        doc = yamlsrc.parse(text, str(path), GraphError, lead="invalid YAML", yaml11_numbers=True)
+        doc = yamlsrc.load_file(path, GraphError, what="playbook", lead="invalid YAML", yaml11_numbers=True)
         top = Reader(GraphError, str(path), doc, "playbook", (0, 0))
         top.check_keys(["version", "vars", "binaries", "images", "pki", "components"])
         if top.data.get("version", 1) != 1:

@@ -113,11 +113,7 @@ def load_matrix(playbooks_dir: Path | None = None) -> Matrix:
 
 @functools.lru_cache(maxsize=4)
 def _load(path: Path) -> Matrix:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise GraphError(f"cannot read the support matrix {path}: {e.strerror or e}") from None
-    doc = yamlsrc.plain(yamlsrc.parse(text, str(path), GraphError, lead="YAML syntax error"))
+    doc = yamlsrc.plain(yamlsrc.load_file(path, GraphError, what="the support matrix"))
     if not isinstance(doc, dict) or doc.get("version") != 1:
         raise GraphError(f"{path}: the support matrix must be a mapping with version: 1")
     comps = {str(n): _component(path, str(n), c) for n, c in _mapping(path, doc, "components").items()}

@@ -394,7 +394,7 @@ def test_dropins_come_with_their_content_under_a_posix_shell(shell: list[str], t
     (run / "docker.service.d" / "50-CPUQuota.conf").write_text("[Service]\nCPUQuota=50%\n")
     (etc / "docker.service.d" / "my proxy.conf").write_text("[Service]\nEnvironment=HTTP_PROXY=x\n")
     body = (command._DROPINS.replace("/etc/systemd/system/", f"{etc}/").replace("/run/systemd/system/", f"{run}/"))
-    prelude = command._PRELUDE.replace("MAXCONTENT", str(MAX_CONTENT))
+    prelude = command.PRELUDE.replace("MAXCONTENT", str(MAX_CONTENT))
     script = f"{prelude}{body}printf '%s\\n' '{command.BEGIN}'\ndr docker.service k8s-etcd.service\n" \
              f"printf '%s %s\\n' {command.END} \"$n\"\n"
     out = subprocess.run([*shell, "-c", script], capture_output=True, text=True, timeout=60)

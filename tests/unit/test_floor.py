@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from piprov.check import Probe, check_command, parse_check
 from piprov.facts import facts_command, parse_facts
 from piprov.graph import HealthCheck, load_graph
 from piprov.graph.versions import load_matrix
@@ -123,6 +124,59 @@ def test_the_facts_script_sends_only_the_checksum_of_a_secret(floor: tuple[list[
     assert not facts.file(str(tmp_path / "gone.key")).exists
     assert facts.file(str(crt)).content is not None  # not secret: read as before
     assert "PRIVATE" not in out.stdout and base64.b64encode(body).decode()[:40] not in out.stdout
+
+
+def test_the_check_script(floor: tuple[list[str], dict[str, str], Path], tmp_path: Path) -> None:
+    data = tmp_path / "var-lib"
+    data.mkdir()
+    (tmp_path / "boot").mkdir()
+    (tmp_path / "cmdline.txt").write_text("console=tty1 root=/dev/mmcblk0p2 cgroup_enable=memory rootwait\n")
+    vcgencmd = Path(floor[1]["PATH"]) / "vcgencmd"
+    vcgencmd.write_text("#!/bin/sh\n[ \"$1\" = get_throttled ] && echo throttled=0x50000\n")
+    vcgencmd.chmod(0o755)
+    probe = Probe((str(tmp_path / "none.txt"), str(tmp_path / "cmdline.txt")), (str(tmp_path / "boot"),),
+                  (str(tmp_path / "gone"), str(data)), ("vcgencmd",), fsync_writes=3)
+    def made() -> list[Path]:
+        return sorted(p for d in (data, tmp_path / "boot") for p in d.rglob("*")) + sorted(tmp_path.glob("*.txt"))
+
+    before = made()
+    out = _run(floor, check_command(probe))
+    assert out.returncode == 0, out.stderr
+    facts = parse_check("floor", out.stdout, asked=0, answered=2e9)
+    assert facts.memory_configured is True and facts.cmdline_path == str(tmp_path / "cmdline.txt")
+    assert facts.throttled == 0x50000 and facts.vcgencmd
+    assert facts.iptables_mode == "missing" and facts.userland_bits in (32, 64)  # /bin/sh's ELF header (no dpkg)
+    assert facts.disks["root"].mount == "/" and facts.disks["boot"].path == str(tmp_path / "boot")
+    assert facts.node.versions["docker"] == "1.11.2" and facts.kernel
+    # busybox date has no %N: the writes are timed with /proc/uptime.
+    assert facts.fsync is not None and facts.fsync.directory == str(data) and facts.fsync.clock == "cs"
+    assert len(facts.fsync.writes_ms) == 3
+    # Read-only: the temp file is gone, nothing else was made.
+    assert made() == before
+
+
+def test_the_check_script_removes_its_temp_file_when_killed(floor: tuple[list[str], dict[str, str], Path],
+                                                           tmp_path: Path) -> None:
+    shell, env, _ = floor
+    if shell[-1] == "sh":
+        pytest.skip("busybox sh runs its own dd applet before PATH: no slow dd to kill it during")
+    data = tmp_path / "var-lib"
+    data.mkdir()
+    # A dd slow on the fsync'd writes: the script is killed meanwhile (TERM; a cut SSH session is HUP or PIPE).
+    dd = Path(env["PATH"]) / "dd"
+    dd.unlink()
+    dd.write_text("#!/bin/sh\ncase \"$*\" in *conv=fsync*) sleep 1 ;; esac\nexit 0\n")
+    dd.chmod(0o755)
+    probe = Probe(("/nonexistent/cmdline.txt",), ("/nonexistent",), (str(data),), ("vcgencmd",))
+    p = subprocess.Popen([*shell, "-c", check_command(probe)], env=env, stdout=subprocess.PIPE, text=True)
+    for _ in range(100):
+        if list(data.iterdir()):
+            break
+        subprocess.run(["sleep", "0.05"])
+    assert list(data.iterdir()), "the temp file never appeared"
+    p.terminate()
+    assert p.wait(timeout=10) != 0
+    assert list(data.iterdir()) == []
 
 
 class FloorTransport:

@@ -198,3 +198,11 @@ def test_the_pki_talks_to_no_node(forbidden: str) -> None:
     assert pki_modules
     reached = set().union(*(reaches(m) for m in pki_modules))
     assert not {d for d in reached if d == forbidden or d.startswith(forbidden + ".")}
+
+
+@pytest.mark.parametrize("forbidden", ["piprov.transport", "piprov.fleet", "piprov.shell", "piprov.render",
+                                       "piprov.provision", "piprov.http", "paramiko"])
+def test_the_check_judge_is_pure(forbidden: str) -> None:
+    """piprov.check.judge turns facts + the book's thresholds into findings: it talks to no node."""
+    reached = reaches("piprov.check.judge") | reaches("piprov.check.parse") | reaches("piprov.check.book")
+    assert not {d for d in reached if d == forbidden or d.startswith(forbidden + ".")}
