@@ -13,17 +13,18 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Mapping
 
 from piprov.errors import FactsError, PiprovError, PlanError
-from piprov.facts import NodeFacts, parse_facts
+from piprov.facts import EtcdKeyFacts, NodeFacts, parse_facts
 from piprov.fleet import Fleet, FleetResult, naming, parallel
 from piprov.graph import ComponentGraph, HealthCheck, NodeDag, Vertex, node_dag
 from piprov.health import HttpGet, ProbeResult, http_get, https_getter, wait_healthy
 from piprov.inventory.model import Inventory, Node
 from piprov.kube.client import client_tls
+from piprov.kube.etcd import read_keys
 from piprov.lock import FileLock
 from piprov.orchestrate import Event, RunResult, StepResult, run_dag
 from piprov.plan import ComponentPlan, DisableUnits, NodePlan, Plan, plan_node
@@ -48,7 +49,9 @@ def run_lock(inventory: Inventory) -> FileLock:
 
 
 def read_facts(inventory: Inventory, graph: ComponentGraph, fleet: Fleet, name: str) -> NodeFacts:
-    """One node's facts: one SSH command."""
+    """One node's facts: one SSH command; the etcd keys its components own, read meanwhile from the controller."""
+    keys = graph.etcd_key_names(inventory.node(name).role)
+    etcd = _read_keys_ahead(inventory, keys) if keys else None
     res = fleet.transports[name].run(facts_command_for(inventory, graph, name), sudo=True, timeout=FACTS_TIMEOUT)
     if not res.ok:
         raise FactsError(
@@ -56,7 +59,21 @@ def read_facts(inventory: Inventory, graph: ComponentGraph, fleet: Fleet, name: 
             host=name,
             hint="piprov needs sudo for the SSH user on every node (passwordless, or --ask-sudo-password)",
         )
-    return parse_facts(name, res.stdout)
+    facts = parse_facts(name, res.stdout)
+    return replace(facts, etcd_keys=etcd()) if etcd is not None else facts
+
+
+def _read_keys_ahead(inventory: Inventory, keys: list[str]) -> Callable[[], dict[str, EtcdKeyFacts]]:
+    """kube.etcd.read_keys begun now on a thread of its own (it overlaps the node's SSH round trip)."""
+    box: list[dict[str, EtcdKeyFacts]] = []
+    t = threading.Thread(target=lambda: box.append(read_keys(inventory, keys)), name="piprov-etcd", daemon=True)
+    t.start()
+
+    def result() -> dict[str, EtcdKeyFacts]:
+        t.join()
+        return box[0] if box else {k: EtcdKeyFacts(k, "unavailable") for k in keys}
+
+    return result
 
 
 def gather_facts(inventory: Inventory, graph: ComponentGraph, fleet: Fleet) -> FleetResult[NodeFacts]:

@@ -273,30 +273,19 @@ def _credentials_first(credentials: list[DesiredFile], files: list[DesiredFile])
 
 
 def facts_command_for(inventory: Inventory, graph: ComponentGraph, node: Node | str) -> str:
-    """The one facts command for ``node``: its managed paths, units and etcd keys.
+    """The one facts command for ``node``: its managed paths and units.
 
     Paths and units do not depend on the node's arch, so this runs before the
-    facts (which tell the arch) are known.
+    facts (which tell the arch) are known. The etcd keys piprov owns are read
+    from the controller (piprov.kube.etcd.read_keys), not by this command.
     """
     from piprov.facts import facts_command
 
     if isinstance(node, str):
         node = inventory.node(node)
-    ctx = probe_context(inventory, node)
-    # Before the facts, the arch is the inventory's (or the default images'):
-    # arch overrides stay within one profile, so etcdctl's syntax is the same.
-    ctx["versions"] = node_versions(inventory, graph, to_image_arch(node.arch) if node.arch else "")
-    etcdctl: str | None = None
-    keys: list[str] = []
-    for c in graph.for_role(node.role):
-        if c.etcd_keys is not None:
-            etcdctl = render_expression(c.etcd_keys.etcdctl, ctx).strip()
-            keys.extend(c.etcd_keys.keys)
     return facts_command(
         graph.fact_paths(node.role),
         list(dict.fromkeys(graph.managed_units(node.role))),
         secret_paths=graph.secret_paths(node.role),
-        etcdctl=etcdctl,
-        etcd_keys=keys,
         binaries=list(graph.binaries(node.role)),
     )

@@ -10,7 +10,6 @@ with sudo) that prints framed records::
     file <path> present <sha256|-> <mode> <owner> <group> <size> <base64|!empty|!big>
     file <path> missing | file <path> notafile
     unit <name> <is-active> <is-enabled>
-    etcdkey <key> ok <base64|!empty> | etcdkey <key> missing | etcdkey <key> unavailable
     addr <ifname> <address/len>
     bin <name> <absolute path | ->      (``command -v`` under sudo's PATH)
     PIPROV-FACTS-END <number of records>
@@ -21,7 +20,9 @@ values of :mod:`.model`; it returns :class:`NodeFacts` or raises
 :class:`~piprov.errors.FactsError` naming the host and what was wrong. A
 file's checksum is only computed on the node when its content does not come
 back (``!big``); otherwise the parser hashes the content, which saves a
-process per file. Nothing here decides anything.
+process per file. Nothing here decides anything. ``NodeFacts.etcd_keys`` is not
+read by the script: the controller reads the keys piprov owns from etcd's v2
+API (:func:`piprov.kube.etcd.read_keys`) while the script runs.
 """
 
 from piprov.facts.command import BEGIN, END, HOST_FILES, MAX_CONTENT, facts_command

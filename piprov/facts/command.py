@@ -1,7 +1,8 @@
 """The one facts command: a POSIX sh script printing every record planning needs.
 
 One script per node keeps a no-op ``up`` at one SSH round trip. It needs only
-coreutils, systemd, iproute2 (and docker, for etcd keys) on the node; the
+coreutils, systemd and iproute2 on the node (the etcd keys piprov owns are read
+from the controller: piprov.kube.etcd.read_keys); the
 records it prints are parsed by :mod:`piprov.facts.records`, and the framing
 (:data:`BEGIN`, :data:`END` and the record count) by :mod:`piprov.facts.parse`.
 """
@@ -13,7 +14,7 @@ import shlex
 from typing import Iterable, Sequence
 
 from piprov.errors import FactsError
-from piprov.facts.model import KEY_RE, OCCIDENTALIS, PATH_RE, UNIT_RE
+from piprov.facts.model import OCCIDENTALIS, PATH_RE, UNIT_RE
 
 BEGIN = "PIPROV-FACTS-BEGIN 1"
 END = "PIPROV-FACTS-END"
@@ -160,31 +161,24 @@ PIPROV_JOURNAL
 }
 """
 
-_ETCD_FN = r"""k() {
-  if out=$(timeout 5 ETCDCTL get "$1" 2>&1); then
-    if [ -n "$out" ]; then r "etcdkey $1 ok $(printf '%s' "$out" | b64)"; else r "etcdkey $1 ok !empty"; fi
-  elif printf '%s' "$out" | grep -q 'Key not found'; then r "etcdkey $1 missing"
-  else r "etcdkey $1 unavailable"; fi
-}
-"""
-
-# etcd answers through `docker exec` (~150 ms on the lab, more on a Pi), so its
-# keys are read in the background while the files and units are: a no-op run
-# waits for the slower of the two, not their sum. The answers go through a
-# temp file because lines of the file records would interleave with them.
-_ETCD_START = r"""kq=$(mktemp 2>/dev/null) || kq=
+# `docker --version` is a Go program's start (30-40 ms on the lab, far more on a Pi 1):
+# it runs in the background while the files and units are read, so the script
+# waits for the slower of the two, not their sum. Its record goes through a temp
+# file because the file records' lines would interleave with it; without a temp
+# file it runs in line.
+_SLOW_START = r"""kq=$(mktemp 2>/dev/null) || kq=
 if [ -n "$kq" ]; then
   trap 'rm -f "$kq"' EXIT
   trap 'rm -f "$kq"; exit 1' HUP INT TERM
-  for key in KEYS; do k "$key"; done >"$kq" 2>/dev/null &
+  { SLOW; } >"$kq" 2>/dev/null &
 fi
 """
 
-_ETCD_COLLECT = r"""if [ -n "$kq" ]; then
+_SLOW_COLLECT = r"""if [ -n "$kq" ]; then
   wait
   while IFS= read -r line; do r "$line"; done <"$kq"
 else
-  for key in KEYS; do k "$key"; done
+  SLOW
 fi
 """
 
@@ -210,11 +204,13 @@ PIPROV_ADDRS
 # word goes out as is (the parser is strict about its characters, lenient about
 # its form: piprov.version parses it); "-" when the program is missing or
 # printed nothing. The support matrix (playbooks/versions.yaml) judges them.
-VERSIONS = r"""vw() { v=$(printf '%s\n' "$2" | head -n 1 | cut -d ' ' -f "$3"); v=${v%,}; r "version $1 ${v:--}"; }
-sv=$(systemctl --version 2>/dev/null)
-vw docker "$(docker --version 2>/dev/null)" 3
+_VERSION_FN = r"""vw() { v=$(printf '%s\n' "$2" | head -n 1 | cut -d ' ' -f "$3"); v=${v%,}; r "version $1 ${v:--}"; }
+"""
+_DOCKER_VERSION = r"""vw docker "$(docker --version 2>/dev/null)" 3"""
+_SYSTEMD_VERSION = r"""sv=$(systemctl --version 2>/dev/null)
 vw systemd "$sv" 2
 """
+VERSIONS = _VERSION_FN + _SYSTEMD_VERSION + _DOCKER_VERSION + "\n"
 
 # dr(): the drop-ins of the managed units, where an admin or a package puts them
 # (/etc) and where a runtime `systemctl set-property` does (/run); systemd reads
@@ -249,17 +245,13 @@ def facts_command(
     paths: Sequence[str],
     units: Sequence[str],
     *,
-    etcdctl: str | None = None,
-    etcd_keys: Sequence[str] = (),
     binaries: Iterable[str] = (),
     secret_paths: Iterable[str] = (),
 ) -> str:
-    """ONE POSIX sh script printing every fact planning needs; run it with sudo.
+    """ONE POSIX sh script printing every fact planning needs on the node; run it with sudo.
 
     ``paths``: managed files (the host files hostname planning edits are always
-    added); ``units``: managed units; ``etcdctl``: a command prefix reaching etcd
-    (trusted: it comes from the playbook), used for ``etcd_keys`` when given;
-    ``binaries``: names of the programs the units run, located under sudo's
+    added); ``units``: managed units; ``binaries``: names of the programs the units run, located under sudo's
     PATH (the graph knows them: docker-ce on HypriotOS puts dockerd in
     /usr/bin, Debian's docker.io in /usr/sbin); a name → default path mapping
     will do, its keys are the names. ``secret_paths``: those of ``paths``
@@ -268,21 +260,16 @@ def facts_command(
     """
     all_paths = list(dict.fromkeys([*HOST_FILES, *paths]))
     programs = list(dict.fromkeys(binaries))
-    _check_names(all_paths, units, etcd_keys, programs)
+    _check_names(all_paths, units, programs)
     parts = [prelude()]
     services = [u for u in dict.fromkeys(units) if u.endswith(".service")]
     if services:
         parts.append(_JOURNAL_FN)
-    keys = " ".join(shlex.quote(k) for k in etcd_keys) if etcdctl else ""
-    if etcdctl and keys:
-        if "\n" in etcdctl or "'" in etcdctl:
-            raise FactsError(f"etcdctl command {etcdctl!r} must be one line without quotes")
-        parts.append(_ETCD_FN.replace("ETCDCTL", etcdctl))
     parts.append(f"printf '%s\\n' {shlex.quote(BEGIN)}\n")
-    if keys:
-        parts.append(_ETCD_START.replace("KEYS", keys))
+    parts.append(_VERSION_FN)
+    parts.append(_SLOW_START.replace("SLOW", _DOCKER_VERSION))
     parts.append(SYSTEM)
-    parts.append(VERSIONS)
+    parts.append(_SYSTEMD_VERSION)
     if programs:
         parts.append(_BINARIES.replace("BINARIES", " ".join(programs)))
     secret = set(secret_paths)
@@ -295,8 +282,7 @@ def facts_command(
         parts.append(f"u {' '.join(dict.fromkeys(units))}\n")
     if services:
         parts.append(f"j {' '.join(services)}\n")
-    if keys:
-        parts.append(_ETCD_COLLECT.replace("KEYS", keys))
+    parts.append(_SLOW_COLLECT.replace("SLOW", _DOCKER_VERSION))
     parts.append(f'printf \'%s %s\\n\' {END} "$n"\n')
     return "".join(parts)
 
@@ -305,13 +291,12 @@ def facts_command(
 _NAME_RULES = (
     (PATH_RE, "cannot ask for facts of path {!r}: only plain absolute paths are allowed"),
     (UNIT_RE, "cannot ask for facts of unit {!r}"),
-    (KEY_RE, "cannot ask for etcd key {!r}"),
     (_PROGRAM_RE, "cannot ask where program {!r} is"),
 )
 
 
-def _check_names(paths: Sequence[str], units: Sequence[str], keys: Sequence[str], programs: Sequence[str]) -> None:
-    for (pattern, refusal), names in zip(_NAME_RULES, (paths, units, keys, programs)):
+def _check_names(paths: Sequence[str], units: Sequence[str], programs: Sequence[str]) -> None:
+    for (pattern, refusal), names in zip(_NAME_RULES, (paths, units, programs)):
         for name in names:
             if not pattern.match(name):
                 raise FactsError(refusal.format(name))

@@ -111,6 +111,7 @@ class NodeFacts:
     os_version: str
     files: Mapping[str, FileFacts] = field(default_factory=dict)
     units: Mapping[str, UnitFacts] = field(default_factory=dict)
+    # Filled in by provision.read_facts from the controller's read of etcd (kube.etcd.read_keys).
     etcd_keys: Mapping[str, EtcdKeyFacts] = field(default_factory=dict)
     addresses: tuple[Address, ...] = ()
     # Program name -> absolute path on the node, None when not installed.

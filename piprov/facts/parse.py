@@ -62,7 +62,6 @@ def node_facts(host: str, got: Collected, output: Output = FACTS) -> NodeFacts:
         os_version=got.os_version,
         files=got.files,
         units=got.units,
-        etcd_keys=got.etcd_keys,
         addresses=tuple(got.addresses),
         binaries=got.binaries,
         uptime=got.uptime,

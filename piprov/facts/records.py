@@ -19,7 +19,7 @@ from typing import Callable, Mapping, Sequence
 
 from piprov.errors import FactsError
 from piprov.facts.command import BEGIN, END
-from piprov.facts.model import KEY_RE, PATH_RE, UNIT_RE, WORD_RE, Address, EtcdKeyFacts, FileFacts, UnitFacts
+from piprov.facts.model import PATH_RE, UNIT_RE, WORD_RE, Address, FileFacts, UnitFacts
 
 _STATE_RE = re.compile(r"^[a-z][a-z-]*$")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -73,7 +73,6 @@ class Collected:
     os_values: dict[str, str] = field(default_factory=dict)
     files: dict[str, FileFacts] = field(default_factory=dict)
     units: dict[str, UnitFacts] = field(default_factory=dict)
-    etcd_keys: dict[str, EtcdKeyFacts] = field(default_factory=dict)
     addresses: list[Address] = field(default_factory=list)
     binaries: dict[str, str | None] = field(default_factory=dict)
     uptime: float | None = None
@@ -348,23 +347,6 @@ def _uptime(rec: Record, into: Collected) -> None:
     if len(rec.args) != 1 or not (rec.args[0] == "-" or _SECONDS_RE.fullmatch(rec.args[0])):
         raise rec.malformed()
     into.uptime = None if rec.args[0] == "-" else float(rec.args[0])
-
-
-@record("etcdkey")
-def _etcdkey(rec: Record, into: Collected) -> None:
-    """``etcdkey <key> ok <base64|!empty>``, ``etcdkey <key> missing`` or ``etcdkey <key> unavailable``."""
-    if len(rec.args) < 2 or not KEY_RE.match(rec.args[0]):
-        raise rec.malformed()
-    key, state = rec.args[0], rec.args[1]
-    if state == "ok" and len(rec.args) == 3:
-        value = "" if rec.args[2] == "!empty" else rec.base64(rec.args[2]).decode("utf-8", "replace")
-        into.etcd_keys[key] = EtcdKeyFacts(key, "ok", value)
-    elif state == "missing" and len(rec.args) == 2:
-        into.etcd_keys[key] = EtcdKeyFacts(key, "missing")
-    elif state == "unavailable" and len(rec.args) == 2:
-        into.etcd_keys[key] = EtcdKeyFacts(key, "unavailable")
-    else:
-        raise rec.malformed()
 
 
 @record("addr")

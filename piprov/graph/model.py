@@ -352,3 +352,7 @@ class ComponentGraph:
 
     def managed_units(self, role: str) -> list[str]:
         return [u for c in self.for_role(role) for u in c.units]
+
+    def etcd_key_names(self, role: str) -> list[str]:
+        """The etcd keys the role's components own (written by piprov, read back as facts)."""
+        return [k for c in self.for_role(role) if c.etcd_keys is not None for k in c.etcd_keys.keys]

@@ -12,6 +12,7 @@ import urllib.parse
 
 from piprov import http
 from piprov.errors import ClusterError
+from piprov.facts.model import EtcdKeyFacts
 from piprov.inventory.model import Inventory
 from piprov.kube.client import JSON, client_tls, json_object
 
@@ -28,6 +29,41 @@ def _etcd(inventory: Inventory, method: str, url: str, timeout: float = 10.0) ->
         raise ClusterError(f"cannot reach etcd at {url}: {e.reason}",
                            hint="is the master's etcd up? `piprov status` shows it") from None
     return resp.status, json_object(resp.body)
+
+
+def key_facts(key: str, status: int, body: bytes) -> EtcdKeyFacts:
+    """What etcd's v2 GET of ``key`` said (pure): its value, missing, or unavailable.
+
+    etcd's v2 keys API (etcd-io/etcd Documentation/api.md of the 2.x line, "Get
+    the value of a key"; the same under 3.x's v2 API): 200 with {"node": {"key",
+    "value"}}; errorCode 100 "Key Not Found" (HTTP 404). A directory (no value), another error, or garbage is
+    "unavailable": the plan then writes the key once etcd is healthy.
+    """
+    answer = json_object(body)
+    if status == 404:
+        return EtcdKeyFacts(key, "missing" if answer.get("errorCode") == 100 else "unavailable")
+    node = answer.get("node") if status == 200 else None
+    value = node.get("value") if isinstance(node, dict) and not node.get("dir") else None
+    return EtcdKeyFacts(key, "ok", value) if isinstance(value, str) else EtcdKeyFacts(key, "unavailable")
+
+
+def read_keys(inventory: Inventory, keys: list[str], timeout: float = 5.0) -> dict[str, EtcdKeyFacts]:
+    """The current values of ``keys`` in the master's etcd, from the controller (TLS, admin certificate).
+
+    The facts of etcd's keys: read over the v2 API the flannel leases use, not
+    through `docker exec ... etcdctl` on the master, which cost the master's
+    facts command ~150 ms on the lab (a container exec and etcdctl's start) and
+    more on a Pi. Nothing answering is "unavailable" for every key.
+    """
+    out: dict[str, EtcdKeyFacts] = {}
+    for key in keys:
+        url = etcd_url(inventory) + "/v2/keys" + urllib.parse.quote(key)
+        try:
+            resp = http.request("GET", url, timeout=timeout, tls=client_tls(inventory))
+        except http.Unreachable:
+            return {k: out.get(k) or EtcdKeyFacts(k, "unavailable") for k in keys}
+        out[key] = key_facts(key, resp.status, resp.body)
+    return out
 
 
 def find_leases(listing: JSON, address: str) -> list[str]:

@@ -94,9 +94,6 @@ def test_parse_good_output() -> None:
     assert flannel.is_failed and not flannel.is_enabled
     assert facts.unit("docker.service").enabled == "not-found"
     assert facts.unit("never.service").active == "unknown"
-    assert facts.etcd_keys["/coreos.com/network/config"].value == '{"Network": "10.0.0.0/16"}'
-    assert facts.etcd_keys["/other/key"].state == "missing"
-    assert facts.etcd_keys["/third/key"].state == "unavailable"
     assert facts.binaries == {"docker": "/usr/bin/docker", "dockerd": None}
 
 
@@ -129,8 +126,6 @@ def test_command_refuses_unsafe_arguments() -> None:
     with pytest.raises(FactsError):
         facts_command([], ["docker.service && reboot"])
     with pytest.raises(FactsError):
-        facts_command([], [], etcdctl="etcdctl", etcd_keys=["not a key"])
-    with pytest.raises(FactsError):
         facts_command([], [], binaries=["docker; reboot"])
 
 
@@ -156,20 +151,8 @@ def test_command_runs_under_a_posix_shell(shell: list[str], tmp_path: Path) -> N
     binary = tmp_path / "bin"
     binary.write_bytes(bytes(range(256)))
     (tmp_path / "adir").mkdir()
-    # A stand-in etcdctl: answers one key, says "Key not found" for another, breaks on the third.
-    fake = tmp_path / "etcdctl"
-    fake.write_text(
-        "#!/bin/sh\n"
-        'case "$2" in\n'
-        '  /a) printf \'%s\\n\' \'{"Network": "10.0.0.0/16"}\' ;;\n'
-        "  /b) echo 'Error:  100: Key not found (/b) [7]' >&2; exit 4 ;;\n"
-        "  *) echo 'cannot connect' >&2; exit 1 ;;\n"
-        "esac\n"
-    )
-    fake.chmod(0o755)
     paths = [str(p) for p in (small, empty, big, binary, tmp_path / "adir", tmp_path / "missing")]
-    cmd = facts_command(paths, ["docker.service"], etcdctl=str(fake), etcd_keys=["/a", "/b", "/c"],
-                        binaries=load_graph().binaries())
+    cmd = facts_command(paths, ["docker.service"], binaries=load_graph().binaries())
     out = subprocess.run([*shell, "-c", cmd], capture_output=True, text=True, timeout=60)
     facts = parse_facts("localhost", out.stdout)
     assert facts.machine == os.uname().machine
@@ -182,9 +165,6 @@ def test_command_runs_under_a_posix_shell(shell: list[str], tmp_path: Path) -> N
     assert not facts.file(str(tmp_path / "adir")).is_regular
     assert not facts.file(str(tmp_path / "missing")).exists
     assert "docker.service" in facts.units
-    assert facts.etcd_keys["/a"].value == '{"Network": "10.0.0.0/16"}'
-    assert facts.etcd_keys["/b"].state == "missing"
-    assert facts.etcd_keys["/c"].state == "unavailable"
     assert any(a.ip == "127.0.0.1" for a in facts.addresses) or not shutil.which("ip")
     assert set(facts.binaries) == set(load_graph().binaries())
     for name, found in facts.binaries.items():

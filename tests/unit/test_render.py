@@ -295,7 +295,9 @@ def test_facts_command_for_asks_what_the_plan_needs(graph: ComponentGraph) -> No
     units = {name: next(line.split()[1:] for line in cmd.splitlines() if line.startswith("u "))
              for name, cmd in (("master", master), ("worker", worker))}
     assert "k8s-etcd.service" in units["master"] and "k8s-worker.service" in units["worker"]
-    assert "for key in /coreos.com/network/config; do" in master and "/coreos" not in worker
+    # etcd's keys are read from the controller (kube.etcd.read_keys), not on the node.
+    assert "/coreos" not in master and "/coreos" not in worker
+    assert graph.etcd_key_names("master") == ["/coreos.com/network/config"] and graph.etcd_key_names("worker") == []
     assert units["worker"].count("k8s-proxy.service") == 1
 
 
