@@ -282,12 +282,18 @@ def _transport(node: Node, known: Path, **kw: Any) -> SshTransport:
 # -- why a login failed --------------------------------------------------------------------------------
 
 
-def test_a_key_login_works_and_counts_one_connection(tmp_path: Path, key: Any, servers: list[Sshd]) -> None:
-    path, pkey = key
+def _pinned_server(tmp_path: Path, pkey: paramiko.PKey, servers: list[Sshd]) -> tuple[Sshd, Path]:
+    """An sshd taking ``pkey``, its host key in a fresh known_hosts."""
     srv = Sshd(tmp_path, [pkey])
     servers.append(srv)
     known = tmp_path / "known_hosts"
     srv.pin(known)
+    return srv, known
+
+
+def test_a_key_login_works_and_counts_one_connection(tmp_path: Path, key: Any, servers: list[Sshd]) -> None:
+    path, pkey = key
+    srv, known = _pinned_server(tmp_path, pkey, servers)
     t = _transport(_node(srv.port, str(path)), known)
     assert t.run("echo hi").stdout == "hi\n" and t.run("echo hi").ok
     assert (t.connections, t.round_trips) == (1, 2)
@@ -297,10 +303,7 @@ def test_a_key_login_works_and_counts_one_connection(tmp_path: Path, key: Any, s
 def test_commands_share_the_connection_side_by_side(tmp_path: Path, key: Any, servers: list[Sshd]) -> None:
     # A long command (an on-node health wait) does not hold up the node's other steps.
     path, pkey = key
-    srv = Sshd(tmp_path, [pkey])
-    servers.append(srv)
-    known = tmp_path / "known_hosts"
-    srv.pin(known)
+    srv, known = _pinned_server(tmp_path, pkey, servers)
     srv.server.gates[b"wait"] = gate = threading.Event()
     t = _transport(_node(srv.port, str(path)), known)
     slow: list[Any] = []
@@ -317,10 +320,7 @@ def test_commands_share_the_connection_side_by_side(tmp_path: Path, key: Any, se
 
 def test_each_failure_names_its_cause(tmp_path: Path, key: Any, servers: list[Sshd]) -> None:
     path, pkey = key
-    srv = Sshd(tmp_path, [pkey])
-    servers.append(srv)
-    known = tmp_path / "known_hosts"
-    srv.pin(known)
+    srv, known = _pinned_server(tmp_path, pkey, servers)
     with pytest.raises(KeyFileError, match="identity file .*/missing does not exist"):
         _transport(_node(srv.port, str(tmp_path / "missing")), known).run("true")
     other = _keyfile(tmp_path / "other")

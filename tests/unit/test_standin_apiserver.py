@@ -283,6 +283,12 @@ class Clock:
         return self.now
 
 
+def _clocked(c: Cluster, **kw: Any) -> tuple[ControllerManager, Clock]:
+    """A controller manager of its own whose clock the test moves (grace 3 s)."""
+    clock = Clock()
+    return ControllerManager(KubeClient(c.url), grace=3.0, rel=REL, clock=clock, **kw), clock
+
+
 def _monitor(c: Cluster, cm: ControllerManager, name: str) -> Any:
     """One node-monitor pass of `cm` over node `name` alone (other tests' nodes stay as they are)."""
     cm.monitor_nodes([c.raw("GET", f"/api/v1/nodes/{name}")[1]], c.kube.list("/api/v1/pods"))
@@ -291,8 +297,8 @@ def _monitor(c: Cluster, cm: ControllerManager, name: str) -> Any:
 
 @needs_kubectl
 def test_stale_heartbeat_turns_node_not_ready(cluster: Cluster) -> None:
-    c, clock = cluster, Clock()
-    cm = ControllerManager(KubeClient(c.url), grace=3.0, rel=REL, clock=clock)
+    c = cluster
+    cm, clock = _clocked(c)
     c.heartbeat("stale", "192.0.2.50", age=10.0)
     # First sight (a controller manager just restarted): the grace starts now, whatever the
     # heartbeat's own age, as in the real tryUpdateNodeHealth.
@@ -307,8 +313,8 @@ def test_stale_heartbeat_turns_node_not_ready(cluster: Cluster) -> None:
 
 
 def test_a_heartbeat_seen_within_the_grace_keeps_the_node_ready(cluster: Cluster) -> None:
-    c, clock = cluster, Clock()
-    cm = ControllerManager(KubeClient(c.url), grace=3.0, rel=REL, clock=clock)
+    c = cluster
+    cm, clock = _clocked(c)
     c.heartbeat("beating", "192.0.2.51", age=30.0)
     assert _monitor(c, cm, "beating")["status"] == "True"
     clock.now += 2.5
@@ -320,12 +326,12 @@ def test_a_heartbeat_seen_within_the_grace_keeps_the_node_ready(cluster: Cluster
 
 
 def test_pods_of_a_long_dead_node_are_deleted(cluster: Cluster) -> None:
-    c, clock = cluster, Clock()
+    c = cluster
     c.heartbeat("dead", "192.0.2.70", age=10.0)
     status, _ = c.raw("POST", "/api/v1/namespaces/default/pods", {
         "metadata": {"name": "on-dead"}, "spec": {"nodeName": "dead", "containers": [{"name": "c", "image": "i"}]}})
     assert status == 201
-    cm = ControllerManager(KubeClient(c.url), grace=3.0, eviction_timeout=1.0, clock=clock)
+    cm, clock = _clocked(c, eviction_timeout=1.0)
     _monitor(c, cm, "dead")
     clock.now += 3.5
     assert _monitor(c, cm, "dead")["status"] == "Unknown"
