@@ -141,9 +141,11 @@ def test_one_edited_value_changes_exactly_what_depends_on_it(cluster: Cluster) -
     assert p.returncode == 2, p.stderr
     plan = _json(p)
     touched = {(n["node"], c["component"]) for n in plan["nodes"] for c in n["components"] if c["changed"]}
-    assert touched == {("rpi-master", "kube-master"), ("rpi-node-1", "kube-worker"), ("rpi-node-2", "kube-worker")}
+    # The workers' images step pulls the new tag ahead of their kubelets (playbooks/: images).
+    assert touched == {("rpi-master", "kube-master"), ("rpi-node-1", "kube-worker"), ("rpi-node-2", "kube-worker"),
+                       ("rpi-node-1", "images"), ("rpi-node-2", "images")}
     restarts = {u for n in plan["nodes"] for c in n["components"] for u in c["restart"]}
-    assert restarts == {"k8s-master.service", "k8s-worker.service", "k8s-proxy.service"}
+    assert restarts == {"k8s-master.service", "k8s-worker.service", "k8s-proxy.service", "k8s-images.service"}
     for n in plan["nodes"]:
         for c in n["components"]:
             for f in c["files"]:

@@ -74,12 +74,13 @@ def test_two_playbooks_make_one_graph(tmp_path: Path) -> None:
 
 
 def test_seed_stack(graph: ComponentGraph) -> None:
-    assert graph.names == ["firewall", "docker-bootstrap", "etcd", "flannel", "docker", "kube-master", "kube-worker"]
+    assert graph.names == ["firewall", "docker-bootstrap", "etcd", "flannel", "docker", "kube-master", "images",
+                           "kube-worker"]
     assert [c.name for c in graph.for_role("master")] == [
         "firewall", "docker-bootstrap", "etcd", "flannel", "docker", "kube-master",
     ]
     assert [c.name for c in graph.for_role("worker")] == [
-        "firewall", "docker-bootstrap", "flannel", "docker", "kube-worker",
+        "firewall", "docker-bootstrap", "flannel", "docker", "images", "kube-worker",
     ]
     assert graph.component("docker-bootstrap").units == ("docker-bootstrap.socket", "docker-bootstrap.service")
     assert graph.component("etcd").roles == ("master",)
@@ -146,14 +147,14 @@ def test_managed_paths_and_units(graph: ComponentGraph) -> None:
     assert "/etc/kubernetes/manifests/kube-apiserver.json" not in graph.managed_paths("worker")
     assert graph.managed_units("worker") == [
         "piprov-firewall.service", "docker-bootstrap.socket", "docker-bootstrap.service", "k8s-flannel.service",
-        "docker.socket", "docker.service", "k8s-worker.service", "k8s-proxy.service",
+        "docker.socket", "docker.service", "k8s-images.service", "k8s-worker.service", "k8s-proxy.service",
     ]
 
 
 def test_node_dag(graph: ComponentGraph) -> None:
     dag = node_dag(graph, make_inventory(workers=2))
     order = dag.topological()
-    assert len(order) == 6 + 5 * 2
+    assert len(order) == 6 + 6 * 2
     pos = {v: i for i, v in enumerate(order)}
     for e in dag.edges:
         assert pos[e.required] < pos[e.dependent]
@@ -222,18 +223,20 @@ def test_critical_path(graph: ComponentGraph) -> None:
         Vertex("rpi-master", "etcd"),
         Vertex("rpi-node-2", "flannel"),
         Vertex("rpi-node-2", "docker"),
+        Vertex("rpi-node-2", "images"),
         Vertex("rpi-node-2", "kube-worker"),
     ]
-    assert total == 14.0
+    assert total == 15.0
     assert dag.critical_path({}) [0] == 0.0
 
 
 def test_stack_knowledge(graph: ComponentGraph) -> None:
-    # Every unit of the seed stack but the firewall's is disruptive: a restart takes pods or the
-    # kubelet away. Re-applying the firewall's rules takes nothing away: no drain for it.
-    assert graph.disruptive_units() == frozenset(u for c in graph.components if c.name != "firewall"
+    # Every unit of the seed stack but the firewall's and the image pull's is disruptive: a restart
+    # takes pods or the kubelet away. Re-applying the firewall's rules, or pulling an image again,
+    # takes nothing away: no drain for them.
+    assert graph.disruptive_units() == frozenset(u for c in graph.components if c.name not in ("firewall", "images")
                                                  for u in c.units)
-    assert not graph.component("firewall").disruptive
+    assert not graph.component("firewall").disruptive and not graph.component("images").disruptive
     assert graph.pod_network_prefix == "/coreos.com/network"
     assert graph.image_names() == ("etcd", "flannel", "hyperkube", "pause")
     assert graph.binaries() == {"docker": "/usr/bin/docker", "dockerd": "/usr/bin/dockerd",

@@ -113,10 +113,10 @@ def test_render_per_role_and_arch(graph: ComponentGraph, role: str, machine: str
                            ("Wants", deps.wants)):
             assert values(u, "Unit", key) == ([" ".join(units)] if units else []), (unit, key)
         if values(u, "Service", "Type") == ["oneshot"]:
-            # The firewall: applied once, kept while active; Restart= is refused for a oneshot
-            # before systemd 244, and ExecStop= takes its rules away.
+            # The firewall and the image pull: done once, kept while active; Restart= is refused
+            # for a oneshot before systemd 244. The firewall's ExecStop= takes its rules away.
             assert values(u, "Service", "RemainAfterExit") == ["yes"], unit
-            assert values(u, "Service", "ExecStop"), unit
+            assert bool(values(u, "Service", "ExecStop")) == (unit == "piprov-firewall.service"), unit
             assert not values(u, "Service", "Restart"), unit
         elif unit.endswith(".service"):
             assert values(u, "Service", "Restart") == ["always"], unit
@@ -199,7 +199,7 @@ def test_render_per_role_and_arch(graph: ComponentGraph, role: str, machine: str
     else:
         assert "--api-servers=https://192.168.1.100:6443" in cmd and "--config" not in cmd
         assert proxy.endswith("/hyperkube proxy --kubeconfig=/etc/kubernetes/proxy.kubeconfig")
-        assert set(d.units) == {"firewall", "docker-bootstrap", "flannel", "docker", "kube-worker"}
+        assert set(d.units) == {"firewall", "docker-bootstrap", "flannel", "docker", "images", "kube-worker"}
         assert not any("manifests" in p for p in texts)
         assert d.etcd_keys == {} and d.etcdctl is None
 
@@ -220,7 +220,7 @@ def test_mtu_setting_reaches_bridge_and_daemon(graph: ComponentGraph) -> None:
 def test_desired_node_metadata(graph: ComponentGraph) -> None:
     d = rendered(graph, "worker", "x86_64")
     assert d.hostname == "rpi-node-1" and d.name == "rpi-node-1"
-    assert d.components == ["firewall", "docker-bootstrap", "flannel", "docker", "kube-worker"]
+    assert d.components == ["firewall", "docker-bootstrap", "flannel", "docker", "images", "kube-worker"]
     assert d.units["docker"] == ["docker.socket", "docker.service"]
     assert [f.path for f in d.files_for("flannel")] == [
         "/etc/kubernetes/k8s.conf",
