@@ -12,11 +12,11 @@ from rich.table import Table
 from piprov.check import NodeCheck
 from piprov.cli.app import LiveView, err, error_line, out
 from piprov.errors import CheckRefused
+from piprov.fleet import Fleet
 from piprov.graph import ComponentGraph, Vertex
 from piprov.inventory import Inventory
 from piprov.orchestrate import Event, StepResult
 from piprov.plan import ComponentPlan, EtcdKeyChange, FileChange, HostnameChange, NodePlan, Plan
-from piprov.fleet import Fleet
 from piprov.provision import ApplyReport, preflight
 from piprov.shell.script import commands
 
@@ -138,7 +138,10 @@ def print_plan(plan: Plan, *, diffs: bool = True) -> None:
             for k in cp.etcd_keys:
                 out.print(f"      etcd key {escape(k.key)} [dim]({escape(k.reason)})[/]")
     for e in plan.errors.values():
-        out.print(f"[red]{'refused' if isinstance(e, CheckRefused) else 'cannot plan'}[/] {escape(error_line(e))}")
+        if isinstance(e, CheckRefused):  # what each finding breaks and its fix: at the run's end
+            out.print(f"[red]refused[/] {escape(f'{e.host}: by the preflight check: {e.named}')}")
+        else:
+            out.print(f"[red]cannot plan[/] {escape(error_line(e))}")
 
 
 def plan_summary(plan: Plan) -> str:

@@ -199,3 +199,13 @@ def test_node_add_refuses_a_joining_node_that_fails_the_checks(inv: Path, nodes:
     assert "because: rpi-node-1: refused by the preflight check: clock (clock): the node's clock is before 2016" in err
     assert nodes.kinds("rpi-node-1") == ["facts", "check"]  # checked, nothing applied
     assert "check" not in nodes.kinds("rpi-master") + nodes.kinds("rpi-node-2")  # only the joining node is
+
+
+def test_the_plan_shown_names_a_refused_node_and_its_findings(inv: Path, nodes: Nodes, monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(cluster, "facts_and_plan", _facts_and_plan(True))
+    assert run(["up", "-i", str(inv)]) == EXIT_ERROR
+    got = capsys.readouterr()
+    assert "refused rpi-node-1: by the preflight check: clock (clock)" in got.out
+    assert "rpi-node-1 / firewall: rpi-node-1: refused by the preflight check: clock (clock)" in got.err
+    assert got.err.count("fix: let it set its clock") == 1  # what it breaks and the fix: once, at the end
