@@ -103,6 +103,24 @@ class CheckError(FactsError):
     """A node's preflight check (`piprov check`) could not run, or its output could not be understood."""
 
 
+class CheckRefused(PiprovError):
+    """`piprov up` refused the node: its preflight check found what would certainly fail there.
+
+    ``findings``: each failing finding as plain words (code, title, severity,
+    breaks, fix), for the CLI's text and --json; the message names them all.
+    """
+
+    def __init__(self, message: str, *, findings: tuple[dict[str, str], ...] = (), hint: str | None = None,
+                 host: str | None = None) -> None:
+        super().__init__(message, hint=hint, host=host)
+        self.findings = findings
+
+    @property
+    def named(self) -> str:
+        """The failing findings by title and code, in one short line."""
+        return ", ".join(f"{f['title']} ({f['code']})" for f in self.findings)
+
+
 class TransportError(PiprovError):
     """SSH to a node failed: unreachable, authentication, command error."""
 

@@ -2,7 +2,9 @@
 
 ``facts_and_plan`` reads every node in parallel, one SSH command each, and as
 soon as a node's facts are in, renders its desired state (``render``) and plans
-it with the pure planner (``plan``). ``apply_plan`` walks the node x component
+it with the pure planner (``plan``). ``preflight`` runs the cheap part of
+`piprov check` on the nodes with something to change and refuses those that
+would certainly fail (their errors in ``Plan.errors``). ``apply_plan`` walks the node x component
 DAG (``orchestrate.run_dag``): each vertex does its actions (files, then
 reload/enable/(re)start of its units) in ONE round trip, then waits on its
 health checks; dependents start only after that. An unchanged vertex costs
@@ -17,7 +19,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Mapping
 
-from piprov.errors import FactsError, PiprovError, PlanError
+from piprov.check import NodeCheck, check_fleet, load_book
+from piprov.errors import CheckRefused, FactsError, PiprovError, PlanError
 from piprov.facts import EtcdKeyFacts, NodeFacts, parse_facts
 from piprov.fleet import Fleet, FleetResult, naming, parallel
 from piprov.graph import ComponentGraph, HealthCheck, NodeDag, Vertex, node_dag
@@ -176,6 +179,43 @@ def facts_and_plan(inventory: Inventory, graph: ComponentGraph, fleet: Fleet, *,
     order = [n.name for n in inventory.nodes if n.name in done]
     facts = FleetResult({n: done[n][0] for n in order})
     return facts, _plan_of(inventory, {n: done[n][1] for n in order})
+
+
+# -- the cheap checks: a node that would certainly fail is refused ----------------------------------------
+
+
+def refusal(check: NodeCheck) -> PiprovError | None:
+    """Why `up` leaves the node alone: its check could not run, or a finding fails; None: it may go ahead."""
+    if check.error is not None:
+        return naming(check.error, check.node)
+    failed = check.failed
+    if not failed:
+        return None
+    said = "; ".join(f"{f.title} ({f.code}): {f.breaks}; fix: {f.fix}" for f in failed)
+    words = tuple({"code": f.code, "title": f.title, "severity": f.severity, "breaks": f.breaks, "fix": f.fix}
+                  for f in failed)
+    return CheckRefused(f"refused by the preflight check: {said}", findings=words, host=check.node,
+                        hint=f"fix it and run again (`piprov check {check.node}` shows every finding), "
+                        "or pass --skip-checks to go ahead regardless")
+
+
+def preflight(inventory: Inventory, graph: ComponentGraph, plan: Plan, fleet: Fleet, *,
+              names: Iterable[str] | None = None) -> tuple[Plan, list[NodeCheck]]:
+    """The cheap checks (all but the SD card's fsync measure) on the nodes of ``names`` (default: all) that
+    have something to change, at once; a refused node (or one the check could not run on) moves from the
+    plan's nodes to its errors, so nothing is applied there and what needs it is skipped.
+
+    A node with nothing to change is not checked: a no-op run stays one SSH command per node.
+    """
+    only = None if names is None else set(names)
+    todo = [np.node for np in plan.nodes if np.changed and (only is None or np.node in only)]
+    if not todo:
+        return plan, []
+    checks = check_fleet(inventory, graph, load_book(), fleet, names=todo, fsync=False)
+    refused = {c.node: e for c in checks if (e := refusal(c)) is not None}
+    errors = {**plan.errors, **refused}
+    return (Plan([np for np in plan.nodes if np.node not in refused],
+                 {n.name: errors[n.name] for n in inventory.nodes if n.name in errors}), checks)
 
 
 def running_versions(inventory: Inventory, timeout: float = 3.0) -> dict[str, str | None]:

@@ -24,7 +24,7 @@ runs it once the write under way returns). The records it adds, parsed by
     clock <seconds since the epoch>
     df <root|boot> <DIR|-> <base64 of `df -P -k DIR` | ->
     throttled <0x... | !failed | ->           vcgencmd get_throttled
-    fsync <dir> <ns|cs> | fsync <dir|-> <!nodir|!nofile>
+    fsync <dir> <ns|cs> | fsync <dir|-> <!nodir|!nofile> | fsync - !skipped   (the measure left out)
     fsyncwrite <base|sync> <start> <end> | fsyncwrite <base|sync> !failed
 """
 
@@ -120,14 +120,21 @@ fy
 """
 
 
-def check_command(probe: Probe) -> str:
-    """ONE POSIX sh script printing the records the preflight judges; run it with sudo (the fsync dir)."""
+def check_command(probe: Probe, *, fsync: bool = True) -> str:
+    """ONE POSIX sh script printing the records the preflight judges; run it with sudo (the fsync dir).
+
+    ``fsync=False`` leaves the SD card's measure out (the cheap checks `piprov up`
+    runs itself): the script then writes nothing at all and takes no time.
+    """
     _check_probe(probe)
     parts = [prelude(), f"printf '%s\\n' '{BEGIN}'\n", SYSTEM, VERSIONS]
     parts.append(f"fs {OCCIDENTALIS} {' '.join(probe.cmdline)}\n")
     parts.append(_RECORDS.replace("BOOTDIRS", " ".join(probe.boot)).replace("VCGENCMD", " ".join(probe.vcgencmd)))
-    parts.append(_FSYNC.replace("FSYNCDIRS", " ".join(probe.fsync_dirs)).replace("WRITES", str(probe.fsync_writes))
-                 .replace("BYTES", str(probe.fsync_bytes)))
+    if fsync:
+        parts.append(_FSYNC.replace("FSYNCDIRS", " ".join(probe.fsync_dirs)).replace("WRITES", str(probe.fsync_writes))
+                     .replace("BYTES", str(probe.fsync_bytes)))
+    else:
+        parts.append('r "fsync - !skipped"\n')
     parts.append(f'printf \'%s %s\\n\' {END} "$n"\n')
     return "".join(parts)
 

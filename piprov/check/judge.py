@@ -189,6 +189,8 @@ def etcd_timeouts(max_ms: float, tuning: EtcdTuning) -> tuple[int, int]:
 
 def _fsync(f: CheckFacts, book: Book, ctx: NodeContext) -> Finding:
     m = f.fsync
+    if m is None and f.fsync_skipped:
+        return book.ok("fsync", "not measured: left out (the cheap checks `piprov up` runs; `piprov check` measures)")
     if m is None:
         return book.finding("fsync", "unmeasured", f.fsync_problem or "no measure", **_fsync_values("?", "?", "?"))
     coarse = m.clock == "cs" and m.max_ms < m.resolution_ms

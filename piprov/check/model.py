@@ -2,7 +2,7 @@
 
 :class:`NodeCheck` is one node's answer: its facts and findings, or the error
 that kept it from being checked. It is the seam for what comes next (a
-``--fix``, an ``up`` that refuses a node with a failed finding): each finding
+``--fix``; ``piprov up``, which refuses a node with a failed finding): each finding
 has a stable ``code``, a severity, what it breaks and how to fix it.
 """
 
@@ -87,6 +87,7 @@ class CheckFacts:
     vcgencmd: bool
     fsync: Fsync | None
     fsync_problem: str | None = None  # why there is no measure
+    fsync_skipped: bool = False  # the measure was left out (the cheap checks of `piprov up`)
 
     @property
     def host(self) -> str:

@@ -47,6 +47,7 @@ class _Seen:
     fsync_dir: str | None = None
     fsync_clock: str | None = None
     fsync_problem: str | None = None
+    fsync_skipped: bool = False
     writes: list[tuple[str, int | None, int | None]] = field(default_factory=list)
 
 
@@ -68,7 +69,8 @@ def parse_check(host: str, output: str, *, asked: float, answered: float) -> Che
         iptables=text.get("iptables", "").strip() or None, iptables_mode=_iptables_mode(seen.b64.get("iptables")),
         clock=seen.clock, skew=_skew(seen.clock, asked, answered),
         disks={k: d for k, d in seen.df.items() if d is not None}, throttled=seen.throttled,
-        vcgencmd=seen.vcgencmd, fsync=_fsync(seen), fsync_problem=seen.fsync_problem)
+        vcgencmd=seen.vcgencmd, fsync=_fsync(seen), fsync_problem=seen.fsync_problem,
+        fsync_skipped=seen.fsync_skipped)
 
 
 def _parsers(seen: _Seen) -> dict[str, Callable[[Record], None]]:
@@ -141,8 +143,8 @@ def _df(rec: Record, seen: _Seen) -> None:
 
 
 def _fsync_start(rec: Record, seen: _Seen) -> None:
-    """``fsync <dir> <ns|cs>`` or ``fsync <dir|-> <!nodir|!nofile>``."""
-    if len(rec.args) != 2 or seen.fsync_dir is not None or seen.fsync_problem is not None:
+    """``fsync <dir> <ns|cs>``, ``fsync <dir|-> <!nodir|!nofile>`` or ``fsync - !skipped``."""
+    if len(rec.args) != 2 or seen.fsync_dir is not None or seen.fsync_problem is not None or seen.fsync_skipped:
         raise rec.malformed()
     where, how = rec.args
     if where != "-" and not PATH_RE.match(where):
@@ -151,6 +153,8 @@ def _fsync_start(rec: Record, seen: _Seen) -> None:
         seen.fsync_dir, seen.fsync_clock = where, how
     elif how == "!nodir":
         seen.fsync_problem = "none of the directories to measure in exists"
+    elif how == "!skipped" and where == "-":
+        seen.fsync_skipped = True
     elif how == "!nofile":
         seen.fsync_problem = f"no temp file could be made in {where}"
     else:

@@ -9,6 +9,7 @@ inventory's order, the error of a node that could not be reached included.
 from __future__ import annotations
 
 import time
+from typing import Iterable
 
 from piprov.check.book import Book
 from piprov.check.command import check_command
@@ -27,10 +28,11 @@ CHECK_TIMEOUT = 60.0
 now = time.time
 
 
-def read_check(fleet: Fleet, book: Book, name: str) -> CheckFacts:
-    """One node's check facts: one SSH command, with sudo (the fsync dir is root's)."""
+def read_check(fleet: Fleet, book: Book, name: str, *, fsync: bool = True) -> CheckFacts:
+    """One node's check facts: one SSH command, with sudo (the fsync dir is root's); ``fsync=False``: the
+    cheap part alone (no write to the card)."""
     asked = now()
-    res = fleet.transports[name].run(check_command(book.probe), sudo=True, timeout=CHECK_TIMEOUT)
+    res = fleet.transports[name].run(check_command(book.probe, fsync=fsync), sudo=True, timeout=CHECK_TIMEOUT)
     answered = now()
     if not res.ok:
         raise CheckError(
@@ -59,15 +61,19 @@ def node_context(inventory: Inventory, graph: ComponentGraph, book: Book, node: 
     return NodeContext(runs_etcd=runs_etcd, arch=pinned, version_problem=problem)
 
 
-def check_node(inventory: Inventory, graph: ComponentGraph, book: Book, fleet: Fleet, name: str) -> NodeCheck:
-    facts = read_check(fleet, book, name)
+def check_node(inventory: Inventory, graph: ComponentGraph, book: Book, fleet: Fleet, name: str, *,
+               fsync: bool = True) -> NodeCheck:
+    facts = read_check(fleet, book, name, fsync=fsync)
     node = next(n for n in inventory.nodes if n.name == name)
     return NodeCheck(name, facts, judge(facts, book, node_context(inventory, graph, book, node, facts)))
 
 
-def check_fleet(inventory: Inventory, graph: ComponentGraph, book: Book, fleet: Fleet) -> list[NodeCheck]:
-    """Every node of ``fleet`` checked at once, in the inventory's order; an unreachable node carries its error."""
-    results = parallel(fleet.transports, lambda name: check_node(inventory, graph, book, fleet, name))
+def check_fleet(inventory: Inventory, graph: ComponentGraph, book: Book, fleet: Fleet, *,
+                names: Iterable[str] | None = None, fsync: bool = True) -> list[NodeCheck]:
+    """Every node of ``fleet`` (or of ``names``) checked at once, in the inventory's order; an unreachable node
+    carries its error. ``fsync=False``: the cheap checks alone, the SD card's measure left out."""
+    todo = fleet.transports if names is None else [n for n in names if n in fleet.transports]
+    results = parallel(todo, lambda name: check_node(inventory, graph, book, fleet, name, fsync=fsync))
     out = []
     for node in inventory.nodes:
         if node.name in results:

@@ -83,6 +83,17 @@ def sudo_password_option(f: click.decorators.FC) -> click.decorators.FC:
     )(f)
 
 
+def skip_checks_option(f: click.decorators.FC) -> click.decorators.FC:
+    """`--skip-checks` of `up` and `node add`: delivers ``skip_checks``."""
+    return click.option(
+        "--skip-checks", is_flag=True,
+        help="Do not run the cheap preflight checks on the nodes to change (cgroups, arch, versions, clock, "
+        "disk space, power: `piprov check` without the SD card measure), and apply even to a node they would "
+        "refuse: when you know better than a finding (a node that is not a Pi, a vcgencmd that lies) or the "
+        "check itself cannot run there.",
+    )(f)
+
+
 def trust_option(f: click.decorators.FC) -> click.decorators.FC:
     """`--trust-new-hosts`: the one way to ask for trust on first use; delivers ``policy``, the HostKeyPolicy.
 

@@ -12,9 +12,11 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from piprov.cli.app import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, ExitWith, err, error_line, inventory_option, out, trust_option
+from piprov.cli.app import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, ExitWith, err, inventory_option, out, \
+    skip_checks_option, trust_option
 from piprov.cli.labels_view import apply_labels, label_plan, label_plan_ahead, label_plan_json, print_label_plan
-from piprov.cli.views import Progress, plan_json, plan_summary, print_plan, print_report, report_json
+from piprov.cli.views import Progress, checked_plan, checks_json, plan_json, plan_summary, print_node_errors, \
+    print_plan, print_report, report_json
 from piprov.errors import PiprovError
 from piprov.facts import NodeFacts
 from piprov.fleet import Fleet, FleetResult
@@ -103,14 +105,20 @@ def plan_cmd(inventory_path: Path, as_json: bool, no_diff: bool, policy: HostKey
               help="With --rolling: this many workers at a time (default 1).")
 @click.option("--max-unavailable", type=click.FloatRange(min=0, max=100), metavar="PCT",
               help="With --rolling: batches of this percentage of the workers (at least one).")
+@skip_checks_option
 def up_cmd(inventory_path: Path, policy: HostKeyPolicy | None, as_json: bool, show_plan: bool,
-           health_timeout: float | None, rolling: bool, batch: int | None, max_unavailable: float | None) -> None:
+           health_timeout: float | None, rolling: bool, batch: int | None, max_unavailable: float | None,
+           skip_checks: bool) -> None:
     """Provision the whole cluster: make every node as the inventory says.
 
     \b
     1. read every node's facts (one SSH command per node, in parallel)
     2. plan: what differs from the inventory rendered through templates/
-    3. apply along ONE dependency graph (playbooks/), node x component, in
+    3. check the nodes with something to change: the cheap part of
+       `piprov check` (all but the SD card's write measure), one SSH command
+       each; a node with a failing finding is refused (nothing is applied
+       there, what needs it is skipped), the others go ahead
+    4. apply along ONE dependency graph (playbooks/), node x component, in
        parallel where independent; each step waits on real health checks
        (unit active, socket answers, /health, node Ready), never on a sleep.
 
@@ -131,7 +139,7 @@ def up_cmd(inventory_path: Path, policy: HostKeyPolicy | None, as_json: bool, sh
         from piprov.cli.rolling_cmd import rolling_up
 
         rolling_up(inventory_path, policy=policy, as_json=as_json, batch=batch,
-                   max_unavailable=max_unavailable, health_timeout=health_timeout)
+                   max_unavailable=max_unavailable, health_timeout=health_timeout, skip_checks=skip_checks)
         return
     inventory, graph = _load(inventory_path)
     with run_lock(inventory):
@@ -141,14 +149,14 @@ def up_cmd(inventory_path: Path, policy: HostKeyPolicy | None, as_json: bool, sh
             if not plan.changed and not plan.errors:
                 _nothing_else(inventory, plan, fleet, as_json, labels())
                 return
+            plan, checks = checked_plan(inventory, graph, plan, fleet, skip=skip_checks)
             report = _apply(inventory, graph, plan, fleet, as_json, show_plan, health_timeout)
     print_report(report)
     labels_ok = apply_labels(inventory) if report.run.ok else True
     if as_json:
-        out.print_json(json.dumps(report_json(report, plan)))
+        out.print_json(json.dumps({**report_json(report, plan), "checks": checks_json(checks)}))
     if not report.run.ok or plan.errors or not labels_ok:
-        for e in plan.errors.values():
-            err.print(f"[bold red]✗[/] {escape(error_line(e))}")
+        print_node_errors(plan)
         raise ExitWith(EXIT_ERROR)
 
 

@@ -14,9 +14,10 @@ from typing import Any, Callable
 import click
 from rich.markup import escape
 
-from piprov.cli.app import EXIT_ERROR, ExitWith, err, error_line, inventory_option, out, trust_option
+from piprov.cli.app import EXIT_ERROR, ExitWith, err, error_line, inventory_option, out, skip_checks_option, \
+    trust_option
 from piprov.cli.rolling_cmd import say
-from piprov.cli.views import Progress, print_report
+from piprov.cli.views import Progress, checked_plan, print_report
 from piprov.graph import load_graph
 from piprov.inventory import Inventory, check_images, load
 from piprov.inventory.model import HostKeyPolicy
@@ -59,14 +60,17 @@ def node() -> None:
               help="Give up on any health check after this long.")
 @inventory_option
 @trust_option
+@skip_checks_option
 def add_cmd(target: str, address: str | None, new_name: str | None, role: str, health_timeout: float | None,
-            inventory_path: Path, policy: HostKeyPolicy | None) -> None:
+            inventory_path: Path, policy: HostKeyPolicy | None, skip_checks: bool) -> None:
     """Join one new node to the running cluster; nothing else changes.
 
     Adds the node to the inventory if it is not there (comments kept), reads
     the facts of the whole fleet and plans it, then applies the plan of the
     new node ONLY: the master's etcd and apiserver are used, not restarted,
     and any change the plan shows on other nodes is reported, not applied.
+    Before that, the new node gets the cheap checks of `piprov up` (`piprov
+    check` without the SD card measure): a failing finding stops the join.
     Waits until the node is Ready in Kubernetes.
 
     \b
@@ -82,6 +86,7 @@ def add_cmd(target: str, address: str | None, new_name: str | None, role: str, h
     with run_lock(add.inventory), Fleet.connect(add.inventory, policy=policy) as fleet:
         with err.status("reading facts from every node (one SSH command each)…"):
             add.plan_fleet(fleet)
+        add.admit(checked_plan(add.inventory, add.graph, add.plan, fleet, skip=skip_checks, names=[name])[0])
         _print_addition_plan(add)
         t0 = time.monotonic()
         progress = Progress(add.inventory, add.graph, live=err.is_terminal)

@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from piprov.cli.app import EXIT_ERROR, ExitWith, LiveView, err, error_line, out
-from piprov.cli.views import plan_summary, step_detail
+from piprov.cli.views import checked_plan, plan_summary, step_detail
 from piprov.graph import ComponentGraph, load_graph
 from piprov.inventory import Inventory, check_images, load
 from piprov.inventory.model import HostKeyPolicy, refuse_documentation_address
@@ -92,7 +92,8 @@ def batch_detail(r: BatchResult) -> str:
 
 def rolling_up(inventory_path: Path, *, policy: HostKeyPolicy | None, as_json: bool, batch: int | None,
                max_unavailable: float | None, health_timeout: float | None, drain_timeout: float = 300.0,
-               drain_options: DrainOptions = DrainOptions(), before: Before | None = None) -> None:
+               drain_options: DrainOptions = DrainOptions(), before: Before | None = None,
+               skip_checks: bool = False) -> None:
     """`piprov up --rolling`: the body behind the option (called by cluster.up_cmd).
 
     ``before`` runs under the run lock once every node is connected, before
@@ -106,7 +107,7 @@ def rolling_up(inventory_path: Path, *, policy: HostKeyPolicy | None, as_json: b
     with run_lock(inventory), Fleet.connect(inventory, policy=policy) as fleet:
         extra = (before(inventory, graph) if before is not None else None) or {}
         api = api_for(inventory)
-        plan = facts_plan(inventory, graph, fleet)
+        plan = checked_plan(inventory, graph, facts_plan(inventory, graph, fleet), fleet, skip=skip_checks)[0]
         batches = rolling_batches(inventory, plan, graph.disruptive_units(), batch=batch,
                                   max_unavailable_pct=max_unavailable)
         err.print(plan_summary(plan))

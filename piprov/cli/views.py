@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, Iterable, Sequence
 
 from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
+from piprov.check import NodeCheck
 from piprov.cli.app import LiveView, err, error_line, out
+from piprov.errors import CheckRefused
+from piprov.fleet import Fleet
 from piprov.graph import ComponentGraph, Vertex
 from piprov.inventory import Inventory
 from piprov.orchestrate import Event, StepResult
 from piprov.plan import ComponentPlan, EtcdKeyChange, FileChange, HostnameChange, NodePlan, Plan
-from piprov.provision import ApplyReport
+from piprov.provision import ApplyReport, preflight
 from piprov.shell.script import commands
 
 SYMBOL = {
@@ -28,7 +31,10 @@ SYMBOL = {
 
 
 def step_detail(s: StepResult) -> str:
-    """What a step did or why it failed; a step a PiprovError failed shows it with its hint."""
+    """What a step did or why it failed; a step a PiprovError failed shows it with its hint (a refused node's
+    steps only name the findings: the run's end says what they break and the fix)."""
+    if isinstance(s.error, CheckRefused):
+        return f"{s.error.host}: refused by the preflight check: {s.error.named}"
     return error_line(s.error) if s.error is not None else s.detail
 
 
@@ -132,7 +138,10 @@ def print_plan(plan: Plan, *, diffs: bool = True) -> None:
             for k in cp.etcd_keys:
                 out.print(f"      etcd key {escape(k.key)} [dim]({escape(k.reason)})[/]")
     for e in plan.errors.values():
-        out.print(f"[red]cannot plan[/] {escape(error_line(e))}")
+        if isinstance(e, CheckRefused):  # what each finding breaks and its fix: at the run's end
+            out.print(f"[red]refused[/] {escape(f'{e.host}: by the preflight check: {e.named}')}")
+        else:
+            out.print(f"[red]cannot plan[/] {escape(error_line(e))}")
 
 
 def plan_summary(plan: Plan) -> str:
@@ -143,8 +152,52 @@ def plan_summary(plan: Plan) -> str:
     return (
         f"{len(changed)} of {len(plan.nodes) + len(plan.errors)} nodes to change: "
         f"{files} files" + (f", {removed} drop-ins removed" if removed else "") + f", {restarts} unit restarts"
-        + (f"; {len(plan.errors)} nodes could not be planned" if plan.errors else "")
+        + (f"; {len(plan.errors)} nodes refused or could not be planned" if plan.errors else "")
     )
+
+
+# -- the cheap checks of `up` and `node add` ------------------------------------------------------------
+
+
+def checked_plan(inventory: Inventory, graph: ComponentGraph, plan: Plan, fleet: Fleet, *, skip: bool = False,
+                 names: Iterable[str] | None = None) -> tuple[Plan, list[NodeCheck]]:
+    """provision.preflight under a spinner, its warnings one line per node (``skip``: --skip-checks)."""
+    if skip:
+        return plan, []
+    with err.status("checking the nodes to change (one SSH command each)…"):
+        plan, checks = preflight(inventory, graph, plan, fleet, names=names)
+    print_check_warnings(checks)
+    return plan, checks
+
+
+def print_check_warnings(checks: Sequence[NodeCheck]) -> None:
+    """One line per node with warnings (they do not refuse it); a refusal is said with the node's errors."""
+    for c in checks:
+        warned = [f for f in c.findings if f.severity == "warn"]
+        if warned and not c.failed:
+            err.print(f"[yellow]! {escape(c.node)}[/]: {escape(', '.join(f'{f.title} ({f.code})' for f in warned))}"
+                      f" [dim](warnings; `piprov check {escape(c.node)}` says what they break)[/]")
+
+
+def print_node_errors(plan: Plan) -> None:
+    """The nodes left alone, at the end of a run: a refusal with each finding's breaks and fix on its own lines."""
+    for e in plan.errors.values():
+        if not isinstance(e, CheckRefused):
+            err.print(f"[bold red]✗[/] {escape(error_line(e))}")
+            continue
+        err.print(f"[bold red]✗ {escape(str(e.host))}[/]: refused by the preflight check, nothing was applied there:")
+        for f in e.findings:
+            err.print(f"  [bold red]✗[/] {escape(f['title'])} [dim]({escape(f['code'])})[/]: {escape(f['breaks'])}")
+            err.print(f"    [bold]fix:[/] {escape(f['fix'])}")
+        err.print(f"  [yellow]hint:[/] {escape(e.hint or '')}")
+
+
+def checks_json(checks: Sequence[NodeCheck]) -> dict[str, Any]:
+    """Per node checked: refused or not, why it could not be checked, its warn and fail findings' words."""
+    keys = ("code", "title", "severity", "detail", "breaks", "fix")
+    return {c.node: {"refused": c.worst == "fail", "error": error_line(c.error) if c.error else None,
+                     "findings": [{k: getattr(f, k) for k in keys} for f in c.findings if f.severity != "ok"]}
+            for c in checks}
 
 
 class Progress(LiveView):

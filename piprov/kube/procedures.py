@@ -295,6 +295,14 @@ class NodeAddition:
         self.others = other_changes(self.plan, self.name, self.graph.fleet_wide_components())
         return self.plan
 
+    def admit(self, checked: Plan) -> None:
+        """Take the plan after the new node's preflight check (provision.preflight): refused, it does not join."""
+        why = checked.errors.get(self.name)
+        if why is not None:
+            raise PiprovError("the preflight check refuses it, so it cannot join", host=self.name,
+                              hint="fix what it names and run `piprov node add` again") from why
+        self.plan = checked
+
     def apply(self, fleet: Fleet, *, health_timeout: float | None, on_event: Callable[[Any], None] | None,
               cancel: threading.Event | None) -> ApplyReport:
         """Apply the new node's plan, and on the others only their fleet-wide components (the firewall

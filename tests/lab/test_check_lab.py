@@ -64,3 +64,36 @@ def test_check_json_reads_each_node_and_changes_nothing(check_lab: Lab, tmp_path
         # Read-only: the fsync dirs hold what they held, no file under /etc, /boot or /var/lib was written.
         assert check_lab.exec(lab_node.name, SNAPSHOT).stdout == before[lab_node.name]
     assert "PRIVATE KEY" not in p.stdout
+
+
+def test_up_refuses_a_worker_the_cheap_checks_fail_and_builds_the_master(check_lab: Lab, tmp_path: Path) -> None:
+    """`up` runs the cheap checks itself (issue #14): a worker whose firmware says under-voltage is refused,
+    nothing is written there, the master converges. After the read-only test above: it provisions."""
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text(check_lab.inventory_yaml())
+    master, worker = (n.name for n in check_lab.nodes)
+    # An under-powered Pi's firmware, where HypriotOS keeps it (the check's second vcgencmd, outside sudo's PATH).
+    check_lab.exec(worker, "mkdir -p /opt/vc/bin && printf '#!/bin/sh\\necho throttled=0x50005\\n' "
+                   "> /opt/vc/bin/vcgencmd && chmod 755 /opt/vc/bin/vcgencmd && touch /run/piprov-up-mark && sleep 1.1")
+    try:
+        p = subprocess.run([*PIPROV, "up", "--json", "--health-timeout", "60", "-i", str(inventory)],
+                           capture_output=True, text=True, timeout=300)
+        written = check_lab.exec(worker, "find /etc /boot /var/lib/kubernetes -xdev -newer /run/piprov-up-mark "
+                                 "-print 2>/dev/null; ls /etc/systemd/system").stdout
+    finally:
+        check_lab.exec(worker, "rm -f /opt/vc/bin/vcgencmd")
+    assert p.returncode == 1, p.stderr[-3000:]
+    doc = json.loads(p.stdout)
+    refused = doc["checks"]["rpi-node-1"]
+    assert refused["refused"] is True
+    power = next(f for f in refused["findings"] if f["code"] == "power")
+    assert power["severity"] == "fail" and "under-voltage" in power["breaks"] and "power supply" in power["fix"]
+    assert "rpi-node-1: refused by the preflight check: power and throttling (power)" in doc["plan_errors"]["rpi-node-1"]
+    assert "✗ rpi-node-1: refused by the preflight check" in p.stderr and "--skip-checks" in p.stderr
+    steps = {(s["node"], s["component"]): s["status"] for s in doc["steps"]}
+    assert {st for (n, _), st in steps.items() if n == "rpi-master"} == {"changed"}, p.stderr[-3000:]
+    assert {st for (n, _), st in steps.items() if n == "rpi-node-1"} <= {"failed", "skipped"}
+    assert doc["checks"]["rpi-master"]["refused"] is False
+    # Nothing was written on the refused worker: no file, no piprov unit.
+    assert not [ln for ln in written.splitlines() if ln.startswith(("k8s-", "piprov-", "docker-bootstrap", "/"))], written
+    assert "PRIVATE KEY" not in p.stdout + p.stderr

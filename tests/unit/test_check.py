@@ -128,6 +128,15 @@ def test_a_slow_card_on_the_master_gets_etcd_timeouts_tuned_from_the_measure(boo
     assert next(f for f in judge(facts, book) if f.code == "fsync").severity == "ok"
 
 
+def test_a_measure_left_out_is_no_warning(book: Book) -> None:
+    # The cheap checks of `piprov up`: the script says it left the measure out; not a finding of the card.
+    facts = replace(_facts("hypriot-2016"), fsync=None, fsync_skipped=True)
+    fsync = next(f for f in judge(facts, book, NodeContext(runs_etcd=True)) if f.code == "fsync")
+    assert fsync.severity == "ok" and "left out" in fsync.detail
+    cheap = check_command(book.probe, fsync=False)
+    assert "conv=fsync" not in cheap and "mktemp" not in cheap and "fsync - !skipped" in cheap
+
+
 def test_etcd_timeouts_follow_the_tuning_guide(book: Book) -> None:
     t = book.etcd
     assert etcd_timeouts(0.5, t) == (100, 1000)  # etcd's defaults are the floor
@@ -145,6 +154,8 @@ GARBAGE = [
      "not `df -P -k`'s"),
     ("PIPROV-CHECK-BEGIN 1\nuname armv7l\nhostname x\nkernel 4.4\nthrottled 12\nPIPROV-CHECK-END 4\n", "record 4"),
     ("PIPROV-CHECK-BEGIN 1\nuname armv7l\nhostname x\nfsyncwrite sync 1 2\nPIPROV-CHECK-END 3\n", "record 3"),
+    ("PIPROV-CHECK-BEGIN 1\nuname armv7l\nhostname x\nfsync - !skipped\nfsyncwrite base 1 2\nPIPROV-CHECK-END 4\n",
+     "record 4"),
     ("PIPROV-CHECK-BEGIN 1\nuname armv7l\nhostname x\nPIPROV-CHECK-END 2\n", "no kernel release"),
     ("PIPROV-FACTS-BEGIN 1\nuname armv7l\nPIPROV-FACTS-END 1\n", "no check in it"),
 ]

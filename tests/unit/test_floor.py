@@ -153,6 +153,14 @@ def test_the_check_script(floor: tuple[list[str], dict[str, str], Path], tmp_pat
     assert len(facts.fsync.writes_ms) == 3
     # Read-only: the temp file is gone, nothing else was made.
     assert made() == before
+    # The cheap part `up` runs: the same records, no measure, nothing written at all.
+    cheap = _run(floor, check_command(probe, fsync=False))
+    assert cheap.returncode == 0, cheap.stderr
+    lean = parse_check("floor", cheap.stdout, asked=0, answered=2e9)
+    assert lean.fsync is None and lean.fsync_skipped and lean.fsync_problem is None
+    assert lean.throttled == facts.throttled
+    assert {k: (d.path, d.mount) for k, d in lean.disks.items()} == {k: (d.path, d.mount) for k, d in facts.disks.items()}
+    assert made() == before
 
 
 def test_the_check_script_removes_its_temp_file_when_killed(floor: tuple[list[str], dict[str, str], Path],
