@@ -12,7 +12,6 @@ OCCIDENTALIS = "/boot/occidentalis.txt"
 # interpolates them unquoted, so these patterns are also what keeps it safe.
 PATH_RE = re.compile(r"^/[A-Za-z0-9._/@+-]+$")
 UNIT_RE = re.compile(r"^[A-Za-z0-9@_.:-]+$")
-KEY_RE = re.compile(r"^(/[A-Za-z0-9._-]+)+$")
 WORD_RE = re.compile(r"^[A-Za-z0-9._@:+/-]+$")
 
 EtcdKeyState = Literal["ok", "missing", "unavailable"]
