@@ -20,6 +20,7 @@ from piprov.graph import Component, ComponentGraph, ManagedFile, UnitDependencie
 from piprov.graph.support import arch_selection, docker_view, matrix_for, node_problem, versions_view
 from piprov.inventory.model import ARCH_MAP, Inventory, Node, image_arch
 from piprov.plan.desired import ConfigCheck, DesiredFile, DesiredNode, RestartCascade
+from piprov.plan.model import RECORD
 
 if TYPE_CHECKING:
     from piprov.pki import ClusterPki
@@ -262,6 +263,7 @@ def desired_state(
         etcd_owners=etcd_owners,
         config_checks=tuple(ConfigCheck(c.name, c.daemon_config.path, c.daemon_config.keys)
                             for c in graph.for_role(node.role) if c.daemon_config is not None),
+        known_components=frozenset(c.name for c in graph.components),
     )
 
 
@@ -284,7 +286,7 @@ def facts_command_for(inventory: Inventory, graph: ComponentGraph, node: Node | 
     if isinstance(node, str):
         node = inventory.node(node)
     return facts_command(
-        graph.fact_paths(node.role),
+        [*graph.fact_paths(node.role), RECORD],
         list(dict.fromkeys(graph.managed_units(node.role))),
         secret_paths=graph.secret_paths(node.role),
         binaries=list(graph.binaries(node.role)),

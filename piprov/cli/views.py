@@ -16,7 +16,7 @@ from piprov.fleet import Fleet
 from piprov.graph import ComponentGraph, Vertex
 from piprov.inventory import Inventory
 from piprov.orchestrate import Event, StepResult
-from piprov.plan import ComponentPlan, EtcdKeyChange, FileChange, HostnameChange, NodePlan, Plan
+from piprov.plan import ComponentPlan, EtcdKeyChange, FileChange, HostnameChange, NodePlan, OwnedChange, Plan
 from piprov.provision import ApplyReport, preflight
 from piprov.shell.script import commands
 
@@ -84,12 +84,21 @@ def component_json(cp: ComponentPlan) -> dict[str, Any]:
     }
 
 
+def owned_json(oc: OwnedChange) -> dict[str, Any]:
+    return {
+        "removed": [{"kind": r.kind, "component": r.component, "name": r.name, "reason": r.reason}
+                    for r in oc.removals],
+        "record": file_json(oc.record) if oc.record is not None else None,
+    }
+
+
 def node_json(np: NodePlan) -> dict[str, Any]:
     return {
         "node": np.node,
         "address": np.address,
         "changed": np.changed,
         "hostname": hostname_json(np.hostname_change) if np.hostname_change else None,
+        "owned": owned_json(np.owned) if np.owned else None,
         "components": [component_json(c) for c in np.components],
     }
 
@@ -114,6 +123,8 @@ def print_plan(plan: Plan, *, diffs: bool = True) -> None:
         if np.hostname_change:
             hc = np.hostname_change
             out.print(f"  [yellow]~[/] hostname {escape(hc.old)} -> {escape(hc.new)} ({hc.method})")
+        if np.owned:
+            print_owned(np.owned)
         for cp in np.components:
             if not cp.changed:
                 continue
@@ -144,14 +155,25 @@ def print_plan(plan: Plan, *, diffs: bool = True) -> None:
             out.print(f"[red]cannot plan[/] {escape(error_line(e))}")
 
 
+def print_owned(oc: OwnedChange) -> None:
+    """The prune, in the order the node runs it, then the record (its diff is names only: no secret)."""
+    for r in oc.removals:
+        what = "stop, disable" if r.kind == "unit" else "remove"
+        out.print(f"  [red]-[/] {what} {escape(r.name)}  [dim]({escape(r.reason)})[/]")
+    if oc.record is not None:
+        out.print(f"  [yellow]~[/] {escape(oc.record.path)}  [dim]({escape(oc.record.reason)})[/]")
+
+
 def plan_summary(plan: Plan) -> str:
     changed = [n for n in plan.nodes if n.changed]
     restarts = sum(len(c.restart) for n in plan.nodes for c in n.components)
     files = sum(len(c.files) for n in plan.nodes for c in n.components)
     removed = sum(len(c.remove) for n in plan.nodes for c in n.components)
+    pruned = sum(len(n.owned.removals) for n in plan.nodes if n.owned)
     return (
         f"{len(changed)} of {len(plan.nodes) + len(plan.errors)} nodes to change: "
         f"{files} files" + (f", {removed} drop-ins removed" if removed else "") + f", {restarts} unit restarts"
+        + (f", {pruned} units and files no longer needed removed" if pruned else "")
         + (f"; {len(plan.errors)} nodes refused or could not be planned" if plan.errors else "")
     )
 

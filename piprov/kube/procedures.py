@@ -253,7 +253,7 @@ def other_changes(plan: Plan, node: str, applied: Sequence[str] = ()) -> dict[st
         if np.node == node or not np.changed:
             continue
         left = [r for c in np.components if c.changed and c.component not in applied for r in c.reasons]
-        if left or np.hostname_change is not None:
+        if left or np.hostname_change is not None or np.owned is not None:
             out[np.node] = left or np.reasons
     return out
 

@@ -10,7 +10,8 @@ says so, and why. What the node must do about it comes as typed actions
 (:mod:`piprov.plan.actions`); :mod:`piprov.shell.script` turns them into shell.
 
 Rooms: ``desired`` (the input), ``model`` (the plan), ``actions``, ``files``,
-``hostname`` and ``node`` (the planner).
+``hostname``, ``owned`` (what piprov wrote on a node and no longer needs:
+its record and the prune) and ``node`` (the planner).
 """
 
 from piprov.plan.actions import (
@@ -26,11 +27,22 @@ from piprov.plan.actions import (
 from piprov.plan.desired import DesiredFile, DesiredNode
 from piprov.plan.files import MAX_DIFF_LINES, plan_file, unified_diff
 from piprov.plan.hostname import plan_hostname
-from piprov.plan.model import ComponentPlan, EtcdKeyChange, FileChange, HostnameChange, NodePlan, Plan
+from piprov.plan.model import (
+    RECORD,
+    ComponentPlan,
+    EtcdKeyChange,
+    FileChange,
+    HostnameChange,
+    NodePlan,
+    OwnedChange,
+    Plan,
+    Removal,
+)
 from piprov.plan.node import plan_node
 
 __all__ = [
     "Action", "DisableUnits", "EtcdSet", "RemoveFile", "RemoveStaleTemps", "SetHostname", "Systemctl", "WriteFile",
     "DesiredFile", "DesiredNode", "MAX_DIFF_LINES", "plan_file", "unified_diff", "plan_hostname",
     "ComponentPlan", "EtcdKeyChange", "FileChange", "HostnameChange", "NodePlan", "Plan", "plan_node",
+    "RECORD", "OwnedChange", "Removal",
 ]

@@ -80,6 +80,8 @@ class DesiredNode:
     # etcd key -> the component that writes it once healthy
     etcd_owners: Mapping[str, str] = field(default_factory=dict)
     config_checks: tuple[ConfigCheck, ...] = ()
+    # Every component the playbooks have, for any role: a prune's reason tells a role change from a removal.
+    known_components: frozenset[str] = frozenset()
 
     @property
     def name(self) -> str:

@@ -12,9 +12,23 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from piprov.errors import PiprovError
-from piprov.plan.actions import Action, EtcdSet, RemoveFile, RemoveStaleTemps, SetHostname, Systemctl, WriteFile
+from piprov.plan.actions import (
+    Action,
+    DisableUnits,
+    EtcdSet,
+    RemoveFile,
+    RemoveStaleTemps,
+    SetHostname,
+    Systemctl,
+    WriteFile,
+)
 from piprov.plan.desired import DesiredNode
 from piprov.plan.dropins import DropinRemoval
+
+# Where each node keeps what piprov manages there (plan.owned writes and reads it).
+RECORD = "/var/lib/piprov/owned"
+
+Kind = Literal["unit", "file"]
 
 
 @dataclass(frozen=True)
@@ -82,6 +96,55 @@ class HostnameChange:
                 Systemctl("try-restart", ("avahi-daemon.service",), best_effort=True)]
 
 
+@dataclass(frozen=True)
+class Removal:
+    """One unit stopped and disabled, or one file removed, because the node no longer needs it."""
+
+    kind: Kind
+    component: str
+    name: str
+    reason: str
+
+
+@dataclass
+class OwnedChange:
+    """The node's prune (in the order the node runs it) and the new record, written after it."""
+
+    removals: list[Removal] = field(default_factory=list)
+    record: FileChange | None = None
+
+    @property
+    def units(self) -> list[str]:
+        return [r.name for r in self.removals if r.kind == "unit"]
+
+    @property
+    def files(self) -> list[str]:
+        return [r.name for r in self.removals if r.kind == "file"]
+
+    @property
+    def actions(self) -> list[Action]:
+        """Stop and disable first (one transaction), then the files, then systemd forgets the unit files."""
+        acts: list[Action] = []
+        if self.units:
+            acts.append(DisableUnits(tuple(self.units)))
+        acts += [RemoveFile(p) for p in self.files]
+        if any(p.startswith("/etc/systemd/system/") for p in self.files):
+            acts.append(Systemctl("daemon-reload"))
+        if self.units:
+            # A unit that failed before it was stopped stays listed as failed until this.
+            acts.append(Systemctl("reset-failed", tuple(self.units), best_effort=True))
+        if self.record is not None:
+            acts.append(self.record.action)
+        return acts
+
+    @property
+    def reasons(self) -> list[str]:
+        out = [f"{r.name}: {r.reason}: {'stop and disable' if r.kind == 'unit' else 'remove'}" for r in self.removals]
+        if self.record is not None:
+            out.append(f"{RECORD}: {self.record.reason}")
+        return out
+
+
 @dataclass
 class ComponentPlan:
     component: str
@@ -145,10 +208,12 @@ class NodePlan:
     hostname_change: HostnameChange | None
     components: list[ComponentPlan]
     desired: DesiredNode | None = field(default=None, repr=False, compare=False)
+    # What the node's record names that it no longer needs, and the record's own update (plan.owned).
+    owned: OwnedChange | None = None
 
     @property
     def changed(self) -> bool:
-        return self.hostname_change is not None or any(c.changed for c in self.components)
+        return self.hostname_change is not None or self.owned is not None or any(c.changed for c in self.components)
 
     def component(self, name: str) -> ComponentPlan:
         for c in self.components:
@@ -165,12 +230,17 @@ class NodePlan:
     @property
     def prelude_actions(self) -> list[Action]:
         """Once per node, before its first component: clean up after interrupted
-        runs and set the hostname (files first, so sudo keeps resolving it)."""
-        dirs = {p.rsplit("/", 1)[0] or "/" for p in (self.desired.paths if self.desired else [])}
+        runs (always first: a node outside the run's nodes gets only that), set the
+        hostname (files first, so sudo keeps resolving it), then prune what the node
+        no longer needs and record what piprov manages there (plan.owned)."""
+        paths = [*(self.desired.paths if self.desired else []), RECORD]
+        dirs = {p.rsplit("/", 1)[0] or "/" for p in paths}
         acts: list[Action] = [RemoveStaleTemps(tuple(sorted(dirs)))]
         hc = self.hostname_change
         if hc is not None:
             acts += [*(f.action for f in hc.files), *hc.actions]
+        if self.owned is not None:
+            acts += self.owned.actions
         return acts
 
     @property
@@ -180,6 +250,8 @@ class NodePlan:
         out: list[str] = []
         if self.hostname_change is not None:
             out.append(self.hostname_change.reason)
+        if self.owned is not None:
+            out.extend(self.owned.reasons)
         for c in self.components:
             out.extend(f"{c.component}: {r}" for r in c.reasons if c.changed)
         return out

@@ -8,7 +8,8 @@ from piprov.plan.desired import DesiredNode
 from piprov.plan.dropins import plan_dropins
 from piprov.plan.files import plan_file
 from piprov.plan.hostname import plan_hostname
-from piprov.plan.model import ComponentPlan, EtcdKeyChange, NodePlan
+from piprov.plan.model import RECORD, ComponentPlan, EtcdKeyChange, NodePlan
+from piprov.plan.owned import plan_owned
 
 
 def plan_node(desired: DesiredNode, facts: NodeFacts) -> NodePlan:
@@ -27,6 +28,7 @@ def plan_node(desired: DesiredNode, facts: NodeFacts) -> NodePlan:
         hostname_change=plan_hostname(desired.hostname, facts),
         components=plans,
         desired=desired,
+        owned=plan_owned(desired, facts.file(RECORD)),
     )
 
 

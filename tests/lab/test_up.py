@@ -205,6 +205,40 @@ def test_dockers_stock_dropin_is_drift_and_up_removes_it(cluster: Cluster) -> No
     assert cluster.piprov("plan").returncode == 0
 
 
+def test_what_piprov_no_longer_needs_is_removed_and_nothing_else(cluster: Cluster) -> None:
+    """Each node keeps a record of what piprov manages there (/var/lib/piprov/owned). A unit and file
+    the record names but no component wants any more (a component dropped from playbooks/) are listed
+    by `plan` with the reason, then stopped, disabled and removed by `up`; a unit of the user's own,
+    running next to them, is left alone; a second `up` changes nothing (issue 17)."""
+    w = cluster.lab.nodes[1].name
+    record = "/var/lib/piprov/owned"
+    head = cluster.lab.exec(w, f"stat -c '%a %U %G' {record}; grep -c . {record}").stdout.split()
+    assert head[:3] == ["644", "root", "root"] and int(head[3]) > 10, head
+    unit = "[Unit]\nDescription=%s\n[Service]\nExecStart=/bin/sleep infinity\n[Install]\nWantedBy=multi-user.target\n"
+    cluster.lab.exec(w, f"printf '{unit % 'old'}' > /etc/systemd/system/k8s-old.service && "
+                        f"printf '{unit % 'mine'}' > /etc/systemd/system/users-own.service && "
+                        "printf 'unit old-comp k8s-old.service\nfile old-comp /etc/systemd/system/k8s-old.service\n' "
+                        f">> {record} && systemctl daemon-reload && "
+                        "systemctl enable --now k8s-old.service users-own.service")
+    p = cluster.piprov("plan", "--json")
+    assert p.returncode == 2, p.stderr[-2000:]
+    node = next(n for n in _json(p)["nodes"] if n["node"] == "rpi-node-1")
+    removed = [(r["kind"], r["name"], r["reason"]) for r in node["owned"]["removed"]]
+    why = "component removed: old-comp is no longer in playbooks/"
+    assert removed == [("file", "/etc/systemd/system/k8s-old.service", why), ("unit", "k8s-old.service", why)]
+    assert all(not n["owned"] for n in _json(p)["nodes"] if n["node"] != "rpi-node-1")
+    up = cluster.piprov("up")
+    assert up.returncode == 0, up.stderr[-3000:]
+    state = cluster.lab.exec(w, "systemctl is-active k8s-old.service users-own.service; "
+                                "ls /etc/systemd/system/k8s-old.service; "
+                                f"grep -c old-comp {record}", check=False).stdout.split()
+    assert state[:2] == ["inactive", "active"] and state[-1] == "0", state
+    assert "k8s-old" not in cluster.lab.exec(w, "systemctl list-units --all --no-legend").stdout
+    assert cluster.piprov("plan").returncode == 0
+    cluster.lab.exec(w, "systemctl disable --now users-own.service && rm /etc/systemd/system/users-own.service "
+                        "&& systemctl daemon-reload")
+
+
 def test_inventory_labels_reach_the_node_and_go_when_removed(cluster: Cluster) -> None:
     """`up` PATCHes the inventory's labels onto the Node; a label it set and the inventory dropped
     goes; a label someone else set stays (issue 15)."""

@@ -29,6 +29,8 @@ from piprov.plan import NodePlan, plan_hostname, plan_node
 from piprov.pki import ClusterPki
 from piprov.provision import plan_cluster
 from piprov.plan.desired import DesiredNode
+from piprov.plan.model import RECORD
+from piprov.plan.owned import record_file
 from piprov.render import desired_state, node_image_arch
 from piprov.shell.script import commands
 
@@ -118,6 +120,18 @@ def build_facts(spec: dict[str, Any], node_name: str, graph: ComponentGraph) -> 
             keys[key] = EtcdKeyFacts(key, o)
         else:
             keys[key] = EtcdKeyFacts(key, "ok", o["value"])
+    # piprov's record of what it manages: as the converged run wrote it, absent, or with extra lines.
+    ospec = spec.get("owned", "converged")
+    record = record_file(converged).content
+    if ospec == "missing":
+        files[RECORD] = FileFacts(RECORD, exists=False)
+    elif ospec == "converged":
+        files[RECORD] = _file(RECORD, record)
+    else:
+        text = ospec["content"].encode() if "content" in ospec else record + "".join(
+            line + "\n" for line in ospec.get("extra", [])).encode()
+        owner, _, group = ospec.get("owner", "root:root").partition(":")
+        files[RECORD] = _file(RECORD, text, int(ospec.get("mode", "644"), 8), owner, group)
     for path, content in spec.get("other_files", {}).items():  # files piprov reads but does not write
         files[path] = _file(path, content.encode())
     dropins: dict[str, tuple[str | None, ...]] = {}
@@ -155,7 +169,7 @@ def run_case(path: Path, graph: ComponentGraph, pki: ClusterPki | None = None) -
 def test_planner_case(path: Path, graph: ComponentGraph) -> None:
     expect = yaml.safe_load(path.read_text())["expect"]
     if "error" in expect:
-        with pytest.raises(PlanError) as ei:
+        with pytest.raises((PlanError, FactsError)) as ei:
             run_case(path, graph)
         assert ei.value.host == yaml.safe_load(path.read_text())["node"] and ei.value.hint
         for text in expect["error"]:
@@ -163,6 +177,13 @@ def test_planner_case(path: Path, graph: ComponentGraph) -> None:
         return
     case, plan = run_case(path, graph)
     assert plan.changed == expect["changed"], plan.reasons
+    owned = expect.get("owned")
+    if owned is None:
+        assert plan.owned is None, plan.owned and plan.owned.reasons
+    else:
+        assert plan.owned is not None
+        assert {"units": plan.owned.units, "files": plan.owned.files, "record": plan.owned.record is not None} == {
+            "units": [], "files": [], "record": True, **owned}
 
     hc = plan.hostname_change
     if expect["hostname"] is None:
