@@ -12,18 +12,27 @@ echo "== mypy"
 mypy
 if [ $# -gt 0 ]; then echo "== pytest $*"; exec pytest -q -rs --durations=25 "$@"; fi
 # The unit tests need no lab, and the lab tests mostly wait on virtual Pis:
-# both at once (the suite's budget is 30 minutes), the unit tests niced so the
-# lab keeps the CPU it has when alone. The unit tests' output follows the lab's.
+# three at once (the suite's budget is 30 minutes): the unit tests niced so
+# the labs keep the CPU they have when alone, the fault and heal suites (one
+# lab of their own, mostly power cuts and boots waited on) beside the other
+# lab tests. Each one's output follows the lab's.
 units=$(mktemp)
-trap 'rm -f "$units"' EXIT
+faults=$(mktemp)
+trap 'rm -f "$units" "$faults"' EXIT
 nice -n 10 pytest -q -rs -p no:cacheprovider tests/unit >"$units" 2>&1 &
 upid=$!
-echo "== pytest tests/lab (tests/unit alongside, niced)"
+pytest -q -rs --durations=15 -p no:cacheprovider tests/lab/faults >"$faults" 2>&1 &
+fpid=$!
+echo "== pytest tests/lab (tests/unit niced and tests/lab/faults alongside)"
 lab=0
-pytest -q -rs --durations=25 tests/lab || lab=$?
+pytest -q -rs --durations=25 --ignore=tests/lab/faults tests/lab || lab=$?
+fault=0
+wait "$fpid" || fault=$?
+echo "== pytest tests/lab/faults"
+cat "$faults"
 unit=0
 wait "$upid" || unit=$?
 echo "== pytest tests/unit"
 cat "$units"
-echo "== lab tests: exit $lab; unit tests: exit $unit"
-[ "$lab" -eq 0 ] && [ "$unit" -eq 0 ]
+echo "== lab tests: exit $lab; fault and heal suites: exit $fault; unit tests: exit $unit"
+[ "$lab" -eq 0 ] && [ "$fault" -eq 0 ] && [ "$unit" -eq 0 ]
