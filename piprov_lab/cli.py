@@ -175,6 +175,30 @@ def reboot(name: str, node: str) -> None:
     err.print(f"{node}: rebooted")
 
 
+@lab.command()
+@name_option
+@click.option("--no-start", is_flag=True, help="Leave NODE off after the re-flash (`lab start` boots it).")
+@click.argument("node")
+def replace(name: str, node: str, no_start: bool) -> None:
+    """Re-flash NODE's SD card: same MAC and address, a fresh disk, a new host key.
+
+    \b
+    NODE is powered off, gets the base image back (no piprov files, no docker
+    data, a new machine-id, the image's host name) and a fresh network stack on
+    the same cable, then boots; returns once sshd answers. `lab ssh` knows the
+    new key at once; the inventory's known_hosts (piprov's) keeps the old one,
+    so piprov stops with HOST KEY CHANGED, as after a real re-flash, until
+    `piprov node forget-key` and a run with --trust-new-hosts.
+    """
+    t0 = time.monotonic()
+    i = _lab(name).replace(node, start=not no_start)
+    state = "booted" if i.running else "left off"
+    err.print(f"{i.name} ({i.inventory_name}) re-flashed and {state} in {time.monotonic() - t0:.1f} s: "
+              f"{i.ip}, {i.mac}, new host key {i.host_key_fingerprint}")
+    err.print(f"[dim]piprov's known_hosts still pins the old key: `piprov node forget-key {i.inventory_name}`, "
+              "then pin the new one with --trust-new-hosts[/]")
+
+
 @lab.command(name="add-node")
 @name_option
 @click.option("--count", default=1, show_default=True, help="How many fresh nodes to add.")

@@ -55,7 +55,9 @@ def inventory_yaml(name: str, s: LabState, identity_file: Path, known_hosts: Pat
     lines = [
         f"# piprov inventory for the virtual Pi lab {name!r} (from `piprov lab inventory`),",
         f"# profile {s.profile!r} (`piprov lab up --profile`).",
-        "# Host keys are pinned in the lab's own known_hosts, so strict checking works.",
+        "# Host keys: the lab pinned each node's key in this known_hosts when it made the node,",
+        "# so strict checking works; after `piprov lab replace` it still holds the old key",
+        "# (a re-flashed card): `piprov node forget-key NODE`, then --trust-new-hosts.",
         "",
         "cluster:",
         f"  name: lab-{name}",

@@ -15,6 +15,7 @@ process booted. Typical use from a test::
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import importlib
 import ipaddress
@@ -75,6 +76,10 @@ BOOT_TIMEOUT = 120.0
 # The lab LAN's non-member (Lab.outsider): a locally administered MAC, the LAN's last address.
 OUTSIDER = "outsider"
 OUTSIDER_OUI = "02:70:6c"
+# What a node's disk is made of besides its mount point: the overlay's upper and work
+# dirs and the docker dirs bind-mounted off the overlay (see _boot). `replace` wipes them.
+DISK_DIRS = ("upper", "work", "docker", "docker-bootstrap")
+RESTRICT_SSH_TAG = "piprov-lab-restrict-ssh"
 
 
 class NodeCommandError(LabError):
@@ -100,6 +105,13 @@ class NodeInfo:
     loss_pct: float
     pid1: int | None
     netns: str
+    host_key: str = ""  # "ssh-ed25519 AAAA...": the key its sshd has now (the lab's pin)
+
+    @property
+    def host_key_fingerprint(self) -> str:
+        """As ssh-keygen -lf shows it: SHA256:<base64 of the key blob's SHA-256, unpadded>."""
+        blob = base64.b64decode(self.host_key.split()[1]) if self.host_key else b""
+        return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
 
 
 def default_name() -> str:
@@ -155,7 +167,17 @@ class Lab:
 
     @property
     def known_hosts(self) -> Path:
+        """piprov's known_hosts, the one `lab inventory` names: the lab pins a node's key here
+        once, when it creates the node (as a user pins a new Pi's key after checking it on the
+        console), and never rewrites it: after `replace` it still holds the old key, so piprov's
+        strict checking meets a changed key until `piprov node forget-key`."""
         return self.dir / "ssh" / "known_hosts"
+
+    @property
+    def lab_known_hosts(self) -> Path:
+        """The lab's own pins (`lab ssh`, ``ssh_argv``): every node's current key, rewritten
+        from the lab's state whenever a node gets a key (also by `replace`)."""
+        return self.dir / "ssh" / "lab_known_hosts"
 
     @property
     def kubectl(self) -> str:
@@ -225,6 +247,7 @@ class Lab:
             loss_pct=n.loss_pct,
             pid1=pid1,
             netns=n.netns,
+            host_key=n.host_key,
         )
 
     @staticmethod
@@ -333,6 +356,7 @@ class Lab:
         sshdir.mkdir(mode=0o700, exist_ok=True)
         write_ssh_keypair(self.identity_file, f"piprov-lab-{self.name}")
         self.known_hosts.write_text("")
+        self.lab_known_hosts.write_text("")
         return s
 
     def down(self) -> None:
@@ -395,9 +419,20 @@ class Lab:
             netns=net.netns_name(self.name, name), veth=net.veth_name(self.name, "n", index), dir=str(ndir),
             rtt_ms=0.0,
         )  # fmt: skip
+        if rpios:
+            n.flavour = "rpios"
         s.nodes.append(n)
         st.save(s)
-        for sub in ("upper", "work", "root", "docker", "docker-bootstrap"):
+        self._mount_disk(s, n)
+        _pin_host_key(self.known_hosts, n)
+        net.create_host(n.netns, n.veth, s.bridge, n.mac, n.ip, net_.prefixlen)
+        return n
+
+    def _mount_disk(self, s: LabState, n: NodeState) -> None:
+        """The node's disk as a freshly flashed card: an overlay with an empty upper layer on the
+        base image, empty docker dirs, then the per-node files (``_personalise``)."""
+        ndir = Path(n.dir)
+        for sub in DISK_DIRS + ("root",):
             (ndir / sub).mkdir(parents=True, exist_ok=True)
         root = ndir / "root"
         run(["mount", "-t", "overlay", "overlay", "-o",
@@ -405,12 +440,8 @@ class Lab:
         n.mounted = True
         st.save(s)
         self._personalise(s, n, root)
-        if rpios:
+        if n.flavour == "rpios":
             _rpios_avahi(root)
-            n.flavour = "rpios"
-            st.save(s)
-        net.create_host(n.netns, n.veth, s.bridge, n.mac, n.ip, net_.prefixlen)
-        return n
 
     def _personalise(self, s: LabState, n: NodeState, root: Path) -> None:
         """Per-node files: own host key, the lab's login key, machine-id, registry name."""
@@ -428,13 +459,13 @@ class Lab:
         hosts = root / "etc/hosts"
         hosts.write_text(hosts.read_text() + f"{s.bridge_ip}\tpiprov-registry\n")
         st.save(s)
-        self._write_known_hosts(s)
+        self._write_lab_known_hosts(s)
 
-    def _write_known_hosts(self, s: LabState) -> None:
+    def _write_lab_known_hosts(self, s: LabState) -> None:
         lines = [f"{n.ip} {n.host_key}\n" for n in s.nodes if n.host_key]
-        tmp = self.known_hosts.with_suffix(".tmp")
+        tmp = self.lab_known_hosts.with_suffix(".tmp")
         tmp.write_text("".join(lines))
-        os.replace(tmp, self.known_hosts)
+        os.replace(tmp, self.lab_known_hosts)
 
     def _boot(self, s: LabState, n: NodeState) -> None:
         raise_inotify_limits()
@@ -693,10 +724,76 @@ class Lab:
         self._wait_boot_done(new)
         return [self._info(n) for n in new]
 
+    def replace(self, node: str, start: bool = True) -> NodeInfo:
+        """A re-flashed SD card: the node is powered off (if it runs), gets the base image back,
+        a fresh network stack on the same cable, and boots; returns once sshd answers and boot
+        has finished, as `up` and `add_nodes` do (``start=False``: left off, `start` boots it).
+
+        The disk: the overlay's upper layer and both docker dirs emptied, then what every new
+        node gets (``_personalise``: a NEW host key, a new machine-id, the lab's login key);
+        the host name is the image's again (black-pearl from /boot/occidentalis.txt, or
+        raspberrypi for a Raspberry Pi OS node). The network: the same namespace name, veth,
+        MAC and address, but a new namespace, so nothing the old system made there (docker0,
+        flannel, container veths, routes, iptables rules, sysctls) outlives the re-flash, as
+        nothing does on a Pi; what the lab itself set on the cable (netem, partition,
+        restrict_ssh) is set again. Host keys: see ``known_hosts`` and ``lab_known_hosts``.
+        """
+        require_root()
+        with st.locked(self.name):
+            s = self._state()
+            n = self._find(s, node)
+            self._stop_node(n)
+            st.save(s)
+            self._reflash(s, n)
+            self._fresh_network(s, n)
+            if start:
+                self._boot(s, n)
+        if start:
+            self._wait_ssh(s, [n])
+            self._wait_boot_done([n])
+        return self._info(n)
+
+    def _reflash(self, s: LabState, n: NodeState) -> None:
+        """Unmount the node's disk, move its dirs aside (new inodes: a lazily unmounted overlay
+        still holding the old upper dir cannot make the new mount fail as "in use"), delete them,
+        and mount a fresh disk."""
+        ndir = Path(n.dir)
+        _forget_nspawn(f"{self.name}-{n.name}", ndir / "root")
+        for mp in _mounts_under(ndir):
+            _umount(Path(mp))
+        n.mounted = False
+        st.save(s)
+        old = ndir / "flashed-over"
+        shutil.rmtree(old, ignore_errors=True)
+        old.mkdir()
+        for sub in DISK_DIRS:
+            if (ndir / sub).exists():
+                (ndir / sub).rename(old / sub)
+        shutil.rmtree(old, ignore_errors=True)  # what is left (never seen) goes with `lab down`
+        self._mount_disk(s, n)
+
+    def _fresh_network(self, s: LabState, n: NodeState) -> None:
+        restriction = _ssh_restriction(n)
+        kill(n.relay)  # it runs in the old namespace; netem starts a new one
+        n.relay, n.relay_port = None, 0
+        net.delete_host(n.netns, n.veth)
+        net.create_host(n.netns, n.veth, s.bridge, n.mac, n.ip, ipaddress.IPv4Network(s.subnet).prefixlen)
+        for rule in restriction:
+            run(["ip", "netns", "exec", n.netns, "iptables", "-w", "-A", *rule])
+        if n.rtt_ms or n.loss_pct:
+            self._apply_netem(s, n, n.rtt_ms, n.loss_pct)
+        if n.partitioned:
+            net.set_link(n.veth, up=False)
+        st.save(s)
+
     def _wait_boot_done(self, nodes: Sequence[NodeState]) -> None:
         """The Pis a user provisions have finished booting. (The 219/CGROUP failures once blamed
         on starting units mid-boot were the nodes sharing one cgroup tree: see system.CGROUP_DIR.)"""
         for n in nodes:
+            # A partitioned node had no sshd to wait for: nspawn may not have forked its PID 1 yet.
+            deadline = time.monotonic() + BOOT_TIMEOUT
+            while self._pid1(n) is None and alive(n.nspawn) and time.monotonic() < deadline:
+                time.sleep(0.05)
             self.wait_booted(n.name, timeout=BOOT_TIMEOUT)
 
     def partition(self, node: str, on: bool) -> None:
@@ -744,10 +841,9 @@ class Lab:
         s = self._state()
         n = self._find(s, node)
         ipt = ["ip", "netns", "exec", n.netns, "iptables", "-w"]
-        tag = ["-m", "comment", "--comment", "piprov-lab-restrict-ssh"]
-        for line in run([*ipt, "-S", "INPUT"]).stdout.splitlines():
-            if "piprov-lab-restrict-ssh" in line:  # an earlier restriction
-                run([*ipt, "-D", *shlex.split(line)[1:]])
+        tag = ["-m", "comment", "--comment", RESTRICT_SSH_TAG]
+        for rule in _ssh_restriction(n):  # an earlier restriction
+            run([*ipt, "-D", *rule])
         if only_from is not None:
             bastion = self._find(s, only_from)
             ssh = ["INPUT", "-p", "tcp", "--dport", "22", *tag]
@@ -891,7 +987,7 @@ class Lab:
     def ssh_argv(self, node: str, cmd: Sequence[str] = ()) -> list[str]:
         """An OpenSSH command line that logs in to ``node`` as pirate with the lab's key."""
         n = self._find(self._state(), node)
-        return ["ssh", "-i", str(self.identity_file), "-o", f"UserKnownHostsFile={self.known_hosts}",
+        return ["ssh", "-i", str(self.identity_file), "-o", f"UserKnownHostsFile={self.lab_known_hosts}",
                 "-o", "StrictHostKeyChecking=yes", "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR",
                 f"pirate@{n.ip}", *cmd]  # fmt: skip
 
@@ -914,6 +1010,7 @@ class Lab:
             "registry_running": alive(s.registry),
             "identity_file": str(self.identity_file),
             "known_hosts": str(self.known_hosts),
+            "lab_known_hosts": str(self.lab_known_hosts),
             "nodes": [
                 {
                     "name": i.name, "inventory_name": i.inventory_name, "ip": i.ip, "mac": i.mac,
@@ -942,6 +1039,23 @@ def _rpios_avahi(root: Path) -> None:
         occ.write_text(re.sub(r"(?m)^hostname=.*$", f"hostname={RPIOS_HOSTNAME}", occ.read_text()))
     hosts = root / "etc/hosts"
     hosts.write_text(hosts.read_text().replace("black-pearl", RPIOS_HOSTNAME))
+
+
+def _pin_host_key(known_hosts: Path, n: NodeState) -> None:
+    """Pin a new node's key in piprov's known_hosts through piprov's own pinning (its lock,
+    its line format; appended, so pins piprov made meanwhile stay)."""
+    import paramiko
+
+    from piprov.ssh.hostkeys import known_hosts_name, pin_host_key
+
+    kind, blob = n.host_key.split()
+    pin_host_key(known_hosts, known_hosts_name(n.ip, 22), paramiko.PKey.from_type_string(kind, base64.b64decode(blob)))
+
+
+def _ssh_restriction(n: NodeState) -> list[list[str]]:
+    """The rules `restrict_ssh` put in the node's INPUT chain, as `iptables -S` lists them, less the leading -A."""
+    lines = run(["ip", "netns", "exec", n.netns, "iptables", "-w", "-S", "INPUT"]).stdout.splitlines()
+    return [shlex.split(ln)[1:] for ln in lines if RESTRICT_SSH_TAG in ln and ln.startswith("-A ")]
 
 
 def _show(cmd: Sequence[str] | str) -> str:

@@ -5,7 +5,7 @@ Reuse them from any test under tests/lab/:
 ``lab`` (session scope)
     One shared lab for the whole session: 3 nodes + 2 decoys, booted on first
     use, taken down when the session ends. Treat it as read-only (no kill,
-    partition, reboot, hostname changes): every module shares it. Nodes:
+    partition, reboot, replace, hostname changes): every module shares it. Nodes:
     ``lab.nodes`` (pi1 = rpi-master, pi2, pi3); ``lab.inventory_yaml()``
     gives an inventory pointing at them (strict host keys).
 

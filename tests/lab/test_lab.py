@@ -34,7 +34,7 @@ LabFactory = Callable[..., Lab]
 
 def _ssh(lab: Lab, ip: str, **auth: str) -> paramiko.SSHClient:
     c = paramiko.SSHClient()
-    c.load_host_keys(str(lab.known_hosts))
+    c.load_host_keys(str(lab.lab_known_hosts))  # the lab's own pins: they follow `replace`
     c.set_missing_host_key_policy(paramiko.RejectPolicy())  # strict: pinned keys only
     c.connect(ip, username="pirate", look_for_keys=False, allow_agent=False, timeout=10, **auth)  # type: ignore[arg-type]
     return c
@@ -93,6 +93,8 @@ def test_host_keys_are_per_node_and_pinned(lab: Lab) -> None:
     keys = {ln.split()[0]: ln.split()[2] for ln in lines if ln.strip()}
     assert set(keys) == {n.ip for n in lab.nodes}
     assert len(set(keys.values())) == 3, "nodes share a host key"
+    # piprov's pins (the inventory's) and the lab's own agree until a node is replaced.
+    assert sorted(lab.lab_known_hosts.read_text().splitlines()) == sorted(ln for ln in lines if ln.strip())
 
 
 def test_occidentalis_holds_hostname(lab: Lab) -> None:
@@ -389,6 +391,72 @@ def test_add_node_boots_a_fresh_pi(fault_lab: Lab) -> None:
     c = _ssh(lab, new.ip, password="hypriot")
     c.close()
     assert "rpi-node-2" in lab.inventory_yaml()
+
+
+def _served_host_key(ip: str) -> str:
+    """The host key sshd at ``ip`` shows, "type base64"."""
+    t = paramiko.Transport(socket.create_connection((ip, 22), timeout=10))
+    try:
+        t.start_client(timeout=10)
+        key = t.get_remote_server_key()
+        return f"{key.get_name()} {key.get_base64()}"
+    finally:
+        t.close()
+
+
+def test_replace_is_a_reflashed_card_piprov_notices(fault_lab: Lab, tmp_path: Path) -> None:
+    """`lab replace`: the same MAC, address and cable, a fresh disk and network stack, a new host
+    key the lab's own SSH knows and piprov's strict pinning refuses until `node forget-key`."""
+    from piprov.errors import HostKeyError
+    from piprov.fleet import reach
+    from piprov.inventory.load import load
+    from piprov.inventory.model import HostKeyPolicy
+    from piprov.transport import SshTransport
+
+    lab = fault_lab
+    before = lab.node("pi2")
+    old_id = lab.exec("pi2", "cat /etc/machine-id").stdout
+    lab.exec("pi2", "echo old > /root/marker; mkdir -p /var/lib/kubernetes /var/lib/docker/volumes/v "
+             "/var/lib/docker-bootstrap/x; echo hostname=rpi-node-1 > /boot/occidentalis.txt; "
+             "ip link add docker0 type bridge")  # fmt: skip
+    (inv_path := tmp_path / "inventory.yaml").write_text(lab.inventory_yaml())
+    t0 = time.monotonic()
+    after = lab.replace("pi2")
+    assert time.monotonic() - t0 < 15
+    assert (after.ip, after.mac, after.netns, after.running) == (before.ip, before.mac, before.netns, True)
+    assert after.host_key != before.host_key and _served_host_key(after.ip) == after.host_key
+    gone = "test ! -e /root/marker && test ! -e /var/lib/kubernetes && ! ip link show docker0 2>/dev/null"
+    lab.exec("pi2", gone)
+    assert lab.exec("pi2", "find /var/lib/docker /var/lib/docker-bootstrap -mindepth 1").stdout == ""
+    assert lab.exec("pi2", "hostname").stdout.strip() == "black-pearl"
+    assert "hostname=black-pearl" in lab.exec("pi2", "cat /boot/occidentalis.txt").stdout
+    assert lab.exec("pi2", "cat /etc/machine-id").stdout not in ("", old_id)
+    row = next(n for n in lab.status()["nodes"] if n["name"] == "pi2")  # type: ignore[attr-defined]
+    assert (row["ip"], row["mac"], row["sshd"]) == (before.ip, before.mac, True)
+    _ssh(lab, after.ip, key_filename=str(lab.identity_file)).close()  # the lab's own SSH: the new key
+    assert before.host_key in lab.known_hosts.read_text()  # piprov's: still the old one
+
+    inv = load(inv_path)
+    assert inv.known_hosts == lab.known_hosts
+
+    def connect(policy: HostKeyPolicy | None = None) -> None:
+        t = SshTransport(inv.node("rpi-node-1"), inv.known_hosts, policy=policy)
+        try:
+            assert reach(t, timeout=20).ok
+        finally:
+            t.close()
+
+    with pytest.raises(HostKeyError, match="HOST KEY CHANGED") as e:
+        connect(policy="tofu")  # trust on first use never overrides a changed key
+    assert e.value.hint and "piprov node forget-key rpi-node-1" in e.value.hint
+    forget = subprocess.run([sys.executable, "-m", "piprov", "node", "forget-key", "-i", str(inv_path), "rpi-node-1"],
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert forget.returncode == 0 and "forgot 1 host key" in forget.stdout, forget.stdout + forget.stderr
+    with pytest.raises(HostKeyError, match="is not in"):
+        connect()  # strict: an unknown key is not taken without being asked
+    connect(policy="tofu")  # what --trust-new-hosts asks for: pins the new key
+    assert after.host_key in lab.known_hosts.read_text() and before.host_key not in lab.known_hosts.read_text()
+    connect()
 
 
 # ------------------------------------------------------------------- lab down
