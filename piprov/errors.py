@@ -171,3 +171,7 @@ class JumpHostError(TransportError):
 
 class SudoPasswordError(TransportError):
     """sudo on the node needs a password that was not given, or refused the one given."""
+
+
+class ResetError(PiprovError):
+    """`piprov reset` would not go ahead (the master alone, an unknown node), or left something behind."""

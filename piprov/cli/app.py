@@ -153,6 +153,7 @@ COMMANDS = {
     "versions": "piprov.cli.versions_cmd:versions_cmd",
     "certs": "piprov.cli.certs_cmd:certs_cmd",
     "check": "piprov.cli.check_cmd:check_cmd",
+    "reset": "piprov.cli.reset_cmd:reset_cmd",
 }
 # Command groups that live outside the product (the virtual lab) register
 # themselves through this entry point.
@@ -214,6 +215,10 @@ def cli() -> None:
       piprov up                       provision the whole cluster
       piprov status                   node x component health
       piprov kubeconfig --use         merge it into ~/.kube/config, make it current
+
+    \b
+    Later: `piprov node add/remove`, `piprov up --rolling`, `piprov certs`,
+    `piprov reset [NODE]...` (back to freshly flashed Pis; `up` rebuilds).
 
     Try it without hardware: `piprov lab up` boots virtual Pis on this machine
     and `piprov lab inventory > inventory.yaml` points piprov at them.

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Mapping, get_args
 
+from piprov.graph.leaves import Leaves
 from piprov.errors import GraphError, Location
 from piprov.inventory.model import ImageSpec, Role
 
@@ -208,6 +209,8 @@ class Component:
     credentials: tuple[Credential, ...] = ()
     # Read by its daemon too (facts only: piprov checks it against the unit's flags, never writes it).
     daemon_config: DaemonConfig | None = None
+    # What its running stack makes on the node that piprov never wrote (graph.leaves): what reset removes.
+    leaves: Leaves = Leaves()
 
     def runs_on(self, role: str) -> bool:
         return role in self.roles

@@ -20,6 +20,8 @@ from piprov_lab.lab import Lab
 
 
 class Cluster(LabCluster):
+    fresh: dict[str, str]  # node -> node_state() as booted, before any piprov run
+
     def nodes_ready(self) -> dict[str, bool] | None:
         p = self.kubectl("get", "nodes", "-o", "json")
         if p.returncode != 0:
@@ -53,12 +55,35 @@ class Cluster(LabCluster):
         return sorted(k for k, v in ready.items() if v) == sorted(n.ip for n in self.lab.nodes)
 
 
+# What a reset must take a node back to, by kind: piprov's and the stack's units, files under the
+# paths they use, interfaces, routes, iptables rules (counters left out), both daemons' containers.
+STATE_SH = r"""
+echo '# units'; systemctl list-unit-files --no-legend 2>/dev/null | awk '{print $1, $2}' \
+  | grep -E 'docker|k8s|kube|flannel|etcd|piprov' | sort
+systemctl list-units --all --no-legend --plain 2>/dev/null | awk '{print $1, $3, $4}' \
+  | grep -E 'docker|k8s|kube|flannel|etcd|piprov' | sort
+echo '# files'; find /etc/kubernetes /var/lib/kubelet /var/lib/kubernetes /var/lib/piprov /run/flannel \
+  /var/run/docker /var/run/docker.sock /var/run/docker-bootstrap /var/run/docker-bootstrap.sock \
+  /var/run/kubernetes /etc/systemd/system 2>/dev/null | sort
+echo '# interfaces'; ls /sys/class/net | sort
+echo '# routes'; ip -4 route show | sort
+echo '# iptables'; for t in filter nat; do iptables-save -t $t | grep -v '^#' | sed 's/ \[[0-9]*:[0-9]*\]$//'; done
+echo '# containers'; ls -A /var/lib/docker/containers /var/lib/docker-bootstrap/containers 2>/dev/null
+"""
+
+
+def node_state(lab: Lab, node: str) -> str:
+    return lab.exec(node, STATE_SH).stdout
+
+
 @pytest.fixture(scope="module")
 def cluster(lab_factory: Callable[..., Lab], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     lab = lab_factory("up", nodes=3)
     inv = tmp_path_factory.mktemp("up") / "inventory.yaml"
     inv.write_text(lab.inventory_yaml())
-    yield Cluster(lab, inv)
+    c = Cluster(lab, inv)
+    c.fresh = {n.name: node_state(lab, n.name) for n in lab.nodes}
+    yield c
     lab.down()
 
 
@@ -309,6 +334,46 @@ def test_unreachable_etcd_is_named_with_the_worker_and_flannel(cluster: Cluster)
     p = cluster.piprov("up")
     assert p.returncode == 0, p.stderr[-3000:]
     cluster.wait_all_ready(120)
+
+
+def _same_as_fresh(cluster: Cluster, node: str) -> None:
+    import difflib
+
+    fresh, now = cluster.fresh[node], node_state(cluster.lab, node)
+    diff = "\n".join(difflib.unified_diff(fresh.splitlines(), now.splitlines(), "fresh", "reset", lineterm=""))
+    assert not diff, f"{node} differs from its freshly booted self:\n{diff}"
+
+
+def test_reset_a_worker_then_the_whole_cluster_leaves_fresh_nodes_and_up_rebuilds(cluster: Cluster) -> None:
+    """`piprov reset rpi-node-2` drains it, resets it and deletes its Node while the rest runs; its
+    audit finds nothing left, and the node is as it was freshly booted (units, files under the stack's
+    paths, interfaces, routes, iptables, containers). `up` brings it back. Then the whole cluster:
+    the same on every node; `up` rebuilds it, and the workload (kept in etcd) returns (issue 17)."""
+    w = cluster.lab.nodes[2]
+    p = cluster.piprov("reset", "rpi-node-2", "--yes", "--json", timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    got = _json(p)
+    assert got["nodes"]["rpi-node-2"]["clean"] and not got["errors"], got
+    assert got["nodes"]["rpi-node-2"]["removed"].get("unit", 0) >= 8, got
+    _same_as_fresh(cluster, w.name)
+    ready = cluster.nodes_ready() or {}
+    assert w.ip not in ready and sum(ready.values()) == 2, ready
+    assert cluster.piprov("plan").returncode == 2
+    up = cluster.piprov("up")
+    assert up.returncode == 0, up.stderr[-3000:]
+    cluster.wait_all_ready(180)
+
+    p = cluster.piprov("reset", "--yes", "--json", timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    got = _json(p)
+    assert got["whole"] and all(n["clean"] for n in got["nodes"].values()) and len(got["nodes"]) == 3, got
+    for n in cluster.lab.nodes:
+        _same_as_fresh(cluster, n.name)
+    up = cluster.piprov("up")
+    assert up.returncode == 0, up.stderr[-3000:]
+    cluster.wait_all_ready(180)
+    assert cluster.piprov("plan").returncode == 0
+    wait_for("the workload's pods back", lambda: "Running" in cluster.kubectl("get", "pods").stdout, 180, 3)
 
 
 def test_status_shows_a_daemon_that_systemd_revived(cluster: Cluster) -> None:

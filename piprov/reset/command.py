@@ -1,0 +1,163 @@
+"""The ONE script that resets a node and then audits it, in one round trip (run with sudo).
+
+Reset, in order: per component in reverse graph order, its daemon's containers
+removed while it still answers (``docker rm -f -v``), then its units stopped
+(socket and service in one call); every unit disabled; mounts under the
+stack's paths unmounted, deepest first, and the paths removed; piprov's files,
+then their directories if empty; the interfaces; the iptables chains and the
+rules that jump to them or hold the pod network, by ``iptables-save | filter |
+iptables-restore`` (the rules are text, never evaluated by the shell);
+systemd reloaded; the record last. Every removal prints ``removed KIND NAME``.
+
+The audit then prints ``left KIND NAME`` for anything of those kinds still
+there, and ``piprov-reset-done`` ends the output (a cut output is an error).
+Only sh, coreutils, awk, ip, systemctl, docker and iptables-save/-restore:
+tested under busybox sh and dash (tests/unit/test_reset.py).
+"""
+
+from __future__ import annotations
+
+import posixpath
+import shlex
+
+from piprov.reset.model import ResetTarget
+
+DONE = "piprov-reset-done"
+
+_FUNCS = r"""say() { printf 'removed %s %s\n' "$1" "$2"; }
+left() { printf 'left %s %s\n' "$1" "$2"; }
+present() { for u in "$@"; do systemctl cat "$u" >/dev/null 2>&1 && printf '%s ' "$u"; done; }
+mounts_under() { awk -v p="$1/" 'index($2, p) == 1 || $2 == substr(p, 1, length(p) - 1) { print $2 }' /proc/self/mounts | sort -r; }
+# iptables-save text without what is ours (mode drop) or only it (mode keep): chains by name or
+# prefix, rules in them, rules jumping to them, rules holding a word (the pod network).
+# With a policy ($4), a filter table's FORWARD chain of another policy is ours too (keep), or gets it (drop).
+ipt_filter() {
+  awk -v mode="$1" -v chains="$2" -v words="$3" -v policy="${4:-}" '
+    function ours(c,  n, i, a) { n = split(chains, a, " "); for (i = 1; i <= n; i++) {
+        if (substr(a[i], length(a[i])) == "*") { if (index(c, substr(a[i], 1, length(a[i]) - 1)) == 1) return 1 }
+        else if (c == a[i]) return 1 }
+      return 0 }
+    function mine(line,  n, i, a, f) {
+      if (line ~ /^:/) { split(substr(line, 2), f, " "); return ours(f[1]) }
+      if (line !~ /^-A /) return 0
+      n = split(line, f, " "); if (ours(f[2])) return 1
+      for (i = 3; i < n; i++) if ((f[i] == "-j" || f[i] == "-g") && ours(f[i + 1])) return 1
+      n = split(words, a, " "); for (i = 1; i <= n; i++) if (index(line, a[i])) return 1
+      return 0 }
+    policy != "" && $1 == ":FORWARD" && $2 != policy {
+      if (mode == "drop") print ":FORWARD " policy " " $3; else print; next }
+    { m = mine($0); if ((mode == "drop" && !m) || (mode == "keep" && m)) print }'
+}
+"""
+
+
+def _q(s: str) -> str:
+    return shlex.quote(s)
+
+
+def _words(items: tuple[str, ...] | list[str]) -> str:
+    return " ".join(_q(i) for i in items)
+
+
+def reset_script(t: ResetTarget) -> str:
+    """The reset, then the audit; see the module docstring."""
+    return "set -u\n" + _FUNCS + _reset(t) + audit_body(t) + f"echo {DONE}\n"
+
+
+def _reset(t: ResetTarget) -> str:
+    out = ["all=''\n"]
+    for s in t.stages:
+        if s.docker_host:
+            out.append(
+                f"if ids=$({_q(t.docker)} -H {_q(s.docker_host)} ps -aq 2>/dev/null) && [ -n \"$ids\" ]; then\n"
+                f"  {_q(t.docker)} -H {_q(s.docker_host)} rm -f -v $ids >/dev/null 2>&1 || "
+                "echo \"docker rm failed\" >&2\n"
+                "  for i in $ids; do say container \"$i\"; done\nfi\n")
+        if s.units:
+            out.append(f"u=$(present {_words(s.units)})\n"
+                       'if [ -n "$u" ]; then systemctl stop $u || echo "systemctl stop $u failed" >&2; '
+                       'all="$all $u"; fi\n')
+    out.append('if [ -n "$all" ]; then systemctl disable --quiet $all >/dev/null 2>&1; '
+               'for u in $all; do say unit "$u"; done; fi\n')
+    paths = [*t.paths, *(t.data if t.wipe_data else ())]
+    if paths:
+        out.append(f"for p in {_words(paths)}; do\n"
+                   '  for m in $(mounts_under "$p"); do umount "$m" && say mount "$m"; done\n'
+                   '  if [ -e "$p" ] || [ -L "$p" ]; then rm -rf "$p" && say path "$p"; fi\ndone\n')
+    if t.files:
+        out.append(f"for f in {_words(t.files)}; do\n"
+                   '  if [ -e "$f" ] || [ -L "$f" ]; then rm -f "$f" && say file "$f"; fi\ndone\n')
+    dirs = _parents([*t.files, *paths, t.record])
+    if dirs:
+        out.append(f"for d in {_words(dirs)}; do rmdir \"$d\" 2>/dev/null && say dir \"$d\"; done\n")
+    for i in t.interfaces:
+        out.append(f"if [ -e /sys/class/net/{i} ]; then ip link delete {_q(i)} && say interface {_q(i)}; fi\n")
+    out.append(_iptables(t, "drop"))
+    out.append("systemctl daemon-reload\n")
+    if t.units:
+        out.append(f"systemctl reset-failed {_words(t.units)} >/dev/null 2>&1\n")
+    out.append(f"if [ -e {_q(t.record)} ]; then rm -f {_q(t.record)} && say record {_q(t.record)}; fi\n"
+               f"rmdir {_q(posixpath.dirname(t.record))} 2>/dev/null\n")
+    return "".join(out)
+
+
+def _parents(paths: list[str]) -> list[str]:
+    """The directories piprov's files are in, deepest first, up to (not including) a top-level one."""
+    dirs: set[str] = set()
+    for p in paths:
+        d = posixpath.dirname(p)
+        while d.count("/") > 1 and d not in ("/etc/systemd/system", "/var/lib", "/var/run", "/run"):
+            dirs.add(d)
+            d = posixpath.dirname(d)
+    return sorted(dirs, key=lambda d: (-d.count("/"), d))
+
+
+def _iptables(t: ResetTarget, mode: str) -> str:
+    """``drop``: restore each table without what is ours; ``keep``: print it as leftovers."""
+    if not t.iptables or not (t.chains or t.matches or t.forward_policy):
+        return ""
+    chains, words = " ".join(t.chains), " ".join(t.matches)
+    act = ('new=$(printf \'%s\\n\' "$cur" | ipt_filter drop "$ch" "$wd" "$pol")\n'
+           '    [ "$new" = "$cur" ] && continue\n'
+           '    printf \'%s\\n\' "$new" | "$b-restore" && say iptables "$b:$t" || echo "$b-restore failed" >&2\n'
+           if mode == "drop" else
+           'printf \'%s\\n\' "$cur" | ipt_filter keep "$ch" "$wd" "$pol" | '
+           'while IFS= read -r line; do left iptables "$b:$t: $line"; done\n')
+    # The FORWARD policy only in the filter table (and in iptables, not ip6tables: dockerd's IPv4 sysctl).
+    pol = t.forward_policy or ""
+    return (f"ch={_q(chains)}; wd={_q(words)}\n"
+            f"for b in {_words(t.iptables)}; do\n"
+            '  command -v "$b-save" >/dev/null 2>&1 || continue\n'
+            "  for t in filter nat; do\n"
+            f'    pol=; [ "$t" = filter ] && [ "${{b##*/}}" = iptables ] && pol={_q(pol)}\n'
+            '    cur=$("$b-save" -t "$t" 2>/dev/null) || continue\n'
+            f"    {act}"
+            "  done\ndone\n")
+
+
+def audit_body(t: ResetTarget) -> str:
+    """``left KIND NAME`` for each thing of the reset's kinds still on the node."""
+    out = []
+    if t.units:
+        out.append(f"for u in {_words(t.units)}; do\n"
+                   # Left: running, failed, or enabled. A unit of the OS's own package that piprov's file
+                   # overrode (Debian's docker.service) stays installed, as on a fresh node: not left.
+                   '  s=$(systemctl show -p ActiveState -p UnitFileState "$u" 2>/dev/null | tr "\\n" " ")\n'
+                   '  case "$s" in *ActiveState=inactive*) case "$s" in *UnitFileState=enabled*|*UnitFileState=linked*|'
+                   '*UnitFileState=alias*) left unit "$u" ;; esac ;; *) left unit "$u" ;; esac\ndone\n')
+    paths = [*t.paths, *(t.data if t.wipe_data else ())]
+    for p in paths:
+        out.append(f'for m in $(mounts_under {_q(p)}); do left mount "$m"; done\n')
+    if paths or t.files:
+        out.append(f"for f in {_words([*paths, *t.files, t.record])}; do\n"
+                   '  if [ -e "$f" ] || [ -L "$f" ]; then left file "$f"; fi\ndone\n')
+    for i in t.interfaces:
+        out.append(f"[ -e /sys/class/net/{i} ] && left interface {_q(i)}\n")
+    if t.interfaces or t.matches:
+        pats = " ".join([*(f"-e ' dev {i} '" for i in t.interfaces), *(f"-e {_q(m)}" for m in t.matches)])
+        out.append(f"ip -4 route show 2>/dev/null | sed 's/$/ /' | grep -F {pats} | "
+                   "while IFS= read -r r; do left route \"$r\"; done\n")
+    for root in t.container_roots:
+        out.append(f"for c in {_q(root)}/containers/*; do [ -e \"$c\" ] && left container \"$c\"; done\n")
+    out.append(_iptables(t, "keep"))
+    return "".join(out)
