@@ -18,7 +18,8 @@ from piprov.errors import GraphError
 _PATH_RE = re.compile(r"^/[A-Za-z0-9._/@+-]+$")
 _IFACE_RE = re.compile(r"^[A-Za-z0-9._-]{1,15}$")
 _CHAIN_RE = re.compile(r"^[A-Z][A-Z0-9_-]{0,27}$")
-_KEYS = ("containers", "paths", "data", "interfaces", "iptables_chains", "iptables_match", "forward_policy")
+_KEYS = ("containers", "paths", "data", "interfaces", "iptables_chains", "iptables_match", "forward_policy",
+         "routes_in")
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class Leaves:
     interfaces: tuple[str, ...] = ()
     iptables_chains: tuple[str, ...] = ()  # chain names, or prefixes ending in '*'
     iptables_match: tuple[str, ...] = ()  # jinja: a rule holding one of these words goes (the pod network)
+    routes_in: tuple[str, ...] = ()  # jinja CIDRs: a route to a destination inside one goes (host-gw's)
     # The filter table's FORWARD policy goes back to this (dockerd sets DROP when it turns ip_forward on).
     forward_policy: str | None = None
 
@@ -63,6 +65,7 @@ def parse_leaves(r: yamlsrc.Reader[GraphError], component: str) -> Leaves:
         interfaces=lr.str_list("interfaces", pattern=_IFACE_RE),
         iptables_chains=chains,
         iptables_match=lr.str_list("iptables_match"),
+        routes_in=lr.str_list("routes_in"),
         forward_policy=lr.text("forward_policy", pattern=re.compile(r"^(ACCEPT|DROP)$")) if "forward_policy" in lr.data
         else None,
     )

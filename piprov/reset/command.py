@@ -27,9 +27,23 @@ DONE = "piprov-reset-done"
 _FUNCS = r"""say() { printf 'removed %s %s\n' "$1" "$2"; }
 left() { printf 'left %s %s\n' "$1" "$2"; }
 present() { for u in "$@"; do systemctl cat "$u" >/dev/null 2>&1 && printf '%s ' "$u"; done; }
-mounts_under() { awk -v p="$1/" 'index($2, p) == 1 || $2 == substr(p, 1, length(p) - 1) { print $2 }' /proc/self/mounts | sort -r; }
+# /proc/self/mounts names mounts by their real path: /var/run/docker/netns/... is listed under /run.
+mounts_under() { awk -v p="$(readlink -f "$1" 2>/dev/null || echo "$1")/" 'index($2, p) == 1 || $2 == substr(p, 1, length(p) - 1) { print $2 }' /proc/self/mounts | sort -r; }
 # iptables-save text without what is ours (mode drop) or only it (mode keep): chains by name or
 # prefix, rules in them, rules jumping to them, rules holding a word (the pod network).
+# The routes whose destination lies inside one of the networks ($1, CIDRs): host-gw's routes to the other
+# nodes' subnets, flannel's own. Printed as `ip route` gave them (a route is deleted by its own words).
+routes_in() {
+  ip -4 route show 2>/dev/null | awk -v nets="$1" '
+    function ip(s,  a) { split(s, a, "[.]"); return ((a[1] * 256 + a[2]) * 256 + a[3]) * 256 + a[4] }
+    function inside(d, net,  x, y, n, b, size) {
+      # No `^`: busybox awk may be built without its math functions.
+      split(d, x, "/"); split(net, y, "/"); n = y[2] + 0; size = 1; for (b = n; b < 32; b++) size *= 2
+      if (x[2] == "") x[2] = 32
+      return x[2] + 0 >= n && int(ip(x[1]) / size) == int(ip(y[1]) / size) }
+    # (not a: busybox awk mixes a global array up with a local array of a function of the same name)
+    { k = split(nets, nets_, " "); for (i = 1; i <= k; i++) if (inside($1, nets_[i])) { print; next } }'
+}
 # With a policy ($4), a filter table's FORWARD chain of another policy is ours too (keep), or gets it (drop).
 ipt_filter() {
   awk -v mode="$1" -v chains="$2" -v words="$3" -v policy="${4:-}" '
@@ -37,12 +51,14 @@ ipt_filter() {
         if (substr(a[i], length(a[i])) == "*") { if (index(c, substr(a[i], 1, length(a[i]) - 1)) == 1) return 1 }
         else if (c == a[i]) return 1 }
       return 0 }
-    function mine(line,  n, i, a, f) {
+    function mine(line,  n, m, i, j, a, f) {
       if (line ~ /^:/) { split(substr(line, 2), f, " "); return ours(f[1]) }
       if (line !~ /^-A /) return 0
       n = split(line, f, " "); if (ours(f[2])) return 1
       for (i = 3; i < n; i++) if ((f[i] == "-j" || f[i] == "-g") && ours(f[i + 1])) return 1
-      n = split(words, a, " "); for (i = 1; i <= n; i++) if (index(line, a[i])) return 1
+      # A word counts as a whole field (-s 10.0.0.0/16, -o cbr0), never as a piece of one.
+      n = split(line, f, " "); m = split(words, a, " ")
+      for (i = 1; i <= n; i++) for (j = 1; j <= m; j++) if (f[i] == a[j]) return 1
       return 0 }
     policy != "" && $1 == ":FORWARD" && $2 != policy {
       if (mode == "drop") print ":FORWARD " policy " " $3; else print; next }
@@ -91,7 +107,10 @@ def _reset(t: ResetTarget) -> str:
     if dirs:
         out.append(f"for d in {_words(dirs)}; do rmdir \"$d\" 2>/dev/null && say dir \"$d\"; done\n")
     for i in t.interfaces:
-        out.append(f"if [ -e /sys/class/net/{i} ]; then ip link delete {_q(i)} && say interface {_q(i)}; fi\n")
+        out.append(f"if ip link show {_q(i)} >/dev/null 2>&1; then ip link delete {_q(i)} && say interface {_q(i)}; fi\n")
+    if t.routes:
+        out.append(f"routes_in {_q(' '.join(t.routes))} | while IFS= read -r r; do\n"
+                   '  set -f; ip route del $r && say route "$r"; set +f\ndone\n')
     out.append(_iptables(t, "drop"))
     out.append("systemctl daemon-reload\n")
     if t.units:
@@ -152,11 +171,14 @@ def audit_body(t: ResetTarget) -> str:
         out.append(f"for f in {_words([*paths, *t.files, t.record])}; do\n"
                    '  if [ -e "$f" ] || [ -L "$f" ]; then left file "$f"; fi\ndone\n')
     for i in t.interfaces:
-        out.append(f"[ -e /sys/class/net/{i} ] && left interface {_q(i)}\n")
-    if t.interfaces or t.matches:
-        pats = " ".join([*(f"-e ' dev {i} '" for i in t.interfaces), *(f"-e {_q(m)}" for m in t.matches)])
+        # `ip`, not /sys/class/net: a sysfs mounted in another network namespace lists that one's.
+        out.append(f"ip link show {_q(i)} >/dev/null 2>&1 && left interface {_q(i)}\n")
+    if t.interfaces:
+        pats = " ".join(f"-e ' dev {i} '" for i in t.interfaces)
         out.append(f"ip -4 route show 2>/dev/null | sed 's/$/ /' | grep -F {pats} | "
                    "while IFS= read -r r; do left route \"$r\"; done\n")
+    if t.routes:
+        out.append(f"routes_in {_q(' '.join(t.routes))} | while IFS= read -r r; do left route \"$r\"; done\n")
     for root in t.container_roots:
         out.append(f"for c in {_q(root)}/containers/*; do [ -e \"$c\" ] && left container \"$c\"; done\n")
     out.append(_iptables(t, "keep"))

@@ -29,6 +29,7 @@ class ResetTarget:
     interfaces: tuple[str, ...]
     chains: tuple[str, ...]  # iptables chain names, or prefixes ending in '*'
     matches: tuple[str, ...]  # a rule holding one of these words goes
+    routes: tuple[str, ...]  # CIDRs: routes to destinations inside them go
     forward_policy: str | None  # the filter table's FORWARD policy after the reset (None: left as it is)
     container_roots: tuple[str, ...]  # the daemons' data roots: containers/ under each must be empty
     docker: str

@@ -20,6 +20,7 @@ from piprov.plan.owned import parse_record
 from piprov.reset.model import ResetTarget, Stage
 
 _WORD_RE = re.compile(r"^[A-Za-z0-9._/:-]+$")
+_CIDR_RE = re.compile(r"^\d{1,3}(\.\d{1,3}){3}/\d{1,2}$")
 
 
 def reset_target(inventory: Inventory, graph: ComponentGraph, node: Node, facts: NodeFacts, *,
@@ -59,6 +60,7 @@ def reset_target(inventory: Inventory, graph: ComponentGraph, node: Node, facts:
         interfaces=tuple(dict.fromkeys(i for lv in leaves for i in lv.interfaces)),
         chains=tuple(dict.fromkeys(ch for lv in leaves for ch in lv.iptables_chains)),
         matches=tuple(dict.fromkeys(render(m, _WORD_RE) for lv in leaves for m in lv.iptables_match)),
+        routes=tuple(dict.fromkeys(render(c, _CIDR_RE) for lv in leaves for c in lv.routes_in)),
         forward_policy=next((lv.forward_policy for lv in leaves if lv.forward_policy), None),
         container_roots=tuple(lv.containers.root for lv in leaves if lv.containers),
         docker=_program(graph, facts, "docker"),

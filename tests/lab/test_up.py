@@ -65,10 +65,11 @@ systemctl list-units --all --no-legend --plain 2>/dev/null | awk '{print $1, $3,
 echo '# files'; find /etc/kubernetes /var/lib/kubelet /var/lib/kubernetes /var/lib/piprov /run/flannel \
   /var/run/docker /var/run/docker.sock /var/run/docker-bootstrap /var/run/docker-bootstrap.sock \
   /var/run/kubernetes /etc/systemd/system 2>/dev/null | sort
-echo '# interfaces'; ls /sys/class/net | sort
+echo '# interfaces'; ip -o link show | awk -F': ' '{print $2}' | sed 's/@.*//' | sort
 echo '# routes'; ip -4 route show | sort
 echo '# iptables'; for t in filter nat; do iptables-save -t $t | grep -v '^#' | sed 's/ \[[0-9]*:[0-9]*\]$//'; done
-echo '# containers'; ls -A /var/lib/docker/containers /var/lib/docker-bootstrap/containers 2>/dev/null
+echo '# containers'; for d in /var/lib/docker/containers /var/lib/docker-bootstrap/containers; do ls -A $d 2>/dev/null; done
+true
 """
 
 

@@ -63,6 +63,7 @@ def _target(tmp: Path, bindir: Path) -> ResetTarget:
         interfaces=("cbr0",),
         chains=("DOCKER", "DOCKER-*", "KUBE-*"),
         matches=("10.1.0.0/16",),
+        routes=("10.1.0.0/16",),
         forward_policy="ACCEPT",
         container_roots=(str(tmp / "var/lib/docker"),),
         docker=str(bindir / "docker"),
@@ -165,3 +166,28 @@ def test_the_master_alone_is_refused() -> None:
     assert "whole cluster" in (ei.value.hint or "")
     assert chosen(inv, [])[1] and chosen(inv, [n.name for n in inv.nodes])[1]
     assert [n.name for n in chosen(inv, ["rpi-node-2"])[0]] == ["rpi-node-2"] and not chosen(inv, ["rpi-node-2"])[1]
+
+
+ROUTES = """default via 10.231.156.1 dev eth0
+10.0.113.0/24 via 10.231.156.11 dev eth0
+10.0.0.0/16 dev flannel.1
+10.1.0.5 dev eth0
+10.231.156.0/24 dev eth0 proto kernel scope link src 10.231.156.13
+"""
+
+
+@pytest.mark.parametrize("shell", [["dash", "-c"], ["busybox", "sh", "-c"]], ids=["dash", "busybox"])
+def test_routes_inside_the_pod_network_are_found_by_destination(shell: list[str], tmp_path: Path) -> None:
+    """host-gw's routes to the other nodes' subnets are on eth0: only the destination tells them. (busybox sh
+    runs its own `ip` applet before PATH, so the routes come from a file here.)"""
+    import shutil
+    import subprocess
+
+    from piprov.reset.command import _FUNCS
+
+    if shutil.which(shell[0]) is None:
+        pytest.skip(f"needs {shell[0]}")
+    (tmp_path / "routes").write_text(ROUTES)
+    funcs = _FUNCS.replace("ip -4 route show 2>/dev/null | awk", f"cat {tmp_path}/routes | awk")
+    p = subprocess.run([*shell, funcs + 'routes_in "10.0.0.0/16 192.168.0.0/24"'], capture_output=True, text=True)
+    assert p.stdout.splitlines() == ["10.0.113.0/24 via 10.231.156.11 dev eth0", "10.0.0.0/16 dev flannel.1"], p.stderr
