@@ -16,7 +16,8 @@ from typing import Any, Mapping, cast
 
 from piprov import yamlsrc
 from piprov.errors import GraphError
-from piprov.graph.credentials import check_credentials, parse_credentials, parse_daemon_config, parse_pki
+from piprov.graph.credentials import (check_credentials, parse_credentials, parse_daemon_config, parse_etcd_backup,
+                                      parse_pki)
 from piprov.graph.expr import syntax_problem
 from piprov.graph.model import (
     EDGE_KINDS,
@@ -45,6 +46,7 @@ _ETCD_KEY_RE = re.compile(r"(/[A-Za-z0-9._-]+)+")
 _COMPONENT_KEYS = (
     "name", "description", "roles", "requires", "units", "templates", "health", "etcd_keys", "systemd",
     "disruptive", "fleet_wide", "images", "binaries", "pod_network", "credentials", "daemon_config",
+    "backup",
 )
 
 Reader = yamlsrc.Reader[GraphError]
@@ -216,6 +218,7 @@ def _parse_component(r: Reader, templates: Path | None) -> Component:
         pod_network_prefix=_pod_network_prefix(r, name),
         credentials=parse_credentials(r, name, roles, units),
         daemon_config=parse_daemon_config(r, name),
+        etcd_backup=parse_etcd_backup(r, name),
     )
 
 
