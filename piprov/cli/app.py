@@ -153,6 +153,7 @@ COMMANDS = {
     "versions": "piprov.cli.versions_cmd:versions_cmd",
     "certs": "piprov.cli.certs_cmd:certs_cmd",
     "check": "piprov.cli.check_cmd:check_cmd",
+    "backup": "piprov.cli.backup_cmd:backup_cmd",
 }
 # Command groups that live outside the product (the virtual lab) register
 # themselves through this entry point.
