@@ -7,7 +7,6 @@ the file 0600, since etcd holds the cluster's secrets.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -82,7 +81,6 @@ def write_backup(path: Path, data: bytes) -> None:
     except OSError as e:
         raise LocalWriteError(f"cannot make {path.parent}: {e.strerror or e}") from None
     localfs.atomic_write(path, data, mode=0o600)
-    os.chmod(path, 0o600)
 
 
 def take_backup(inventory: Inventory, output: Path | None = None, *, policy: HostKeyPolicy | None = None,
