@@ -86,6 +86,8 @@ shift 4
 case "$1" in
   */etcd) echo "etcd Version: 3.4.23"; echo "Git SHA: fake"; exit 0 ;;
 esac
+# etcdctl 2.1.1 prints "Incorrect Usage." and exits 0 on a flag it lacks: $NOOP plays that.
+[ -n "$NOOP" ] && { echo "Incorrect Usage."; exit 0; }
 for a in "$@"; do
   case $a in
     --backup-dir=*) d=$DATA/${a#--backup-dir=/var/etcd/data/}; mkdir -p "$d/member/snap" "$d/member/wal"
@@ -98,7 +100,8 @@ exit 0
 """
 
 
-def _floor_run(plan: command.BackupPlan, tmp: Path, shell: str, fail: str = "") -> subprocess.CompletedProcess[str]:
+def _floor_run(plan: command.BackupPlan, tmp: Path, shell: str, fail: str = "",
+               noop: str = "") -> subprocess.CompletedProcess[str]:
     busybox = shutil.which("busybox")
     assert busybox is not None
     bindir = tmp / "bin"
@@ -111,7 +114,7 @@ def _floor_run(plan: command.BackupPlan, tmp: Path, shell: str, fail: str = "") 
     data.mkdir()
     script = plan.script.replace("h=/var/lib/kubernetes/etcd", f"h={data}")
     argv = [busybox, "sh"] if shell == "busybox" else [str(shutil.which("dash"))]
-    env = {"PATH": str(bindir), "DATA": str(data), "FAIL": fail, "LC_ALL": "C"}
+    env = {"PATH": str(bindir), "DATA": str(data), "FAIL": fail, "NOOP": noop, "LC_ALL": "C"}
     return subprocess.run([*argv, "-c", script], capture_output=True, text=True, env=env, timeout=60)
 
 
@@ -129,6 +132,9 @@ def test_the_script_runs_on_the_floor_and_leaves_no_temp_dir(tmp_path: Path, she
     failed = _floor_run(plan, tmp_path / "bad", shell, fail="1")
     assert failed.returncode == 1 and "etcdctl backup failed" in failed.stderr and "timed out" in failed.stderr
     assert list((tmp_path / "bad" / "data").iterdir()) == [] and MARK not in failed.stdout
+    noop = _floor_run(plan, tmp_path / "noop", shell, noop="1")
+    assert noop.returncode == 1 and "etcdctl backup wrote no WAL into etcd/v2" in noop.stderr
+    assert "Incorrect Usage." in noop.stderr and list((tmp_path / "noop" / "data").iterdir()) == []
 
 
 def _payload(members: dict[str, bytes]) -> bytes:
