@@ -145,6 +145,10 @@ class ClusterError(PiprovError):
     """The Kubernetes API refused or failed an operation (drain, delete...)."""
 
 
+class BackupError(PiprovError):
+    """`piprov backup` could not take, read or check an etcd backup (``host``: the master)."""
+
+
 # -- why SSH failed: each a TransportError, so callers that only care "the node
 # could not be reached" keep catching that; the CLI shows the real cause.
 

@@ -154,6 +154,7 @@ COMMANDS = {
     "certs": "piprov.cli.certs_cmd:certs_cmd",
     "check": "piprov.cli.check_cmd:check_cmd",
     "reset": "piprov.cli.reset_cmd:reset_cmd",
+    "backup": "piprov.cli.backup_cmd:backup_cmd",
 }
 # Command groups that live outside the product (the virtual lab) register
 # themselves through this entry point.

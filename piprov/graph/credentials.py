@@ -15,7 +15,8 @@ from typing import Iterable, cast
 from piprov import yamlsrc
 from piprov.errors import GraphError
 from piprov.graph.expr import syntax_problem
-from piprov.graph.model import CREDENTIAL_KINDS, Component, Credential, CredentialKind, DaemonConfig, PkiSettings
+from piprov.graph.model import (CREDENTIAL_KINDS, Component, Credential, CredentialKind, DaemonConfig, EtcdBackup,
+                                 PkiSettings)
 from piprov.inventory.model import Role
 
 Reader = yamlsrc.Reader[GraphError]
@@ -113,3 +114,18 @@ def check_credentials(components: Iterable[Component], pki: PkiSettings | None) 
                             f"credential {ca.name} is given to role {sorted(shared)[0]} by both {a.name} and "
                             f"{b.name}", location=b.location,
                             hint="a node gets each file from one component: narrow one of them with 'roles'")
+
+
+def parse_etcd_backup(r: Reader, component: str) -> EtcdBackup | None:
+    """A component's ``backup``: how `piprov backup` reaches the etcd data it holds."""
+    if "backup" not in r.data:
+        return None
+    br = r.sub("backup", r.data["backup"], f"component {component}: backup")
+    br.check_keys(["exec", "version", "data_dir", "host_data_dir", "v3_client"])
+    exprs = {k: br.text(k) for k in ("exec", "version", "v3_client")}
+    for k, v in exprs.items():
+        problem = syntax_problem(v)
+        if problem is not None:
+            raise br.err(k, f"{k!r} is not a valid jinja expression: {problem}")
+    dirs = {k: br.text(k, pattern=re.compile(r"^(/[A-Za-z0-9._-]+)+$")) for k in ("data_dir", "host_data_dir")}
+    return EtcdBackup(exprs["exec"], exprs["version"], dirs["data_dir"], dirs["host_data_dir"], exprs["v3_client"])

@@ -172,6 +172,21 @@ class EtcdKeys:
 
 
 @dataclass(frozen=True)
+class EtcdBackup:
+    """How `piprov backup` reaches the etcd a component runs (piprov.backup): ``exec`` is the
+    command prefix (jinja) that runs a program beside etcd, ``version`` the command there that
+    prints etcd's version, ``data_dir`` etcd's --data-dir as that program sees it and
+    ``host_data_dir`` the same directory on the node; ``v3_client`` the v3 etcdctl's flags
+    (jinja) that reach etcd with a client certificate. The commands follow versions.etcd."""
+
+    exec: str
+    version: str
+    data_dir: str
+    host_data_dir: str
+    v3_client: str
+
+
+@dataclass(frozen=True)
 class DaemonConfig:
     """A config file the component's daemon reads besides its flags, that refuses a key also given
     as a flag (dockerd and /etc/docker/daemon.json): ``keys`` maps a flag to its key where they differ."""
@@ -211,6 +226,8 @@ class Component:
     daemon_config: DaemonConfig | None = None
     # What its running stack makes on the node that piprov never wrote (graph.leaves): what reset removes.
     leaves: Leaves = Leaves()
+    # `piprov backup`: how to reach the etcd data this component holds.
+    etcd_backup: EtcdBackup | None = None
 
     def runs_on(self, role: str) -> bool:
         return role in self.roles
@@ -319,6 +336,10 @@ class ComponentGraph:
     def pod_network_prefix(self) -> str | None:
         """The etcd prefix under which the pod network (flannel) keeps its config and leases."""
         return next((c.pod_network_prefix for c in self.components if c.pod_network_prefix), None)
+
+    def etcd_backup(self) -> tuple[Component, EtcdBackup] | None:
+        """The component holding the cluster's etcd data and how `piprov backup` reaches it."""
+        return next(((c, c.etcd_backup) for c in self.components if c.etcd_backup), None)
 
     def image_names(self) -> tuple[str, ...]:
         """Every image the components run, in graph order: the inventory's ``images.<name>`` keys."""

@@ -16,8 +16,9 @@ from typing import Any, Mapping, cast
 
 from piprov import yamlsrc
 from piprov.errors import GraphError
+from piprov.graph.credentials import (check_credentials, parse_credentials, parse_daemon_config, parse_etcd_backup,
+                                      parse_pki)
 from piprov.graph.leaves import parse_leaves
-from piprov.graph.credentials import check_credentials, parse_credentials, parse_daemon_config, parse_pki
 from piprov.graph.expr import syntax_problem
 from piprov.graph.model import (
     EDGE_KINDS,
@@ -47,6 +48,7 @@ _COMPONENT_KEYS = (
     "name", "description", "roles", "requires", "units", "templates", "health", "etcd_keys", "systemd",
     "disruptive", "fleet_wide", "images", "binaries", "pod_network", "credentials", "daemon_config",
     "leaves",
+    "backup",
 )
 
 Reader = yamlsrc.Reader[GraphError]
@@ -219,6 +221,7 @@ def _parse_component(r: Reader, templates: Path | None) -> Component:
         credentials=parse_credentials(r, name, roles, units),
         daemon_config=parse_daemon_config(r, name),
         leaves=parse_leaves(r, name),
+        etcd_backup=parse_etcd_backup(r, name),
     )
 
 

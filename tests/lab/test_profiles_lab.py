@@ -10,6 +10,9 @@ aware units, stand-ins of the version, drain per version).
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import tarfile
 import time
 import urllib.error
 import urllib.request
@@ -20,7 +23,9 @@ import pytest
 
 from labkit import LabCluster, create_workload, wait_for
 
+from piprov.backup import verify_backup
 from piprov_lab.images import profile_images
+from piprov_lab.images.testsupport import free_port
 from piprov_lab.lab import Lab
 
 # Before `piprov up` a fresh node runs no docker daemon: the image checks use one of their own.
@@ -135,6 +140,73 @@ def test_up_makes_every_node_ready_and_runs_the_workload(cluster: Cluster) -> No
     wait_for("every node Ready", cluster.ready, 180, 2)
     create_workload(cluster, 2, budget=None)
     wait_for("2 httpd pods running", lambda: len(_running(cluster, "app=httpd")) == 2 or None, 180)
+
+
+def _etcd_on(data_dir: Path, *extra: str) -> tuple[str, "subprocess.Popen[bytes]"]:
+    """The controller's etcd (3.4) started on ``data_dir``: what a restore would start from."""
+    client, peer = free_port(), free_port()
+    url = f"http://127.0.0.1:{client}"
+    proc = subprocess.Popen(
+        ["etcd", "--name=restore", f"--data-dir={data_dir}", "--enable-v2=true", *extra,
+         f"--listen-client-urls={url}", f"--advertise-client-urls={url}", f"--listen-peer-urls=http://127.0.0.1:{peer}",
+         f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}", f"--initial-cluster=restore=http://127.0.0.1:{peer}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for("etcd on the backup", lambda: _get_json(url + "/v2/keys/"), 30, 0.2)
+    return url, proc
+
+
+def test_backup_holds_the_v2_keys_and_the_apiservers_objects(cluster: Cluster, tmp_path: Path) -> None:
+    """`piprov backup`: a 0600 file whose manifest verifies; etcd started on its v2 part (--force-new-cluster)
+    serves flannel's config and leases and the apiserver's /registry (the lab's stand-in apiserver keeps
+    v2 keys for 1.18 too: piprov_lab/images/standins/apistore.py); on 3.x its v3 snapshot restores
+    to a v3 key put just before (a real 1.18 apiserver's objects live there)."""
+    out = tmp_path / "cluster.tar.gz"
+    master = cluster.lab.nodes[0]
+    v3ctl = (f"docker -H unix:///var/run/docker-bootstrap.sock exec k8s-etcd env ETCDCTL_API=3 etcdctl "
+             f"--endpoints=https://{master.ip}:4001 --cacert=/etc/kubernetes/pki/ca.crt "
+             "--cert=/etc/kubernetes/pki/apiserver-etcd-client.crt --key=/etc/kubernetes/pki/apiserver-etcd-client.key")
+    if cluster.profile != "seed":
+        cluster.sh(master.name, f"{v3ctl} put /piprov-lab/v3-key kept")
+    p = cluster.piprov("backup", "-o", str(out), "--json", timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    report = json.loads(p.stdout)
+    assert report["file"] == str(out) and out.stat().st_mode & 0o777 == 0o600
+    assert cluster.piprov("backup", "--verify", str(out)).returncode == 0
+    m = report["manifest"]
+    assert m["etcd"]["version"] == ("2.1.1" if cluster.profile == "seed" else "3.4.23")
+    assert m["etcd"]["stores"] == (["v2"] if m["etcd"]["line"] == "2.x" else ["v2", "v3"])
+    assert m["checksum"] == verify_backup(out.read_bytes()).checksum
+    # Nothing left on the master: the temp dir under etcd's data dir is gone.
+    left = cluster.sh(master.name, "ls /var/lib/kubernetes/etcd").stdout.split()
+    assert not [x for x in left if x.startswith("piprov-backup")], left
+    if cluster.profile != "seed":
+        cluster.sh(master.name, f"{v3ctl} del /piprov-lab/v3-key")
+    with tarfile.open(out) as tar:
+        tar.extractall(tmp_path / "x")
+    url, proc = _etcd_on(tmp_path / "x" / "etcd" / "v2", "--force-new-cluster")
+    try:
+        net = _get_json(url + "/v2/keys/coreos.com/network/config")
+        assert net and json.loads(net["node"]["value"])["Network"], net
+        leases = _get_json(url + "/v2/keys/coreos.com/network/subnets")
+        assert len(leases["node"]["nodes"]) == 3, leases
+        rcs = _get_json(url + "/v2/keys/registry/controllers/default")
+        assert rcs and any(n["key"].endswith("/httpd") for n in rcs["node"]["nodes"]), rcs
+    finally:
+        proc.kill()
+        proc.wait()
+    if "v3" in m["etcd"]["stores"]:
+        restored = tmp_path / "v3"
+        env = dict(os.environ, ETCDCTL_API="3")
+        subprocess.run(["etcdctl", "snapshot", "restore", str(tmp_path / "x" / "etcd" / "v3.db"),
+                        f"--data-dir={restored}"], env=env, check=True, capture_output=True, timeout=60)
+        url, proc = _etcd_on(restored)
+        try:
+            got = subprocess.run(["etcdctl", f"--endpoints={url}", "get", "/piprov-lab/v3-key", "--print-value-only"],
+                                 env=env, capture_output=True, text=True, check=True, timeout=30).stdout.strip()
+            assert got == "kept", got
+        finally:
+            proc.kill()
+            proc.wait()
 
 
 def test_seed_has_no_eviction_and_no_policy_group(cluster: Cluster) -> None:

@@ -206,3 +206,21 @@ def test_the_check_judge_is_pure(forbidden: str) -> None:
     """piprov.check.judge turns facts + the book's thresholds into findings: it talks to no node."""
     reached = reaches("piprov.check.judge") | reaches("piprov.check.parse") | reaches("piprov.check.book")
     assert not {d for d in reached if d == forbidden or d.startswith(forbidden + ".")}
+
+
+@pytest.mark.parametrize("forbidden", ["piprov.provision", "piprov.kube", "piprov.render", "piprov.http",
+                                       "piprov.orchestrate", "piprov.health", "piprov.check"])
+def test_the_backup_reaches_the_master_only_through_the_fleet(forbidden: str) -> None:
+    """piprov.backup runs one command on the master over the fleet's transport: it plans, renders
+    templates, waits and talks HTTP to nothing (etcd's version comes back in that command's output)."""
+    backup_modules = [m for m in modules() if m == "piprov.backup" or m.startswith("piprov.backup.")]
+    assert backup_modules
+    reached = set().union(*(reaches(m) for m in backup_modules))
+    assert not {d for d in reached if d == forbidden or d.startswith(forbidden + ".")}
+
+
+@pytest.mark.parametrize("forbidden", ["piprov.fleet", "piprov.transport", "paramiko"])
+def test_the_backups_script_and_archive_are_pure(forbidden: str) -> None:
+    """The script builder and the archive (parse, pack, verify) talk to no node."""
+    reached = reaches("piprov.backup.command") | reaches("piprov.backup.archive")
+    assert not {d for d in reached if d == forbidden or d.startswith(forbidden + ".")}
