@@ -26,7 +26,7 @@ from piprov.inventory.model import HostKeyPolicy
 from piprov.keys import default_password_report
 from piprov.kube import kubeconfig
 from piprov.kube.labels import LabelPlan, label_changes
-from piprov.kube.client import apiserver_url
+from piprov.kube.client import apiserver_url, orphan_fix, orphans
 from piprov.plan import Plan
 from piprov.provision import ApplyReport, apply_plan, facts_and_plan, gather_facts, run_lock
 
@@ -74,11 +74,14 @@ def plan_cmd(inventory_path: Path, as_json: bool, no_diff: bool, policy: HostKey
         _, plan = _facts_and_plan(inventory, graph, fleet)
     notes = _version_notes(inventory)
     labels = label_plan(inventory)
+    strays = orphans(inventory, _kube_nodes(inventory)[0])
     if as_json:
-        out.print_json(json.dumps({**plan_json(plan), "version_notes": notes, "labels": label_plan_json(labels)}))
+        out.print_json(json.dumps({**plan_json(plan), "version_notes": notes, "labels": label_plan_json(labels),
+                                   "orphans": [{"node": n, "fix": orphan_fix(n)} for n in strays]}))
     else:
         print_plan(plan, diffs=not no_diff)
         print_label_plan(labels)
+        print_orphans(strays)
         for note in notes:
             err.print(f"[yellow]version:[/] {escape(note)}")
         err.print(plan_summary(plan))
@@ -268,8 +271,10 @@ def status_cmd(inventory_path: Path, as_json: bool, policy: HostKeyPolicy | None
     from piprov.pki import expiry_warnings
 
     cert_warnings = expiry_warnings(inventory)
+    strays = orphans(inventory, k8s)
     if as_json:
         out.print_json(json.dumps({"healthy": healthy, "nodes": rows, "api_error": api_error or None,
+                                   "orphans": [{"node": n, "fix": orphan_fix(n)} for n in strays],
                                    "running": {"etcd": running["etcd"], "apiserver": running["hyperkube"]},
                                    "version_notes": notes, "certificate_warnings": cert_warnings,
                                    "firewalled": guarded}))
@@ -283,6 +288,7 @@ def status_cmd(inventory_path: Path, as_json: bool, policy: HostKeyPolicy | None
             err.print(f"[dim]firewalled:[/] {escape(note)}")
     for w in cert_warnings:
         err.print(f"[bold yellow]warning:[/] {escape(w)}")
+    print_orphans(strays)
     on_default = [n for n, v in default_pw.items() if v]
     if on_default:
         err.print(f"[bold yellow]warning:[/] {', '.join(escape(n) for n in on_default)} still accept "
@@ -291,12 +297,18 @@ def status_cmd(inventory_path: Path, as_json: bool, policy: HostKeyPolicy | None
         raise ExitWith(EXIT_ERROR)
 
 
+def print_orphans(names: Sequence[str]) -> None:
+    """Node objects of no inventory node: said with the command that removes each; nothing removes them unasked."""
+    for n in names:
+        err.print(f"[yellow]orphan:[/] Node {escape(n)} is no inventory node's; to remove it: {escape(orphan_fix(n))}")
+
+
 def _kube_nodes(inventory: Inventory) -> tuple[dict[str, Any], str]:
     """The cluster's Node objects by name, or why the API could not say."""
     from piprov.kube.client import api_for
 
-    api = api_for(inventory, timeout=3)
     try:
+        api = api_for(inventory, timeout=3)  # refuses a documentation address before any packet
         return {n["metadata"]["name"]: n for n in api.nodes()}, ""
     except PiprovError as e:
         return {}, e.message

@@ -16,7 +16,7 @@ import threading
 import time
 import urllib.parse
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from piprov import http
 from piprov.errors import ClusterError
@@ -182,6 +182,17 @@ def api_for(inventory: Inventory, timeout: float = 10.0) -> KubeApi:
 def k8s_name(node: Node) -> str:
     """The Node object's name: kubelets register under the address (--hostname-override)."""
     return node.address
+
+
+def orphans(inventory: Inventory, names: Iterable[str]) -> list[str]:
+    """The Node objects no inventory node registers as (a node removed from the inventory by hand, a
+    re-addressed Pi): shown by `plan` and `status` with :func:`orphan_fix`, never removed unasked."""
+    ours = {k8s_name(n) for n in inventory.nodes} | {n.name for n in inventory.nodes}
+    return sorted(n for n in names if n not in ours)
+
+
+def orphan_fix(name: str) -> str:
+    return f"kubectl delete node {name}  (with piprov's kubeconfig: `piprov kubeconfig --use` first)"
 
 
 # -- the Ready condition: one reading for every caller ---------------------------------------------------

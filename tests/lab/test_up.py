@@ -296,6 +296,23 @@ def test_inventory_labels_reach_the_node_and_go_when_removed(cluster: Cluster) -
     assert "shelf=top" not in shown and "team=ops" in shown, shown
 
 
+def test_a_node_object_of_no_inventory_node_is_shown_and_left_alone(cluster: Cluster) -> None:
+    """An orphan (a Node no inventory node registers as: a Pi dropped from the inventory by hand) is
+    named by `plan` and `status` with the command that removes it; `up` does not remove it (issue 17)."""
+    stray = {"kind": "Node", "apiVersion": "v1", "metadata": {"name": "10.9.9.9"}}
+    assert cluster.kubectl("create", "-f", "-", input=json.dumps(stray)).returncode == 0
+    try:
+        p = cluster.piprov("plan", "--json")
+        assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+        assert [o["node"] for o in _json(p)["orphans"]] == ["10.9.9.9"]
+        assert "kubectl delete node 10.9.9.9" in _json(p)["orphans"][0]["fix"]
+        assert "orphan: Node 10.9.9.9" in " ".join(cluster.piprov("status").stderr.split())
+        assert cluster.piprov("up").returncode == 0
+        assert cluster.kubectl("get", "node", "10.9.9.9").returncode == 0
+    finally:
+        cluster.kubectl("delete", "node", "10.9.9.9")
+
+
 def test_worker_power_cut_comes_back_without_piprov(cluster: Cluster) -> None:
     cluster.lab.kill("pi3")
     wait_for("pi3 NotReady", lambda: (cluster.nodes_ready() or {}).get(cluster.lab.nodes[2].ip) is False, 90)

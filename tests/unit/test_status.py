@@ -97,3 +97,17 @@ def test_old_systemd_without_a_count_shows_only_the_state(graph: ComponentGraph)
                                            (3599, "59 min ago"), (3600, "1 h ago"), (86400 * 3 + 5, "3 d ago")])
 def test_ago(seconds: float, text: str) -> None:
     assert cluster._ago(seconds) == text
+
+
+def test_orphans_are_node_objects_of_no_inventory_node() -> None:
+    """A Node no inventory node registers as (by address, or by name) is an orphan, with the command
+    that removes it; piprov never removes it unasked (issue 17)."""
+    from test_plan import make_inventory
+
+    from piprov.kube.client import orphan_fix, orphans
+
+    inv = make_inventory()
+    ours = [n.address for n in inv.nodes]
+    assert orphans(inv, [*ours, inv.nodes[0].name]) == []
+    assert orphans(inv, [*ours, "10.9.9.9", "old-pi"]) == ["10.9.9.9", "old-pi"]
+    assert orphan_fix("10.9.9.9").startswith("kubectl delete node 10.9.9.9")
