@@ -354,13 +354,14 @@ def test_unreachable_etcd_is_named_with_the_worker_and_flannel(cluster: Cluster)
     cluster.wait_all_ready(120)
 
 
-def _same_as_fresh(cluster: Cluster, node: str, kept: str = "") -> None:
-    """``kept``: a path reset leaves by design (etcd's store without --wipe-data), it and what is under it."""
+def _same_as_fresh(cluster: Cluster, node: str, kept: tuple[str, ...] = ()) -> None:
+    """``kept``: paths reset leaves by design (etcd's store without --wipe-data, the user's own drop-in),
+    each with what is under it."""
     import difflib
 
     fresh = cluster.fresh[node]
     now = "\n".join(ln for ln in node_state(cluster.lab, node).splitlines()
-                    if not kept or not (ln == kept or ln.startswith(kept + "/")))
+                    if not any(ln == k or ln.startswith(k + "/") for k in kept))
     diff = "\n".join(difflib.unified_diff(fresh.splitlines(), now.splitlines(), "fresh", "reset", lineterm=""))
     assert not diff, f"{node} differs from its freshly booted self:\n{diff}"
 
@@ -376,7 +377,10 @@ def test_reset_a_worker_then_the_whole_cluster_leaves_fresh_nodes_and_up_rebuild
     got = _json(p)
     assert got["nodes"]["rpi-node-2"]["clean"] and not got["errors"], got
     assert got["nodes"]["rpi-node-2"]["removed"].get("unit", 0) >= 8, got
-    _same_as_fresh(cluster, w.name)
+    # The proxy drop-in of the drop-in test above is the user's own: piprov never wrote it, reset keeps it.
+    user_dropin = "/etc/systemd/system/docker.service.d"
+    assert cluster.lab.exec(w.name, f"ls {user_dropin}", check=False).stdout.split() in ([], ["http-proxy.conf"])
+    _same_as_fresh(cluster, w.name, kept=(user_dropin,))
     ready = cluster.nodes_ready() or {}
     assert w.ip not in ready and sum(ready.values()) == 2, ready
     assert cluster.piprov("plan").returncode == 2
@@ -389,7 +393,7 @@ def test_reset_a_worker_then_the_whole_cluster_leaves_fresh_nodes_and_up_rebuild
     got = _json(p)
     assert got["whole"] and all(n["clean"] for n in got["nodes"].values()) and len(got["nodes"]) == 3, got
     for n in cluster.lab.nodes:  # the master keeps etcd's store (and so the workload): no --wipe-data
-        _same_as_fresh(cluster, n.name, kept="/var/lib/kubernetes" if n.name == "pi1" else "")
+        _same_as_fresh(cluster, n.name, kept=("/var/lib/kubernetes",) if n.name == "pi1" else (user_dropin,))
     up = cluster.piprov("up")
     assert up.returncode == 0, up.stderr[-3000:]
     cluster.wait_all_ready(180)
