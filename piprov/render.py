@@ -224,9 +224,11 @@ def desired_state(
     """
     if isinstance(node, str):
         node = inventory.node(node)
+    graph = graph.for_inventory(inventory)
     arch = to_image_arch(arch)
     env = template_environment(templates_dir)
     ctx = template_context(inventory, graph, node, arch, binaries, docker, systemd)
+    ctx["backup"] = backup_view(inventory, graph) if node.role == "master" else None
     credentials = [] if pki is None else pki.node_files(inventory, node)
     ctx["pki"] = {f.path.rsplit("/", 1)[-1].removesuffix(".crt"): f.sha256
                   for f in credentials if f.path.endswith(".crt")}
@@ -264,7 +266,23 @@ def desired_state(
         config_checks=tuple(ConfigCheck(c.name, c.daemon_config.path, c.daemon_config.keys)
                             for c in graph.for_role(node.role) if c.daemon_config is not None),
         known_components=frozenset(c.name for c in graph.components),
+        switched_off=graph.switched_off,
     )
+
+
+def backup_view(inventory: Inventory, graph: ComponentGraph) -> object:
+    """``backup`` in templates: the inventory's schedule and the one backup script `piprov backup` runs
+    (piprov.backup.command, per etcd line), for the master's timer; None without ``backup:``."""
+    if inventory.backup is None:
+        return None
+    from piprov.backup.command import MARK
+    from piprov.backup.fetch import KEPT_DIR
+    from piprov.backup.run import plan_backup
+
+    plan = plan_backup(inventory, graph, matrix_for(graph.sources))
+    b = inventory.backup
+    return types.SimpleNamespace(every=b.every, keep=b.keep, is_span=b.is_span, script=plan.script,
+                                 dir=KEPT_DIR, mark=MARK)
 
 
 def _credentials_first(credentials: list[DesiredFile], files: list[DesiredFile]) -> list[DesiredFile]:
@@ -285,6 +303,7 @@ def facts_command_for(inventory: Inventory, graph: ComponentGraph, node: Node | 
 
     if isinstance(node, str):
         node = inventory.node(node)
+    graph = graph.for_inventory(inventory)
     return facts_command(
         [*graph.fact_paths(node.role), RECORD],
         list(dict.fromkeys(graph.managed_units(node.role))),

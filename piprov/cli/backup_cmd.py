@@ -19,9 +19,11 @@ from piprov.inventory.model import HostKeyPolicy
               help="Write the backup here (default: INVENTORY.backups/<cluster>-<UTC time>.tar.gz).")
 @click.option("--verify", "verify", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="FILE",
               help="Do not back up: check FILE against its manifest (every file's sha256 and the checksum).")
+@click.option("--fetch", is_flag=True,
+              help="Do not back up now: copy the newest backup the master's timer kept (inventory `backup:`).")
 @click.option("--json", "as_json", is_flag=True, help="The file and its manifest as JSON on stdout.")
 def backup_cmd(inventory_path: Path, policy: HostKeyPolicy | None, output: Path | None, verify: Path | None,
-               as_json: bool) -> None:
+               fetch: bool, as_json: bool) -> None:
     """Back up the master's etcd (the whole cluster: flannel's network and leases, every API object)
     into one file on the controller.
 
@@ -46,6 +48,13 @@ def backup_cmd(inventory_path: Path, policy: HostKeyPolicy | None, output: Path 
     A restore starts etcd on etcd/v2 with --force-new-cluster (and restores
     etcd/v3.db with `etcdctl snapshot restore`): the manifest's `restore` says so.
 
+    \b
+    With `backup: {every: 6h, keep: 7}` in the inventory, `piprov up` installs a
+    timer on the master that takes the same backup and keeps the newest N in
+    /var/lib/piprov/backups/<UTC time>/ there; `--fetch` copies the newest one
+    (one command; checked against the checksum the node recorded, refused when
+    cut short or altered) into the same kind of file.
+
     Exit 0 when written (or verified), 1 on an error, naming the master.
     """
     from piprov.backup import take_backup, verify_backup
@@ -59,12 +68,17 @@ def backup_cmd(inventory_path: Path, policy: HostKeyPolicy | None, output: Path 
             out.print(f"{escape(str(verify))}: {len(manifest.files)} files match the manifest "
                       f"({escape(manifest.checksum)})")
         return
-    res = take_backup(load(inventory_path), output, policy=policy)
+    if fetch:
+        from piprov.backup.fetch import fetch_backup
+
+        res = fetch_backup(load(inventory_path), output, policy=policy)
+    else:
+        res = take_backup(load(inventory_path), output, policy=policy)
     m = res.manifest.data
     if as_json:
         out.print_json(json.dumps({"file": str(res.path), "size": res.size, "manifest": dict(m)}))
         return
-    out.print(f"backed up etcd {escape(m['etcd']['version'])} of cluster {escape(m['cluster'])} "
+    out.print(f"{'fetched the backup the timer kept of' if fetch else 'backed up'} etcd {escape(m['etcd']['version'])} of cluster {escape(m['cluster'])} "
               f"({', '.join(m['etcd']['stores'])} store{'s' if len(m['etcd']['stores']) > 1 else ''}) "
               f"from {escape(m['master']['name'])} to {escape(str(res.path))} ({res.size} bytes, 0600)")
     out.print(f"  checksum {escape(res.manifest.checksum)}")

@@ -42,7 +42,7 @@ def _version_notes(inventory: Inventory) -> list[str]:
 def _load(path: Path) -> tuple[Inventory, ComponentGraph]:
     inventory, graph = load(path), load_graph()
     check_images(inventory, graph.image_names())
-    return inventory, graph
+    return inventory, graph.for_inventory(inventory)
 
 
 def _facts_and_plan(inventory: Inventory, graph: ComponentGraph, fleet: Fleet) -> tuple[FleetResult[NodeFacts], Plan]:

@@ -57,6 +57,7 @@ def reset_cmd(nodes: tuple[str, ...], inventory_path: Path, policy: HostKeyPolic
     Exit code: 0 every node reset and nothing left, 1 an error or something left.
     """
     inventory, graph = load(inventory_path), load_graph()
+    graph = graph.for_inventory(inventory)
     check_images(inventory, graph.image_names())
     targets, whole = chosen(inventory, nodes)
     if wipe_data and not whole:

@@ -17,7 +17,7 @@ from piprov.errors import GraphError
 from piprov.graph.expr import syntax_problem
 from piprov.graph.model import (CREDENTIAL_KINDS, Component, Credential, CredentialKind, DaemonConfig, EtcdBackup,
                                  PkiSettings)
-from piprov.inventory.model import Role
+from piprov.inventory.model import SWITCHES, Role
 
 Reader = yamlsrc.Reader[GraphError]
 
@@ -114,6 +114,16 @@ def check_credentials(components: Iterable[Component], pki: PkiSettings | None) 
                             f"credential {ca.name} is given to role {sorted(shared)[0]} by both {a.name} and "
                             f"{b.name}", location=b.location,
                             hint="a node gets each file from one component: narrow one of them with 'roles'")
+
+
+def parse_when(r: Reader) -> str | None:
+    """A component's ``when:``: the inventory switch it needs (inventory.model.SWITCHES), or None."""
+    if "when" not in r.data:
+        return None
+    switch = r.text("when")
+    if switch not in SWITCHES:
+        raise r.err("when", f"when: {switch!r} is not an inventory switch ({', '.join(SWITCHES)})")
+    return switch
 
 
 def parse_etcd_backup(r: Reader, component: str) -> EtcdBackup | None:

@@ -112,6 +112,7 @@ class NodeDag:
 
 def node_dag(graph: ComponentGraph, inventory: Inventory) -> NodeDag:
     """(node x component) vertices, edges from each requirement, gated by its health."""
+    graph = graph.for_inventory(inventory)
     health = _vertex_health(graph, inventory)
     vertices = list(health)
     edges = _edges(graph, inventory, health)

@@ -6,13 +6,13 @@ Nothing here reads a file or renders a template, so the planner may import it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, Mapping, get_args
 
 from piprov.graph.leaves import Leaves
 from piprov.errors import GraphError, Location
-from piprov.inventory.model import ImageSpec, Role
+from piprov.inventory.model import SWITCHES, ImageSpec, Inventory, Role
 
 ProbeKind = Literal["unit", "docker_socket", "file", "http", "node_ready"]
 PROBE_KINDS: tuple[str, ...] = get_args(ProbeKind)
@@ -228,6 +228,8 @@ class Component:
     leaves: Leaves = Leaves()
     # `piprov backup`: how to reach the etcd data this component holds.
     etcd_backup: EtcdBackup | None = None
+    # A top-level inventory setting (inventory.model.SWITCHES) without which no node runs it.
+    when: str | None = None
 
     def runs_on(self, role: str) -> bool:
         return role in self.roles
@@ -261,6 +263,20 @@ class ComponentGraph:
     image_specs: Mapping[str, ImageSpec] = field(default_factory=dict)
     # Where credentials live on the nodes (None: the playbooks declare none).
     pki: PkiSettings | None = None
+    # The inventory switches that are on (inventory.model.SWITCHES): a component whose `when:`
+    # is not among them runs nowhere (for_role leaves it out; ``components`` keeps it).
+    switches: frozenset[str] = frozenset()
+
+    def for_inventory(self, inventory: Inventory) -> ComponentGraph:
+        """This graph with the switches ``inventory`` sets on (a component's ``when:``)."""
+        on = frozenset(s for s in SWITCHES if inventory.switched_on(s))
+        return self if on == self.switches else replace(self, switches=on)
+
+    @property
+    def switched_off(self) -> dict[str, str]:
+        """Components no node runs since their ``when:`` is off: component -> why."""
+        return {c.name: f"the inventory sets no {c.when}:" for c in self.components
+                if c.when is not None and c.when not in self.switches}
 
     def component(self, name: str) -> Component:
         for c in self.components:
@@ -273,7 +289,7 @@ class ComponentGraph:
         return [c.name for c in self.components]
 
     def for_role(self, role: str) -> list[Component]:
-        return [c for c in self.components if c.runs_on(role)]
+        return [c for c in self.components if c.runs_on(role) and (c.when is None or c.when in self.switches)]
 
     def unit_dependencies(
         self, component: str | Component, *, role: str | None = None, unit: str | None = None

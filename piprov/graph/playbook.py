@@ -17,7 +17,7 @@ from typing import Any, Mapping, cast
 from piprov import yamlsrc
 from piprov.errors import GraphError
 from piprov.graph.credentials import (check_credentials, parse_credentials, parse_daemon_config, parse_etcd_backup,
-                                      parse_pki)
+                                      parse_pki, parse_when)
 from piprov.graph.leaves import parse_leaves
 from piprov.graph.expr import syntax_problem
 from piprov.graph.model import (
@@ -48,7 +48,7 @@ _COMPONENT_KEYS = (
     "name", "description", "roles", "requires", "units", "templates", "health", "etcd_keys", "systemd",
     "disruptive", "fleet_wide", "images", "binaries", "pod_network", "credentials", "daemon_config",
     "leaves",
-    "backup",
+    "backup", "when",
 )
 
 Reader = yamlsrc.Reader[GraphError]
@@ -222,6 +222,7 @@ def _parse_component(r: Reader, templates: Path | None) -> Component:
         daemon_config=parse_daemon_config(r, name),
         leaves=parse_leaves(r, name),
         etcd_backup=parse_etcd_backup(r, name),
+        when=parse_when(r),
     )
 
 

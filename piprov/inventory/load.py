@@ -16,7 +16,7 @@ from typing import Any
 
 from piprov import yamlsrc
 from piprov.errors import InventoryError, InventoryNotFoundError, Location
-from piprov.inventory.model import ImageSettings, ImageSpec, Inventory, NetworkSettings, Node, SshSettings
+from piprov.inventory.model import BackupSchedule, ImageSettings, ImageSpec, Inventory, NetworkSettings, Node, SshSettings
 from piprov.inventory.validate import check_images, validate_document
 
 __all__ = ["check_images", "load", "load_text", "parse_yaml", "read_text", "validate_document"]
@@ -110,6 +110,13 @@ def _specs(m: Mapping[str, Any], file: str, skip: tuple[str, ...] = ()) -> dict[
     }
 
 
+def _backup(doc: Mapping[str, Any], file: str) -> BackupSchedule | None:
+    b = doc.get("backup")
+    if b is None:
+        return None
+    return BackupSchedule(str(b["every"]), int(b["keep"]), yamlsrc.location(file, yamlsrc.key_pos(doc, "backup", (0, 0))))
+
+
 def _build(doc: Mapping[str, Any], path: Path) -> Inventory:
     base_dir = path.expanduser().absolute().parent
     ssh_doc = doc.get("ssh") or {}
@@ -156,6 +163,7 @@ def _build(doc: Mapping[str, Any], path: Path) -> Inventory:
             )
         )
     return Inventory(
+        backup=_backup(doc, str(path)),
         path=path,
         cluster_name=str(doc["cluster"]["name"]),
         ssh=ssh,

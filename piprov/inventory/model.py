@@ -8,6 +8,7 @@ can point back at the file and line.
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Mapping
@@ -135,6 +136,31 @@ class Node:
 
 
 @dataclass(frozen=True)
+class BackupSchedule:
+    """``backup:``: the master's timer that keeps the newest ``keep`` etcd backups on the node.
+
+    ``every`` is a systemd calendar event (``daily``, ``*-*-* 03:00``) or a time
+    span (``6h``, ``1h 30min``); which one is :attr:`is_span`.
+    """
+
+    every: str
+    keep: int
+    location: Location | None = None
+
+    @property
+    def is_span(self) -> bool:
+        return bool(SPAN_RE.match(self.every))
+
+
+# A systemd time span (systemd.time(7)): numbers with a unit, optionally spaced.
+SPAN_RE = re.compile(r"^\d+ ?(usec|us|msec|ms|seconds|second|sec|s|minutes|minute|min|m|hours|hour|hr|h|"
+                     r"days|day|d|weeks|week|w)( ?\d+ ?(usec|us|msec|ms|seconds|second|sec|s|minutes|minute|min|m|"
+                     r"hours|hour|hr|h|days|day|d|weeks|week|w))*$")
+# The components a top-level inventory setting switches on (a component's playbook `when:`).
+SWITCHES = ("backup",)
+
+
+@dataclass(frozen=True)
 class Inventory:
     path: Path
     cluster_name: str
@@ -145,6 +171,12 @@ class Inventory:
     known_hosts: Path
     # cluster.pki_dir: where the cluster PKI (piprov.pki) lives on the controller.
     pki_dir: Path | None = None
+    # backup: the master keeps etcd backups by a timer (None: no timer).
+    backup: BackupSchedule | None = None
+
+    def switched_on(self, switch: str) -> bool:
+        """Whether the inventory sets ``switch`` (one of :data:`SWITCHES`), a component's ``when:``."""
+        return switch == "backup" and self.backup is not None
 
     @property
     def pki_directory(self) -> Path:

@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, Callable
 
-from piprov.inventory.model import ARCH_MAP
+from piprov.inventory.model import ARCH_MAP, SPAN_RE
 
 Check = Callable[[Any], "str | None"]
 
@@ -123,6 +123,33 @@ def _proxy_jump(v: Any) -> str | None:
     return _port(int(port)) if port else None
 
 
+# A calendar event the oldest supported systemd (215) parses (systemd.time(7)): the
+# shorthands of its NEWS ("CHANGES WITH 197": calendar timers; "minutely",
+# "quarterly" and "semi-annually" only from 217: "CHANGES WITH 217"), or
+# [WEEKDAYS ]DATE[ TIME] / [WEEKDAYS ]TIME with each field *, N, N/STEP or a list.
+_CAL_SHORT = ("hourly", "daily", "weekly", "monthly", "yearly", "annually")
+_CAL_LATER = ("minutely", "quarterly", "semi-annually", "semiannually")
+_F = r"(\*|\d+(/\d+)?)(,\d+(/\d+)?)*"
+_CAL_RE = re.compile(rf"^((Mon|Tue|Wed|Thu|Fri|Sat|Sun)(,(Mon|Tue|Wed|Thu|Fri|Sat|Sun))* )?"
+                     rf"(({_F}-{_F}-{_F})( {_F}:{_F}(:{_F})?)?|{_F}:{_F}(:{_F})?)$")
+
+
+def backup_every(v: Any) -> str | None:
+    """``backup.every``: a time span (6h, 1h 30min) or a calendar event systemd 215 parses."""
+    if SPAN_RE.match(v):
+        return None if any(c.isdigit() and c != "0" for c in v) else f"{v!r} is a zero time span"
+    if v in _CAL_SHORT or _CAL_RE.match(v):
+        return None
+    if v in _CAL_LATER:
+        return f"{v!r} needs systemd 217 (the oldest piprov supports is 215): use {', '.join(_CAL_SHORT)}"
+    return (f"{v!r} is neither a time span (6h, 1h 30min, 2d) nor a calendar event "
+            f"({', '.join(_CAL_SHORT)}, '*-*-* 03:00', 'Mon,Thu *-*-* 02:30:00')")
+
+
+def _keep(v: Any) -> str | None:
+    return None if 1 <= v <= 1000 else f"{v} is not a number of backups to keep (1-1000)"
+
+
 def _non_empty(v: Any) -> str | None:
     return None if v.strip() else "must not be empty"
 
@@ -204,6 +231,13 @@ def schema() -> Field:
             "images": _IMAGES,
             "network": _NETWORK,
             "nodes": _NODES,
+            "backup": Field(
+                "map",
+                nullable=True,
+                fields={"every": Field("str", required=True, check=backup_every,
+                                       hint="a time span like 6h, or a systemd calendar event like daily"),
+                        "keep": Field("int", required=True, check=_keep)},
+            ),
         },
     )
 

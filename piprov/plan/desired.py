@@ -82,6 +82,8 @@ class DesiredNode:
     config_checks: tuple[ConfigCheck, ...] = ()
     # Every component the playbooks have, for any role: a prune's reason tells a role change from a removal.
     known_components: frozenset[str] = frozenset()
+    # Components the inventory switches off (their playbook `when:` unset): component -> why.
+    switched_off: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:

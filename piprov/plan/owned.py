@@ -121,6 +121,8 @@ def plan_owned(desired: DesiredNode, record: FileFacts) -> OwnedChange | None:
 
 
 def _why(desired: DesiredNode, o: Owned) -> str:
+    if o.component in desired.switched_off:
+        return f"switched off: {desired.switched_off[o.component]}"
     if o.component in desired.units:
         return f"no longer {'a unit' if o.kind == 'unit' else 'a file'} of {o.component}"
     if o.component in desired.known_components:

@@ -209,6 +209,53 @@ def test_backup_holds_the_v2_keys_and_the_apiservers_objects(cluster: Cluster, t
             proc.wait()
 
 
+KEPT = "/var/lib/piprov/backups"
+TIMER_FILES = ("/etc/systemd/system/k8s-etcd-backup.timer", "/etc/systemd/system/k8s-etcd-backup.service",
+               "/var/lib/piprov/etcd-backup.sh", "/var/lib/piprov/etcd-backup-take.sh")
+
+
+def test_the_backup_timer_keeps_the_newest_and_goes_with_its_setting(cluster: Cluster, tmp_path: Path) -> None:
+    """`backup: {every, keep: 2}`: `up` installs the master's timer; three runs of its service keep two
+    whole backups; `piprov backup --fetch` copies the newest as a file `--verify` accepts; without
+    `backup:`, `plan` lists the timer's units and files as removals, `up` removes them, `plan` is then
+    a no-op. The seed lab only: the script per etcd line is `piprov backup`'s, tested above and in
+    tests/unit/test_backup_timer.py."""
+    if cluster.profile != "seed":
+        pytest.skip("the seed lab runs it (CI time); the per-line script is piprov backup's")
+    master = cluster.lab.nodes[0].name
+    plain = cluster.inventory.read_text()
+    cluster.inventory.write_text(plain + "\nbackup:\n  every: 6h\n  keep: 2\n")
+    try:
+        p = cluster.piprov("up", timeout=600)
+        assert p.returncode == 0, p.stderr[-3000:]
+        assert cluster.sh(master, "systemctl is-active k8s-etcd-backup.timer").stdout.strip() == "active"
+        for _ in range(3):
+            cluster.sh(master, "sleep 1; systemctl start k8s-etcd-backup.service")
+        kept = sorted(cluster.sh(master, f"ls {KEPT}").stdout.split())
+        assert len(kept) == 2 and all(len(k) == 16 and k.endswith("Z") for k in kept), kept
+        out = tmp_path / "fetched.tar.gz"
+        p = cluster.piprov("backup", "--fetch", "-o", str(out), "--json", timeout=300)
+        assert p.returncode == 0, p.stderr[-3000:]
+        m = json.loads(p.stdout)["manifest"]
+        assert out.stat().st_mode & 0o777 == 0o600
+        assert m["created"].replace("-", "").replace(":", "") == kept[-1]
+        assert cluster.piprov("backup", "--verify", str(out)).returncode == 0
+    finally:
+        cluster.inventory.write_text(plain)
+    p = cluster.piprov("plan", "--json")
+    assert p.returncode == 2, p.stderr[-2000:]
+    assert "k8s-etcd-backup.timer" in p.stdout and "switched off" in p.stdout
+    p = cluster.piprov("up", timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    left = cluster.sh(master, f"ls -d {' '.join(TIMER_FILES)} 2>/dev/null; true").stdout.split()
+    assert left == [], left
+    assert cluster.sh(master, "systemctl is-active k8s-etcd-backup.timer", check=False).stdout.strip() != "active"
+    # The kept backups stay, as etcd's data does (reset --wipe-data removes them).
+    assert sorted(cluster.sh(master, f"ls {KEPT}").stdout.split()) == kept
+    p = cluster.piprov("plan")
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+
+
 def test_seed_has_no_eviction_and_no_policy_group(cluster: Cluster) -> None:
     if cluster.profile != "seed":
         pytest.skip("Kubernetes 1.1 only")
