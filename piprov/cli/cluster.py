@@ -15,8 +15,8 @@ from rich.table import Table
 from piprov.cli.app import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, ExitWith, err, inventory_option, out, \
     skip_checks_option, trust_option
 from piprov.cli.labels_view import apply_labels, label_plan, label_plan_ahead, label_plan_json, print_label_plan
-from piprov.cli.views import Progress, checked_plan, checks_json, plan_json, plan_summary, print_node_errors, \
-    print_plan, print_report, report_json
+from piprov.cli.views import Progress, checked_plan, checks_json, orphans_json, plan_json, plan_summary, \
+    print_node_errors, print_orphans, print_plan, print_report, report_json
 from piprov.errors import PiprovError
 from piprov.facts import NodeFacts
 from piprov.fleet import Fleet, FleetResult
@@ -26,7 +26,7 @@ from piprov.inventory.model import HostKeyPolicy
 from piprov.keys import default_password_report
 from piprov.kube import kubeconfig
 from piprov.kube.labels import LabelPlan, label_changes
-from piprov.kube.client import apiserver_url, orphan_fix, orphans
+from piprov.kube.client import apiserver_url, orphans
 from piprov.plan import Plan
 from piprov.provision import ApplyReport, apply_plan, facts_and_plan, gather_facts, run_lock
 
@@ -77,7 +77,7 @@ def plan_cmd(inventory_path: Path, as_json: bool, no_diff: bool, policy: HostKey
     strays = orphans(inventory, _kube_nodes(inventory)[0])
     if as_json:
         out.print_json(json.dumps({**plan_json(plan), "version_notes": notes, "labels": label_plan_json(labels),
-                                   "orphans": [{"node": n, "fix": orphan_fix(n)} for n in strays]}))
+                                   "orphans": orphans_json(strays)}))
     else:
         print_plan(plan, diffs=not no_diff)
         print_label_plan(labels)
@@ -274,7 +274,7 @@ def status_cmd(inventory_path: Path, as_json: bool, policy: HostKeyPolicy | None
     strays = orphans(inventory, k8s)
     if as_json:
         out.print_json(json.dumps({"healthy": healthy, "nodes": rows, "api_error": api_error or None,
-                                   "orphans": [{"node": n, "fix": orphan_fix(n)} for n in strays],
+                                   "orphans": orphans_json(strays),
                                    "running": {"etcd": running["etcd"], "apiserver": running["hyperkube"]},
                                    "version_notes": notes, "certificate_warnings": cert_warnings,
                                    "firewalled": guarded}))
@@ -295,12 +295,6 @@ def status_cmd(inventory_path: Path, as_json: bool, policy: HostKeyPolicy | None
                   "the default password (pirate/hypriot): run `piprov keys --disable-password`")
     if not healthy:
         raise ExitWith(EXIT_ERROR)
-
-
-def print_orphans(names: Sequence[str]) -> None:
-    """Node objects of no inventory node: said with the command that removes each; nothing removes them unasked."""
-    for n in names:
-        err.print(f"[yellow]orphan:[/] Node {escape(n)} is no inventory node's; to remove it: {escape(orphan_fix(n))}")
 
 
 def _kube_nodes(inventory: Inventory) -> tuple[dict[str, Any], str]:

@@ -15,6 +15,7 @@ from piprov.errors import CheckRefused
 from piprov.fleet import Fleet
 from piprov.graph import ComponentGraph, Vertex
 from piprov.inventory import Inventory
+from piprov.kube.client import orphan_fix
 from piprov.orchestrate import Event, StepResult
 from piprov.plan import ComponentPlan, EtcdKeyChange, FileChange, HostnameChange, NodePlan, OwnedChange, Plan
 from piprov.provision import ApplyReport, preflight
@@ -162,6 +163,16 @@ def print_owned(oc: OwnedChange) -> None:
         out.print(f"  [red]-[/] {what} {escape(r.name)}  [dim]({escape(r.reason)})[/]")
     if oc.record is not None:
         out.print(f"  [yellow]~[/] {escape(oc.record.path)}  [dim]({escape(oc.record.reason)})[/]")
+
+
+def orphans_json(names: Sequence[str]) -> list[dict[str, str]]:
+    return [{"node": n, "fix": orphan_fix(n)} for n in names]
+
+
+def print_orphans(names: Sequence[str]) -> None:
+    """Node objects of no inventory node: said with the command that removes each; nothing removes them unasked."""
+    for n in names:
+        err.print(f"[yellow]orphan:[/] Node {escape(n)} is no inventory node's; to remove it: {escape(orphan_fix(n))}")
 
 
 def plan_summary(plan: Plan) -> str:

@@ -224,3 +224,28 @@ def test_the_backups_script_and_archive_are_pure(forbidden: str) -> None:
     """The script builder and the archive (parse, pack, verify) talk to no node."""
     reached = reaches("piprov.backup.command") | reaches("piprov.backup.archive")
     assert not {d for d in reached if d == forbidden or d.startswith(forbidden + ".")}
+
+
+def _docstring_lines(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    first = node.body[0] if node.body else None
+    if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+        return (first.end_lineno or first.lineno) - first.lineno + 1
+    return 0
+
+
+def test_no_module_over_450_lines_and_no_function_over_60() -> None:
+    """docs/architecture.md's size rule for piprov/ (piprov_lab/ and the stand-ins are test
+    infrastructure): a function's docstring does not count, its code does."""
+    big: list[str] = []
+    for name, path in modules().items():
+        if not name.startswith("piprov.") and name != "piprov":
+            continue
+        src = path.read_text()
+        if src.count("\n") > 450:
+            big.append(f"{path.relative_to(ROOT)}: {src.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(src)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = (node.end_lineno or node.lineno) - node.lineno + 1 - _docstring_lines(node)
+                if n > 60:
+                    big.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: {n} lines")
+    assert not big, big
