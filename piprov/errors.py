@@ -149,6 +149,10 @@ class BackupError(PiprovError):
     """`piprov backup` could not take, read or check an etcd backup (``host``: the master)."""
 
 
+class RestoreError(BackupError):
+    """`piprov restore` refused a backup or could not put it back on the master (``host``: the master)."""
+
+
 # -- why SSH failed: each a TransportError, so callers that only care "the node
 # could not be reached" keep catching that; the CLI shows the real cause.
 

@@ -156,3 +156,124 @@ def parse_output(host: str, stdout: str) -> NodeBackup:
         raise BackupError(f"cannot tell etcd's version from {fields.get('version', '')[:80]!r}", host=host,
                           hint="is k8s-etcd running on the master? `piprov status` shows it")
     return NodeBackup(m.group(1), payload, digest)
+
+
+# -- restore: the one script putting a backup's v2 store back under etcd's data dir ----------------------
+
+RESTORE_MARK = "PIPROV-RESTORE"
+# The one-shot etcd that commits --force-new-cluster on the backup: a name of its own on the
+# bootstrap daemon, a client port on the loopback only that nothing of the stack uses (the 1.1
+# apiserver talks to 127.0.0.1:<etcd_port>: it must not write into the store being restored), and
+# the peer URL the member has in the store (templates/k8s-etcd.service.j2: --name=etcd, peer
+# http://127.0.0.1:7001), so the member keeps its peer URL.
+ONE_SHOT = "piprov-etcd-restore"
+ONE_SHOT_CLIENT = "http://127.0.0.1:2379"
+ONE_SHOT_PEER = "http://127.0.0.1:7001"
+ONE_SHOT_NAME = "etcd"
+# A Pi's card replays the WAL in seconds; an image pull over the LAN is not in this wait.
+RESTORE_WAIT = 120
+
+
+@dataclass(frozen=True)
+class RestoreTarget:
+    """Where the master's etcd lives and how etcd runs beside it (the playbook's ``backup``, rendered)."""
+
+    docker: str  # the docker command of etcd's daemon: "docker -H unix:///var/run/docker-bootstrap.sock"
+    container: str  # the unit's container: k8s-etcd
+    units: tuple[str, ...]  # the etcd component's units: stopped first
+    etcd: str  # etcd's program in its image: /usr/local/bin/etcd
+    data_dir: str  # etcd's --data-dir in its container
+    host_data_dir: str  # the same on the node
+    image: str  # the etcd image of the inventory, for the master's arch
+
+
+def restore_target(b: EtcdBackup, units: tuple[str, ...], image: str) -> RestoreTarget:
+    """``b`` (rendered) read as a restore needs it: ``exec`` is ``<docker> exec <container>``, ``version``
+    is ``<etcd> --version``; anything else is refused (the playbook's ``backup`` is its data)."""
+    docker, sep, container = b.exec.rpartition(" exec ")
+    program = b.version.split()
+    if not sep or not docker.split()[:1] == ["docker"] or len(container.split()) != 1 or not program:
+        raise BackupError(f"the etcd component's backup.exec {b.exec!r} is not `docker ... exec CONTAINER`",
+                          hint="playbooks/seed-stack.yaml: the etcd component's backup section")
+    return RestoreTarget(docker, container, units, program[0], b.data_dir, b.host_data_dir, image)
+
+
+def _one_shot(t: RestoreTarget) -> str:
+    """etcd 2.x on the backup's data dir with --force-new-cluster, on the loopback only (2.x flags:
+    etcd-io/etcd v2.1.1 etcdmain/config.go:145-166 and :203, playbooks/versions.yaml)."""
+    flags = [f"--name={ONE_SHOT_NAME}", f"--data-dir={t.data_dir}", "--force-new-cluster",
+             f"--listen-client-urls={ONE_SHOT_CLIENT}", f"--advertise-client-urls={ONE_SHOT_CLIENT}",
+             f"--listen-peer-urls={ONE_SHOT_PEER}", f"--initial-advertise-peer-urls={ONE_SHOT_PEER}",
+             f"--initial-cluster={ONE_SHOT_NAME}={ONE_SHOT_PEER}"]
+    return (f'{t.docker} run -d --name {ONE_SHOT} --net=host -v "$t/etcd/v2":{shlex.quote(t.data_dir)} '
+            f"{shlex.quote(t.image)} {shlex.quote(t.etcd)} {' '.join(flags)}")
+
+
+def _healthy_wait(t: RestoreTarget, wait: int) -> str:
+    """A bounded wait (coreutils/busybox timeout) for the one-shot's ``cluster-health``: etcdctl 2.1.1
+    syncs to the members' published client URLs, so it answers only once the restarted member has
+    a leader, published itself and moves its raft index (v2.1.1 etcdctl/command/cluster_health.go:27-91;
+    3.4's v2 etcdctl asks each member's /health, v3.4.23 etcdctl/ctlv2/command/cluster_health.go:65-122)."""
+    probe = (f"{t.docker} exec {ONE_SHOT} etcdctl --no-sync --peers={ONE_SHOT_CLIENT} cluster-health 2>/dev/null "
+             "| grep -q '^cluster is healthy'")
+    loop = f"until {probe}; do sleep 0.2; done"
+    return (f"if ! timeout {wait} sh -c {shlex.quote(loop)}; then "
+            f'{t.docker} logs --tail 5 {ONE_SHOT} >"$t/log" 2>&1; '
+            f'fail "etcd started on the backup with --force-new-cluster was not healthy within {wait} s"; fi')
+
+
+def restore_script(t: RestoreTarget, backup: bytes, *, wait: int = RESTORE_WAIT) -> str:
+    """The master's restore, in ONE script (root): the backup file (already verified on the controller)
+    unpacked into a temp dir beside etcd's data dir, etcd's units stopped, a one-shot etcd with
+    --force-new-cluster on it until healthy (etcd-io/etcd v2.1.1 Documentation/admin_guide.md:158-182
+    "Restoring a backup"), stopped; then the old data dir moved aside (never deleted) and the restored
+    one renamed into place. The temp dir and the one-shot go on every way out."""
+    h = shlex.quote(t.host_data_dir)
+    digest = hashlib.sha256(backup).hexdigest()
+    b64 = base64.encodebytes(backup).decode()
+    q = shlex.quote
+    return "\n".join([
+        "umask 077",
+        f"h={h}",
+        'p=${h%/*}',
+        'mkdir -p "$p" || { echo "cannot make $p" >&2; exit 1; }',
+        't=$(mktemp -d "$p/.piprov-restore.XXXXXX") || { echo "cannot make a temp dir in $p" >&2; exit 1; }',
+        f"trap '{t.docker} rm -f {ONE_SHOT} >/dev/null 2>&1; rm -rf \"$t\"' EXIT",
+        "trap 'exit 129' HUP",
+        "trap 'exit 130' INT",
+        "trap 'exit 143' TERM",
+        'fail() { echo "$1" >&2; tail -n 5 "$t/log" >&2 2>/dev/null; exit 1; }',
+        f"base64 -d > \"$t/backup.tar.gz\" <<'{RESTORE_MARK}-EOF' || fail 'the backup is not base64'",
+        b64 + f"{RESTORE_MARK}-EOF",
+        f'[ "$(sha256sum < "$t/backup.tar.gz" | cut -c1-64)" = {digest} ] || fail "the backup arrived damaged"',
+        f'tar -xzf "$t/backup.tar.gz" -C "$t" {V2_DIR} >"$t/log" 2>&1 || fail "cannot unpack {V2_DIR}"',
+        f'ls "$t/{V2_DIR}/member/wal" 2>/dev/null | grep -q "\\.wal$" || fail "the backup holds no WAL in {V2_DIR}"',
+        f'chmod 700 "$t/{V2_DIR}"',
+        f"echo {RESTORE_MARK} unpacked",
+        *(f"systemctl stop {q(u)} >/dev/null 2>&1" for u in t.units),
+        f"{t.docker} rm -f {q(t.container)} {ONE_SHOT} >/dev/null 2>&1",
+        f'{t.docker} version >"$t/log" 2>&1 || fail "etcd\'s docker daemon does not answer"',
+        f"echo {RESTORE_MARK} stopped {' '.join(t.units)}",
+        f'{t.docker} inspect --type=image {q(t.image)} >/dev/null 2>&1 || {t.docker} pull {q(t.image)} >"$t/log" 2>&1 '
+        f'|| fail {q("cannot pull " + t.image)}',
+        f'{_one_shot(t)} >"$t/log" 2>&1 || fail "cannot start etcd on the backup"',
+        _healthy_wait(t, wait),
+        f'{t.docker} stop {ONE_SHOT} >"$t/log" 2>&1 || fail "cannot stop the one-shot etcd"',
+        f"echo {RESTORE_MARK} force-new-cluster",
+        'if [ -e "$h" ]; then o="$h.before-restore.$(date -u +%Y%m%dT%H%M%SZ)"; '
+        'mv "$h" "$o" || fail "cannot move $h aside"; echo "' + RESTORE_MARK + ' moved-aside $o"; fi',
+        f'mv "$t/{V2_DIR}" "$h" || fail "cannot rename the restored data dir to $h (the old one: ${{o:-none}})"',
+        f'echo "{RESTORE_MARK} restored $h"',
+    ]) + "\n"
+
+
+def parse_restore(host: str, stdout: str) -> dict[str, str]:
+    """The restore script's steps (step -> its words); BackupError when it did not reach ``restored``."""
+    steps = {}
+    for line in stdout.splitlines():
+        if line.startswith(RESTORE_MARK + " "):
+            word, _, rest = line[len(RESTORE_MARK) + 1:].partition(" ")
+            steps[word] = rest
+    if "restored" not in steps:
+        raise BackupError("the restore script ended before the data dir was in place", host=host)
+    return steps

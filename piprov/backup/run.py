@@ -19,7 +19,7 @@ from piprov.localfs import LocalWriteError
 from piprov.fleet import Fleet
 from piprov.graph import ComponentGraph, load_graph
 from piprov.graph.expr import probe_context, render_expression
-from piprov.graph.model import EtcdBackup
+from piprov.graph.model import Component, EtcdBackup
 from piprov.graph.support import arch_selection, inventory_selection
 from piprov.graph.versions import Matrix, VersionLine, load_matrix
 from piprov.inventory.model import HostKeyPolicy, Inventory
@@ -53,15 +53,20 @@ def etcd_line(inventory: Inventory, graph: ComponentGraph, matrix: Matrix) -> Ve
     return pick.line
 
 
-def plan_backup(inventory: Inventory, graph: ComponentGraph, matrix: Matrix) -> BackupPlan:
-    """The master's backup script for the inventory's etcd line (pure but for the playbooks read)."""
+def rendered_backup(inventory: Inventory, graph: ComponentGraph) -> tuple[Component, EtcdBackup]:
+    """The component holding etcd's data and its playbook ``backup``, rendered for the inventory's master."""
     found = graph.etcd_backup()
     if found is None:
         raise GraphError("no component of the playbooks has a `backup` section: nothing says where etcd's data is")
-    _, raw = found
+    comp, raw = found
     ctx = probe_context(inventory, inventory.master)
-    b = EtcdBackup(render_expression(raw.exec, ctx).strip(), render_expression(raw.version, ctx).strip(),
-                   raw.data_dir, raw.host_data_dir, " ".join(render_expression(raw.v3_client, ctx).split()))
+    return comp, EtcdBackup(render_expression(raw.exec, ctx).strip(), render_expression(raw.version, ctx).strip(),
+                            raw.data_dir, raw.host_data_dir, " ".join(render_expression(raw.v3_client, ctx).split()))
+
+
+def plan_backup(inventory: Inventory, graph: ComponentGraph, matrix: Matrix) -> BackupPlan:
+    """The master's backup script for the inventory's etcd line (pure but for the playbooks read)."""
+    _, b = rendered_backup(inventory, graph)
     return backup_plan(inventory.master.name, b, etcd_line(inventory, graph, matrix))
 
 

@@ -145,7 +145,7 @@ COMMANDS = {
     "plan": "piprov.cli.cluster:plan_cmd",
     "status": "piprov.cli.cluster:status_cmd",
     "graph": "piprov.cli.cluster:graph_cmd",
-    "kubeconfig": "piprov.cli.cluster:kubeconfig_cmd",
+    "kubeconfig": "piprov.cli.kubeconfig_cmd:kubeconfig_cmd",
     "discover": "piprov.cli.discover_cmd:discover_cmd",
     "inventory": "piprov.cli.inventory_cmd:inventory",
     "node": "piprov.cli.node_cmd:node",
@@ -155,6 +155,7 @@ COMMANDS = {
     "check": "piprov.cli.check_cmd:check_cmd",
     "reset": "piprov.cli.reset_cmd:reset_cmd",
     "backup": "piprov.cli.backup_cmd:backup_cmd",
+    "restore": "piprov.cli.restore_cmd:restore_cmd",
 }
 # Command groups that live outside the product (the virtual lab) register
 # themselves through this entry point.

@@ -1,4 +1,4 @@
-"""Commands on the whole cluster: plan, up, status, graph, kubeconfig."""
+"""Commands on the whole cluster: plan, up, status, graph (kubeconfig: kubeconfig_cmd)."""
 
 from __future__ import annotations
 
@@ -24,9 +24,8 @@ from piprov.graph import ComponentGraph, components_dot, components_text, dag_do
 from piprov.inventory import Inventory, Node, check_images, load
 from piprov.inventory.model import HostKeyPolicy
 from piprov.keys import default_password_report
-from piprov.kube import kubeconfig
 from piprov.kube.labels import LabelPlan, label_changes
-from piprov.kube.client import apiserver_url, orphans
+from piprov.kube.client import orphans
 from piprov.plan import Plan
 from piprov.provision import ApplyReport, apply_plan, facts_and_plan, gather_facts, run_lock
 
@@ -145,22 +144,31 @@ def up_cmd(inventory_path: Path, policy: HostKeyPolicy | None, as_json: bool, sh
                    max_unavailable=max_unavailable, health_timeout=health_timeout, skip_checks=skip_checks)
         return
     inventory, graph = _load(inventory_path)
+    ok, doc = run_up(inventory, graph, policy, as_json=as_json, show_plan=show_plan, health_timeout=health_timeout,
+                     skip_checks=skip_checks)
+    if as_json:
+        out.print_json(json.dumps(doc))
+    if not ok:
+        raise ExitWith(EXIT_ERROR)
+
+
+def run_up(inventory: Inventory, graph: ComponentGraph, policy: HostKeyPolicy | None, *, as_json: bool,
+           show_plan: bool, health_timeout: float | None, skip_checks: bool) -> tuple[bool, dict[str, Any]]:
+    """The whole of `piprov up` but its --json print (also the last step of `piprov restore`): ok, the JSON."""
     with run_lock(inventory):
         labels = label_plan_ahead(inventory)  # needed at once when nothing else is to do
         with Fleet.connect(inventory, policy=policy) as fleet:
             _, plan = _facts_and_plan(inventory, graph, fleet)
             if not plan.changed and not plan.errors:
-                _nothing_else(inventory, plan, fleet, as_json, labels())
-                return
+                return _nothing_else(plan, fleet, labels())
             plan, checks = checked_plan(inventory, graph, plan, fleet, skip=skip_checks)
             report = _apply(inventory, graph, plan, fleet, as_json, show_plan, health_timeout)
     print_report(report)
     labels_ok = apply_labels(inventory) if report.run.ok else True
-    if as_json:
-        out.print_json(json.dumps({**report_json(report, plan), "checks": checks_json(checks)}))
-    if not report.run.ok or plan.errors or not labels_ok:
+    ok = report.run.ok and not plan.errors and labels_ok
+    if not ok:
         print_node_errors(plan)
-        raise ExitWith(EXIT_ERROR)
+    return ok, {**report_json(report, plan), "checks": checks_json(checks)}
 
 
 def _apply(inventory: Inventory, graph: ComponentGraph, plan: Plan, fleet: Fleet, as_json: bool,
@@ -179,15 +187,14 @@ def _apply(inventory: Inventory, graph: ComponentGraph, plan: Plan, fleet: Fleet
         raise
 
 
-def _nothing_else(inventory: Inventory, plan: Plan, fleet: Fleet, as_json: bool, read: LabelPlan) -> None:
+def _nothing_else(plan: Plan, fleet: Fleet, read: LabelPlan) -> tuple[bool, dict[str, Any]]:
     """Every node as the inventory says: only the Node labels may still differ."""
     labels = label_changes(read)
-    if labels and not apply_labels(inventory):
-        raise ExitWith(EXIT_ERROR)
+    if labels and not apply_labels(fleet.inventory):
+        return False, {"ok": False, "changed": True, "round_trips": fleet.round_trips()}
     err.print(f"[green]nothing {'else ' if labels else ''}to do[/]: all {len(plan.nodes)} nodes are as the "
               f"inventory says ({sum(fleet.round_trips().values())} SSH round trips)")
-    if as_json:
-        out.print_json(json.dumps({"ok": True, "changed": bool(labels), "round_trips": fleet.round_trips()}))
+    return True, {"ok": True, "changed": bool(labels), "round_trips": fleet.round_trips()}
 
 
 # -- status -------------------------------------------------------------------------------------------
@@ -390,59 +397,3 @@ def graph_cmd(inventory_path: Path, dot: bool, components: bool) -> None:
     check_images(inventory, graph.image_names())
     dag = node_dag(graph, inventory)
     sys.stdout.write(dag_dot(dag) if dot else dag_text(dag))
-
-
-# -- kubeconfig --------------------------------------------------------------------------------------------
-
-
-def kubeconfig_entry(inventory: Inventory) -> dict[str, Any]:
-    """This cluster alone as a kubeconfig: the secure port, the CA and the admin's credentials."""
-    from piprov.pki import cluster_pki
-
-    tls = cluster_pki(inventory).controller_tls()
-    return kubeconfig.entry(inventory.cluster_name, apiserver_url(inventory), ca=tls.ca_file.read_bytes(),
-                            cert=tls.cert_file.read_bytes(), key=tls.key_file.read_bytes())
-
-
-def kubeconfig_text(inventory: Inventory) -> str:
-    """This cluster alone as a kubeconfig (what --print writes)."""
-    return kubeconfig.dump(kubeconfig_entry(inventory))
-
-
-@click.command("kubeconfig")
-@inventory_option
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Merge into this file instead of $KUBECONFIG / ~/.kube/config.")
-@click.option("--print", "to_stdout", is_flag=True, help="Write this cluster's kubeconfig to stdout; change no file.")
-@click.option("--use", is_flag=True, help="Also make this cluster kubectl's current context.")
-def kubeconfig_cmd(inventory_path: Path, output: Path | None, to_stdout: bool, use: bool) -> None:
-    """Merge this cluster into your kubeconfig, as kind and k3sup do.
-
-    Adds (or replaces) the cluster, user and context named piprov-<cluster
-    name> in $KUBECONFIG (the first file of it that exists) or
-    ~/.kube/config, keeping every other cluster, user and context. The file
-    is replaced atomically with mode 0600. The current context changes only
-    with --use.
-
-    The entry reaches the apiserver's secure port and embeds the cluster's
-    CA and the admin's client certificate and key (from the cluster PKI next
-    to the inventory): treat the file like a password.
-
-    \b
-      piprov kubeconfig --use && kubectl get nodes
-      piprov kubeconfig -o cluster.yaml     merge into (or create) cluster.yaml
-      piprov kubeconfig --print             this cluster alone, on stdout
-    """
-    inventory = load(inventory_path)
-    ours = kubeconfig_entry(inventory)
-    if to_stdout:
-        if output is not None or use:
-            raise PiprovError("--print writes to stdout: it takes neither -o nor --use")
-        sys.stdout.write(kubeconfig.dump(ours))
-        return
-    target = output if output is not None else kubeconfig.default_path()
-    kubeconfig.write_merged(target, ours, use=use)
-    name = kubeconfig.entry_name(inventory.cluster_name)
-    err.print(f"merged context {escape(name)} into {escape(str(target))}")
-    if not use:
-        err.print(f"[dim]kubectl --context {escape(name)} get nodes, or `piprov kubeconfig --use` to make it current[/]")
