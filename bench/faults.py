@@ -14,7 +14,12 @@ and per heal scenario its heal time ("cause removed" -> every unit active and
 every Node Ready; median and max over --runs runs of the heal suite) and the
 number of heal scenarios that needed a piprov run (goal 0).
 
-    sudo .venv/bin/python bench/faults.py [--unit-only | --heal-only] [--runs N] [-k EXPR]
+    sudo .venv/bin/python bench/faults.py [--unit-only | --heal-only | --life] [--runs N] [-k EXPR]
+
+--life (issue 17): a cluster's life, each on a lab of its own: reset of a worker, the worker back,
+reset of the whole cluster, the cluster rebuilt (tests/lab/test_up.py), and a dead master's card
+re-flashed then `piprov restore` until every node is Ready with the workload back
+(tests/lab/test_profiles_lab.py, seed); their times, median and max over --runs runs.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 UNIT = ["tests/unit/test_fuzz_inventory.py", "tests/unit/test_secrets.py", "tests/unit/test_keys.py"]
 HEAL = "tests/lab/faults/test_heal_lab.py"
+LIFE = [("tests/lab/test_up.py", "cold or workload or reset"),
+        ("tests/lab/test_profiles_lab.py", "seed and (up_makes or backup_holds or restore_onto)")]
 
 
 def run_lab(paths: list[str], keyword: str | None) -> tuple[dict[str, object], float]:
@@ -77,6 +84,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--unit-only", action="store_true", help="skip the lab scenarios (no root needed)")
     ap.add_argument("--heal-only", action="store_true", help="only the heal suite (issue 18), no unit tests")
+    ap.add_argument("--life", action="store_true", help="only reset and restore (issue 17): their times")
     ap.add_argument("--runs", type=int, default=1, metavar="N",
                     help="run the heal suite N times (heal time median/max over them; the first run is "
                          "part of the whole fault suite unless --heal-only)")
@@ -85,6 +93,8 @@ def main() -> int:
 
     if args.heal_only:
         return heal_only(args.runs, args.keyword)
+    if args.life:
+        return life(args.runs)
     t0 = time.monotonic()
     unit = subprocess.run([sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", *UNIT],
                           cwd=ROOT, capture_output=True, text=True)
@@ -148,6 +158,30 @@ def heal_only(runs: int, keyword: str | None) -> int:
         print(f"  failed: {', '.join(failed)}")
     needed = print_heal(results)
     return 0 if needed == 0 and not failed else 1
+
+
+def life(runs: int) -> int:
+    """The `life:` lines the reset and restore lab tests print, per scenario over ``runs`` runs."""
+    if os.geteuid() != 0:
+        print("the lab scenarios need root", file=sys.stderr)
+        return 64
+    times: dict[str, list[float]] = {}
+    failed = 0
+    for _ in range(runs):
+        for path, keyword in LIFE:
+            p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", path,
+                                "-k", keyword], cwd=ROOT, capture_output=True, text=True)
+            failed += p.returncode != 0
+            for m in re.finditer(r"^life: (.*): ([0-9.]+) s", p.stdout, re.M):
+                times.setdefault(m.group(1), []).append(float(m.group(2)))
+            if p.returncode != 0:
+                print(p.stdout[-3000:], file=sys.stderr)
+    print(f"a cluster's life (issue 17): {runs} run(s)")
+    width = max((len(k) for k in times), default=0)
+    for what, ts in times.items():
+        print(f"  {what:<{width}}  median {statistics.median(ts):6.1f} s  max {max(ts):6.1f} s")
+    print(f"  runs that failed: {failed}")
+    return 1 if failed or not times else 0
 
 
 if __name__ == "__main__":

@@ -303,7 +303,7 @@ def test_restore_onto_a_reflashed_master_brings_the_cluster_and_workload_back(cl
     wait_for("2 httpd pods back, their containers running", lambda: _httpd_back(cluster, by_ip), 300, 2)
     took = time.monotonic() - t0
     steps = ", ".join(f"{s['step']} {s['seconds']} s" for s in report["steps"])
-    print(f"{cluster.profile}: master re-flashed -> every node Ready, workload back: {took:.1f} s ({steps})")
+    print(f"life: {cluster.profile}: master re-flashed -> every node Ready, workload back: {took:.1f} s ({steps})")
     assert {w.name: _subnet(cluster, w.name) for w in workers} == subnets
     assert cluster.piprov("plan").returncode == 0, "piprov up would change something after the restore"
     again = cluster.piprov("up", timeout=300)

@@ -371,8 +371,12 @@ def test_reset_a_worker_then_the_whole_cluster_leaves_fresh_nodes_and_up_rebuild
     audit finds nothing left, and the node is as it was freshly booted (units, files under the stack's
     paths, interfaces, routes, iptables, containers). `up` brings it back. Then the whole cluster:
     the same on every node; `up` rebuilds it, and the workload (kept in etcd) returns (issue 17)."""
+    import time
+
     w = cluster.lab.nodes[2]
+    t0 = time.monotonic()
     p = cluster.piprov("reset", "rpi-node-2", "--yes", "--json", timeout=600)
+    took = {"reset of a worker (drain included)": time.monotonic() - t0}
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     got = _json(p)
     assert got["nodes"]["rpi-node-2"]["clean"] and not got["errors"], got
@@ -384,21 +388,29 @@ def test_reset_a_worker_then_the_whole_cluster_leaves_fresh_nodes_and_up_rebuild
     ready = cluster.nodes_ready() or {}
     assert w.ip not in ready and sum(ready.values()) == 2, ready
     assert cluster.piprov("plan").returncode == 2
+    t0 = time.monotonic()
     up = cluster.piprov("up")
     assert up.returncode == 0, up.stderr[-3000:]
     cluster.wait_all_ready(180)
+    took["the worker back (up, Ready)"] = time.monotonic() - t0
 
+    t0 = time.monotonic()
     p = cluster.piprov("reset", "--yes", "--json", timeout=600)
+    took["reset of the whole cluster"] = time.monotonic() - t0
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     got = _json(p)
     assert got["whole"] and all(n["clean"] for n in got["nodes"].values()) and len(got["nodes"]) == 3, got
     for n in cluster.lab.nodes:  # the master keeps etcd's store (and so the workload): no --wipe-data
         _same_as_fresh(cluster, n.name, kept=("/var/lib/kubernetes",) if n.name == "pi1" else (user_dropin,))
+    t0 = time.monotonic()
     up = cluster.piprov("up")
     assert up.returncode == 0, up.stderr[-3000:]
     cluster.wait_all_ready(180)
-    assert cluster.piprov("plan").returncode == 0
     wait_for("the workload's pods back", lambda: "Running" in cluster.kubectl("get", "pods").stdout, 180, 3)
+    took["the cluster rebuilt (up, every node Ready, a pod Running)"] = time.monotonic() - t0
+    assert cluster.piprov("plan").returncode == 0
+    for what, s in took.items():  # bench/faults.py --life collects these lines
+        print(f"life: {what}: {s:.1f} s")
 
 
 def test_status_shows_a_daemon_that_systemd_revived(cluster: Cluster) -> None:
