@@ -18,9 +18,9 @@ from piprov.cli.app import EXIT_ERROR, ExitWith, err, error_line, inventory_opti
     trust_option
 from piprov.cli.rolling_cmd import say
 from piprov.cli.views import Progress, checked_plan, print_report
-from piprov.graph import load_graph
+from piprov.graph import ComponentGraph, load_graph
 from piprov.inventory import Inventory, check_images, load
-from piprov.inventory.model import HostKeyPolicy
+from piprov.inventory.model import HostKeyPolicy, Node
 from piprov.kube.client import api_for, k8s_name
 from piprov.kube.drain import DrainResult, drain, uncordon
 from piprov.kube.pods import DrainOptions
@@ -232,7 +232,8 @@ def remove_cmd(target: str, timeout: float, force: bool, delete_local_data: bool
 
     \b
     1. drain it (stops here if the drain fails: pods are never stranded)
-    2. stop and disable its units (SSH; skipped with --unreachable)
+    2. reset it as `piprov reset` does: units, containers, files, interfaces,
+       routes, iptables (SSH; skipped with --unreachable)
     3. release its flannel subnet lease in the master's etcd
     4. delete its Node object
     5. remove it from the inventory (comments kept)
@@ -243,11 +244,22 @@ def remove_cmd(target: str, timeout: float, force: bool, delete_local_data: bool
     refuse_removing_master(n)
     removal = NodeRemoval(inventory, graph, n, api_for(inventory), timeout=timeout,
                           options=_options(force, delete_local_data, ignore_daemonsets, grace_period),
-                          unreachable=unreachable, say=say, policy=policy)
+                          unreachable=unreachable, say=say, policy=policy,
+                          clean=lambda fleet: _reset(inventory, graph, fleet, n))
     with run_lock(inventory), Fleet.connect(inventory, [n.name], policy=policy) as fleet:
         removal.reach(fleet)
         run_steps(removal.steps(fleet), _print_step)
     err.print(f"[bold green]✓[/] {escape(n.name)} removed")
+
+
+def _reset(inventory: Inventory, graph: ComponentGraph, fleet: Fleet, node: Node) -> str:
+    """`piprov reset`'s work on the node alone (the drain, lease and Node are node remove's own steps)."""
+    from piprov.reset.run import reset_node
+
+    done = reset_node(inventory, graph, fleet, node, wipe_data=False, say=lambda _: None)
+    counts = ", ".join(f"{k} {v}" for k, v in done.removed_by_kind().items()) or "nothing was there"
+    left = "; left: " + ", ".join(f"{x.kind} {x.what}" for x in done.leftovers) if done.leftovers else ""
+    return f"reset (as `piprov reset` does): removed {counts}{left}"
 
 
 def _print_step(ev: StepEvent) -> None:

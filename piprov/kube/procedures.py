@@ -117,6 +117,9 @@ class NodeRemoval:
     unreachable: bool = False
     say: Say = quiet
     policy: HostKeyPolicy | None = None  # the run's host-key policy, for the other members
+    # The node's own clean-up, given by the caller (the CLI passes `piprov reset`'s, which this room may not
+    # import: reset drains through kube); None: stop and disable its units only.
+    clean: Callable[[Fleet], str] | None = None
 
     def reach(self, fleet: Fleet) -> None:
         """Run one command on the node before anything changes (skipped with ``unreachable``)."""
@@ -135,7 +138,7 @@ class NodeRemoval:
         n, kname = self.node, k8s_name(self.node)
         return [
             Step("draining", self._drain),
-            Step("stopping units", lambda _: self._stop_units(fleet),
+            Step("resetting it" if self.clean else "stopping units", lambda _: self._stop_units(fleet),
                  skip="--unreachable (the node is not contacted)" if self.unreachable else None),
             Step("releasing the flannel lease", lambda _: self._release_lease()),
             Step("deleting the Node", lambda _: self._delete_node(kname)),
@@ -154,6 +157,11 @@ class NodeRemoval:
 
     def _stop_units(self, fleet: Fleet) -> str:
         units = units_to_stop(self.graph, self.node.role)
+        if self.clean is not None:
+            try:
+                return self.clean(fleet)
+            except TransportError as e:
+                raise self._unreachable("it could not be reset") from e
         try:
             outcome = stop_units(fleet, self.node.name, units)
         except PiprovError as e:

@@ -220,7 +220,13 @@ def test_node_remove_leaves_no_trace_and_refuses_the_master(cluster: Cluster) ->
     assert "# piprov inventory for the virtual Pi lab" in cluster.inventory.read_text()  # comments kept
     cluster.wait_replicas(4)
     assert cluster.by_node().get(new_ip, 0) == 0
-    assert cluster.lab.exec("pi5", "systemctl is-enabled k8s-worker.service || true").stdout.strip() == "disabled"
+    # It was reset as `piprov reset` does: piprov's units and files, its record, cbr0 gone (issue 17).
+    gone = cluster.lab.exec("pi5", "for f in /etc/systemd/system/k8s-worker.service /var/lib/piprov/owned "
+                                   "/etc/kubernetes/pki; do [ -e $f ] && echo present $f; done; "
+                                   "ip link show cbr0 >/dev/null 2>&1 && echo present cbr0; "
+                                   "systemctl is-enabled k8s-worker.service 2>/dev/null", check=False).stdout
+    assert "present" not in gone and gone.strip() in ("", "not-found"), gone
+    assert "reset (as `piprov reset` does)" in " ".join(p.stderr.split()), p.stderr[-2000:]
     # Its address is no member's any more: the others' firewalls stop letting it in.
     assert "firewall updated on rpi-master, rpi-node-1, rpi-node-2, rpi-node-3" in " ".join(p.stderr.split())
     for node in cluster.lab.nodes[:4]:
