@@ -172,7 +172,7 @@ def life(runs: int) -> int:
             p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", path,
                                 "-k", keyword], cwd=ROOT, capture_output=True, text=True)
             failed += p.returncode != 0
-            for m in re.finditer(r"^life: (.*): ([0-9.]+) s", p.stdout, re.M):
+            for m in re.finditer(r"life: (.*?): ([0-9.]+) s", p.stdout):  # -s: after the progress dots
                 times.setdefault(m.group(1), []).append(float(m.group(2)))
             if p.returncode != 0:
                 print(p.stdout[-3000:], file=sys.stderr)
