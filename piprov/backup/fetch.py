@@ -16,9 +16,7 @@ import shlex
 from datetime import datetime, timezone
 from pathlib import Path
 
-from piprov.backup.archive import manifest_for, pack, payload_files
-from piprov.backup.command import parse_output
-from piprov.backup.run import TIMEOUT, BackupResult, _check_version, default_output, plan_backup, write_backup
+from piprov.backup.run import BackupResult, plan_backup, run_on_master, save_backup
 from piprov.errors import BackupError
 from piprov.fleet import Fleet
 from piprov.graph import load_graph
@@ -57,15 +55,7 @@ def fetch_backup(inventory: Inventory, output: Path | None = None, *, policy: Ho
     """Copy the newest backup the master's timer kept into ``output`` (default: :func:`default_output`)."""
     graph, matrix = load_graph(), load_matrix()
     plan = plan_backup(inventory, graph, matrix)
-    own = fleet is None
-    fleet = fleet or Fleet.connect(inventory, [plan.host], policy=policy)
-    try:
-        t = fleet.transports[plan.host]
-        res = t.run(fetch_script(), sudo=True, timeout=TIMEOUT)
-        trips = t.round_trips
-    finally:
-        if own:
-            fleet.close()
+    res, trips = run_on_master(inventory, plan.host, fetch_script(), policy=policy, fleet=fleet)
     if res.exit_code == NO_BACKUP:
         raise BackupError(f"the master keeps no backup in {KEPT_DIR}", host=plan.host,
                           hint="set `backup: {every: ..., keep: ...}` in the inventory and `piprov up`; "
@@ -74,12 +64,4 @@ def fetch_backup(inventory: Inventory, output: Path | None = None, *, policy: Ho
         raise BackupError(f"the fetch failed on the master (exit {res.exit_code}): {res.tail() or 'no output'}",
                           host=plan.host)
     when, framed = split_output(plan.host, res.stdout)
-    node = parse_output(plan.host, framed)
-    _check_version(plan, matrix, node.version)
-    files = payload_files(plan.host, node.payload, plan.stores)
-    manifest = manifest_for(plan, node, files, cluster=inventory.cluster_name,
-                            address=inventory.master.address, created=when)
-    data = pack(manifest, files, when)
-    path = output or default_output(inventory, when)
-    write_backup(path, data)
-    return BackupResult(path, len(data), manifest, trips)
+    return save_backup(inventory, plan, matrix, framed, when, output, trips)

@@ -23,6 +23,7 @@ from piprov.graph.model import Component, EtcdBackup
 from piprov.graph.support import arch_selection, inventory_selection
 from piprov.graph.versions import Matrix, VersionLine, load_matrix
 from piprov.inventory.model import HostKeyPolicy, Inventory
+from piprov.transport import CommandResult
 from piprov.version import parse_version
 
 # A Pi's card writes a few MB/s: the copy, the tar and gzip of a 64 MB preallocated WAL.
@@ -93,22 +94,34 @@ def take_backup(inventory: Inventory, output: Path | None = None, *, policy: Hos
     """Back up the master's etcd into ``output`` (default: :func:`default_output`)."""
     graph, matrix = load_graph(), load_matrix()
     plan = plan_backup(inventory, graph, matrix)
-    own = fleet is None
-    fleet = fleet or Fleet.connect(inventory, [plan.host], policy=policy)
-    try:
-        t = fleet.transports[plan.host]
-        res = t.run(plan.script, sudo=True, timeout=TIMEOUT)
-        trips = t.round_trips
-    finally:
-        if own:
-            fleet.close()
+    res, trips = run_on_master(inventory, plan.host, plan.script, policy=policy, fleet=fleet)
     if not res.ok:
         raise BackupError(f"the backup failed on the master (exit {res.exit_code}): {res.tail() or 'no output'}",
                           host=plan.host, hint="`piprov status` shows whether etcd is running")
-    node = parse_output(plan.host, res.stdout)
+    when = (now or datetime.now(timezone.utc)).replace(microsecond=0)
+    return save_backup(inventory, plan, matrix, res.stdout, when, output, trips)
+
+
+def run_on_master(inventory: Inventory, host: str, script: str, *, policy: HostKeyPolicy | None,
+                  fleet: Fleet | None) -> tuple[CommandResult, int]:
+    """``script`` with sudo on the master, in one round trip, over ``fleet`` or a connection of its own;
+    the result and the round trips counted."""
+    own = fleet is None
+    fleet = fleet or Fleet.connect(inventory, [host], policy=policy)
+    try:
+        t = fleet.transports[host]
+        return t.run(script, sudo=True, timeout=TIMEOUT), t.round_trips
+    finally:
+        if own:
+            fleet.close()
+
+
+def save_backup(inventory: Inventory, plan: BackupPlan, matrix: Matrix, framed: str, when: datetime,
+                output: Path | None, trips: int) -> BackupResult:
+    """A backup script's framed output (taken now, or kept by the timer) checked and written as the file."""
+    node = parse_output(plan.host, framed)
     _check_version(plan, matrix, node.version)
     files = payload_files(plan.host, node.payload, plan.stores)
-    when = (now or datetime.now(timezone.utc)).replace(microsecond=0)
     manifest = manifest_for(plan, node, files, cluster=inventory.cluster_name,
                             address=inventory.master.address, created=when)
     data = pack(manifest, files, when)

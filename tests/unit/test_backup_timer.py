@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from piprov.backup import archive, fetch, run
+from piprov.backup import archive, command, fetch, run
 from piprov.backup.command import MARK
 from piprov.errors import BackupError, ProblemList
 from piprov.facts.model import FileFacts
@@ -198,7 +198,7 @@ def test_the_timer_keeps_the_newest_whole_backups_and_fetch_reads_the_newest(tmp
     when, framed = fetch.split_output("m", got.stdout)
     assert when.strftime("%Y%m%dT%H%M%SZ") == "20261203T030000Z"
     plan = run.plan_backup(inv, load_graph(), load_matrix())
-    back = archive.payload_files("m", fetch.parse_output("m", framed).payload, plan.stores)
+    back = archive.payload_files("m", command.parse_output("m", framed).payload, plan.stores)
     assert back["etcd/v3.db"] == b"bolt"
     none = subprocess.run([*argv, "-c", fetch.fetch_script(str(tmp_path / "empty"))], capture_output=True,
                           text=True, env=env)
