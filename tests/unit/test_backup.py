@@ -23,6 +23,7 @@ from piprov.errors import BackupError
 from piprov.graph import load_graph
 from piprov.graph.versions import load_matrix
 from piprov.transport import CommandResult
+from test_floor import busybox_bin
 from test_versions_render import _inventory, _sets
 
 NOW = datetime(2026, 12, 2, 5, 30, 0, tzinfo=timezone.utc)
@@ -104,12 +105,7 @@ def _floor_run(plan: command.BackupPlan, tmp: Path, shell: str, fail: str = "",
                noop: str = "") -> subprocess.CompletedProcess[str]:
     busybox = shutil.which("busybox")
     assert busybox is not None
-    bindir = tmp / "bin"
-    bindir.mkdir(parents=True)
-    for name in subprocess.run([busybox, "--list"], capture_output=True, text=True, check=True).stdout.split():
-        (bindir / name).symlink_to(busybox)
-    (bindir / "docker").write_text(FAKE_DOCKER)
-    (bindir / "docker").chmod(0o755)
+    bindir = busybox_bin(tmp / "bin", {"docker": FAKE_DOCKER})
     data = tmp / "data"
     data.mkdir()
     script = plan.script.replace("h=/var/lib/kubernetes/etcd", f"h={data}")

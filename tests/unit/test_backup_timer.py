@@ -29,6 +29,7 @@ from piprov.inventory import Inventory, load
 from piprov.plan.owned import plan_owned, record_file
 from piprov.render import desired_state
 from piprov.transport import CommandResult
+from test_floor import busybox_bin
 from test_backup import FAKE_DOCKER, WAL, _framed, _payload
 from test_systemd_floor import DIRECTIVES, SYSTEMDS, _directives
 from test_versions_render import _inventory, _sets
@@ -153,13 +154,7 @@ def _floor(tmp: Path, shell: str, keep_sh: str, take_sh: str, **env: str) -> sub
     assert BUSYBOX is not None
     bindir = tmp / "bin"
     if not bindir.exists():
-        bindir.mkdir(parents=True)
-        for name in subprocess.run([BUSYBOX, "--list"], capture_output=True, text=True, check=True).stdout.split():
-            (bindir / name).symlink_to(BUSYBOX)
-        for name, text in (("docker", FAKE_DOCKER), ("fakedate", FAKE_DATE)):
-            (bindir / name).unlink(missing_ok=True)
-            (bindir / name).write_text(text)
-            (bindir / name).chmod(0o755)
+        busybox_bin(bindir, {"docker": FAKE_DOCKER, "fakedate": FAKE_DATE})
         (tmp / "data").mkdir()
     (tmp / "take.sh").write_text(take_sh.replace("h=/var/lib/kubernetes/etcd", f"h={tmp / 'data'}"))
     script = keep_sh.replace(f"top={fetch.KEPT_DIR}", f"top={tmp / 'kept'}").replace(

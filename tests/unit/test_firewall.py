@@ -23,6 +23,7 @@ import yaml
 from piprov.graph import load_graph
 from piprov.provision import plan_cluster
 from piprov.render import desired_state
+from test_floor import busybox_bin
 from test_floor import BUSYBOX, SHELLS
 from test_plan import build_facts, make_inventory
 
@@ -82,14 +83,8 @@ def _lines(unit: str, key: str) -> list[tuple[str, str]]:
 @pytest.fixture(params=SHELLS)
 def node(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[list[str], dict[str, str], Path]:
     """(the shell, an env of busybox applets + fake iptables/ip6tables, the fakes' state dir)."""
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
     assert BUSYBOX is not None
-    for name in subprocess.run([BUSYBOX, "--list"], capture_output=True, text=True, check=True).stdout.split():
-        (bindir / name).symlink_to(BUSYBOX)
-    for name in ("iptables", "ip6tables"):
-        (bindir / name).write_text(FAKE_IPTABLES)
-        (bindir / name).chmod(0o755)
+    bindir = busybox_bin(tmp_path / "bin", dict.fromkeys(("iptables", "ip6tables"), FAKE_IPTABLES))
     shell = [str(shutil.which("dash"))] if request.param == "dash" else [BUSYBOX, "sh"]
     state = tmp_path / "state"
     state.mkdir()

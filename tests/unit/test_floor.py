@@ -18,6 +18,7 @@ import shlex
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Mapping
 
 import pytest
 
@@ -52,19 +53,24 @@ exit 0
 """
 
 
+def busybox_bin(bindir: Path, fakes: Mapping[str, str] = {}) -> Path:
+    """``bindir`` with one symlink per busybox applet, and ``fakes`` (program -> script text) over them."""
+    assert BUSYBOX is not None
+    bindir.mkdir(parents=True)
+    for name in subprocess.run([BUSYBOX, "--list"], capture_output=True, text=True, check=True).stdout.split():
+        (bindir / name).symlink_to(BUSYBOX)
+    for name, text in fakes.items():
+        (bindir / name).unlink(missing_ok=True)
+        (bindir / name).write_text(text)
+        (bindir / name).chmod(0o755)
+    return bindir
+
+
 @pytest.fixture(params=SHELLS)
 def floor(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[list[str], dict[str, str], Path]:
     """(the shell's argv, an env whose PATH is busybox's applets + fakes only, the fakes' log)."""
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    assert BUSYBOX is not None
-    names = subprocess.run([BUSYBOX, "--list"], capture_output=True, text=True, check=True).stdout.split()
-    for name in names:
-        (bindir / name).symlink_to(BUSYBOX)
     log = tmp_path / "calls.log"
-    for name in ("systemctl", "journalctl", "docker"):
-        (bindir / name).write_text(FAKE.format(log=log))
-        (bindir / name).chmod(0o755)
+    bindir = busybox_bin(tmp_path / "bin", dict.fromkeys(("systemctl", "journalctl", "docker"), FAKE.format(log=log)))
     shell = [str(bindir / "busybox"), "sh"] if request.param == "busybox" else [str(shutil.which("dash"))]
     (bindir / "sh").unlink(missing_ok=True)
     (bindir / "sh").symlink_to(shell[0] if request.param == "dash" else BUSYBOX)

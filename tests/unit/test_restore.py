@@ -24,6 +24,7 @@ from piprov.graph.versions import load_matrix
 from piprov.inventory.model import Inventory
 from piprov.version import parse_version
 from piprov.restore import bootstrap_components, check_backup, _target
+from test_floor import busybox_bin
 from test_versions_render import _inventory, _sets
 
 NOW = datetime(2026, 12, 2, 5, 30, 0, tzinfo=timezone.utc)
@@ -132,14 +133,8 @@ esac
 def _floor(tmp: Path, shell: str, *, unhealthy: str = "", old: bool = True) -> tuple[subprocess.CompletedProcess[str], Path]:
     busybox = shutil.which("busybox")
     assert busybox is not None
-    bindir = tmp / "bin"
-    bindir.mkdir(parents=True)
-    for name in subprocess.run([busybox, "--list"], capture_output=True, text=True, check=True).stdout.split():
-        (bindir / name).symlink_to(busybox)
-    (bindir / "docker").write_text(FAKE_DOCKER)
-    (bindir / "systemctl").write_text('#!/bin/sh\necho "systemctl $*" >> "$LOG"\n')
-    for f in ("docker", "systemctl"):
-        (bindir / f).chmod(0o755)
+    bindir = busybox_bin(tmp / "bin", {"docker": FAKE_DOCKER,
+                                       "systemctl": '#!/bin/sh\necho "systemctl $*" >> "$LOG"\n'})
     data = tmp / "var" / "etcd"
     if old:
         data.mkdir(parents=True)
