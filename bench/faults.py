@@ -18,7 +18,8 @@ number of heal scenarios that needed a piprov run (goal 0).
 
 --life (issue 17): a cluster's life, each on a lab of its own: reset of a worker, the worker back,
 reset of the whole cluster, the cluster rebuilt (tests/lab/test_up.py), and a dead master's card
-re-flashed then `piprov restore` until every node is Ready with the workload back
+re-flashed then `piprov restore` until every node is Ready with the workload back, and the
+master moved to a former worker by `piprov up` after the roles' swap, until the same
 (tests/lab/test_profiles_lab.py, seed); their times, median and max over --runs runs.
 """
 
@@ -39,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 UNIT = ["tests/unit/test_fuzz_inventory.py", "tests/unit/test_secrets.py", "tests/unit/test_keys.py"]
 HEAL = "tests/lab/faults/test_heal_lab.py"
 LIFE = [("tests/lab/test_up.py", "cold or workload or reset"),
-        ("tests/lab/test_profiles_lab.py", "seed and (up_makes or backup_holds or restore_onto)")]
+        ("tests/lab/test_profiles_lab.py", "seed and (up_makes or backup_holds or restore_onto or master_moves)")]
 
 
 def run_lab(paths: list[str], keyword: str | None) -> tuple[dict[str, object], float]:

@@ -31,6 +31,7 @@ from piprov.kube.etcd import read_keys
 from piprov.lock import FileLock
 from piprov.orchestrate import Event, RunResult, StepResult, run_dag
 from piprov.plan import ComponentPlan, DisableUnits, NodePlan, Plan, plan_node
+from piprov.plan.move import settle_move
 from piprov.render import desired_state, facts_command_for, node_machine
 from piprov.shell import script as sh
 from piprov.transport import Transport
@@ -146,13 +147,16 @@ def plan_cluster(
 
 
 def facts_and_plan(inventory: Inventory, graph: ComponentGraph, fleet: Fleet, *,
-                   pki: ClusterPki | None = None) -> tuple[FleetResult[NodeFacts], Plan]:
+                   pki: ClusterPki | None = None, find_move: bool = True) -> tuple[FleetResult[NodeFacts], Plan]:
     """Every node's facts and plan, in parallel: the same as gather_facts + plan_cluster.
 
     Each node is planned in its own worker as soon as its facts are in, so
     rendering its templates overlaps the other nodes' SSH round trips instead
     of following the slowest one. ``pki``: the cluster's (default: the one
     next to the inventory, its CA made on first use, before any SSH).
+    ``find_move``: look for a master move (``plan.move``); False once the
+    master's store was put back (`piprov restore`, the move itself), which its
+    record cannot say until `up` rewrites it.
     """
     if pki is None:
         from piprov.pki import cluster_pki
@@ -178,7 +182,12 @@ def facts_and_plan(inventory: Inventory, graph: ComponentGraph, fleet: Fleet, *,
             raise raised[node.name]  # a template or inventory error: every node has it
     order = [n.name for n in inventory.nodes if n.name in done]
     facts = FleetResult({n: done[n][0] for n in order})
-    return facts, _plan_of(inventory, {n: done[n][1] for n in order})
+    plan = _plan_of(inventory, {n: done[n][1] for n in order})
+    found = graph.etcd_backup()
+    if found is not None and find_move:
+        read = {n.name: facts.succeeded.get(n.name) if n.name not in plan.errors else None for n in inventory.nodes}
+        settle_move(plan, inventory.master.name, read, found[0].name)
+    return facts, plan
 
 
 # -- the cheap checks: a node that would certainly fail is refused ----------------------------------------
@@ -215,7 +224,7 @@ def preflight(inventory: Inventory, graph: ComponentGraph, plan: Plan, fleet: Fl
     refused = {c.node: e for c in checks if (e := refusal(c)) is not None}
     errors = {**plan.errors, **refused}
     return (Plan([np for np in plan.nodes if np.node not in refused],
-                 {n.name: errors[n.name] for n in inventory.nodes if n.name in errors}), checks)
+                 {n.name: errors[n.name] for n in inventory.nodes if n.name in errors}, plan.move), checks)
 
 
 def running_versions(inventory: Inventory, timeout: float = 3.0) -> dict[str, str | None]:
@@ -390,8 +399,13 @@ def apply_plan(
 
     ``only_nodes`` limits the run to those nodes, plus the (node, component)
     vertices of ``also`` (a node add re-applies the fleet-wide components of
-    every member: their files list the new node).
+    every member: their files list the new node). A plan with a master move is
+    refused: etcd's store must be moved first (``restore.MasterMover``), or
+    the new master would start an empty cluster.
     """
+    if plan.move is not None:
+        raise PlanError(f"the master moved from {plan.move.old} to {plan.move.new}: its store must follow first",
+                        host=plan.move.new, hint="`piprov up` (without --rolling) moves it, then applies the plan")
     dag = node_dag(graph, inventory)
     steps = _Steps(plan, fleet, dag, [n.name for n in inventory.nodes],
                    scope=set(only_nodes) if only_nodes is not None else None, cancel=cancel,

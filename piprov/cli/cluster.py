@@ -44,9 +44,10 @@ def _load(path: Path) -> tuple[Inventory, ComponentGraph]:
     return inventory, graph.for_inventory(inventory)
 
 
-def _facts_and_plan(inventory: Inventory, graph: ComponentGraph, fleet: Fleet) -> tuple[FleetResult[NodeFacts], Plan]:
+def _facts_and_plan(inventory: Inventory, graph: ComponentGraph, fleet: Fleet,
+                    find_move: bool = True) -> tuple[FleetResult[NodeFacts], Plan]:
     with err.status("reading facts from every node (one SSH command each)…"):
-        return facts_and_plan(inventory, graph, fleet)
+        return facts_and_plan(inventory, graph, fleet, find_move=find_move)
 
 
 # -- plan -----------------------------------------------------------------------------------------
@@ -124,6 +125,13 @@ def up_cmd(inventory_path: Path, policy: HostKeyPolicy | None, as_json: bool, sh
        parallel where independent; each step waits on real health checks
        (unit active, socket answers, /health, node Ready), never on a sleep.
 
+    The master moved (the inventory's roles swapped: the new master's record
+    shows it was a worker, the old one still runs etcd): before step 4, etcd's
+    store follows it, `piprov backup` on the old master (the file kept in
+    <inventory>.backups/), `piprov restore`'s steps on the new one; step 4 then
+    makes the old master a worker. Afterwards `piprov kubeconfig` again: the
+    apiserver moved.
+
     A re-run with nothing to change changes nothing and restarts nothing.
     A failed step stops only what depends on it; the summary names node,
     component and the last probe output. Only one `up` runs per cluster.
@@ -153,22 +161,45 @@ def up_cmd(inventory_path: Path, policy: HostKeyPolicy | None, as_json: bool, sh
 
 
 def run_up(inventory: Inventory, graph: ComponentGraph, policy: HostKeyPolicy | None, *, as_json: bool,
-           show_plan: bool, health_timeout: float | None, skip_checks: bool) -> tuple[bool, dict[str, Any]]:
-    """The whole of `piprov up` but its --json print (also the last step of `piprov restore`): ok, the JSON."""
+           show_plan: bool, health_timeout: float | None, skip_checks: bool,
+           restored: bool = False) -> tuple[bool, dict[str, Any]]:
+    """The whole of `piprov up` but its --json print (also the last step of `piprov restore`, ``restored``:
+    the master's store was just put back): ok, the JSON."""
+    moved: list[dict[str, Any]] = []
     with run_lock(inventory):
         labels = label_plan_ahead(inventory)  # needed at once when nothing else is to do
         with Fleet.connect(inventory, policy=policy) as fleet:
-            _, plan = _facts_and_plan(inventory, graph, fleet)
+            _, plan = _facts_and_plan(inventory, graph, fleet, find_move=not restored)
             if not plan.changed and not plan.errors:
                 return _nothing_else(plan, fleet, labels())
             plan, checks = checked_plan(inventory, graph, plan, fleet, skip=skip_checks)
-            report = _apply(inventory, graph, plan, fleet, as_json, show_plan, health_timeout)
+            if plan.move is not None:
+                if show_plan and not as_json:
+                    print_plan(plan, diffs=False)
+                moved = _move_store(inventory, graph, fleet, plan)
+                _, plan = _facts_and_plan(inventory, graph, fleet, find_move=False)
+            report = _apply(inventory, graph, plan, fleet, as_json, show_plan and not moved, health_timeout)
     print_report(report)
     labels_ok = apply_labels(inventory) if report.run.ok else True
     ok = report.run.ok and not plan.errors and labels_ok
     if not ok:
         print_node_errors(plan)
-    return ok, {**report_json(report, plan), "checks": checks_json(checks)}
+    doc = {**report_json(report, plan), "checks": checks_json(checks)}
+    return ok, {**doc, "master_move": moved} if moved else doc
+
+
+def _move_store(inventory: Inventory, graph: ComponentGraph, fleet: Fleet, plan: Plan) -> list[dict[str, Any]]:
+    """plan.move's backup and restore (``restore.move``), each step printed; its steps as JSON."""
+    from piprov.restore.move import move_store
+
+    assert plan.move is not None
+    for n in (plan.move.old, plan.move.new):
+        if n in plan.errors:
+            raise plan.errors[n]
+    steps = move_store(inventory, graph, fleet, plan.move, say=lambda s: err.print(f"[dim]{escape(s)}[/]"))
+    for s in steps:
+        err.print(f"[green]✓[/] move: {s.name:<9} {escape(s.detail)} [dim]({s.seconds:.1f} s)[/]")
+    return [{"step": s.name, "detail": s.detail, "seconds": round(s.seconds, 1)} for s in steps]
 
 
 def _apply(inventory: Inventory, graph: ComponentGraph, plan: Plan, fleet: Fleet, as_json: bool,

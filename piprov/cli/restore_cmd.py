@@ -75,7 +75,7 @@ def restore_cmd(file: Path, inventory_path: Path, policy: HostKeyPolicy | None, 
     t4 = time.monotonic()
     err.print("[dim]4 up: the rest of the stack, as `piprov up`[/]")
     ok, up_doc = run_up(inventory, graph, policy, as_json=as_json, show_plan=False, health_timeout=None,
-                        skip_checks=False)
+                        skip_checks=False, restored=True)
     up_s = time.monotonic() - t4
     err.print(f"{'[green]✓[/]' if ok else '[red]✗[/]'} 4 up        {'done' if ok else 'failed'} [dim]({up_s:.1f} s; "
               f"restore in all {time.monotonic() - t0:.1f} s)[/]")

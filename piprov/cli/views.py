@@ -109,13 +109,21 @@ def plan_errors_json(plan: Plan) -> dict[str, str]:
 
 
 def plan_json(plan: Plan) -> dict[str, Any]:
-    return {"changed": plan.changed, "nodes": [node_json(n) for n in plan.nodes], "errors": plan_errors_json(plan)}
+    m = plan.move
+    move = None if m is None else {"old": m.old, "new": m.new, "component": m.component, "steps": m.steps}
+    return {"changed": plan.changed, "master_move": move, "nodes": [node_json(n) for n in plan.nodes],
+            "errors": plan_errors_json(plan)}
 
 
 # -- the plan as text -----------------------------------------------------------------------------
 
 
 def print_plan(plan: Plan, *, diffs: bool = True) -> None:
+    if plan.move is not None:
+        out.print(f"[bold yellow]master moves[/] from {escape(plan.move.old)} to {escape(plan.move.new)} "
+                  f"(the inventory's roles): first")
+        for i, step in enumerate(plan.move.steps, 1):
+            out.print(f"  {i}. {escape(step)}")
     for np in plan.nodes:
         if not np.changed:
             out.print(f"[bold]{escape(np.node)}[/] ({np.address}): [green]no change[/]")
@@ -182,7 +190,8 @@ def plan_summary(plan: Plan) -> str:
     removed = sum(len(c.remove) for n in plan.nodes for c in n.components)
     pruned = sum(len(n.owned.removals) for n in plan.nodes if n.owned)
     return (
-        f"{len(changed)} of {len(plan.nodes) + len(plan.errors)} nodes to change: "
+        (f"the master moves from {plan.move.old} to {plan.move.new}; " if plan.move else "")
+        + f"{len(changed)} of {len(plan.nodes) + len(plan.errors)} nodes to change: "
         f"{files} files" + (f", {removed} drop-ins removed" if removed else "") + f", {restarts} unit restarts"
         + (f", {pruned} units and files no longer needed removed" if pruned else "")
         + (f"; {len(plan.errors)} nodes refused or could not be planned" if plan.errors else "")

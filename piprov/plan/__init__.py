@@ -33,6 +33,7 @@ from piprov.plan.model import (
     EtcdKeyChange,
     FileChange,
     HostnameChange,
+    MasterMove,
     NodePlan,
     OwnedChange,
     Plan,
@@ -44,5 +45,5 @@ __all__ = [
     "Action", "DisableUnits", "EtcdSet", "RemoveFile", "RemoveStaleTemps", "SetHostname", "Systemctl", "WriteFile",
     "DesiredFile", "DesiredNode", "MAX_DIFF_LINES", "plan_file", "unified_diff", "plan_hostname",
     "ComponentPlan", "EtcdKeyChange", "FileChange", "HostnameChange", "NodePlan", "Plan", "plan_node",
-    "RECORD", "OwnedChange", "Removal",
+    "RECORD", "OwnedChange", "Removal", "MasterMove",
 ]

@@ -257,15 +257,33 @@ class NodePlan:
         return out
 
 
+@dataclass(frozen=True)
+class MasterMove:
+    """The inventory's master is ``new``; etcd's store (``component``) is on ``old`` (plan.move)."""
+
+    old: str
+    new: str
+    component: str
+
+    @property
+    def steps(self) -> list[str]:
+        """What `up` does about it before the nodes' plans, in order."""
+        return [f"back up {self.component}'s store on {self.old}",
+                f"restore it on {self.new} (--force-new-cluster once)",
+                f"then the plans: {self.old}'s master components removed, it stays a worker"]
+
+
 @dataclass
 class Plan:
     nodes: list[NodePlan]
     # node name -> why no plan could be made for it (unreachable, garbage facts); ``host`` names the node
     errors: dict[str, PiprovError] = field(default_factory=dict)
+    # The master moved: etcd's store must follow it before the nodes' plans are applied (plan.move).
+    move: MasterMove | None = None
 
     @property
     def changed(self) -> bool:
-        return any(n.changed for n in self.nodes)
+        return self.move is not None or any(n.changed for n in self.nodes)
 
     def node(self, name: str) -> NodePlan:
         for n in self.nodes:

@@ -23,7 +23,7 @@ from piprov.graph import load_graph
 from piprov.graph.versions import load_matrix
 from piprov.inventory.model import Inventory
 from piprov.version import parse_version
-from piprov.restore import bootstrap_components, check_backup, _target
+from piprov.restore import bootstrap_components, check_backup, target_for
 from test_floor import busybox_bin
 from test_versions_render import _inventory, _sets
 
@@ -93,7 +93,7 @@ def test_etcd_needs_the_bootstrap_daemon_first_and_nothing_else(tmp_path: Path) 
 
 def test_the_one_shot_etcd_uses_only_flags_its_line_has(tmp_path: Path) -> None:
     inv = _seed(tmp_path)
-    t = _target(inv, load_graph(), "arm")
+    t = target_for(inv, load_graph(), "arm")
     assert t.docker == "docker -H unix:///var/run/docker-bootstrap.sock" and t.container == "k8s-etcd"
     assert t.units == ("k8s-etcd.service",) and t.image.endswith("etcd-arm:2.1.1"), t
     script = command.restore_script(t, b"x")

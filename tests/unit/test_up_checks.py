@@ -82,7 +82,7 @@ def nodes(monkeypatch: pytest.MonkeyPatch) -> Nodes:
 
 
 def _facts_and_plan(changed: bool) -> Callable[..., Any]:
-    def fake(inventory: Any, graph: Any, fleet: Any) -> tuple[dict[str, Any], Plan]:
+    def fake(inventory: Any, graph: Any, fleet: Any, **_: Any) -> tuple[dict[str, Any], Plan]:
         for name, t in fleet.transports.items():
             t.run(FACTS, sudo=True)  # the one facts command of each node
         return {}, _plan(changed)

@@ -97,10 +97,11 @@ def bootstrap_components(graph: ComponentGraph, inventory: Inventory, dag: NodeD
     return [c.name for c in graph.components if c.name in seen]
 
 
-def _bootstrap(inventory: Inventory, graph: ComponentGraph, fleet: Fleet, components: list[str]) -> tuple[str, ApplyReport]:
+def bootstrap_master(inventory: Inventory, graph: ComponentGraph, fleet: Fleet,
+                     components: list[str]) -> tuple[str, ApplyReport]:
     """The master's plan, applied only for ``components``; the master's image arch."""
     master = inventory.master.name
-    _, plan = facts_and_plan(inventory, graph, fleet)
+    _, plan = facts_and_plan(inventory, graph, fleet, find_move=False)
     if master in plan.errors:
         raise plan.errors[master]
     np = next((p for p in plan.nodes if p.node == master), None)
@@ -114,7 +115,7 @@ def _bootstrap(inventory: Inventory, graph: ComponentGraph, fleet: Fleet, compon
     return np.desired.arch, report
 
 
-def _target(inventory: Inventory, graph: ComponentGraph, arch: str) -> RestoreTarget:
+def target_for(inventory: Inventory, graph: ComponentGraph, arch: str) -> RestoreTarget:
     comp, b = rendered_backup(inventory, graph)
     image = inventory.images.ref(comp.images[0], arch, graph.image_defaults())
     return restore_target(b, comp.units, image)
@@ -148,14 +149,14 @@ def restore(inventory: Inventory, path: Path, *, policy: HostKeyPolicy | None = 
     with run_lock(inventory), Fleet.connect(inventory, [master], policy=policy) as fleet:
         t1 = time.monotonic()
         say(f"bringing up {', '.join(components)} on {master}")
-        arch, report.bootstrap = _bootstrap(inventory, graph, fleet, components)
+        arch, report.bootstrap = bootstrap_master(inventory, graph, fleet, components)
         changed = [s.component for s in report.bootstrap.run.changed]
         report.steps.append(RestoreStep("bootstrap", f"{', '.join(components)} on {master}: "
                                         f"{'changed ' + ', '.join(changed) if changed else 'already as desired'}",
                                         time.monotonic() - t1))
         t2 = time.monotonic()
         say(f"restoring etcd's store on {master} (one script: --force-new-cluster once, then in place)")
-        steps = restore_etcd(fleet, master, _target(inventory, graph, arch), data)
+        steps = restore_etcd(fleet, master, target_for(inventory, graph, arch), data)
     aside = steps.get("moved-aside")
     report.steps.append(RestoreStep("etcd", f"restored {steps['restored']}"
                                     + (f"; the old data dir kept at {aside}" if aside else ""), time.monotonic() - t2))
