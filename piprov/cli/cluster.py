@@ -73,8 +73,9 @@ def plan_cmd(inventory_path: Path, as_json: bool, no_diff: bool, policy: HostKey
     with Fleet.connect(inventory, policy=policy) as fleet:
         _, plan = _facts_and_plan(inventory, graph, fleet)
     notes = _version_notes(inventory)
-    labels = label_plan(inventory)
-    strays = orphans(inventory, _kube_nodes(inventory)[0])
+    kube_nodes, why = _kube_nodes(inventory)  # one list of the Nodes for both the labels and the orphans
+    labels = label_plan(inventory, None if why else kube_nodes)
+    strays = orphans(inventory, kube_nodes)
     if as_json:
         out.print_json(json.dumps({**plan_json(plan), "version_notes": notes, "labels": label_plan_json(labels),
                                    "orphans": orphans_json(strays)}))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from typing import Any, Callable
 
 from rich.markup import escape
@@ -10,8 +11,8 @@ from rich.markup import escape
 from piprov.cli.app import err
 from piprov.errors import ClusterError, PiprovError
 from piprov.inventory import Inventory
-from piprov.kube.client import KubeApi, api_for
-from piprov.kube.labels import LabelPlan, apply_node_labels, label_changes, plan_node_labels
+from piprov.kube.client import JSON, KubeApi, api_for
+from piprov.kube.labels import LabelPlan, apply_node_labels, label_changes, labels_of_nodes, plan_node_labels
 from piprov.plan.labels import LabelChange
 
 
@@ -19,8 +20,11 @@ def _api(inventory: Inventory) -> KubeApi:
     return api_for(inventory, timeout=5.0)  # refuses a documentation address before any packet
 
 
-def label_plan(inventory: Inventory) -> LabelPlan:
-    """Every node's label change (the apiserver not answering yet is not an error)."""
+def label_plan(inventory: Inventory, kube_nodes: Mapping[str, JSON] | None = None) -> LabelPlan:
+    """Every node's label change (the apiserver not answering yet is not an error); from ``kube_nodes``
+    when the caller has already read the Node objects."""
+    if kube_nodes is not None:
+        return labels_of_nodes(inventory, kube_nodes)
     try:
         return plan_node_labels(inventory, _api(inventory))
     except PiprovError as e:

@@ -12,9 +12,11 @@ lab's 1.1 and 1.18 stand-ins take all three.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from piprov.errors import ClusterError
 from piprov.inventory.model import Inventory
-from piprov.kube.client import KubeApi, k8s_name
+from piprov.kube.client import JSON, KubeApi, k8s_name
 from piprov.plan.labels import LabelChange, node_labels, plan_labels
 
 LabelPlan = dict[str, "LabelChange | str"]  # inventory node name -> the change, or why there is none
@@ -24,9 +26,14 @@ def plan_node_labels(inventory: Inventory, api: KubeApi) -> LabelPlan:
     """Every node's label change, from one list of the Nodes. The apiserver not answering (a
     cluster not up yet) is no error: nodes with labels get a change to make once it does."""
     try:
-        objs = {str((o.get("metadata") or {}).get("name")): o for o in api.nodes()}
+        objs: dict[str, JSON] | None = {str((o.get("metadata") or {}).get("name")): o for o in api.nodes()}
     except ClusterError:
         objs = None
+    return labels_of_nodes(inventory, objs)
+
+
+def labels_of_nodes(inventory: Inventory, objs: Mapping[str, JSON] | None) -> LabelPlan:
+    """Every node's label change from the Node objects by name, already read (None: the API did not answer)."""
     out: LabelPlan = {}
     for n in inventory.nodes:
         change = plan_labels(k8s_name(n), n.labels, None if objs is None else node_labels(objs.get(k8s_name(n))))
