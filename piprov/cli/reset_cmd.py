@@ -30,9 +30,12 @@ from piprov.reset.run import chosen
               help="Also remove etcd's store on the master (the cluster's objects): only with the whole cluster.")
 @click.option("--timeout", type=click.FloatRange(min=1), default=300, show_default=True, metavar="SECONDS",
               help="How long a worker's drain may take.")
+@click.option("--hostname", "os_hostname", is_flag=True,
+              help="Also give each node its OS's default hostname back (black-pearl on HypriotOS, raspberrypi on "
+              "Raspberry Pi OS); a node whose OS default piprov does not know is refused, unchanged.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was removed and what is left as JSON.")
 def reset_cmd(nodes: tuple[str, ...], inventory_path: Path, policy: HostKeyPolicy | None, yes: bool,
-              wipe_data: bool, timeout: float, as_json: bool) -> None:
+              wipe_data: bool, timeout: float, os_hostname: bool, as_json: bool) -> None:
     """Take nodes back to what a freshly flashed Pi has; the inventory is kept.
 
     \b
@@ -50,7 +53,8 @@ def reset_cmd(nodes: tuple[str, ...], inventory_path: Path, policy: HostKeyPolic
     flannel and piprov's firewall, every file piprov wrote (its record in
     /var/lib/piprov/owned, and the playbooks' paths), then an audit: anything
     of those kinds still there is listed by kind. Images stay (the next `up`
-    needs no pull); etcd's store stays unless --wipe-data. The hostname stays.
+    needs no pull); etcd's store stays unless --wipe-data. The hostname stays
+    unless --hostname (a second command: the OS's way, occidentalis.txt or hostnamectl).
 
     \b
     `piprov up` builds it all again.
@@ -73,7 +77,7 @@ def reset_cmd(nodes: tuple[str, ...], inventory_path: Path, policy: HostKeyPolic
         click.confirm(f"Reset {what}{' and wipe etcd' if wipe_data else ''}?", abort=True, err=True)
     with run_lock(inventory), Fleet.connect(inventory, [n.name for n in targets], policy=policy) as fleet:
         report = reset_cluster(inventory, graph, fleet, nodes, wipe_data=wipe_data, timeout=timeout,
-                               say=lambda s: err.print(f"[dim]{escape(s)}[/]"))
+                               hostname=os_hostname, say=lambda s: err.print(f"[dim]{escape(s)}[/]"))
     if as_json:
         out.print_json(json.dumps(report_json(report)))
     else:
@@ -83,7 +87,7 @@ def reset_cmd(nodes: tuple[str, ...], inventory_path: Path, policy: HostKeyPolic
 
 def _node_json(r: NodeReset) -> dict[str, Any]:
     return {"removed": r.removed_by_kind(), "left": [{"kind": x.kind, "what": x.what} for x in r.leftovers],
-            "cluster": r.cluster, "clean": r.clean}
+            "cluster": r.cluster, "clean": r.clean, "hostname": r.hostname}
 
 
 def report_json(report: ResetReport) -> dict[str, Any]:
@@ -102,7 +106,8 @@ def print_report(report: ResetReport) -> None:
     for name, r in report.nodes.succeeded.items():
         counts = ", ".join(f"{k} {v}" for k, v in r.removed_by_kind().items()) or "nothing was there"
         mark = "[bold green]✓[/]" if r.clean else "[bold red]✗[/]"
-        out.print(f"{mark} [bold]{escape(name)}[/] reset: removed {escape(counts)}")
+        named = f"; hostname {escape(r.hostname)}" if r.hostname else ""
+        out.print(f"{mark} [bold]{escape(name)}[/] reset: removed {escape(counts)}{named}")
         for line in r.cluster:
             out.print(f"    {escape(line)}")
         for x in r.leftovers:

@@ -74,6 +74,23 @@ def _text_of(facts: NodeFacts, path: str) -> str:
     return f.text
 
 
+def os_default_hostname(facts: NodeFacts) -> str | None:
+    """The name a freshly flashed card of the node's OS has (`piprov reset --hostname`); None: not known.
+
+    HypriotOS: ``black-pearl`` on every fresh image, in /boot/occidentalis.txt
+    ("the default hostname is black-pearl for all freshly booted Hypriot
+    images", dduportal/rpi-utils documentation/rpi-config.md; the cloud-init
+    images' user-data says ``hostname: black-pearl`` too, hypriot's
+    image-builder-rpi README). Raspbian / Raspberry Pi OS: ``raspberrypi``
+    (RPi-Distro/pi-gen build.sh: ``TARGET_HOSTNAME=${TARGET_HOSTNAME:-raspberrypi}``).
+    """
+    if facts.is_hypriot:
+        return "black-pearl"
+    if facts.os_id == "raspbian":
+        return "raspberrypi"
+    return None
+
+
 def plan_hostname(name: str, facts: NodeFacts) -> HostnameChange | None:
     """Hostname ``name`` on the node now and after reboot; None when already so."""
     hypriot = facts.is_hypriot

@@ -55,6 +55,8 @@ class NodeReset:
     leftovers: list[Leftover] = field(default_factory=list)
     # Kubernetes' side (drain, Node object, flannel lease), in the order done.
     cluster: list[str] = field(default_factory=list)
+    # With --hostname: the OS's default name the node has again.
+    hostname: str | None = None
 
     @property
     def clean(self) -> bool:

@@ -22,11 +22,13 @@ from piprov.kube.client import KubeApi, api_for, k8s_name
 from piprov.kube.drain import drain
 from piprov.kube.etcd import release_flannel_lease
 from piprov.kube.pods import DrainOptions
+from piprov.plan.hostname import os_default_hostname, plan_hostname
 from piprov.provision import read_facts
 from piprov.reset.command import reset_script
 from piprov.reset.model import NodeReset
 from piprov.reset.parse import parse_reset
 from piprov.reset.target import reset_target
+from piprov.shell import script as sh
 from piprov.shell.script import run_script
 
 RESET_TIMEOUT = 300.0
@@ -60,7 +62,7 @@ def chosen(inventory: Inventory, names: Sequence[str]) -> tuple[list[Node], bool
 
 def reset_cluster(inventory: Inventory, graph: ComponentGraph, fleet: Fleet, names: Sequence[str] = (), *,
                   wipe_data: bool = False, options: DrainOptions = DrainOptions(), timeout: float = 300.0,
-                  say: Say = lambda _: None) -> ResetReport:
+                  hostname: bool = False, say: Say = lambda _: None) -> ResetReport:
     nodes, whole = chosen(inventory, names)
     api = _api(inventory)
     report = ResetReport(FleetResult(), whole)
@@ -68,7 +70,7 @@ def reset_cluster(inventory: Inventory, graph: ComponentGraph, fleet: Fleet, nam
     def one(name: str) -> NodeReset:
         node = inventory.node(name)
         before = [] if whole else _drain(api, node, options, timeout, say)
-        done = reset_node(inventory, graph, fleet, node, wipe_data=wipe_data, say=say)
+        done = reset_node(inventory, graph, fleet, node, wipe_data=wipe_data, hostname=hostname, say=say)
         done.cluster = before + ([] if whole else _forget(inventory, graph, api, node))
         return done
 
@@ -87,9 +89,16 @@ def reset_cluster(inventory: Inventory, graph: ComponentGraph, fleet: Fleet, nam
 
 
 def reset_node(inventory: Inventory, graph: ComponentGraph, fleet: Fleet, node: Node, *, wipe_data: bool,
-               say: Say) -> NodeReset:
-    """Read the node's record (its facts), reset and audit it in one script."""
+               say: Say, hostname: bool = False) -> NodeReset:
+    """Read the node's record (its facts), reset and audit it in one script; with ``hostname``, then give
+    it its OS's default name back (a second script; a node whose OS has none piprov knows is refused
+    before anything changes)."""
     facts = read_facts(inventory, graph, fleet, node.name)
+    name = os_default_hostname(facts) if hostname else None
+    if hostname and name is None:
+        raise ResetError(f"--hostname: piprov knows no default hostname of {facts.os_id or 'this OS'} "
+                         f"{facts.os_version}".rstrip(), host=node.name,
+                         hint="reset without --hostname, then set the name by hand (hostnamectl)")
     target = reset_target(inventory, graph, node, facts, wipe_data=wipe_data)
     say(f"{node.name}: stopping {len(target.units)} units, removing what the stack left")
     out = run_script(fleet.transports[node.name], reset_script(target), timeout=RESET_TIMEOUT)
@@ -97,7 +106,17 @@ def reset_node(inventory: Inventory, graph: ComponentGraph, fleet: Fleet, node: 
         raise ResetError(f"the reset script failed (exit {out.result.exit_code}): "
                          f"{out.result.tail(3) or 'no output'}", host=node.name,
                          hint="run `piprov reset` again: every step of it is safe to repeat")
-    return parse_reset(node.name, out.result.stdout)
+    done = parse_reset(node.name, out.result.stdout)
+    change = plan_hostname(name, facts) if name is not None else None
+    if change is not None:
+        say(f"{node.name}: hostname {change.old} -> {change.new} ({change.method})")
+        named = run_script(fleet.transports[node.name], sh.script([*(f.action for f in change.files),
+                                                                    *change.actions]), timeout=RESET_TIMEOUT)
+        if not named.ok:
+            raise ResetError(f"the node was reset, but setting its hostname back failed: {named.detail}",
+                             host=node.name, hint="run `piprov reset --hostname` again")
+    done.hostname = name
+    return done
 
 
 def _api(inventory: Inventory) -> KubeApi | None:

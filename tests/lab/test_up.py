@@ -21,6 +21,7 @@ from piprov_lab.lab import Lab
 
 class Cluster(LabCluster):
     fresh: dict[str, str]  # node -> node_state() as booted, before any piprov run
+    fresh_names: dict[str, str]  # node -> its hostname where the OS keeps it (NAMES_SH), as booted
 
     def nodes_ready(self) -> dict[str, bool] | None:
         p = self.kubectl("get", "nodes", "-o", "json")
@@ -73,6 +74,10 @@ true
 """
 
 
+# The running name and where HypriotOS keeps it: `reset --hostname` puts back what was booted.
+NAMES_SH = "hostname; cat /etc/hostname; grep '^hostname=' /boot/occidentalis.txt; grep '^127.0.1.1' /etc/hosts"
+
+
 def node_state(lab: Lab, node: str) -> str:
     return lab.exec(node, STATE_SH).stdout
 
@@ -84,6 +89,7 @@ def cluster(lab_factory: Callable[..., Lab], tmp_path_factory: pytest.TempPathFa
     inv.write_text(lab.inventory_yaml())
     c = Cluster(lab, inv)
     c.fresh = {n.name: node_state(lab, n.name) for n in lab.nodes}
+    c.fresh_names = {n.name: lab.exec(n.name, NAMES_SH).stdout for n in lab.nodes}
     yield c
     lab.down()
 
@@ -375,11 +381,14 @@ def test_reset_a_worker_then_the_whole_cluster_leaves_fresh_nodes_and_up_rebuild
 
     w = cluster.lab.nodes[2]
     t0 = time.monotonic()
-    p = cluster.piprov("reset", "rpi-node-2", "--yes", "--json", timeout=600)
+    p = cluster.piprov("reset", "rpi-node-2", "--hostname", "--yes", "--json", timeout=600)
     took = {"reset of a worker (drain included)": time.monotonic() - t0}
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     got = _json(p)
     assert got["nodes"]["rpi-node-2"]["clean"] and not got["errors"], got
+    assert got["nodes"]["rpi-node-2"]["hostname"] == "black-pearl"
+    assert cluster.lab.exec(w.name, NAMES_SH).stdout == cluster.fresh_names[w.name]
+    assert "black-pearl" in cluster.fresh_names[w.name]
     assert got["nodes"]["rpi-node-2"]["removed"].get("unit", 0) >= 8, got
     # The proxy drop-in of the drop-in test above is the user's own: piprov never wrote it, reset keeps it.
     user_dropin = "/etc/systemd/system/docker.service.d"

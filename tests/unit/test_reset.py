@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -191,3 +192,40 @@ def test_routes_inside_the_pod_network_are_found_by_destination(shell: list[str]
     funcs = _FUNCS.replace("ip -4 route show 2>/dev/null | awk", f"cat {tmp_path}/routes | awk")
     p = subprocess.run([*shell, funcs + 'routes_in "10.0.0.0/16 192.168.0.0/24"'], capture_output=True, text=True)
     assert p.stdout.splitlines() == ["10.0.113.0/24 via 10.231.156.11 dev eth0", "10.0.0.0/16 dev flannel.1"], p.stderr
+
+
+# -- --hostname: the OS's default name back ----------------------------------------------------------
+
+
+def _os_facts(os_id: str, hypriot: bool) -> Any:
+    from piprov.facts import FileFacts, NodeFacts
+    from piprov.facts.model import OCCIDENTALIS
+
+    files = {OCCIDENTALIS: FileFacts(OCCIDENTALIS, True, "0" * 64, 0o644, "root", "root", 20,
+                                     b"hostname=rpi-node-1\n")} if hypriot else {}
+    return NodeFacts(host="rpi-node-1", machine="armv7l", hostname="rpi-node-1", os_id=os_id, os_version="8",
+                     files=files)
+
+
+@pytest.mark.parametrize("os_id, hypriot, want", [("raspbian", True, "black-pearl"), ("debian", True, "black-pearl"),
+                                                   ("raspbian", False, "raspberrypi"), ("debian", False, None),
+                                                   ("arch", False, None)])
+def test_the_os_default_hostname(os_id: str, hypriot: bool, want: str | None) -> None:
+    from piprov.plan.hostname import os_default_hostname
+
+    assert os_default_hostname(_os_facts(os_id, hypriot)) == want
+
+
+def test_reset_hostname_on_an_os_piprov_knows_no_default_of_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from piprov.reset import run
+
+    inv = make_inventory()
+    monkeypatch.setattr(run, "read_facts", lambda *a: _os_facts("arch", False))
+
+    class NoFleet:
+        transports: dict[str, Any] = {}
+
+    with pytest.raises(ResetError, match="no default hostname of arch") as e:
+        run.reset_node(inv, load_graph(), NoFleet(), inv.node("rpi-node-1"), wipe_data=False,  # type: ignore[arg-type]
+                       say=lambda s: None, hostname=True)
+    assert e.value.host == "rpi-node-1"
