@@ -470,7 +470,17 @@ class Lab:
     def _boot(self, s: LabState, n: NodeState) -> None:
         raise_inotify_limits()
         ndir = Path(n.dir)
+        # nspawn in the node's network namespace and a mount namespace of its own whose /sys is a
+        # sysfs mounted from that netns (the host's cgroup hierarchies bound back under it): the
+        # sysfs nspawn gives the node then shows the node's interfaces. Without it the node's
+        # /sys/class/net listed the host's bridge and every other node's veth, which no Pi shows.
+        # (`ip netns exec` remounts /sys too, but drops /sys/fs/cgroup, which nspawn needs.)
+        sysfs = ndir / "sysfs"
+        sysfs.mkdir(exist_ok=True)
         argv = [
+            "unshare", "--mount", "--propagation", "slave", "nsenter", f"--net=/run/netns/{n.netns}",
+            "sh", "-c", 'set -e; mount -t sysfs sysfs "$0"; mount --rbind /sys/fs/cgroup "$0/fs/cgroup"; '
+            'mount --move "$0" /sys; exec "$@"', str(sysfs),
             "systemd-nspawn", "-D", str(ndir / "root"), "-b", "--register=no", "--keep-unit",
             f"--network-namespace-path=/run/netns/{n.netns}", "-M", f"{self.name}-{n.name}",
             "--capability=all", "--private-users=no", "--resolv-conf=off", "--timezone=off",
