@@ -172,13 +172,10 @@ class NodeRemoval:
         return f"stopped and disabled: {' '.join(units)}"
 
     def _release_lease(self) -> str:
-        prefix = self.graph.pod_network_prefix
-        gone = release_flannel_lease(self.inventory, self.node.address, prefix) if prefix else []
-        return f"flannel lease released: {', '.join(gone) if gone else 'none held'}"
+        return release_lease(self.inventory, self.graph, self.node)
 
     def _delete_node(self, kname: str) -> str:
-        self.api.delete_node(kname)
-        return f"Node {kname} deleted"
+        return delete_node(self.api, kname)
 
     def _forget(self, name: str) -> str:
         remove_node(self.inventory.path, name)
@@ -346,3 +343,16 @@ def apply_nodes(
         return report.run.failed + [s for s in report.run.skipped if s.node in nodes]
 
     return apply
+
+
+def release_lease(inventory: Inventory, graph: ComponentGraph, node: Node) -> str:
+    """Release the flannel lease(s) that ``node``'s address holds; what was done, in words."""
+    prefix = graph.pod_network_prefix
+    gone = release_flannel_lease(inventory, node.address, prefix) if prefix else []
+    return f"flannel lease released: {', '.join(gone) if gone else 'none held'}"
+
+
+def delete_node(api: KubeApi, kname: str) -> str:
+    """Delete the Node object ``kname``; what was done, in words."""
+    api.delete_node(kname)
+    return f"Node {kname} deleted"

@@ -20,7 +20,7 @@ from piprov.graph import ComponentGraph
 from piprov.inventory.model import Inventory, Node
 from piprov.kube.client import KubeApi, api_for, k8s_name
 from piprov.kube.drain import drain
-from piprov.kube.etcd import release_flannel_lease
+from piprov.kube.procedures import delete_node, release_lease
 from piprov.kube.pods import DrainOptions
 from piprov.plan.hostname import os_default_hostname, plan_hostname
 from piprov.provision import read_facts
@@ -145,16 +145,13 @@ def _drain(api: KubeApi | None, node: Node, options: DrainOptions, timeout: floa
 def _forget(inventory: Inventory, graph: ComponentGraph, api: KubeApi | None, node: Node) -> list[str]:
     """The node's flannel lease and Node object; said, not raised: the node itself is clean either way."""
     done: list[str] = []
-    prefix = graph.pod_network_prefix
     try:
-        gone = release_flannel_lease(inventory, node.address, prefix) if prefix else []
-        done.append(f"flannel lease released: {', '.join(gone) if gone else 'none held'}")
+        done.append(release_lease(inventory, graph, node))
     except PiprovError as e:
         done.append(f"flannel lease not released: {e.message}")
     if api is not None:
         try:
-            api.delete_node(k8s_name(node))
-            done.append(f"Node {k8s_name(node)} deleted")
+            done.append(delete_node(api, k8s_name(node)))
         except PiprovError as e:
             done.append(f"Node {k8s_name(node)} not deleted: {e.message}")
     return done
