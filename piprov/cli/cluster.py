@@ -6,14 +6,14 @@ import json
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import click
 from rich.markup import escape
-from rich.table import Table
 
 from piprov.cli.app import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, ExitWith, err, inventory_option, out, \
     skip_checks_option, trust_option
+from piprov.cli.status_view import print_status, status_row
 from piprov.cli.labels_view import apply_labels, label_plan, label_plan_ahead, label_plan_json, print_label_plan
 from piprov.cli.views import Progress, checked_plan, checks_json, orphans_json, plan_json, plan_summary, \
     print_node_errors, print_orphans, print_plan, print_report, report_json
@@ -21,7 +21,7 @@ from piprov.errors import PiprovError
 from piprov.facts import NodeFacts
 from piprov.fleet import Fleet, FleetResult
 from piprov.graph import ComponentGraph, components_dot, components_text, dag_dot, dag_text, load_graph, node_dag
-from piprov.inventory import Inventory, Node, check_images, load
+from piprov.inventory import Inventory, check_images, load
 from piprov.inventory.model import HostKeyPolicy
 from piprov.keys import default_password_report
 from piprov.kube.labels import LabelPlan, label_changes
@@ -232,42 +232,6 @@ def _nothing_else(plan: Plan, fleet: Fleet, read: LabelPlan) -> tuple[bool, dict
 # -- status -------------------------------------------------------------------------------------------
 
 
-def _component_state(facts: NodeFacts, units: list[str]) -> str:
-    states = [facts.units[u].active if u in facts.units else "unknown" for u in units]
-    if all(s == "active" for s in states):
-        return "active"
-    bad = [f"{u}={s}" for u, s in zip(units, states) if s != "active"]
-    return ", ".join(bad)
-
-
-def _unit_history(facts: NodeFacts, units: list[str]) -> dict[str, dict[str, Any]]:
-    """Per unit: its state, systemd's restart count and how long ago it last died, where known."""
-    history: dict[str, dict[str, Any]] = {}
-    for u in units:
-        uf = facts.units.get(u)
-        ago = None if uf is None or uf.failed_ago is None else round(uf.failed_ago, 1)
-        history[u] = {"active": uf.active if uf else "unknown", "restarts": uf.restarts if uf else None,
-                      "last_failure_seconds_ago": ago}
-    return history
-
-
-def _history_text(history: list[dict[str, Any]]) -> str:
-    """A component's past over its units, e.g. ``3 restarts, last failure 2 min ago``; empty when none."""
-    restarts = sum(h["restarts"] or 0 for h in history)
-    agos = [h["last_failure_seconds_ago"] for h in history if h["last_failure_seconds_ago"] is not None]
-    parts = [f"{restarts} restart{'s' if restarts != 1 else ''}"] if restarts else []
-    if agos:
-        parts.append(f"last failure {_ago(min(agos))}")
-    return ", ".join(parts)
-
-
-def _ago(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{int(seconds // size)} {unit} ago"
-    return f"{int(seconds)} s ago"
-
-
 @click.command("status")
 @inventory_option
 @click.option("--json", "as_json", is_flag=True, help="Print node x component health as JSON.")
@@ -302,7 +266,7 @@ def status_cmd(inventory_path: Path, as_json: bool, policy: HostKeyPolicy | None
     rows: list[dict[str, Any]] = []
     healthy = True
     for node in inventory.nodes:
-        row, ok = _status_row(node, facts.get(node.name), graph, k8s.get(node.address) or k8s.get(node.name),
+        row, ok = status_row(node, facts.get(node.name), graph, k8s.get(node.address) or k8s.get(node.name),
                               api_error)
         row["default_password"] = default_pw.get(node.name)
         rows.append(row)
@@ -318,7 +282,7 @@ def status_cmd(inventory_path: Path, as_json: bool, policy: HostKeyPolicy | None
                                    "version_notes": notes, "certificate_warnings": cert_warnings,
                                    "firewalled": guarded}))
     else:
-        _print_status(rows, [c.name for c in graph.components], api_error,
+        print_status(rows, [c.name for c in graph.components], api_error,
                       {c.name: list(c.units) for c in graph.components})
         err.print(f"running on the master: etcd {running['etcd'] or '?'}, apiserver {running['hyperkube'] or '?'}")
         for note in notes:
@@ -345,67 +309,6 @@ def _kube_nodes(inventory: Inventory) -> tuple[dict[str, Any], str]:
         return {n["metadata"]["name"]: n for n in api.nodes()}, ""
     except PiprovError as e:
         return {}, e.message
-
-
-def _status_row(node: Node, f: object, graph: ComponentGraph, kn: Any, api_error: str) -> tuple[dict[str, Any], bool]:
-    """One node's row of `status`, and whether it is healthy."""
-    from piprov.kube.client import is_ready, is_unschedulable
-
-    row: dict[str, Any] = {"node": node.name, "address": node.address, "role": node.role}
-    healthy = True
-    if not isinstance(f, NodeFacts):
-        row["error"] = str(f)
-        healthy = False
-    else:
-        row["hostname"] = f.hostname
-        # The node's docker and systemd, as their --version said (None: not installed).
-        row["versions"] = {k: f.versions.get(k) for k in ("docker", "systemd")}
-        row["components"] = {}
-        row["units"] = {}
-        for c in graph.for_role(node.role):
-            state = _component_state(f, list(c.units))
-            row["components"][c.name] = state
-            # Restarts are history, not health: a component systemd revived is active.
-            row["units"].update(_unit_history(f, list(c.units)))
-            healthy &= state == "active"
-    row["kubernetes"] = (
-        ("Ready" if is_ready(kn) else "NotReady") + (",SchedulingDisabled" if is_unschedulable(kn) else "")
-        if kn else ("unknown" if api_error else "not registered")
-    )
-    healthy &= row["kubernetes"].startswith("Ready")
-    return row, healthy
-
-
-def _print_status(rows: list[dict[str, Any]], comps: list[str], api_error: str,
-                  units: Mapping[str, Sequence[str]] | None = None) -> None:
-    """The status table; ``units`` (component -> its units) adds each component's restarts."""
-    t = Table(show_edge=False, caption="✓ every unit of the component active", caption_justify="left")
-    for col in ["node", "address", "role"]:
-        t.add_column(col, no_wrap=True)
-    for col in comps:
-        t.add_column(col.replace("-", "-\n", 1), justify="center")
-    t.add_column("kubernetes", no_wrap=True)
-    t.add_column("docker/\nsystemd", no_wrap=True)
-    for r in rows:
-        if "error" in r:
-            t.add_row(escape(r["node"]), r["address"], r["role"], f"[red]{escape(r['error'][:60])}[/]",
-                      *[""] * (len(comps) - 1), r["kubernetes"], "")
-            continue
-        cells = []
-        for name in comps:
-            s = r["components"].get(name)
-            seen = [r.get("units", {})[u] for u in (units or {}).get(name, ()) if u in r.get("units", {})]
-            past = _history_text(seen)
-            cell = "" if s is None else "[green]✓[/]" if s == "active" else f"[red]✗ {escape(s)}[/]"
-            cells.append(f"{cell} [yellow]{escape(past)}[/]" if cell and past else cell)
-        k = r["kubernetes"]
-        v = r.get("versions", {})
-        t.add_row(escape(r["node"]), r["address"], r["role"], *cells,
-                  f"[green]{k}[/]" if k.startswith("Ready") else f"[red]{k}[/]",
-                  escape(f"{v.get('docker') or '-'}/{v.get('systemd') or '-'}"))
-    out.print(t)
-    if api_error:
-        err.print(f"[yellow]Kubernetes API: {escape(api_error)}[/]")
 
 
 # -- graph ------------------------------------------------------------------------------------------------

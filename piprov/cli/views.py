@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import threading
 from typing import Any, Iterable, Sequence
 
@@ -11,6 +12,7 @@ from rich.table import Table
 
 from piprov.check import NodeCheck
 from piprov.cli.app import LiveView, err, error_line, out
+from piprov.cli.fleetview import BIG_GRID, GROUP_AT, grouped, names_text, rows_to_show
 from piprov.errors import CheckRefused
 from piprov.fleet import Fleet
 from piprov.graph import ComponentGraph, Vertex
@@ -119,44 +121,31 @@ def plan_json(plan: Plan) -> dict[str, Any]:
 
 
 def print_plan(plan: Plan, *, diffs: bool = True) -> None:
+    """The plan, node by node; nodes whose changes read the same are said once with their names
+    (``fleetview``: a big fleet), the diffs then the first node's."""
     if plan.move is not None:
         out.print(f"[bold yellow]master moves[/] from {escape(plan.move.old)} to {escape(plan.move.new)} "
                   f"(the inventory's roles): first")
         for i, step in enumerate(plan.move.steps, 1):
             out.print(f"  {i}. {escape(step)}")
-    for np in plan.nodes:
-        if not np.changed:
-            out.print(f"[bold]{escape(np.node)}[/] ({np.address}): [green]no change[/]")
-            continue
-        out.print(f"[bold]{escape(np.node)}[/] ({np.address}):")
-        if np.hostname_change:
-            hc = np.hostname_change
-            out.print(f"  [yellow]~[/] hostname {escape(hc.old)} -> {escape(hc.new)} ({hc.method})")
-        if np.owned:
-            print_owned(np.owned)
-        for cp in np.components:
-            if not cp.changed:
+    bodies = {np.node: _plan_lines(np) for np in plan.nodes}
+    by_node = {np.node: np for np in plan.nodes}
+    for lines, names in grouped((np.node, tuple(line for line, _ in bodies[np.node])) for np in plan.nodes):
+        together = len(names) >= GROUP_AT
+        for name in names[:1] if together else names:
+            np = by_node[name]
+            head = f"[bold]{escape(names_text(names))}[/]" if together else \
+                f"[bold]{escape(np.node)}[/] ({np.address})"
+            if not np.changed:
+                out.print(f"{head}: [green]no change[/]")
                 continue
-            out.print(f"  [yellow]~[/] [bold]{cp.component}[/]")
-            for f in cp.files:
-                sign = "+" if f.old_sha256 is None else "~"
-                out.print(f"      {sign} {escape(f.path)}  [dim]({escape(f.reason)})[/]")
-                if diffs and f.diff and not f.secret:
+            out.print(f"{head}:" + (f" [dim](the same changes; the diffs are {escape(name)}'s)[/]" if together else ""))
+            for line, diff in bodies[name]:
+                out.print(line)
+                if diffs and diff:
                     from rich.syntax import Syntax  # pygments: only when there is a diff
 
-                    out.print(Syntax(f.diff.rstrip("\n"), "diff", theme="ansi_dark", background_color="default"))
-            for r in cp.remove:
-                out.print(f"      [red]-[/] {escape(r.path)}  [dim]({escape(r.reason)})[/]")
-            # In the order the node runs them (ComponentPlan.unit_actions).
-            if cp.enable:
-                out.print(f"      [magenta]enable[/] {' '.join(cp.enable)}")
-            if cp.daemon_reload:
-                out.print("      systemctl daemon-reload")
-            for verb, units in (("restart", cp.restart), ("start", cp.start)):
-                if units:
-                    out.print(f"      [magenta]{verb}[/] {' '.join(units)}")
-            for k in cp.etcd_keys:
-                out.print(f"      etcd key {escape(k.key)} [dim]({escape(k.reason)})[/]")
+                    out.print(Syntax(diff.rstrip("\n"), "diff", theme="ansi_dark", background_color="default"))
     for e in plan.errors.values():
         if isinstance(e, CheckRefused):  # what each finding breaks and its fix: at the run's end
             out.print(f"[red]refused[/] {escape(f'{e.host}: by the preflight check: {e.named}')}")
@@ -164,13 +153,44 @@ def print_plan(plan: Plan, *, diffs: bool = True) -> None:
             out.print(f"[red]cannot plan[/] {escape(error_line(e))}")
 
 
-def print_owned(oc: OwnedChange) -> None:
+def _plan_lines(np: NodePlan) -> list[tuple[str, str | None]]:
+    """A node's planned changes as text lines, each with the diff shown under it (None: no diff or a secret)."""
+    lines: list[tuple[str, str | None]] = []
+    if np.hostname_change:
+        hc = np.hostname_change
+        lines.append((f"  [yellow]~[/] hostname {escape(hc.old)} -> {escape(hc.new)} ({hc.method})", None))
+    if np.owned:
+        lines.extend((line, None) for line in owned_lines(np.owned))
+    for cp in np.components:
+        if not cp.changed:
+            continue
+        lines.append((f"  [yellow]~[/] [bold]{cp.component}[/]", None))
+        for f in cp.files:
+            sign = "+" if f.old_sha256 is None else "~"
+            lines.append((f"      {sign} {escape(f.path)}  [dim]({escape(f.reason)})[/]",
+                          f.diff if f.diff and not f.secret else None))
+        for r in cp.remove:
+            lines.append((f"      [red]-[/] {escape(r.path)}  [dim]({escape(r.reason)})[/]", None))
+        # In the order the node runs them (ComponentPlan.unit_actions).
+        if cp.enable:
+            lines.append((f"      [magenta]enable[/] {' '.join(cp.enable)}", None))
+        if cp.daemon_reload:
+            lines.append(("      systemctl daemon-reload", None))
+        for verb, units in (("restart", cp.restart), ("start", cp.start)):
+            if units:
+                lines.append((f"      [magenta]{verb}[/] {' '.join(units)}", None))
+        for k in cp.etcd_keys:
+            lines.append((f"      etcd key {escape(k.key)} [dim]({escape(k.reason)})[/]", None))
+    return lines
+
+
+def owned_lines(oc: OwnedChange) -> list[str]:
     """The prune, in the order the node runs it, then the record (its diff is names only: no secret)."""
-    for r in oc.removals:
-        what = "stop, disable" if r.kind == "unit" else "remove"
-        out.print(f"  [red]-[/] {what} {escape(r.name)}  [dim]({escape(r.reason)})[/]")
+    lines = [f"  [red]-[/] {'stop, disable' if r.kind == 'unit' else 'remove'} {escape(r.name)}  "
+             f"[dim]({escape(r.reason)})[/]" for r in oc.removals]
     if oc.record is not None:
-        out.print(f"  [yellow]~[/] {escape(oc.record.path)}  [dim]({escape(oc.record.reason)})[/]")
+        lines.append(f"  [yellow]~[/] {escape(oc.record.path)}  [dim]({escape(oc.record.reason)})[/]")
+    return lines
 
 
 def orphans_json(names: Sequence[str]) -> list[dict[str, str]]:
@@ -213,12 +233,18 @@ def checked_plan(inventory: Inventory, graph: ComponentGraph, plan: Plan, fleet:
 
 
 def print_check_warnings(checks: Sequence[NodeCheck]) -> None:
-    """One line per node with warnings (they do not refuse it); a refusal is said with the node's errors."""
+    """One line per node with warnings (they do not refuse it), nodes with the same warnings on one
+    line; a refusal is said with the node's errors."""
+    lines = []
     for c in checks:
         warned = [f for f in c.findings if f.severity == "warn"]
         if warned and not c.failed:
-            err.print(f"[yellow]! {escape(c.node)}[/]: {escape(', '.join(f'{f.title} ({f.code})' for f in warned))}"
-                      f" [dim](warnings; `piprov check {escape(c.node)}` says what they break)[/]")
+            lines.append((c.node, ", ".join(f"{f.title} ({f.code})" for f in warned)))
+    for words, names in grouped(lines):
+        who = names_text(names) if len(names) >= GROUP_AT else None
+        for name in [who] if who else names:
+            err.print(f"[yellow]! {escape(name)}[/]: {escape(words)}"
+                      f" [dim](warnings; `piprov check {escape(names[0])}` says what they break)[/]")
 
 
 def print_node_errors(plan: Plan) -> None:
@@ -260,8 +286,9 @@ class Progress(LiveView):
         t.add_column("node")
         for c in self.components:
             t.add_column(c, justify="center")
-        for n in self.nodes:
-            t.add_row(n, *(SYMBOL.get(self.state.get((n, c), ""), "") for c in self.components))
+        rows = [(n, tuple(self.state.get((n, c), "") for c in self.components)) for n in self.nodes]
+        for label, row in rows_to_show(rows, rank=_urgency):
+            t.add_row(escape(label), *(SYMBOL.get(s, "") for s in row))
         return t
 
     def __call__(self, e: Event) -> None:
@@ -278,32 +305,60 @@ class Progress(LiveView):
                 self.live.update(self.table())
 
 
+def _urgency(row: tuple[str, ...]) -> int:
+    """A grid row's place on a crowded screen: a failure first, then a node still at work."""
+    return 0 if "failed" in row else 1 if "running" in row else 2
+
+
 def print_report(report: ApplyReport) -> None:
     steps = list(report.run.steps.values())
     changed = [s for s in steps if s.status == "changed"]
     if changed:
-        t = Table(title="steps that changed something", title_justify="left", show_edge=False)
-        for col in ("node", "component", "apply s", "health wait s", "what"):
-            t.add_column(col)
-        for s in sorted(changed, key=lambda s: s.started):
-            t.add_row(escape(s.node), s.component, f"{s.apply_seconds:.1f}", f"{s.wait_seconds:.1f}",
-                      escape(s.detail[:80]))
-        err.print(t)
+        err.print(_changed_table(changed))
     for s in report.run.failed:
         err.print(f"[bold red]✗ {escape(s.node)} / {s.component}[/]: {escape(step_detail(s))}")
     skipped = report.run.skipped
     if skipped:
         err.print(f"[yellow]{len(skipped)} steps not started[/] because something they depend on failed:")
-        for s in skipped:
-            err.print(f"  – {escape(s.node)} / {s.component}: {escape(s.detail)}")
+        for (component, detail), names in grouped((s.node, (s.component, s.detail)) for s in skipped):
+            for who in [names_text(names)] if len(names) >= GROUP_AT else names:
+                err.print(f"  – {escape(who)} / {component}: {escape(detail)}")
     cp, chain = report.critical_path()
     wall = report.run.wall_seconds
-    trips = ", ".join(f"{n}={c}" for n, c in report.round_trips.items())
+    trips = ", ".join(f"{escape(names_text(names))}={count}" if len(names) >= GROUP_AT else
+                      ", ".join(f"{escape(n)}={count}" for n in names)
+                      for count, names in grouped(report.round_trips.items()))
     err.print(
         f"[bold]{len(changed)} changed, {len(steps) - len(changed) - len(report.run.failed) - len(skipped)} unchanged, "
         f"{len(report.run.failed)} failed, {len(skipped)} skipped[/] in {wall:.1f} s "
         f"(critical path {cp:.1f} s: {' -> '.join(str(v) for v in chain) or '-'}); SSH round trips: {trips}"
     )
+
+
+def _changed_table(changed: Sequence[StepResult]) -> Table:
+    """Each changed step; on a big fleet, one row per component with its spread and its slowest node."""
+    t = Table(title="steps that changed something", title_justify="left", show_edge=False)
+    if len(changed) <= BIG_GRID:
+        for col in ("node", "component", "apply s", "health wait s", "what"):
+            t.add_column(col)
+        for s in sorted(changed, key=lambda s: s.started):
+            t.add_row(escape(s.node), s.component, f"{s.apply_seconds:.1f}", f"{s.wait_seconds:.1f}",
+                      escape(s.detail[:80]))
+        return t
+    for col in ("component", "nodes", "apply s median / max", "health wait s median / max", "slowest"):
+        t.add_column(col)
+    by_comp: dict[str, list[StepResult]] = {}
+    for s in sorted(changed, key=lambda s: s.started):
+        by_comp.setdefault(s.component, []).append(s)
+    for comp, ss in by_comp.items():
+        slowest = max(ss, key=lambda s: s.seconds)
+        t.add_row(comp, str(len(ss)), _spread([s.apply_seconds for s in ss]), _spread([s.wait_seconds for s in ss]),
+                  f"{escape(slowest.node)} {slowest.seconds:.1f} s")
+    return t
+
+
+def _spread(xs: Sequence[float]) -> str:
+    return f"{statistics.median(xs):.1f} / {max(xs):.1f}"
 
 
 def report_json(report: ApplyReport, plan: Plan) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from piprov.cli import cluster
+from piprov.cli import status_view as cluster
 from piprov.cli.app import out
 from piprov.facts import NodeFacts, UnitFacts
 from piprov.graph import ComponentGraph, load_graph
@@ -45,13 +45,13 @@ def wide_out(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _table(rows: list[dict[str, Any]], graph: ComponentGraph) -> str:
     with out.capture() as got:
-        cluster._print_status(rows, [c.name for c in graph.components], "",
+        cluster.print_status(rows, [c.name for c in graph.components], "",
                               {c.name: list(c.units) for c in graph.components})
     return got.get()
 
 
 def test_a_never_restarted_node_looks_as_before(graph: ComponentGraph) -> None:
-    row, healthy = cluster._status_row(_worker(), _facts(graph), graph, None, "")
+    row, healthy = cluster.status_row(_worker(), _facts(graph), graph, None, "")
     assert not healthy  # "not registered" in Kubernetes, the units alone are fine
     assert set(row["components"].values()) == {"active"}
     assert all(u["restarts"] == 0 and u["last_failure_seconds_ago"] is None for u in row["units"].values())
@@ -65,7 +65,7 @@ def test_a_flapping_component_is_active_and_shows_its_restarts(graph: ComponentG
                            "k8s-flannel.service": (1, 30.5)})
     kn = {"metadata": {"name": "rpi-node-1"},
           "status": {"conditions": [{"type": "Ready", "status": "True"}]}, "spec": {}}
-    row, healthy = cluster._status_row(_worker(), facts, graph, kn, "")
+    row, healthy = cluster.status_row(_worker(), facts, graph, kn, "")
     assert healthy  # restarts are history: the units are active, the node Ready
     assert row["components"]["docker"] == "active"
     assert row["units"]["docker.service"] == {"active": "active", "restarts": 3, "last_failure_seconds_ago": 125.0}
@@ -80,7 +80,7 @@ def test_a_failed_unit_says_when_it_failed(graph: ComponentGraph) -> None:
     facts = _facts(graph)
     flannel = facts.units["k8s-flannel.service"]
     units = {**facts.units, "k8s-flannel.service": UnitFacts(flannel.name, "failed", "enabled", 5, 7200.0)}
-    row, healthy = cluster._status_row(_worker(), replace(facts, units=units), graph, None, "")
+    row, healthy = cluster.status_row(_worker(), replace(facts, units=units), graph, None, "")
     assert not healthy
     assert row["components"]["flannel"] == "k8s-flannel.service=failed"
     assert "5 restarts, last failure 2 h ago" in _table([row], graph)
@@ -88,7 +88,7 @@ def test_a_failed_unit_says_when_it_failed(graph: ComponentGraph) -> None:
 
 def test_old_systemd_without_a_count_shows_only_the_state(graph: ComponentGraph) -> None:
     facts = _facts(graph, {u: (None, None) for u in graph.managed_units("worker")})
-    row, _ = cluster._status_row(_worker(), facts, graph, None, "")
+    row, _ = cluster.status_row(_worker(), facts, graph, None, "")
     assert all(u["restarts"] is None for u in row["units"].values())
     assert "restart" not in _table([row], graph)
 
@@ -96,7 +96,7 @@ def test_old_systemd_without_a_count_shows_only_the_state(graph: ComponentGraph)
 @pytest.mark.parametrize("seconds, text", [(0.4, "0 s ago"), (59.9, "59 s ago"), (60, "1 min ago"),
                                            (3599, "59 min ago"), (3600, "1 h ago"), (86400 * 3 + 5, "3 d ago")])
 def test_ago(seconds: float, text: str) -> None:
-    assert cluster._ago(seconds) == text
+    assert cluster.ago(seconds) == text
 
 
 def test_orphans_are_node_objects_of_no_inventory_node() -> None:
