@@ -76,12 +76,17 @@ def lab() -> None:
 @click.option("--rpios", default=0, show_default=True,
               help="The last N nodes get Raspberry Pi OS's avahi defaults (host name raspberrypi, "
               "publish-workstation=no, no _ssh._tcp service): found only by their A record.")
+@click.option("--flavour", "--flavor", "flavours", default="", metavar="F[,F...]",
+              help="The OS each node's card holds, given to the nodes in turn: hypriot-2016 (the default: "
+              "/boot/occidentalis.txt), hypriot-1x (/boot/device-init.yaml read by that release's device-init), "
+              "raspios (as --rpios).")
 def up(name: str, nodes: int, decoys: int, rtt: float, profile: str, decoy_kinds: tuple[str, ...],
-       rpios: int) -> None:
+       rpios: int, flavours: str) -> None:
     """Boot a lab; returns once every node's sshd answers."""
     t0 = time.monotonic()
     lb = _lab(name)
-    lb.up(nodes=nodes, decoys=decoys, rtt_ms=rtt, profile=profile, decoy_kinds=decoy_kinds, rpios=rpios)
+    lb.up(nodes=nodes, decoys=decoys, rtt_ms=rtt, profile=profile, decoy_kinds=decoy_kinds, rpios=rpios,
+          flavours=[f for f in flavours.split(",") if f])
     err.print(f"lab [bold]{name}[/] is up ({profile} profile): {nodes} nodes, {decoys + len(decoy_kinds)} decoys "
               f"in {time.monotonic() - t0:.1f} s")
     err.print(f"[dim]next: piprov lab status --name {name}; piprov lab inventory --name {name} > inventory.yaml[/]")

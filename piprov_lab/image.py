@@ -52,6 +52,51 @@ fi
 mv /etc/hosts.new /etc/hosts
 """
 
+# HypriotOS 1.0-1.6 (`lab up --flavour hypriot-1x`): device-init read `hostname:` from
+# /boot/device-init.yaml (hypriot/device-init cmd/root.go, the --config default) and, in
+# cmd/hostname_set.go: wrote /etc/hostname WITHOUT a newline, put "127.0.0.1<TAB>NAME" after the
+# "127.0.0.1<TAB>localhost" line of /etc/hosts (again at every boot: the file grows), ran
+# `hostname NAME`, restarted avahi-daemon. Its unit (package/etc/systemd/system/device-init.service)
+# ran late, after network-online.target, from multi-user.target. Written into the node, not the image.
+DEVICE_INIT_1X = r"""#!/bin/sh
+# device-init as on HypriotOS 1.x: the hostname from /boot/device-init.yaml.
+set -eu
+f=/boot/device-init.yaml
+[ -r "$f" ] || exit 0
+name=$(sed -n 's/^hostname[[:space:]]*:[[:space:]]*//p' "$f" | sed 's/[[:space:]]#.*//' | tail -n 1 | tr -d "\"' \r\t")
+[ -n "$name" ] || exit 0
+printf '%s' "$name" > /etc/hostname
+awk -v n="$name" '{ print } index($0, "127.0.0.1\tlocalhost") { print "127.0.0.1\t" n }' /etc/hosts > /etc/hosts.new
+mv /etc/hosts.new /etc/hosts
+hostname "$name"
+systemctl restart avahi-daemon || true
+"""
+
+DEVICE_INIT_1X_UNIT = """[Unit]
+Description=device-init
+Wants=network-online.target
+After=network.target network-online.target
+
+[Service]
+ExecStart=/usr/local/sbin/device-init
+Type=oneshot
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+# A fresh HypriotOS 1.x card's /boot/device-init.yaml (hypriot/device-init README: its hostname key).
+DEVICE_INIT_YAML = """# hostname for your Hypriot Raspberry Pi:
+hostname: "black-pearl"
+
+# optional wireless network settings:
+#wifi:
+#  interfaces:
+#    wlan0:
+#      ssid: "MyNetwork"
+#      password: "secret_password"
+"""
+
 DEVICE_INIT_UNIT = """[Unit]
 Description=HypriotOS device-init: hostname from /boot/occidentalis.txt
 DefaultDependencies=no

@@ -71,6 +71,8 @@ DECOY_OUIS = {"printer": "00:80:77", "laptop": "3c:22:fb",  # Brother, Apple
 # Raspberry Pi OS's avahi as it ships: Debian's avahi-daemon.conf (publish-workstation=no)
 # and no /etc/avahi/services/ssh.service, so the node announces only its host name.
 RPIOS_HOSTNAME = "raspberrypi"
+# `lab up --flavour` words -> NodeState.flavour (the state's older words kept).
+FLAVOURS = {"hypriot-2016": "hypriot", "hypriot-1x": "hypriot-1x", "raspios": "rpios"}
 NODE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 BOOT_TIMEOUT = 120.0
 # The lab LAN's non-member (Lab.outsider): a locally administered MAC, the LAN's last address.
@@ -273,13 +275,14 @@ class Lab:
 
     # ---------------------------------------------------------------- up/down
     def up(self, nodes: int = 3, decoys: int = 0, rtt_ms: float = 0, profile: str = inventory.DEFAULT_PROFILE,
-           decoy_kinds: Sequence[str] = (), rpios: int = 0) -> None:  # fmt: skip
+           decoy_kinds: Sequence[str] = (), rpios: int = 0, flavours: Sequence[str] = ()) -> None:  # fmt: skip
         """Boot ``nodes`` Pi-like nodes and ``decoys`` non-Pi hosts; return once every sshd answers.
 
         ``profile`` picks the image tags `inventory_yaml` names (the registry
         holds every profile's); ``decoy_kinds`` adds one decoy of each kind
         named (hostile ones included); the last ``rpios`` nodes get Raspberry
-        Pi OS's avahi defaults and host name instead of HypriotOS's.
+        Pi OS's avahi defaults and host name instead of HypriotOS's; ``flavours`` (FLAVOURS' keys)
+        are given to the nodes in turn.
         """
         inventory.check_profile(profile)
         unknown = [k for k in decoy_kinds if k not in DECOY_OUIS]
@@ -287,6 +290,9 @@ class Lab:
             raise LabError(f"unknown decoy kind {unknown[0]!r}", hint=f"kinds: {', '.join(DECOY_OUIS)}")
         if not 0 <= rpios <= nodes:
             raise LabError("--rpios must be between 0 and --nodes")
+        odd = [f for f in flavours if f not in FLAVOURS]
+        if odd:
+            raise LabError(f"unknown flavour {odd[0]!r}", hint=f"flavours: {', '.join(FLAVOURS)}")
         if not 1 <= nodes <= DECOY_IP_OFFSET - NODE_IP_OFFSET - 1:
             raise LabError(f"--nodes must be between 1 and {DECOY_IP_OFFSET - NODE_IP_OFFSET - 1}")
         if not 0 <= decoys <= 50:
@@ -315,7 +321,9 @@ class Lab:
             try:
                 s = self._create_lab(base.root, rtt_ms, profile)
                 self._start_registry(s)
-                new = [self._create_node(s, rpios=i >= nodes - rpios) for i in range(nodes)]
+                new = [self._create_node(s, rpios=i >= nodes - rpios,
+                                         flavour=FLAVOURS[flavours[i % len(flavours)]] if flavours else None)
+                       for i in range(nodes)]
                 for n in new:
                     self._boot(s, n)
                 for kind in [DECOY_KINDS[i % len(DECOY_KINDS)] for i in range(decoys)] + list(decoy_kinds):
@@ -408,7 +416,7 @@ class Lab:
         shutil.rmtree(self.dir, ignore_errors=True)
 
     # ------------------------------------------------------------------ nodes
-    def _create_node(self, s: LabState, rpios: bool = False) -> NodeState:
+    def _create_node(self, s: LabState, rpios: bool = False, flavour: str | None = None) -> NodeState:
         index = max((n.index for n in s.nodes), default=0) + 1
         name = f"pi{index}"
         net_ = ipaddress.IPv4Network(s.subnet)
@@ -421,6 +429,8 @@ class Lab:
         )  # fmt: skip
         if rpios:
             n.flavour = "rpios"
+        if flavour is not None:
+            n.flavour = flavour
         s.nodes.append(n)
         st.save(s)
         self._mount_disk(s, n)
@@ -442,6 +452,8 @@ class Lab:
         self._personalise(s, n, root)
         if n.flavour == "rpios":
             _rpios_avahi(root)
+        elif n.flavour == "hypriot-1x":
+            _hypriot_1x(root)
 
     def _personalise(self, s: LabState, n: NodeState, root: Path) -> None:
         """Per-node files: own host key, the lab's login key, machine-id, registry name."""
@@ -1036,6 +1048,22 @@ class Lab:
                 for d in s.decoys
             ],
         }
+
+
+def _hypriot_1x(root: Path) -> None:
+    """Turn a node's root (its overlay) into HypriotOS 1.0-1.6's boot: /boot/device-init.yaml instead of
+    occidentalis.txt, read by that release's device-init (image.DEVICE_INIT_1X: its behaviour, its unit)."""
+    (root / "boot/occidentalis.txt").unlink(missing_ok=True)
+    (root / "boot/device-init.yaml").write_text(image.DEVICE_INIT_YAML)
+    prog = root / "usr/local/sbin/device-init"
+    prog.write_text(image.DEVICE_INIT_1X)
+    prog.chmod(0o755)
+    (root / "etc/systemd/system/device-init.service").write_text(image.DEVICE_INIT_1X_UNIT)
+    (root / "etc/systemd/system/sysinit.target.wants/device-init.service").unlink(missing_ok=True)
+    wants = root / "etc/systemd/system/multi-user.target.wants"
+    wants.mkdir(parents=True, exist_ok=True)
+    (wants / "device-init.service").unlink(missing_ok=True)
+    (wants / "device-init.service").symlink_to("/etc/systemd/system/device-init.service")
 
 
 def _rpios_avahi(root: Path) -> None:

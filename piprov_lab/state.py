@@ -48,7 +48,7 @@ class NodeState:
     loss_pct: float = 0.0
     partitioned: bool = False
     mounted: bool = False
-    flavour: str = "hypriot"  # "rpios": Raspberry Pi OS's avahi defaults and host name
+    flavour: str = "hypriot"  # "rpios": Raspberry Pi OS's avahi defaults and host name; "hypriot-1x": device-init.yaml
 
 
 @dataclass

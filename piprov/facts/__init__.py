@@ -26,7 +26,7 @@ API (:func:`piprov.kube.etcd.read_keys`) while the script runs.
 """
 
 from piprov.facts.command import BEGIN, END, HOST_FILES, MAX_CONTENT, facts_command
-from piprov.facts.model import OCCIDENTALIS, Address, EtcdKeyFacts, EtcdKeyState, FileFacts, NodeFacts, UnitFacts
+from piprov.facts.model import DEVICE_INIT, OCCIDENTALIS, Address, EtcdKeyFacts, EtcdKeyState, FileFacts, NodeFacts, UnitFacts
 from piprov.facts.parse import parse_facts
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "END",
     "HOST_FILES",
     "MAX_CONTENT",
+    "DEVICE_INIT",
     "OCCIDENTALIS",
     "Address",
     "EtcdKeyFacts",

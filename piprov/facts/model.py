@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from typing import Literal, Mapping
 
 OCCIDENTALIS = "/boot/occidentalis.txt"
+# HypriotOS 1.0-1.6: device-init reads `hostname:` from this file at every boot (hypriot/device-init
+# cmd/root.go: the --config default; cmd/hostname_set.go: config.GetString("hostname")).
+DEVICE_INIT = "/boot/device-init.yaml"
 
 # The names the command may ask about and the parser accepts back. The script
 # interpolates them unquoted, so these patterns are also what keeps it safe.
@@ -149,4 +152,5 @@ class NodeFacts:
 
     @property
     def is_hypriot(self) -> bool:
-        return self.file(OCCIDENTALIS).exists
+        """HypriotOS: its boot partition carries the name its device-init applies at boot."""
+        return self.file(OCCIDENTALIS).exists or self.file(DEVICE_INIT).exists

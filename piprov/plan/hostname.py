@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import re
+from typing import Literal
 
 from piprov.errors import FactsError
-from piprov.facts.model import OCCIDENTALIS, NodeFacts
+from piprov.facts.model import DEVICE_INIT, OCCIDENTALIS, NodeFacts
 from piprov.plan.files import unified_diff
 from piprov.plan.model import FileChange, HostnameChange
 
@@ -38,6 +40,25 @@ def _set_occidentalis_hostname(text: str, name: str) -> str:
             lines[i] = f"hostname={name}"
             return "\n".join(lines) + "\n"
     return text + ("" if text.endswith("\n") or not text else "\n") + f"hostname={name}\n"
+
+
+_YAML_HOSTNAME = re.compile(r"^hostname[ \t]*:(.*)$")
+
+
+def _set_device_init_hostname(text: str, name: str) -> str:
+    """device-init.yaml with ``hostname: "name"``, its other lines kept (a line edit: the file is the
+    user's, comments and all). Only a top-level key counts: device-init reads the top-level one."""
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        m = _YAML_HOSTNAME.match(line)
+        if m is None:
+            continue
+        value, hash_, comment = m.group(1).partition(" #")
+        if value.strip().strip("\"'") == name:
+            return text
+        lines[i] = f'hostname: "{name}"' + (f"  #{comment}" if hash_ else "")
+        return "\n".join(lines) + "\n"
+    return text + ("" if text.endswith("\n") or not text else "\n") + f'hostname: "{name}"\n'
 
 
 def _edit(facts: NodeFacts, path: str, new_text: str, *, default_mode: int = 0o644) -> FileChange | None:
@@ -74,6 +95,17 @@ def _text_of(facts: NodeFacts, path: str) -> str:
     return f.text
 
 
+def _hostname_file(facts: NodeFacts, name: str) -> FileChange | None:
+    """/etc/hostname naming ``name``. A file that already does, short of its newline, is left alone:
+    HypriotOS 1.x's device-init rewrites it at every boot without one (hypriot/device-init
+    cmd/hostname_set.go: ``ioutil.WriteFile("/etc/hostname", []byte(hostname), 0644)``), and
+    rewriting it back would make every plan after a reboot a change."""
+    current = facts.file("/etc/hostname")
+    if current.exists and current.text is not None and current.text.strip() == name:
+        return None
+    return _edit(facts, "/etc/hostname", name + "\n")
+
+
 def os_default_hostname(facts: NodeFacts) -> str | None:
     """The name a freshly flashed card of the node's OS has (`piprov reset --hostname`); None: not known.
 
@@ -92,31 +124,37 @@ def os_default_hostname(facts: NodeFacts) -> str | None:
 
 
 def plan_hostname(name: str, facts: NodeFacts) -> HostnameChange | None:
-    """Hostname ``name`` on the node now and after reboot; None when already so."""
-    hypriot = facts.is_hypriot
+    """Hostname ``name`` on the node now and after reboot; None when already so.
+
+    The name after a reboot is the one the node's boot applies: HypriotOS's device-init reads
+    /boot/occidentalis.txt (2015-16 images) or /boot/device-init.yaml (1.0-1.6), and would put the old
+    name back from either; every one of those the node has is edited. Elsewhere hostnamectl."""
+    boot = [(path, edit) for path, edit in ((OCCIDENTALIS, _set_occidentalis_hostname),
+                                            (DEVICE_INIT, _set_device_init_hostname))
+            if facts.file(path).exists]
     files: list[FileChange] = []
     # /etc/hosts first: once the name changes, sudo resolves it on every call.
     for change in (
         _edit(facts, "/etc/hosts", _set_hosts_line(_text_of(facts, "/etc/hosts"), name)),
-        _edit(facts, "/etc/hostname", name + "\n"),
-        _edit(facts, OCCIDENTALIS, _set_occidentalis_hostname(_text_of(facts, OCCIDENTALIS), name))
-        if hypriot
-        else None,
+        _hostname_file(facts, name),
+        *(_edit(facts, path, edit(_text_of(facts, path), name)) for path, edit in boot),
     ):
         if change is not None:
             files.append(change)
     running_differs = facts.hostname != name
     if not files and not running_differs:
         return None
-    where = OCCIDENTALIS if hypriot else "hostnamectl"
+    where = " and ".join(path for path, _ in boot) or "hostnamectl"
     if running_differs:
         reason = f"hostname {facts.hostname} -> {name} (via {where})"
     else:
         reason = "hostname files out of date: " + ", ".join(f.path for f in files)
+    method: Literal["occidentalis", "device-init", "hostnamectl"] = (
+        "device-init" if facts.file(DEVICE_INIT).exists else "occidentalis" if boot else "hostnamectl")
     return HostnameChange(
         old=facts.hostname,
         new=name,
-        method="occidentalis" if hypriot else "hostnamectl",
+        method=method,
         files=files,
         reason=reason,
         set_running=running_differs,

@@ -82,7 +82,7 @@ class HostnameChange:
 
     old: str
     new: str
-    method: Literal["occidentalis", "hostnamectl"]
+    method: Literal["occidentalis", "device-init", "hostnamectl"]
     files: list[FileChange]
     reason: str
     set_running: bool = True  # the running name differs (not only the files)

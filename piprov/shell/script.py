@@ -145,7 +145,8 @@ def command(a: Action) -> str:
         cmd = f"systemctl {a.verb}{flags}" + "".join(f" {_q(u)}" for u in a.units)
         return cmd + " 2>/dev/null || true" if a.best_effort else cmd
     if isinstance(a, SetHostname):
-        return f"hostname {_q(a.name)}" if a.method == "occidentalis" else f"hostnamectl set-hostname {_q(a.name)}"
+        # HypriotOS's device-init (both generations) sets the running name with hostname(1); so do we there.
+        return f"hostnamectl set-hostname {_q(a.name)}" if a.method == "hostnamectl" else f"hostname {_q(a.name)}"
     if isinstance(a, EtcdSet):
         return f"{a.etcdctl} set {_q(a.key)} {_q(a.value)}"
     if isinstance(a, RemoveFile):

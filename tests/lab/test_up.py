@@ -1,6 +1,7 @@
 """End to end on the lab: `piprov up` turns fresh HypriotOS-like nodes into the seed's cluster.
 
-One 3-node lab for the module (pi1 = rpi-master). The tests run in file
+One 3-node lab for the module (pi1 = rpi-master), a mixed fleet: pi2 (rpi-node-1) holds a
+HypriotOS 1.x card (/boot/device-init.yaml), the others 2016 ones (occidentalis.txt). The tests run in file
 order and build on each other: cold up, workload, idempotent re-run, a one
 value edit, then power events that the cluster must survive without piprov.
 """
@@ -75,7 +76,8 @@ true
 
 
 # The running name and where HypriotOS keeps it: `reset --hostname` puts back what was booted.
-NAMES_SH = "hostname; cat /etc/hostname; grep '^hostname=' /boot/occidentalis.txt; grep '^127.0.1.1' /etc/hosts"
+NAMES_SH = ("hostname; cat /etc/hostname; echo; grep '^hostname=' /boot/occidentalis.txt; "
+            "grep '^hostname' /boot/device-init.yaml; grep '^127.0.1.1' /etc/hosts")
 
 
 def node_state(lab: Lab, node: str) -> str:
@@ -84,7 +86,7 @@ def node_state(lab: Lab, node: str) -> str:
 
 @pytest.fixture(scope="module")
 def cluster(lab_factory: Callable[..., Lab], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    lab = lab_factory("up", nodes=3)
+    lab = lab_factory("up", nodes=3, flavours=["hypriot-2016", "hypriot-1x", "hypriot-2016"])
     inv = tmp_path_factory.mktemp("up") / "inventory.yaml"
     inv.write_text(lab.inventory_yaml())
     c = Cluster(lab, inv)
@@ -337,6 +339,10 @@ def test_every_node_rebooted_comes_back_without_piprov(cluster: Cluster) -> None
     # Ready comes from the kubelet; the rest of the units may still be settling
     # (systemd restarts what raced at boot). They converge without piprov.
     wait_for("every unit as planned", lambda: cluster.piprov("plan").returncode == 0, 120, 3)
+    # Each card's boot put the inventory's name back, device-init.yaml's as occidentalis.txt's.
+    names = {n.name: cluster.lab.exec(n.name, "hostname").stdout.strip() for n in cluster.lab.nodes}
+    assert names == {"pi1": "rpi-master", "pi2": "rpi-node-1", "pi3": "rpi-node-2"}
+    assert 'hostname: "rpi-node-1"' in cluster.lab.exec("pi2", "cat /boot/device-init.yaml").stdout
 
 
 def test_unreachable_etcd_is_named_with_the_worker_and_flannel(cluster: Cluster) -> None:

@@ -102,6 +102,10 @@ def build_facts(spec: dict[str, Any], node_name: str, graph: ComponentGraph) -> 
         files["/boot/occidentalis.txt"] = _file("/boot/occidentalis.txt", spec["occidentalis"].encode(), 0o755)
     else:
         files["/boot/occidentalis.txt"] = FileFacts("/boot/occidentalis.txt", exists=False)
+    if "device_init" in spec:
+        files["/boot/device-init.yaml"] = _file("/boot/device-init.yaml", spec["device_init"].encode(), 0o755)
+    else:
+        files["/boot/device-init.yaml"] = FileFacts("/boot/device-init.yaml", exists=False)
 
     uspec = spec.get("units", {})
     udefault = {"active": "active", "enabled": "enabled", **uspec.get("default", {})}
@@ -147,7 +151,7 @@ def build_facts(spec: dict[str, Any], node_name: str, graph: ComponentGraph) -> 
         host=node.address,
         machine=spec["machine"],
         hostname=hostname,
-        os_id="raspbian" if "occidentalis" in spec else "debian",
+        os_id="raspbian" if "occidentalis" in spec or "device_init" in spec else "debian",
         os_version="8",
         files=files,
         units=units,
@@ -386,6 +390,36 @@ def test_hostname_keeps_other_occidentalis_lines() -> None:
     assert commands(hc.actions)[0] == "hostname rpi-node-1"
 
 
+@pytest.mark.parametrize("before, after", [
+    ('hostname: "old"\nwifi:\n  interfaces: {}\n', 'hostname: "rpi-node-1"\nwifi:\n  interfaces: {}\n'),
+    ("hostname: old   # the name\n", 'hostname: "rpi-node-1"  # the name\n'),
+    ("hostname:'old'\n", 'hostname: "rpi-node-1"\n'),
+    ("wifi:\n  hostname: nested\n", 'wifi:\n  hostname: nested\nhostname: "rpi-node-1"\n'),  # device-init reads the top level
+    ("", 'hostname: "rpi-node-1"\n'),
+])
+def test_hostname_in_device_init_yaml_keeps_the_users_lines(before: str, after: str) -> None:
+    facts = _facts_with({"/boot/device-init.yaml": before, "/etc/hosts": "127.0.1.1 old\n", "/etc/hostname": "old\n"},
+                        "old")
+    hc = plan_hostname("rpi-node-1", facts)
+    assert hc is not None and hc.method == "device-init"
+    assert {f.path: f.content.decode() for f in hc.files}["/boot/device-init.yaml"] == after
+    assert commands(hc.actions)[0] == "hostname rpi-node-1"  # as device-init itself sets it
+
+
+def test_a_card_with_both_boot_files_gets_the_name_in_both() -> None:
+    facts = _facts_with({"/boot/device-init.yaml": 'hostname: "rpi-node-1"\n', "/boot/occidentalis.txt": "hostname=old\n",
+                         "/etc/hosts": "127.0.1.1 rpi-node-1\n", "/etc/hostname": "rpi-node-1\n"}, "rpi-node-1")
+    hc = plan_hostname("rpi-node-1", facts)
+    assert hc is not None and [f.path for f in hc.files] == ["/boot/occidentalis.txt"]
+    assert not hc.set_running and "out of date: /boot/occidentalis.txt" in hc.reason
+
+
+def test_device_init_yaml_already_naming_the_node_changes_nothing() -> None:
+    facts = _facts_with({"/boot/device-init.yaml": "hostname: rpi-node-1 # ok\n", "/etc/hosts": "127.0.1.1 rpi-node-1\n",
+                         "/etc/hostname": "rpi-node-1\n"}, "rpi-node-1")
+    assert plan_hostname("rpi-node-1", facts) is None
+
+
 def test_hostname_appends_to_occidentalis_without_hostname_line() -> None:
     facts = _facts_with(
         {"/boot/occidentalis.txt": "wifi_ssid=lab", "/etc/hosts": "127.0.1.1 n1\n", "/etc/hostname": "n1\n"},
@@ -508,3 +542,10 @@ def test_other_changes_leave_out_what_node_add_applies(graph: ComponentGraph) ->
     plan = Plan(nodes=[node("new", "flannel"), node("a", "firewall"), node("b", "firewall", "docker")])
     assert other_changes(plan, "new", ("firewall",)) == {"b": ["docker differs"]}
     assert other_changes(plan, "new") == {"a": ["firewall differs"], "b": ["firewall differs", "docker differs"]}
+
+
+def test_etc_hostname_without_its_newline_is_no_change() -> None:
+    """HypriotOS 1.x's device-init writes /etc/hostname with no newline at every boot: not drift."""
+    facts = _facts_with({"/boot/device-init.yaml": 'hostname: "rpi-node-1"\n', "/etc/hosts": "127.0.1.1 rpi-node-1\n",
+                         "/etc/hostname": "rpi-node-1"}, "rpi-node-1")
+    assert plan_hostname("rpi-node-1", facts) is None
