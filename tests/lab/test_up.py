@@ -110,10 +110,12 @@ def test_cold_up_builds_a_ready_cluster(cluster: Cluster) -> None:
     # It wrote every node's private keys, and said nothing of them.
     assert "PRIVATE" not in p.stdout + p.stderr and "BEGIN" not in p.stdout + p.stderr
     assert cluster.all_ready(), cluster.nodes_ready()
-    # The hostnames were set the HypriotOS way, at once.
+    # The hostnames were set the HypriotOS way, at once: each card's own file (pi2: 1.x's device-init.yaml).
     for node, name in zip(cluster.lab.nodes, ["rpi-master", "rpi-node-1", "rpi-node-2"]):
-        occ = cluster.lab.exec(node.name, "cat /boot/occidentalis.txt; hostname").stdout
-        assert f"hostname={name}" in occ and occ.strip().endswith(name)
+        occ = cluster.lab.exec(node.name, "cat /boot/occidentalis.txt /boot/device-init.yaml 2>/dev/null; hostname",
+                               check=False).stdout
+        kept = f'hostname: "{name}"' if node.name == "pi2" else f"hostname={name}"
+        assert kept in occ and occ.strip().endswith(name), occ
 
 
 def test_certificates_are_on_the_nodes_and_keys_are_private(cluster: Cluster) -> None:
