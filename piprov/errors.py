@@ -183,3 +183,7 @@ class SudoPasswordError(TransportError):
 
 class ResetError(PiprovError):
     """`piprov reset` would not go ahead (the master alone, an unknown node), or left something behind."""
+
+
+class FixError(PiprovError):
+    """`piprov check --fix` could not make a node's fixes, or the node did not come back from its reboot."""

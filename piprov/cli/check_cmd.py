@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import click
 from rich.markup import escape
@@ -17,7 +18,10 @@ from piprov.cli.app import EXIT_CHECK_FAILED, EXIT_ERROR, EXIT_OK, ExitWith, err
 from piprov.fleet import Fleet
 from piprov.graph import load_graph
 from piprov.inventory import load
-from piprov.inventory.model import HostKeyPolicy
+from piprov.inventory.model import HostKeyPolicy, Inventory
+
+if TYPE_CHECKING:
+    from piprov.fix import FixReport
 
 _STATUS = {"ok": "[green]✓ ok[/]", "warn": "[yellow]! warn[/]", "fail": "[bold red]✗ fail[/]"}
 
@@ -26,8 +30,12 @@ _STATUS = {"ok": "[green]✓ ok[/]", "warn": "[yellow]! warn[/]", "fail": "[bold
 @click.argument("nodes", nargs=-1, metavar="[NODE]...")
 @inventory_option
 @click.option("--json", "as_json", is_flag=True, help="Print every node's facts and findings as JSON on stdout.")
+@click.option("--fix", is_flag=True, help="Then make the fixes that are file edits (cmdline.txt, with a backup; swap "
+              "off; the iptables backend) and reboot the nodes that need it one at a time, the rolling way.")
+@click.option("--yes", "-y", is_flag=True, help="With --fix: do not ask for confirmation (for scripts).")
 @trust_option
-def check_cmd(nodes: tuple[str, ...], inventory_path: Path, as_json: bool, policy: HostKeyPolicy | None) -> None:
+def check_cmd(nodes: tuple[str, ...], inventory_path: Path, as_json: bool, fix: bool, yes: bool,
+              policy: HostKeyPolicy | None) -> None:
     """Preflight: what on each node would break the cluster, and how to fix it. Changes nothing.
 
     One SSH command per node (all at once) looks at: the OS and its flavour
@@ -51,6 +59,15 @@ def check_cmd(nodes: tuple[str, ...], inventory_path: Path, as_json: bool, polic
       piprov check rpi-master          only these nodes
       piprov check --json | jq '.nodes[].findings[] | select(.severity != "ok")'
 
+    With --fix, piprov then mends what is a file edit or a switch, on every
+    node at once, and reboots the nodes whose kernel must read it again one at a
+    time (drain, reboot, back with a new boot, Ready, uncordon): the memory
+    cgroup (cmdline.txt gets cgroup_enable=memory cgroup_memory=1; a backup
+    cmdline.txt.piprov-bak is kept beside it), cgroup v2 under an old docker
+    (systemd.unified_cgroup_hierarchy=0), swap (off now and at boot), iptables
+    on nf_tables (the legacy backend). Everything else is said and left to you.
+    Then it checks again and reports as without --fix.
+
     \b
     Exit code: 0 every finding ok or warn, 3 a finding fails,
     1 a node could not be checked (unreachable, no sudo), 64 an unknown node.
@@ -64,14 +81,44 @@ def check_cmd(nodes: tuple[str, ...], inventory_path: Path, as_json: bool, polic
     with Fleet.connect(inventory, list(dict.fromkeys(nodes)) or None, policy=policy) as fleet:
         with err.status("checking every node (one SSH command each)…"):
             checks = check_fleet(inventory, graph, book, fleet)
+        fixed = _fix(inventory, checks, fleet, yes=yes) if fix else None
+        if fixed is not None:
+            with err.status("checking again…"):
+                checks = check_fleet(inventory, graph, book, fleet)
     if as_json:
-        out.print_json(json.dumps({"ok": not any(c.worst == "fail" for c in checks),
-                                   "nodes": [check_json(c) for c in checks]}))
+        out.print_json(json.dumps({"ok": not any(c.worst == "fail" for c in checks) and not (fixed and fixed.errors),
+                                   "nodes": [check_json(c) for c in checks],
+                                   **({"fix": fix_json(fixed)} if fixed is not None else {})}))
     else:
         print_checks(checks)
-    code = exit_code(checks)
+    code = EXIT_ERROR if fixed is not None and fixed.errors else exit_code(checks)
     if code != EXIT_OK:
         raise ExitWith(code)
+
+
+def _fix(inventory: Inventory, checks: Sequence[NodeCheck], fleet: Fleet, *, yes: bool) -> FixReport | None:
+    """Say what --fix would do, ask, do it under the run lock; None when there was nothing to do."""
+    from piprov.fix import fix_fleet, plan_fix
+    from piprov.provision import run_lock
+
+    fixes = [f for f in (plan_fix(c) for c in checks) if f.changed]
+    for f in fixes:
+        err.print(f"[bold]{escape(f.node)}[/]: " + "; ".join(escape(d) for d in f.done))
+    if not fixes:
+        err.print("--fix: nothing piprov can mend (what is left is said below)")
+        return None
+    if not yes:
+        if not sys.stdin.isatty():
+            raise click.UsageError("--fix changes nodes and reboots some: pass --yes to confirm without a terminal")
+        reboots = sum(f.reboot for f in fixes)
+        click.confirm(f"Fix {len(fixes)} node(s), {reboots} of them rebooted one at a time?", abort=True, err=True)
+    with run_lock(inventory):
+        report = fix_fleet(inventory, checks, fleet, say=lambda s: err.print(f"[dim]{escape(s)}[/]"))
+    for name, e in report.errors.items():
+        err.print(f"[bold red]✗ {escape(name)}[/]: {escape(error_line(e))}")
+    err.print(f"--fix: {len(report.applied)} node(s) fixed, {len(report.rebooted)} rebooted"
+              + (f", {len(report.errors)} failed" if report.errors else ""))
+    return report
 
 
 def exit_code(checks: Sequence[NodeCheck]) -> int:
@@ -79,6 +126,11 @@ def exit_code(checks: Sequence[NodeCheck]) -> int:
     if any(c.error is not None for c in checks):
         return EXIT_ERROR
     return EXIT_CHECK_FAILED if any(c.failed for c in checks) else EXIT_OK
+
+
+def fix_json(r: FixReport) -> dict[str, Any]:
+    return {"fixed": r.applied, "rebooted": r.rebooted, "errors": {n: error_line(e) for n, e in r.errors.items()},
+            "done": {n: list(f.done) for n, f in r.fixes.items() if f.changed}}
 
 
 def check_json(c: NodeCheck) -> dict[str, Any]:

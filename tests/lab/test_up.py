@@ -430,6 +430,25 @@ def test_reset_a_worker_then_the_whole_cluster_leaves_fresh_nodes_and_up_rebuild
         print(f"life: {what}: {s:.1f} s")
 
 
+def test_check_fix_switches_a_worker_to_legacy_iptables_and_reboots_it_the_rolling_way(cluster: Cluster) -> None:
+    """The lab's nodes run iptables on nf_tables (a warning of `check`): --fix picks the legacy backend and
+    reboots the worker, drained first and uncordoned once Ready; the rest of the cluster keeps running."""
+    before = cluster.lab.exec("pi3", "cat /proc/sys/kernel/random/boot_id").stdout.strip()
+    p = cluster.piprov("check", "--fix", "--yes", "--json", "rpi-node-2", timeout=400)
+    report = _json(p)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert report["fix"]["rebooted"] == ["rpi-node-2"] and not report["fix"]["errors"], report["fix"]
+    assert cluster.lab.exec("pi3", "cat /proc/sys/kernel/random/boot_id").stdout.strip() != before
+    assert "legacy" in cluster.lab.exec("pi3", "iptables -V").stdout
+    iptables = next(f for f in report["nodes"][0]["findings"] if f["code"] == "iptables")
+    assert iptables["severity"] == "ok", iptables
+    assert "draining" in p.stderr and "booted again" in p.stderr
+    nodes = json.loads(cluster.kubectl("get", "nodes", "-o", "json").stdout)["items"]
+    assert not any(n["spec"].get("unschedulable") for n in nodes)  # uncordoned
+    cluster.wait_all_ready(120)
+    wait_for("every unit as planned", lambda: cluster.piprov("plan").returncode == 0, 120, 3)
+
+
 def test_status_shows_a_daemon_that_systemd_revived(cluster: Cluster) -> None:
     """kill -9 of a worker's dockerd: systemd brings it back, `status` counts the restart.
 
