@@ -251,3 +251,19 @@ def test_check_help_teaches(capsys: pytest.CaptureFixture[str]) -> None:
     text = " ".join(capsys.readouterr().out.split())
     for words in ("Changes nothing", "--json", "fsync", "cmdline.txt", "3 a finding fails", "checks.yaml"):
         assert words in text
+
+
+def test_check_fix_without_a_terminal_wants_yes_and_changes_nothing(inv: Path, fake_nodes: list[str],
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    # rpi-node-1 (clock-1970) has nothing --fix mends; rpi-master neither: only the check ran.
+    assert run(["check", "--fix", "rpi-master", "rpi-node-1", "-i", str(inv)]) == EXIT_CHECK_FAILED
+    assert "nothing piprov can mend" in capsys.readouterr().err and len(fake_nodes) == 2
+
+
+def test_check_fix_of_a_node_with_fixes_needs_yes(inv: Path, fake_nodes: list[str], monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setitem(ANSWERS, "rpi-node-1", "bookworm-v2-swap")
+    assert run(["check", "--fix", "rpi-node-1", "-i", str(inv)]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "--yes" in err and "cgroup_enable=memory cgroup_memory=1" in err and "swap off" in err
+    assert len(fake_nodes) == 1  # the check, and nothing else was sent
