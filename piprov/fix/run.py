@@ -17,7 +17,7 @@ from piprov.fix.command import fix_script
 from piprov.fix.plan import NodeFix, plan_fix
 from piprov.fleet import Fleet, parallel
 from piprov.inventory.model import Inventory, Node
-from piprov.kube.client import KubeApi, api_for, k8s_name, wait_ready
+from piprov.kube.client import KubeApi, api_or_none, k8s_name, wait_ready
 from piprov.kube.discovery import current_token, forget, ready_reader
 from piprov.kube.drain import drain, uncordon
 from piprov.shell.script import run_script
@@ -58,7 +58,7 @@ def fix_fleet(inventory: Inventory, checks: Sequence[NodeCheck], fleet: Fleet, *
             report.applied.append(name)
     order = sorted((n for n in inventory.nodes if report.fixes.get(n.name, NodeFix(n.name)).reboot
                     and n.name not in report.errors), key=lambda n: n.role == "master")
-    api = _api(inventory)
+    api = api_or_none(inventory)
     for node in order:
         try:
             reboot_node(inventory, fleet, node, api, say=say, boot_timeout=boot_timeout)
@@ -128,12 +128,6 @@ def _boot_id(node: Node, out: str) -> str:
         raise FixError(f"unreadable boot id {word[:40]!r}", host=node.name)
     return word
 
-
-def _api(inventory: Inventory) -> KubeApi | None:
-    try:
-        return api_for(inventory)
-    except PiprovError:
-        return None
 
 
 def _has_node(api: KubeApi, kname: str) -> bool:

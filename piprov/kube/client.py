@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from piprov import http
-from piprov.errors import ClusterError
+from piprov.errors import ClusterError, PiprovError
 from piprov.inventory.model import Inventory, Node, refuse_documentation_address
 
 JSON = dict[str, Any]
@@ -177,6 +177,15 @@ _TLS_LOCK = threading.Lock()
 def api_for(inventory: Inventory, timeout: float = 10.0) -> KubeApi:
     refuse_documentation_address(inventory.master)
     return KubeApi(apiserver_url(inventory), timeout=timeout, tls=client_tls(inventory))
+
+
+def api_or_none(inventory: Inventory) -> KubeApi | None:
+    """The cluster's API, or None where the inventory cannot name one (a documentation address, no PKI yet):
+    for work that goes ahead without the cluster (a node not in it is reset or rebooted all the same)."""
+    try:
+        return api_for(inventory)
+    except PiprovError:
+        return None
 
 
 def k8s_name(node: Node) -> str:

@@ -18,7 +18,7 @@ from piprov.errors import PiprovError, ResetError
 from piprov.fleet import Fleet, FleetResult, naming, parallel
 from piprov.graph import ComponentGraph
 from piprov.inventory.model import Inventory, Node
-from piprov.kube.client import KubeApi, api_for, k8s_name
+from piprov.kube.client import KubeApi, api_or_none, k8s_name
 from piprov.kube.drain import drain
 from piprov.kube.procedures import delete_node, release_lease
 from piprov.kube.pods import DrainOptions
@@ -64,7 +64,7 @@ def reset_cluster(inventory: Inventory, graph: ComponentGraph, fleet: Fleet, nam
                   wipe_data: bool = False, options: DrainOptions = DrainOptions(), timeout: float = 300.0,
                   hostname: bool = False, say: Say = lambda _: None) -> ResetReport:
     nodes, whole = chosen(inventory, names)
-    api = _api(inventory)
+    api = api_or_none(inventory)
     report = ResetReport(FleetResult(), whole)
 
     def one(name: str) -> NodeReset:
@@ -118,12 +118,6 @@ def reset_node(inventory: Inventory, graph: ComponentGraph, fleet: Fleet, node: 
     done.hostname = name
     return done
 
-
-def _api(inventory: Inventory) -> KubeApi | None:
-    try:
-        return api_for(inventory)
-    except PiprovError:
-        return None
 
 
 def _drain(api: KubeApi | None, node: Node, options: DrainOptions, timeout: float, say: Say) -> list[str]:
