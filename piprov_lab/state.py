@@ -7,6 +7,7 @@ resources that were never created.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import os
@@ -14,7 +15,7 @@ import re
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from piprov_lab.errors import LabError
 from piprov_lab.system import ProcRef
@@ -82,18 +83,25 @@ class LabState:
 
     @classmethod
     def from_json(cls, text: str) -> LabState:
+        """A lab's state; keys this version does not know are left out: a lab booted by another checkout
+        of piprov on the same machine must not stop this one from picking a free subnet."""
         d = json.loads(text)
         nodes = []
         for nd in d.pop("nodes", []):
             nd["nspawn"] = ProcRef.from_json(nd.get("nspawn"))
             nd["relay"] = ProcRef.from_json(nd.get("relay"))
-            nodes.append(NodeState(**nd))
+            nodes.append(NodeState(**_known(NodeState, nd)))
         decoys = []
         for dd in d.pop("decoys", []):
             dd["proc"] = ProcRef.from_json(dd.get("proc"))
-            decoys.append(DecoyState(**dd))
+            decoys.append(DecoyState(**_known(DecoyState, dd)))
         d["registry"] = ProcRef.from_json(d.get("registry"))
-        return cls(nodes=nodes, decoys=decoys, **d)
+        return cls(nodes=nodes, decoys=decoys, **_known(cls, d))
+
+
+def _known(kind: type, d: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in dataclasses.fields(kind)}
+    return {k: v for k, v in d.items() if k in names}
 
 
 def lab_dir(name: str) -> Path:
