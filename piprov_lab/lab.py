@@ -254,6 +254,13 @@ class Lab:
 
     @staticmethod
     def _pid1(n: NodeState) -> int | None:
+        """The node's init: the child of nspawn, itself the child of the node's power shell (``_boot``)."""
+        nspawn = Lab._nspawn_pid(n)
+        kids = children(nspawn) if nspawn is not None else []
+        return kids[0] if kids else None
+
+    @staticmethod
+    def _nspawn_pid(n: NodeState) -> int | None:
         if not alive(n.nspawn):
             return None
         assert n.nspawn is not None
@@ -487,12 +494,17 @@ class Lab:
         # sysfs nspawn gives the node then shows the node's interfaces. Without it the node's
         # /sys/class/net listed the host's bridge and every other node's veth, which no Pi shows.
         # (`ip netns exec` remounts /sys too, but drops /sys/fs/cgroup, which nspawn needs.)
+        # The shell stays, as the node's power: a node that reboots itself (`systemctl reboot`, as
+        # `piprov check --fix` does) makes nspawn --keep-unit exit with 133, "reboot me", which is what
+        # systemd-nspawn@.service's RestartForceExitStatus=133 answers on a host with systemd; a Pi
+        # comes back on its own, so the node boots again. Any other exit is the node powered off.
         sysfs = ndir / "sysfs"
         sysfs.mkdir(exist_ok=True)
         argv = [
             "unshare", "--mount", "--propagation", "slave", "nsenter", f"--net=/run/netns/{n.netns}",
             "sh", "-c", 'set -e; mount -t sysfs sysfs "$0"; mount --rbind /sys/fs/cgroup "$0/fs/cgroup"; '
-            'mount --move "$0" /sys; exec "$@"', str(sysfs),
+            'mount --move "$0" /sys; set +e; while :; do "$@"; rc=$?; [ "$rc" -eq 133 ] || exit "$rc"; done',
+            str(sysfs),
             "systemd-nspawn", "-D", str(ndir / "root"), "-b", "--register=no", "--keep-unit",
             f"--network-namespace-path=/run/netns/{n.netns}", "-M", f"{self.name}-{n.name}",
             "--capability=all", "--private-users=no", "--resolv-conf=off", "--timezone=off",
@@ -505,14 +517,16 @@ class Lab:
         st.save(s)
 
     def _stop_node(self, n: NodeState) -> None:
-        """Power cut: SIGKILL the node's PID 1 (the kernel kills its whole PID namespace) and nspawn."""
-        pid1 = self._pid1(n)
-        if pid1 is not None:
-            try:
-                kill(proc_ref(pid1), signal.SIGKILL)
-            except LabError:
-                pass
+        """Power cut: SIGKILL the node's power shell (it must not boot the node again), its PID 1 (the
+        kernel kills its whole PID namespace) and nspawn."""
+        nspawn, pid1 = self._nspawn_pid(n), self._pid1(n)
         kill(n.nspawn, signal.SIGKILL)
+        for pid in (pid1, nspawn):
+            if pid is not None:
+                try:
+                    kill(proc_ref(pid), signal.SIGKILL)
+                except LabError:
+                    pass
         n.nspawn = None
 
     def _wait_ssh(self, s: LabState, nodes: Sequence[NodeState], timeout: float = BOOT_TIMEOUT) -> None:
