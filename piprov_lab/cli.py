@@ -18,12 +18,13 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from piprov_lab import image
 from piprov_lab import inventory as lab_inventory
 from piprov_lab.errors import LabError
 from piprov_lab.lab import Lab, default_name
 
 # Wide when piped, so tables are not truncated in logs and CI output.
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+out = Console(highlight=False, soft_wrap=True, emoji=False, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False)
 
 F = TypeVar("F", bound=Callable[..., object])
@@ -36,6 +37,23 @@ def name_option(f: F) -> F:
         show_default="$PIPROV_LAB or piprov",
         help="Which lab (several can run side by side, each with its own bridge and subnet).",
     )(f)
+
+
+def os_option(f: F) -> F:
+    return click.option(
+        "--os", "releases", default=image.SUITE, show_default=True, metavar="RELEASE[,RELEASE...]",
+        help=f"Debian release of each node ({', '.join(image.RELEASES)}): a comma list is given to the "
+        "nodes in turn (pi1 the first...). Each release has its own cached image, built on first use (~40 s).",
+    )(f)
+
+
+def _releases(value: str) -> list[str]:
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    unknown = [v for v in names if v not in image.RELEASES]
+    if unknown or not names:
+        raise click.BadParameter(f"{unknown[0] if unknown else value!r} is no release; releases: "
+                                 f"{', '.join(image.RELEASES)}", param_hint="--os")
+    return names
 
 
 def _lab(name: str) -> Lab:
@@ -80,13 +98,14 @@ def lab() -> None:
               help="The OS each node's card holds, given to the nodes in turn: hypriot-2016 (the default: "
               "/boot/occidentalis.txt), hypriot-1x (/boot/device-init.yaml read by that release's device-init), "
               "raspios (as --rpios).")
+@os_option
 def up(name: str, nodes: int, decoys: int, rtt: float, profile: str, decoy_kinds: tuple[str, ...],
-       rpios: int, flavours: str) -> None:
+       rpios: int, flavours: str, releases: str) -> None:
     """Boot a lab; returns once every node's sshd answers."""
     t0 = time.monotonic()
     lb = _lab(name)
     lb.up(nodes=nodes, decoys=decoys, rtt_ms=rtt, profile=profile, decoy_kinds=decoy_kinds, rpios=rpios,
-          flavours=[f for f in flavours.split(",") if f])
+          flavours=[f for f in flavours.split(",") if f], releases=_releases(releases))
     err.print(f"lab [bold]{name}[/] is up ({profile} profile): {nodes} nodes, {decoys + len(decoy_kinds)} decoys "
               f"in {time.monotonic() - t0:.1f} s")
     err.print(f"[dim]next: piprov lab status --name {name}; piprov lab inventory --name {name} > inventory.yaml[/]")
@@ -102,7 +121,7 @@ def status(name: str, as_json: bool) -> None:
         click.echo(json.dumps(data, indent=2))
         return
     t = Table(title=f"lab {name}: bridge {data['bridge']} {data['bridge_ip']}, registry {data['registry']}")
-    for col in ("node", "inventory", "IP", "MAC", "mDNS name", "state"):
+    for col in ("node", "inventory", "OS", "IP", "MAC", "mDNS name", "state"):
         t.add_column(col)
     for n in data["nodes"]:  # type: ignore[attr-defined]
         if not n["running"]:
@@ -120,9 +139,9 @@ def status(name: str, as_json: bool) -> None:
             extra.append(f"loss {n['loss_pct']:g}%")
         if extra:
             state += f" ({', '.join(extra)})"
-        t.add_row(n["name"], n["inventory_name"], n["ip"], n["mac"], n["mdns_name"] or "-", state)
+        t.add_row(n["name"], n["inventory_name"], n["os"], n["ip"], n["mac"], n["mdns_name"] or "-", state)
     for d in data["decoys"]:  # type: ignore[attr-defined]
-        t.add_row(d["name"], f"({d['kind']})", d["ip"], d["mac"], "-", "running" if d["running"] else "stopped")
+        t.add_row(d["name"], f"({d['kind']})", "-", d["ip"], d["mac"], "-", "running" if d["running"] else "stopped")
     out.print(t)
 
 
@@ -207,10 +226,11 @@ def replace(name: str, node: str, no_start: bool) -> None:
 @lab.command(name="add-node")
 @name_option
 @click.option("--count", default=1, show_default=True, help="How many fresh nodes to add.")
-def add_node(name: str, count: int) -> None:
+@os_option
+def add_node(name: str, count: int, releases: str) -> None:
     """Boot extra fresh nodes into a running lab."""
-    for i in _lab(name).add_nodes(count):
-        out.print(f"{i.name}\t{i.ip}\t{i.mac}")
+    for i in _lab(name).add_nodes(count, releases=_releases(releases)):
+        out.print(f"{i.name}\t{i.ip}\t{i.mac}\t{i.os}")
 
 
 @lab.command()

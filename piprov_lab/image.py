@@ -1,8 +1,10 @@
-"""The node image: a Debian bookworm root that looks like a freshly flashed HypriotOS Pi.
+"""The node image: a Debian root that looks like a freshly flashed HypriotOS Pi.
 
-Built once with debootstrap and cached under /var/cache/piprov-lab/ keyed by a
-hash of its recipe (packages + every file and command below), so editing the
-recipe rebuilds it and nothing else does. The build happens in a temporary
+One image per Debian release a node can run (``RELEASES``: bullseye, bookworm,
+the default, and trixie; `lab up --os`). Each is built once with debootstrap
+and cached under /var/cache/piprov-lab/ keyed by a hash of its recipe (release,
+packages + every file and command below), so editing the recipe rebuilds it and
+nothing else does. The build happens in a temporary
 directory that is renamed into place only when complete, with a stamp file
 written last: a directory without the stamp is a half-built cache and is
 reported, never booted.
@@ -25,7 +27,7 @@ from piprov_lab.system import proc_start_time, require_tools, run
 
 CACHE_ROOT = Path(os.environ.get("PIPROV_LAB_CACHE", "/var/cache/piprov-lab"))
 STAMP = ".piprov-lab-complete"
-SUITE = "bookworm"
+SUITE = "bookworm"  # the default release: a lab without --os is what it always was
 MIRROR = "http://deb.debian.org/debian"
 PACKAGES = [
     "systemd", "systemd-sysv", "dbus", "openssh-server", "iproute2", "iptables",
@@ -234,23 +236,73 @@ FILES["/etc/systemd/system/systemd-user-sessions.service.d/piprov-lab.conf"] = (
 
 Progress = Callable[[str], None]
 
+
+@dataclass(frozen=True)
+class Release:
+    """A Debian release a node can run: what its image is built from and how it boots."""
+
+    suite: str
+    version: str  # Debian's number, as /etc/debian_version starts
+    packages: tuple[str, ...] = tuple(PACKAGES)
+    customize: str = CUSTOMIZE
+    # Arguments for the node's systemd (PID 1), which in a container reads them as its
+    # kernel command line (proc_cmdline() reads PID 1's argv there, not /proc/cmdline).
+    init_args: tuple[str, ...] = ()
+
+
+# The same package names in all three (debootstrap resolves --include against each
+# release's own Packages index and fails on a name the release lacks); trixie needs two more.
+RELEASES: dict[str, Release] = {
+    "bullseye": Release("bullseye", "11"),
+    "bookworm": Release("bookworm", "12"),
+    "trixie": Release(
+        "trixie", "13",
+        # docker.io 26 left the client to a package of its own, docker-cli, which docker.io
+        # only Recommends (apt installs it, debootstrap does not): a node without it has
+        # dockerd but no `docker`. systemd 257 dlopen()s libkmod (kmod, Priority: important,
+        # which minbase leaves out) and systemd-modules-load fails without it; Pi OS has it.
+        packages=(*PACKAGES, "docker-cli", "kmod"),
+        # systemd 256+ refuses to boot on cgroup v1 unless SYSTEMD_CGROUP_ENABLE_LEGACY_FORCE=1
+        # is on its command line (systemd v256 NEWS: cgroup v1 "obsolete"; 258 removed it);
+        # this machine mounts only v1 hierarchies, which nspawn gives the node.
+        init_args=("SYSTEMD_CGROUP_ENABLE_LEGACY_FORCE=1",),
+    ),
+}  # fmt: skip
+
+
+def release(name: str) -> Release:
+    """The release called ``name``, or a LabError naming the ones there are."""
+    try:
+        return RELEASES[name]
+    except KeyError:
+        raise LabError(f"unknown Debian release {name!r} for a lab node",
+                       hint=f"releases: {', '.join(RELEASES)}") from None
+
+
+def init_args(name: str) -> list[str]:
+    """What the node's systemd is started with, for a node running release ``name``."""
+    return list(release(name).init_args)
+
 # Files whose absence means the root is not a usable node image.
 ESSENTIAL = ["usr/lib/systemd/systemd", "usr/sbin/sshd", "usr/sbin/dockerd", "usr/sbin/avahi-daemon"]
 
 
-def recipe() -> dict[str, object]:
+def recipe(os_: str = SUITE) -> dict[str, object]:
+    # bookworm's is the recipe of before there were releases, key for key: its hash (so
+    # the cached image) stayed what it was (tests/unit/test_lab_os.py pins it).
+    r = release(os_)
     return {
-        "suite": SUITE,
+        "suite": r.suite,
         "mirror": MIRROR,
         "variant": "minbase",
-        "packages": PACKAGES,
+        "packages": list(r.packages),
         "files": {k: [v[0], v[1]] for k, v in sorted(FILES.items())},
-        "customize": CUSTOMIZE,
+        "customize": r.customize,
     }
 
 
-def recipe_hash() -> str:
-    blob = json.dumps(recipe(), sort_keys=True).encode()
+def recipe_hash(os_: str = SUITE) -> str:
+    blob = json.dumps(recipe(os_), sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -259,10 +311,11 @@ class BaseImage:
     root: Path
     built_now: bool
     build_seconds: float
+    os: str = SUITE
 
 
-def base_path() -> Path:
-    return CACHE_ROOT / f"base-{recipe_hash()}"
+def base_path(os_: str = SUITE) -> Path:
+    return CACHE_ROOT / f"base-{recipe_hash(os_)}"
 
 
 def check_complete(root: Path) -> None:
@@ -276,12 +329,13 @@ def check_complete(root: Path) -> None:
         )
 
 
-def ensure_base(progress: Progress | None = None) -> BaseImage:
-    """Return the cached base root, building it first if the recipe changed."""
-    root = base_path()
+def ensure_base(progress: Progress | None = None, os_: str = SUITE) -> BaseImage:
+    """Return the cached base root of release ``os_``, building it first if the recipe changed."""
+    suite = release(os_).suite
+    root = base_path(os_)
     if root.exists():
         check_complete(root)
-        return BaseImage(root, False, 0.0)
+        return BaseImage(root, False, 0.0, os_)
     require_tools("debootstrap")
     CACHE_ROOT.mkdir(parents=True, exist_ok=True)
     # Several labs may come up at once: one builds, the others wait for it.
@@ -289,20 +343,20 @@ def ensure_base(progress: Progress | None = None) -> BaseImage:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if root.exists():
             check_complete(root)
-            return BaseImage(root, False, 0.0)
+            return BaseImage(root, False, 0.0, os_)
         _remove_stale_builds()
         t0 = time.monotonic()
         if progress:
-            progress(f"building the node image (debootstrap {SUITE}, once; ~1 min) into {root}")
-        tmp = CACHE_ROOT / f".build-{recipe_hash()}-{os.getpid()}-{proc_start_time(os.getpid())}"
+            progress(f"building the node image (debootstrap {suite}, once; ~1 min) into {root}")
+        tmp = CACHE_ROOT / f".build-{recipe_hash(os_)}-{os.getpid()}-{proc_start_time(os.getpid())}"
         try:
-            _build(tmp)
-            (tmp / STAMP).write_text(json.dumps(recipe(), sort_keys=True, indent=1))
+            _build(tmp, release(os_))
+            (tmp / STAMP).write_text(json.dumps(recipe(os_), sort_keys=True, indent=1))
             os.rename(tmp, root)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        return BaseImage(root, True, time.monotonic() - t0)
+        return BaseImage(root, True, time.monotonic() - t0, os_)
 
 
 def _remove_stale_builds() -> None:
@@ -318,13 +372,13 @@ def _remove_stale_builds() -> None:
             shutil.rmtree(d, ignore_errors=True)
 
 
-def _build(tmp: Path) -> None:
+def _build(tmp: Path, r: Release) -> None:
     debs = CACHE_ROOT / "debs"
     debs.mkdir(parents=True, exist_ok=True)
     run(
         [
             "debootstrap", "--variant=minbase", f"--cache-dir={debs}",
-            f"--include={','.join(PACKAGES)}", SUITE, str(tmp), MIRROR,
+            f"--include={','.join(r.packages)}", r.suite, str(tmp), MIRROR,
         ],
         timeout=1800,
     )  # fmt: skip
@@ -333,7 +387,7 @@ def _build(tmp: Path) -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_text(content)
         dest.chmod(mode)
-    run(["chroot", str(tmp), "/bin/sh", "-c", CUSTOMIZE], timeout=600)
+    run(["chroot", str(tmp), "/bin/sh", "-c", r.customize], timeout=600)
     missing = [p for p in ESSENTIAL if not (tmp / p).exists()]
     if missing:
         raise LabError(f"the node image build produced no {', '.join(missing)}")
@@ -342,9 +396,9 @@ def _build(tmp: Path) -> None:
 def remove_outdated(keep: set[str]) -> list[Path]:
     """Remove base images of older recipes that no running lab uses (440+ MB each)."""
     removed: list[Path] = []
-    current = base_path()
+    current = {base_path(r) for r in RELEASES}
     for d in CACHE_ROOT.glob("base-*"):
-        if d != current and str(d) not in keep:
+        if d not in current and str(d) not in keep:
             shutil.rmtree(d, ignore_errors=True)
             removed.append(d)
     return removed

@@ -108,6 +108,7 @@ class NodeInfo:
     pid1: int | None
     netns: str
     host_key: str = ""  # "ssh-ed25519 AAAA...": the key its sshd has now (the lab's pin)
+    os: str = image.SUITE  # the Debian release it runs: bullseye, bookworm, trixie
 
     @property
     def host_key_fingerprint(self) -> str:
@@ -250,6 +251,7 @@ class Lab:
             pid1=pid1,
             netns=n.netns,
             host_key=n.host_key,
+            os=n.os,
         )
 
     @staticmethod
@@ -282,7 +284,8 @@ class Lab:
 
     # ---------------------------------------------------------------- up/down
     def up(self, nodes: int = 3, decoys: int = 0, rtt_ms: float = 0, profile: str = inventory.DEFAULT_PROFILE,
-           decoy_kinds: Sequence[str] = (), rpios: int = 0, flavours: Sequence[str] = ()) -> None:  # fmt: skip
+           decoy_kinds: Sequence[str] = (), rpios: int = 0, flavours: Sequence[str] = (),
+           releases: Sequence[str] = ()) -> None:  # fmt: skip
         """Boot ``nodes`` Pi-like nodes and ``decoys`` non-Pi hosts; return once every sshd answers.
 
         ``profile`` picks the image tags `inventory_yaml` names (the registry
@@ -290,7 +293,10 @@ class Lab:
         named (hostile ones included); the last ``rpios`` nodes get Raspberry
         Pi OS's avahi defaults and host name instead of HypriotOS's; ``flavours`` (FLAVOURS' keys)
         are given to the nodes in turn.
+        ``releases`` (`--os`) are Debian releases given to the nodes in turn
+        (pi1 the first, pi2 the second...; default: every node bookworm).
         """
+        per_node = _assign_releases(releases, nodes)
         inventory.check_profile(profile)
         unknown = [k for k in decoy_kinds if k not in DECOY_OUIS]
         if unknown:
@@ -320,15 +326,11 @@ class Lab:
                     f"lab {self.name!r} left files behind in {self.dir} (its state file is gone: a crash?)",
                     hint=f"`piprov lab down --name {self.name}` removes what it left, then try again",
                 )
-            base = image.ensure_base(self._progress)
-            if base.built_now:
-                self._say(f"node image built in {base.build_seconds:.0f} s")
-                in_use = {o.base for o in (st.load(x) for x in st.all_lab_names()) if o is not None}
-                image.remove_outdated(keep=in_use)
+            bases = self._ensure_bases(per_node)
             try:
-                s = self._create_lab(base.root, rtt_ms, profile)
+                s = self._create_lab(bases[per_node[0]], rtt_ms, profile)
                 self._start_registry(s)
-                new = [self._create_node(s, rpios=i >= nodes - rpios,
+                new = [self._create_node(s, rpios=i >= nodes - rpios, os_=per_node[i], base=bases[per_node[i]],
                                          flavour=FLAVOURS[flavours[i % len(flavours)]] if flavours else None)
                        for i in range(nodes)]
                 for n in new:
@@ -345,6 +347,18 @@ class Lab:
                 self._say("lab up failed: removing what was made")
                 self._teardown(st.load(self.name))
                 raise
+
+    def _ensure_bases(self, releases: Sequence[str]) -> dict[str, Path]:
+        """The cached base image of each release named, built first where its recipe changed."""
+        bases: dict[str, Path] = {}
+        for os_ in dict.fromkeys(releases):
+            base = image.ensure_base(self._progress, os_)
+            if base.built_now:
+                self._say(f"node image ({os_}) built in {base.build_seconds:.0f} s")
+                labs = [o for o in (st.load(x) for x in st.all_lab_names()) if o is not None]
+                image.remove_outdated(keep={o.base for o in labs} | {n.base for o in labs for n in o.nodes})
+            bases[os_] = base.root
+        return bases
 
     def _create_lab(self, base: Path, rtt_ms: float, profile: str) -> LabState:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -423,7 +437,8 @@ class Lab:
         shutil.rmtree(self.dir, ignore_errors=True)
 
     # ------------------------------------------------------------------ nodes
-    def _create_node(self, s: LabState, rpios: bool = False, flavour: str | None = None) -> NodeState:
+    def _create_node(self, s: LabState, rpios: bool = False, os_: str = image.SUITE,
+                     base: Path | None = None, flavour: str | None = None) -> NodeState:
         index = max((n.index for n in s.nodes), default=0) + 1
         name = f"pi{index}"
         net_ = ipaddress.IPv4Network(s.subnet)
@@ -432,7 +447,7 @@ class Lab:
         n = NodeState(
             name=name, index=index, ip=ip, mac=_mac(PI_OUIS[(index - 1) % len(PI_OUIS)], self.name, index),
             netns=net.netns_name(self.name, name), veth=net.veth_name(self.name, "n", index), dir=str(ndir),
-            rtt_ms=0.0,
+            rtt_ms=0.0, os=os_, base=str(base or s.base),
         )  # fmt: skip
         if rpios:
             n.flavour = "rpios"
@@ -453,7 +468,7 @@ class Lab:
             (ndir / sub).mkdir(parents=True, exist_ok=True)
         root = ndir / "root"
         run(["mount", "-t", "overlay", "overlay", "-o",
-             f"lowerdir={s.base},upperdir={ndir / 'upper'},workdir={ndir / 'work'}", str(root)])  # fmt: skip
+             f"lowerdir={n.base or s.base},upperdir={ndir / 'upper'},workdir={ndir / 'work'}", str(root)])  # fmt: skip
         n.mounted = True
         st.save(s)
         self._personalise(s, n, root)
@@ -511,6 +526,7 @@ class Lab:
             "--link-journal=no", "--console=read-only",
             f"--bind={ndir / 'docker'}:/var/lib/docker",
             f"--bind={ndir / 'docker-bootstrap'}:/var/lib/docker-bootstrap",
+            *image.init_args(n.os),
         ]  # fmt: skip
         env = dict(os.environ, SYSTEMD_SECCOMP="0", SYSTEMD_NSPAWN_API_VFS_WRITABLE="1")
         n.nspawn = spawn(argv, ndir / "console.log", env=env, cgroups=node_cgroups(f"{self.name}-{n.name}"))
@@ -742,16 +758,19 @@ class Lab:
         if wait:
             self._wait_ssh(s, [n])
 
-    def add_nodes(self, count: int = 1) -> list[NodeInfo]:
-        """Boot ``count`` fresh nodes into the running lab (for rolling `node add` tests)."""
+    def add_nodes(self, count: int = 1, releases: Sequence[str] = ()) -> list[NodeInfo]:
+        """Boot ``count`` fresh nodes into the running lab (for rolling `node add` tests), running
+        ``releases`` in turn (default bookworm)."""
         require_root()
         if count < 1:
             raise LabError("--count must be at least 1")
+        per_node = _assign_releases(releases, count)
+        bases = self._ensure_bases(per_node)
         with st.locked(self.name):
             s = self._state()
             if len(s.nodes) + count > DECOY_IP_OFFSET - NODE_IP_OFFSET - 1:
                 raise LabError("the lab's /24 has no room for that many nodes")
-            new = [self._create_node(s) for _ in range(count)]
+            new = [self._create_node(s, os_=r, base=bases[r]) for r in per_node]
             for n in new:
                 self._boot(s, n)
                 if s.rtt_ms:
@@ -1051,7 +1070,7 @@ class Lab:
                 {
                     "name": i.name, "inventory_name": i.inventory_name, "ip": i.ip, "mac": i.mac,
                     "mdns_name": i.mdns_name, "running": i.running, "partitioned": i.partitioned,
-                    "rtt_ms": i.rtt_ms, "loss_pct": i.loss_pct,
+                    "rtt_ms": i.rtt_ms, "loss_pct": i.loss_pct, "os": i.os,
                     "sshd": bool(i.running and not i.partitioned and ssh_banner(i.ip, timeout=0.3)),
                 }
                 for i in self.nodes
@@ -1078,6 +1097,14 @@ def _hypriot_1x(root: Path) -> None:
     wants.mkdir(parents=True, exist_ok=True)
     (wants / "device-init.service").unlink(missing_ok=True)
     (wants / "device-init.service").symlink_to("/etc/systemd/system/device-init.service")
+
+
+def _assign_releases(releases: Sequence[str], count: int) -> list[str]:
+    """The release of each of ``count`` new nodes: ``releases`` in turn (bookworm when none)."""
+    names = [r.strip() for r in releases if r.strip()] or [image.SUITE]
+    for r in names:
+        image.release(r)  # a LabError for a name that is no release
+    return [names[i % len(names)] for i in range(count)]
 
 
 def _rpios_avahi(root: Path) -> None:

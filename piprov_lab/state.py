@@ -50,6 +50,8 @@ class NodeState:
     partitioned: bool = False
     mounted: bool = False
     flavour: str = "hypriot"  # "rpios": Raspberry Pi OS's avahi defaults and host name; "hypriot-1x": device-init.yaml
+    os: str = "bookworm"  # the Debian release it runs (`lab up --os`; piprov_lab/image.py RELEASES)
+    base: str = ""  # the base image under its overlay; "" in a state of before --os: the lab's
 
 
 @dataclass
