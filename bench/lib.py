@@ -37,11 +37,11 @@ def pmap(fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
         return list(pool.map(fn, items))
 
 
-def fresh_lab(name: str, nodes: int, rtt_ms: float) -> tuple[Lab, Path]:
+def fresh_lab(name: str, nodes: int, rtt_ms: float, cpu_quota_pct: int = 0) -> tuple[Lab, Path]:
     """Down + up: fresh nodes (the fastest reset), sshd logging every session."""
     lab = Lab(name)
     lab.down()
-    lab.up(nodes=nodes, rtt_ms=rtt_ms)
+    lab.up(nodes=nodes, rtt_ms=rtt_ms, cpu_quota_pct=cpu_quota_pct)
 
     def verbose(n: str) -> None:
         # Lab flake seen under load: systemd-user-sessions fails (219/CGROUP) at boot, leaving

@@ -94,20 +94,24 @@ def lab() -> None:
 @click.option("--rpios", default=0, show_default=True,
               help="The last N nodes get Raspberry Pi OS's avahi defaults (host name raspberrypi, "
               "publish-workstation=no, no _ssh._tcp service): found only by their A record.")
+@click.option("--cpu-quota", "cpu_quota", default=0, show_default=True, metavar="PCT",
+              help="Slow nodes: each node gets at most PCT percent of one core (its cgroup's CFS quota, kept "
+              "across reboots); 0 = no cap. See the README for which quota is which Pi.")
 @click.option("--flavour", "--flavor", "flavours", default="", metavar="F[,F...]",
               help="The OS each node's card holds, given to the nodes in turn: hypriot-2016 (the default: "
               "/boot/occidentalis.txt), hypriot-1x (/boot/device-init.yaml read by that release's device-init), "
               "raspios (as --rpios).")
 @os_option
 def up(name: str, nodes: int, decoys: int, rtt: float, profile: str, decoy_kinds: tuple[str, ...],
-       rpios: int, flavours: str, releases: str) -> None:
+       rpios: int, flavours: str, releases: str, cpu_quota: int) -> None:
     """Boot a lab; returns once every node's sshd answers."""
     t0 = time.monotonic()
     lb = _lab(name)
     lb.up(nodes=nodes, decoys=decoys, rtt_ms=rtt, profile=profile, decoy_kinds=decoy_kinds, rpios=rpios,
-          flavours=[f for f in flavours.split(",") if f], releases=_releases(releases))
-    err.print(f"lab [bold]{name}[/] is up ({profile} profile): {nodes} nodes, {decoys + len(decoy_kinds)} decoys "
-              f"in {time.monotonic() - t0:.1f} s")
+          flavours=[f for f in flavours.split(",") if f], releases=_releases(releases), cpu_quota_pct=cpu_quota)
+    quota = f", {cpu_quota}% of a core each" if cpu_quota else ""
+    err.print(f"lab [bold]{name}[/] is up ({profile} profile): {nodes} nodes{quota}, "
+              f"{decoys + len(decoy_kinds)} decoys in {time.monotonic() - t0:.1f} s")
     err.print(f"[dim]next: piprov lab status --name {name}; piprov lab inventory --name {name} > inventory.yaml[/]")
 
 
@@ -137,6 +141,8 @@ def status(name: str, as_json: bool) -> None:
             extra.append(f"rtt {n['rtt_ms']:g} ms")
         if n["loss_pct"]:
             extra.append(f"loss {n['loss_pct']:g}%")
+        if n["cpu"].get("cpu_quota_pct"):
+            extra.append(f"cpu {n['cpu']['cpu_quota_pct']:g}%")
         if extra:
             state += f" ({', '.join(extra)})"
         t.add_row(n["name"], n["inventory_name"], n["os"], n["ip"], n["mac"], n["mdns_name"] or "-", state)

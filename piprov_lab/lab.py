@@ -41,9 +41,13 @@ from piprov_lab.state import DecoyState, LabState, NodeState
 from piprov_lab.system import (
     CGROUP_DIR,
     alive,
+    cfs_settings,
     children,
+    cpu_hierarchies,
     kill,
     node_cgroups,
+    node_cpu,
+    node_hierarchies,
     proc_ref,
     prune_cgroup,
     raise_inotify_limits,
@@ -52,7 +56,6 @@ from piprov_lab.system import (
     run,
     spawn,
     ssh_banner,
-    tracking_hierarchies,
     write_ssh_keypair,
 )
 
@@ -285,7 +288,7 @@ class Lab:
     # ---------------------------------------------------------------- up/down
     def up(self, nodes: int = 3, decoys: int = 0, rtt_ms: float = 0, profile: str = inventory.DEFAULT_PROFILE,
            decoy_kinds: Sequence[str] = (), rpios: int = 0, flavours: Sequence[str] = (),
-           releases: Sequence[str] = ()) -> None:  # fmt: skip
+           releases: Sequence[str] = (), cpu_quota_pct: int = 0) -> None:  # fmt: skip
         """Boot ``nodes`` Pi-like nodes and ``decoys`` non-Pi hosts; return once every sshd answers.
 
         ``profile`` picks the image tags `inventory_yaml` names (the registry
@@ -295,9 +298,14 @@ class Lab:
         are given to the nodes in turn.
         ``releases`` (`--os`) are Debian releases given to the nodes in turn
         (pi1 the first, pi2 the second...; default: every node bookworm).
+        ``cpu_quota_pct`` caps each node at that percent of one core (a slow Pi; see the README), from
+        its first boot on and again at every boot after it.
         """
         per_node = _assign_releases(releases, nodes)
         inventory.check_profile(profile)
+        cfs_settings(cpu_quota_pct)  # refuses a quota the kernel cannot take, before anything is made
+        if cpu_quota_pct > 100 * (os.cpu_count() or 1):
+            raise LabError(f"--cpu-quota {cpu_quota_pct} is more than this host's {os.cpu_count()} cores")
         unknown = [k for k in decoy_kinds if k not in DECOY_OUIS]
         if unknown:
             raise LabError(f"unknown decoy kind {unknown[0]!r}", hint=f"kinds: {', '.join(DECOY_OUIS)}")
@@ -328,7 +336,7 @@ class Lab:
                 )
             bases = self._ensure_bases(per_node)
             try:
-                s = self._create_lab(bases[per_node[0]], rtt_ms, profile)
+                s = self._create_lab(bases[per_node[0]], rtt_ms, profile, cpu_quota_pct)
                 self._start_registry(s)
                 new = [self._create_node(s, rpios=i >= nodes - rpios, os_=per_node[i], base=bases[per_node[i]],
                                          flavour=FLAVOURS[flavours[i % len(flavours)]] if flavours else None)
@@ -360,7 +368,7 @@ class Lab:
             bases[os_] = base.root
         return bases
 
-    def _create_lab(self, base: Path, rtt_ms: float, profile: str) -> LabState:
+    def _create_lab(self, base: Path, rtt_ms: float, profile: str, cpu_quota_pct: int = 0) -> LabState:
         self.dir.mkdir(parents=True, exist_ok=True)
         with st.global_lock():
             taken = [o.subnet for o in (st.load(x) for x in st.all_lab_names()) if o is not None]
@@ -373,7 +381,8 @@ class Lab:
                 )
             bridge_ip = str(subnet.network_address + 1)
             s = LabState(name=self.name, dir=str(self.dir), subnet=str(subnet), bridge=bridge,
-                         bridge_ip=bridge_ip, base=str(base), rtt_ms=rtt_ms, profile=profile)  # fmt: skip
+                         bridge_ip=bridge_ip, base=str(base), rtt_ms=rtt_ms, profile=profile,
+                         cpu_quota_pct=cpu_quota_pct)  # fmt: skip
             st.save(s)
             self._say(f"lab {self.name}: bridge {bridge} {bridge_ip}/{subnet.prefixlen}")
             net.create_bridge(bridge, bridge_ip, subnet.prefixlen)
@@ -529,7 +538,8 @@ class Lab:
             *image.init_args(n.os),
         ]  # fmt: skip
         env = dict(os.environ, SYSTEMD_SECCOMP="0", SYSTEMD_NSPAWN_API_VFS_WRITABLE="1")
-        n.nspawn = spawn(argv, ndir / "console.log", env=env, cgroups=node_cgroups(f"{self.name}-{n.name}"))
+        cgroups = node_cgroups(f"{self.name}-{n.name}", s.cpu_quota_pct)
+        n.nspawn = spawn(argv, ndir / "console.log", env=env, cgroups=cgroups)
         st.save(s)
 
     def _stop_node(self, n: NodeState) -> None:
@@ -1036,7 +1046,13 @@ class Lab:
         if pid1 is None:
             raise LabError("the node is not running", host=n.name, hint=f"`piprov lab start {n.name}`")
         inner = ["sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
-        return ["nsenter", "-t", str(pid1), "-a", "env", "-i", f"PATH={NODE_PATH}", "HOME=/root",
+        # nsenter enters the node's namespaces, not its cgroups: join its cpu ones first, so
+        # what runs here is counted as the node's CPU and held to its quota (`lab up --cpu-quota`).
+        joins = [p for p in (h / CGROUP_DIR / f"{self.name}-{n.name}" / "cgroup.procs" for h in cpu_hierarchies())
+                 if p.exists()]  # fmt: skip
+        join = ["sh", "-c", 'while [ "$1" != -- ]; do echo $$ >"$1" || exit 125; shift; done; shift; exec "$@"',
+                "sh", *map(str, joins), "--"] if joins else []  # fmt: skip
+        return [*join, "nsenter", "-t", str(pid1), "-a", "env", "-i", f"PATH={NODE_PATH}", "HOME=/root",
                 "LANG=C.UTF-8", "TERM=" + os.environ.get("TERM", "dumb"), *inner]  # fmt: skip
 
     def ssh_argv(self, node: str, cmd: Sequence[str] = ()) -> list[str]:
@@ -1066,12 +1082,15 @@ class Lab:
             "identity_file": str(self.identity_file),
             "known_hosts": str(self.known_hosts),
             "lab_known_hosts": str(self.lab_known_hosts),
+            "cpu_quota_pct": s.cpu_quota_pct,
             "nodes": [
                 {
                     "name": i.name, "inventory_name": i.inventory_name, "ip": i.ip, "mac": i.mac,
                     "mdns_name": i.mdns_name, "running": i.running, "partitioned": i.partitioned,
                     "rtt_ms": i.rtt_ms, "loss_pct": i.loss_pct, "os": i.os,
                     "sshd": bool(i.running and not i.partitioned and ssh_banner(i.ip, timeout=0.3)),
+                    # Read back from the node's cgroups: the quota in force, CPU used since its boot.
+                    "cpu": node_cpu(f"{self.name}-{i.name}") if i.running else {},
                 }
                 for i in self.nodes
             ],  # fmt: skip
@@ -1182,7 +1201,7 @@ def _sweep(lab: str | None) -> None:
             _forget_nspawn(f"{lab}-{ndir.name}", ndir / "root")
     for mp in _mounts_under(root):
         _umount(Path(mp))
-    for hierarchy in tracking_hierarchies():
+    for hierarchy in node_hierarchies():
         if (hierarchy / CGROUP_DIR).is_dir():
             for cg in (hierarchy / CGROUP_DIR).iterdir():
                 if cg.is_dir() and (lab is None or cg.name.startswith(f"{lab}-")):

@@ -76,6 +76,7 @@ class LabState:
     forward_rule: bool = False
     rtt_ms: float = 0.0
     profile: str = "seed"  # the image tags `lab inventory` names (`lab up --profile`)
+    cpu_quota_pct: int = 0  # `lab up --cpu-quota`: every node's CFS quota, percent of one core (0: none)
     registry: ProcRef | None = None
     nodes: list[NodeState] = field(default_factory=list)
     decoys: list[DecoyState] = field(default_factory=list)

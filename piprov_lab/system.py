@@ -242,14 +242,116 @@ def tracking_hierarchies() -> list[Path]:
     return found
 
 
-def node_cgroups(machine: str) -> list[Path]:
-    """Fresh cgroups of the node's own, one per tracking hierarchy (what is left of its
-    last boot pruned, as a reboot starts a Pi with none)."""
-    paths = [root / CGROUP_DIR / machine for root in tracking_hierarchies()]
+def v1_hierarchy(controller: str, mountinfo: str | None = None) -> Path | None:
+    """Where the cgroup v1 hierarchy carrying ``controller`` is mounted (None: not on v1)."""
+    text = Path("/proc/self/mountinfo").read_text() if mountinfo is None else mountinfo
+    for line in text.splitlines():
+        pre, _, post = line.partition(" - ")
+        fields, tail = pre.split(), post.split()
+        if len(fields) >= 5 and len(tail) >= 3 and tail[0] == "cgroup" and controller in tail[2].split(","):
+            return Path(fields[4])
+    return None
+
+
+def cpu_hierarchies() -> list[Path]:
+    """The v1 hierarchies of the cpu and cpuacct controllers (one mount on hosts that
+    co-mount them). Each node gets a cgroup of its own in them too: nspawn unshares a
+    cgroup namespace, so a node sees its own subtree as the root there, and everything
+    its systemd and dockerd make (system.slice/docker.service, docker/<id>) stays
+    under the node's cgroup, counted in its cpuacct and held to its quota. (Before,
+    the nodes' dockers made their cgroups at the root of the host's hierarchy.)"""
+    found = [v1_hierarchy(c) for c in ("cpu", "cpuacct")]
+    return sorted({p for p in found if p is not None})
+
+
+def node_hierarchies() -> list[Path]:
+    """Every hierarchy a node has a cgroup of its own in (tracking first, then cpu)."""
+    tracking = tracking_hierarchies()
+    return tracking + [p for p in cpu_hierarchies() if p not in tracking]
+
+
+def node_cgroups(machine: str, cpu_quota_pct: int = 0) -> list[Path]:
+    """Fresh cgroups of the node's own, one per hierarchy of ``node_hierarchies`` (what is
+    left of its last boot pruned, as a reboot starts a Pi with none), the cpu quota set."""
+    paths = [root / CGROUP_DIR / machine for root in node_hierarchies()]
     for path in paths:
         prune_cgroup(path, keep_top=True)
         path.mkdir(parents=True, exist_ok=True)
+    set_cpu_quota(machine, cpu_quota_pct)
     return paths
+
+
+def node_cgroup(machine: str, controller: str) -> Path | None:
+    root = v1_hierarchy(controller)
+    return None if root is None else root / CGROUP_DIR / machine
+
+
+# CFS bandwidth: a node may run ``quota`` us per ``period`` us. A short period makes a
+# slow node slow evenly (with 100 ms, the kernel's default, a 10% node would run 10 ms
+# then stall 90 ms), but the kernel refuses a quota under 1 ms.
+MIN_QUOTA_US = 1000
+SHORT_PERIOD_US = 10_000
+MAX_PERIOD_US = 1_000_000
+
+
+def cfs_settings(pct: int) -> tuple[int, int]:
+    """(period_us, quota_us) giving ``pct`` percent of one core; quota -1 (none) for 0."""
+    if pct < 0:
+        raise LabError("--cpu-quota must not be negative")
+    if pct == 0:
+        return 100_000, -1
+    period = max(SHORT_PERIOD_US, -(-MIN_QUOTA_US * 100 // pct))
+    if period > MAX_PERIOD_US:
+        raise LabError(f"--cpu-quota {pct} is too small", hint="the smallest is 1 (1% of one core)")
+    return period, period * pct // 100
+
+
+def quota_pct(period_us: int, quota_us: int) -> float:
+    """What cpu.cfs_period_us and cpu.cfs_quota_us give, in percent of one core (0: none)."""
+    return 0.0 if quota_us < 0 or period_us <= 0 else round(100 * quota_us / period_us, 2)
+
+
+def set_cpu_quota(machine: str, pct: int) -> None:
+    """Write the node's CFS quota (0 lifts it); a host without a v1 cpu hierarchy refuses a quota."""
+    period, quota = cfs_settings(pct)
+    cg = node_cgroup(machine, "cpu")
+    if cg is None or not cg.is_dir():
+        if pct:
+            raise LabError("this host has no cgroup v1 cpu hierarchy: --cpu-quota needs one",
+                           hint="`mount | grep cgroup` shows the hierarchies")
+        return
+    # Lift the quota first: the kernel refuses a period under a quota already set.
+    (cg / "cpu.cfs_quota_us").write_text("-1")
+    (cg / "cpu.cfs_period_us").write_text(str(period))
+    (cg / "cpu.cfs_quota_us").write_text(str(quota))
+
+
+def parse_cpu_stat(text: str) -> dict[str, int]:
+    """cpu.stat (v1: nr_periods, nr_throttled, throttled_time in ns; v2: usage_usec, ...)."""
+    out = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if value.strip().lstrip("-").isdigit():
+            out[key] = int(value)
+    return out
+
+
+def node_cpu(machine: str) -> dict[str, float | int]:
+    """The node's CPU as its cgroups count it: quota (percent of a core), usage, throttling."""
+    out: dict[str, float | int] = {}
+    cpu, acct = node_cgroup(machine, "cpu"), node_cgroup(machine, "cpuacct")
+    try:
+        if cpu is not None and cpu.is_dir():
+            out["cpu_quota_pct"] = quota_pct(int((cpu / "cpu.cfs_period_us").read_text()),
+                                             int((cpu / "cpu.cfs_quota_us").read_text()))
+            stat = parse_cpu_stat((cpu / "cpu.stat").read_text())
+            out["nr_throttled"] = stat.get("nr_throttled", 0)
+            out["throttled_seconds"] = round(stat.get("throttled_time", 0) / 1e9, 3)
+        if acct is not None and acct.is_dir():
+            out["cpu_seconds"] = round(int((acct / "cpuacct.usage").read_text()) / 1e9, 3)
+    except (OSError, ValueError):
+        pass  # the node stopped while we read: report what was read
+    return out
 
 
 def prune_cgroup(path: Path, *, keep_top: bool = False) -> None:

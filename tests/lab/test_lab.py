@@ -502,7 +502,7 @@ def test_down_leaves_nothing_behind(lab_factory: LabFactory) -> None:
     before = _lab_resources(lab, netns_prefix, link_prefix)
     assert len(before["netns"]) == 3 and len(before["links"]) == 4  # bridge + 3 veths
     assert len(before["mounts"]) == 2 and len(before["processes"]) >= 3
-    mine = [h / system.CGROUP_DIR / f"{lab.name}-pi1" for h in system.tracking_hierarchies()]
+    mine = [h / system.CGROUP_DIR / f"{lab.name}-pi1" for h in system.node_hierarchies()]
     assert mine and all(cg.is_dir() for cg in mine)
     lab.down()
     after = _lab_resources(lab, netns_prefix, link_prefix)
@@ -523,3 +523,50 @@ def test_down_without_state_still_finds_everything(lab_factory: LabFactory) -> N
     after = _lab_resources(lab, netns_prefix, link_prefix)
     assert after == {"netns": [], "links": [], "mounts": [], "processes": [], "rules": [], "nspawn": []}, after
     assert not lab.dir.exists()
+
+
+def _cpu_cgroup(pid: int) -> str:
+    """The process's cgroup in the cpu hierarchy, as the host sees it."""
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        if "cpu" in line.split(":", 2)[1].split(","):
+            return line.split(":", 2)[2]
+    raise AssertionError(f"no cpu line for {pid}")
+
+
+def test_cpu_quota_holds_every_process_of_the_node_and_outlives_a_restart(lab_factory: LabFactory) -> None:
+    """`lab up --cpu-quota`: whatever a node runs is counted in its own cpu cgroup and capped there,
+    also what its systemd puts in units of its own (nspawn's cgroup namespace: the node's
+    /sys/fs/cgroup/cpu is its own subtree) and what an SSH session starts."""
+    lab = lab_factory("quota", nodes=1, cpu_quota_pct=20)
+    machine = f"{lab.name}-pi1"
+    cg = system.node_cgroup(machine, "cpu")
+    assert cg is not None
+    assert (cg / "cpu.cfs_quota_us").read_text().strip() == "2000"
+    assert (cg / "cpu.cfs_period_us").read_text().strip() == "10000"
+    node = lab.status()["nodes"][0]  # type: ignore[index]
+    assert lab.status()["cpu_quota_pct"] == 20 and node["cpu"]["cpu_quota_pct"] == 20.0
+    # The node sees its own subtree as the root of the hierarchy.
+    assert lab.exec("pi1", "cat /proc/self/cgroup | grep ':cpu:'").stdout.strip().endswith(":cpu:/")
+    burn = "while :; do :; done"
+    lab.exec("pi1", ["systemd-run", "--unit", "burn-unit", "--property", "Delegate=yes", "sh", "-c", burn])
+    c = _ssh(lab, lab.node("pi1").ip, key_filename=str(lab.identity_file))
+    try:
+        c.exec_command(f"sh -c '{burn}' & sleep 30")
+        throttled = int(system.parse_cpu_stat((cg / "cpu.stat").read_text())["nr_throttled"])
+        time.sleep(1)
+        pids = lab.exec("pi1", "pgrep -f 'while :; do :; done'").stdout.split()
+        assert len(pids) >= 2
+        host = [int(p) for p in os.listdir("/proc") if p.isdigit()
+                and os.path.exists(f"/proc/{p}/cmdline")
+                and Path(f"/proc/{p}/cmdline").read_bytes().endswith(burn.encode() + b"\0")]
+        assert len(host) >= 2
+        for pid in host:
+            assert _cpu_cgroup(pid).startswith(f"/{system.CGROUP_DIR}/{machine}"), _cpu_cgroup(pid)
+        assert int(system.parse_cpu_stat((cg / "cpu.stat").read_text())["nr_throttled"]) > throttled
+    finally:
+        c.close()
+        lab.exec("pi1", "systemctl stop burn-unit; pkill -f 'while :; do :; done'", check=False)
+    lab.kill("pi1")
+    lab.start("pi1")
+    assert (cg / "cpu.cfs_quota_us").read_text().strip() == "2000"
+    assert _cpu_cgroup(lab.node("pi1").pid1 or 0).startswith(f"/{system.CGROUP_DIR}/{machine}")
