@@ -130,8 +130,9 @@ def install_python(lab: Lab) -> float:
     return time.monotonic() - t0
 
 
-def prepare() -> None:
-    """The bench venv (ansible-core, pyinfra, matplotlib from PyPI) and python3 .debs for Ansible's nodes."""
+def prepare(debs: bool = True) -> None:
+    """The bench venv (ansible-core, pyinfra, matplotlib from PyPI) and python3 .debs for Ansible's nodes
+    (``debs=False``: not them; bench/scale.py runs no Ansible)."""
     # pip byte-compiles the peers when it installs them; piprov is installed
     # editable, so compile it too, or a shell with PYTHONDONTWRITEBYTECODE=1
     # would charge piprov ~75 ms of compiling per run that no user pays.
@@ -140,7 +141,7 @@ def prepare() -> None:
         subprocess.run([sys.executable, "-m", "venv", str(BENCH_VENV)], check=True)
         subprocess.run([str(BENCH_VENV / "bin/pip"), "install", "-q", "ansible-core", "pyinfra", "matplotlib"],
                        check=True)
-    if not list(PYDEBS.glob("*.deb")):
+    if debs and not list(PYDEBS.glob("*.deb")):
         PYDEBS.mkdir(parents=True, exist_ok=True)
         deps = subprocess.run(
             "apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks "

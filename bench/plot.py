@@ -1,6 +1,7 @@
 """Plots of one bench/run.py results file (runs in the bench venv, which has matplotlib).
 
     /var/cache/piprov-bench/venv/bin/python bench/plot.py RESULTS.json OUTDIR
+    /var/cache/piprov-bench/venv/bin/python bench/plot.py --scale SCALE.json OUT.png   (bench/scale.py's)
 """
 
 import json
@@ -12,6 +13,46 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+
+def scale_plot(results: Path, png: Path) -> None:
+    """bench/scale.py's results: wall time and controller peak RSS against N, per tool."""
+    doc = json.loads(results.read_text())
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 4.2))
+    for tool in ("piprov", "pyinfra", "floor"):
+        ns, walls, lo, hi, rss = [], [], [], [], []
+        for rec in doc["records"]:
+            ok = [r for r in rec["runs"].get(tool, []) if r["ok"]]
+            if not ok:
+                continue
+            w = [r["wall"] for r in ok]
+            m = statistics.median(w)
+            ns.append(rec["nodes"])
+            walls.append(m)
+            lo.append(m - min(w))
+            hi.append(max(w) - m)
+            rss.append(statistics.median(r["rss_mb"] for r in ok))
+        if ns:
+            ax.errorbar(ns, walls, yerr=[lo, hi], marker="o", capsize=3, label=tool)
+            bx.plot(ns, rss, marker="o", label=tool)
+    ax.set_xlabel("light lab nodes")
+    ax.set_ylabel("wall time (s), median, min–max")
+    ax.set_yscale("log")
+    ax.set_title("facts + plan (pyinfra: --dry)")
+    bx.set_xlabel("light lab nodes")
+    bx.set_ylabel("controller peak RSS (MB)")
+    bx.axhline(150, color="grey", linestyle=":", linewidth=1)
+    bx.set_title("controller memory (dotted: 150 MB)")
+    for x in (ax, bx):
+        x.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    print(png)
+
+
+if sys.argv[1] == "--scale":
+    scale_plot(Path(sys.argv[2]), Path(sys.argv[3]))
+    sys.exit(0)
 
 doc = json.loads(Path(sys.argv[1]).read_text())
 out = Path(sys.argv[2])

@@ -64,7 +64,9 @@ Progress = Callable[[str], None]
 KUBECTL = "/opt/piprov-tools/usr/bin/kubectl"
 REGISTRY_PORT = inventory.REGISTRY_PORT
 NODE_IP_OFFSET = 10  # pi1 = .11, pi2 = .12, ...
-DECOY_IP_OFFSET = 200
+DECOY_IP_OFFSET = 200  # in a /24; in a bigger LAN the decoys keep the last 56 addresses (decoy_offset)
+# A /24 holds 189 nodes; a lab of more (bench/scale.py boots 250) gets a /23, which holds 445.
+MAX_NODES = 445
 PI_OUIS = ("b8:27:eb", "dc:a6:32", "e4:5f:01")  # Raspberry Pi Foundation / Trading
 DECOY_KINDS = ("printer", "laptop")
 # Hostile announcers, only when asked for by kind (decoy.py says what each sends).
@@ -122,6 +124,16 @@ class NodeInfo:
 
 def default_name() -> str:
     return os.environ.get("PIPROV_LAB") or "piprov"
+
+
+def decoy_offset(lan: ipaddress.IPv4Network) -> int:
+    """Where the decoys' addresses start: .200 in a /24, the last 56 addresses of a bigger LAN."""
+    return lan.num_addresses - 256 + DECOY_IP_OFFSET
+
+
+def room(prefixlen: int) -> int:
+    """How many nodes a lab LAN of ``prefixlen`` holds: those below the decoys' addresses."""
+    return decoy_offset(ipaddress.IPv4Network(f"10.0.0.0/{prefixlen}")) - NODE_IP_OFFSET - 1
 
 
 def _mac(oui: str, *seed: object) -> str:
@@ -314,8 +326,8 @@ class Lab:
         odd = [f for f in flavours if f not in FLAVOURS]
         if odd:
             raise LabError(f"unknown flavour {odd[0]!r}", hint=f"flavours: {', '.join(FLAVOURS)}")
-        if not 1 <= nodes <= DECOY_IP_OFFSET - NODE_IP_OFFSET - 1:
-            raise LabError(f"--nodes must be between 1 and {DECOY_IP_OFFSET - NODE_IP_OFFSET - 1}")
+        if not 1 <= nodes <= MAX_NODES:
+            raise LabError(f"--nodes must be between 1 and {MAX_NODES}")
         if not 0 <= decoys <= 50:
             raise LabError("--decoys must be between 0 and 50")
         if rtt_ms < 0:
@@ -336,7 +348,8 @@ class Lab:
                 )
             bases = self._ensure_bases(per_node)
             try:
-                s = self._create_lab(bases[per_node[0]], rtt_ms, profile, cpu_quota_pct)
+                s = self._create_lab(bases[per_node[0]], rtt_ms, profile, cpu_quota_pct,
+                                     24 if nodes <= room(24) else 23)
                 self._start_registry(s)
                 new = [self._create_node(s, rpios=i >= nodes - rpios, os_=per_node[i], base=bases[per_node[i]],
                                          flavour=FLAVOURS[flavours[i % len(flavours)]] if flavours else None)
@@ -368,11 +381,12 @@ class Lab:
             bases[os_] = base.root
         return bases
 
-    def _create_lab(self, base: Path, rtt_ms: float, profile: str, cpu_quota_pct: int = 0) -> LabState:
+    def _create_lab(self, base: Path, rtt_ms: float, profile: str, cpu_quota_pct: int = 0,
+                    prefixlen: int = 24) -> LabState:
         self.dir.mkdir(parents=True, exist_ok=True)
         with st.global_lock():
             taken = [o.subnet for o in (st.load(x) for x in st.all_lab_names()) if o is not None]
-            subnet = net.pick_subnet(self.name, taken)
+            subnet = net.pick_subnet(self.name, taken, prefixlen)
             bridge = net.bridge_name(self.name)
             if net.link_exists(bridge):
                 raise LabError(
@@ -555,8 +569,10 @@ class Lab:
                     pass
         n.nspawn = None
 
-    def _wait_ssh(self, s: LabState, nodes: Sequence[NodeState], timeout: float = BOOT_TIMEOUT) -> None:
+    def _wait_ssh(self, s: LabState, nodes: Sequence[NodeState], timeout: float | None = None) -> None:
         pending = {n.name: n for n in nodes if not n.partitioned}
+        # Nodes boot side by side on the host's cores: 250 of them take longer than a few.
+        timeout = BOOT_TIMEOUT + 0.5 * len(pending) if timeout is None else timeout
         deadline = time.monotonic() + timeout
         self._say(f"waiting for sshd on {', '.join(pending)}")
         with ThreadPoolExecutor(max_workers=max(1, min(16, len(pending)))) as pool:
@@ -644,7 +660,7 @@ class Lab:
         index = len(s.decoys) + 1
         net_ = ipaddress.IPv4Network(s.subnet)
         d = DecoyState(
-            name=f"decoy{index}", kind=kind, ip=str(net_.network_address + DECOY_IP_OFFSET + index),
+            name=f"decoy{index}", kind=kind, ip=str(net_.network_address + decoy_offset(net_) + index),
             mac=_mac(DECOY_OUIS[kind], self.name, "decoy", index),
             netns=net.netns_name(self.name, f"decoy{index}"), veth=net.veth_name(self.name, "d", index),
         )  # fmt: skip
@@ -778,8 +794,9 @@ class Lab:
         bases = self._ensure_bases(per_node)
         with st.locked(self.name):
             s = self._state()
-            if len(s.nodes) + count > DECOY_IP_OFFSET - NODE_IP_OFFSET - 1:
-                raise LabError("the lab's /24 has no room for that many nodes")
+            prefixlen = ipaddress.IPv4Network(s.subnet).prefixlen
+            if len(s.nodes) + count > room(prefixlen):
+                raise LabError(f"the lab's /{prefixlen} has no room for that many nodes")
             new = [self._create_node(s, os_=r, base=bases[r]) for r in per_node]
             for n in new:
                 self._boot(s, n)

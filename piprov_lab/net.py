@@ -1,7 +1,7 @@
 """The lab LAN: one bridge per lab, one network namespace + veth per host on it.
 
 Nothing here may route off the machine: namespaces get an address on the
-lab's /24 and a multicast route for mDNS, never a default route, and the host
+lab's /24 (a /23 for a lab of more than 189 nodes) and a multicast route for mDNS, never a default route, and the host
 does no NAT for the lab.
 """
 
@@ -61,16 +61,17 @@ def host_networks() -> list[ipaddress.IPv4Network]:
     return nets
 
 
-def pick_subnet(lab: str, taken: list[str]) -> ipaddress.IPv4Network:
-    """A /24 from POOL clashing with no host route and no other lab's subnet."""
+def pick_subnet(lab: str, taken: list[str], prefixlen: int = 24) -> ipaddress.IPv4Network:
+    """A /24 (or the ``prefixlen`` asked for: a /23 for a lab of more nodes than a /24 holds)
+    from POOL clashing with no host route and no other lab's subnet."""
     used = host_networks() + [ipaddress.IPv4Network(t) for t in taken if t]
-    subnets = list(POOL.subnets(new_prefix=24))
+    subnets = list(POOL.subnets(new_prefix=prefixlen))
     start = int(short_hash(lab), 16) % len(subnets)
     for i in range(len(subnets)):
         cand = subnets[(start + i) % len(subnets)]
         if not any(cand.overlaps(u) for u in used):
             return cand
-    raise LabError(f"no free /24 left in {POOL} for the lab's LAN")
+    raise LabError(f"no free /{prefixlen} left in {POOL} for the lab's LAN")
 
 
 def link_exists(name: str) -> bool:

@@ -77,8 +77,8 @@ def plan_cmd(inventory_path: Path, as_json: bool, no_diff: bool, policy: HostKey
     labels = label_plan(inventory, None if why else kube_nodes)
     strays = orphans(inventory, kube_nodes)
     if as_json:
-        out.print_json(json.dumps({**plan_json(plan), "version_notes": notes, "labels": label_plan_json(labels),
-                                   "orphans": orphans_json(strays)}))
+        out.print_doc({**plan_json(plan), "version_notes": notes, "labels": label_plan_json(labels),
+                       "orphans": orphans_json(strays)})
     else:
         print_plan(plan, diffs=not no_diff)
         print_label_plan(labels)
@@ -156,7 +156,7 @@ def up_cmd(inventory_path: Path, policy: HostKeyPolicy | None, as_json: bool, sh
     ok, doc = run_up(inventory, graph, policy, as_json=as_json, show_plan=show_plan, health_timeout=health_timeout,
                      skip_checks=skip_checks)
     if as_json:
-        out.print_json(json.dumps(doc))
+        out.print_doc(doc)
     if not ok:
         raise ExitWith(EXIT_ERROR)
 

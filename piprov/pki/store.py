@@ -160,6 +160,14 @@ class LeafStore:
     def get(self, owner: str | None, spec: px.LeafSpec) -> px.KeyPair:
         """The leaf ``spec`` asks for: the one on disk if it will do, else a new one (written first)."""
         crt, key = self.paths(owner, spec.name)
+        # Judged without the mutex: every node's leaves are read and checked at once
+        # (the plan of 250 nodes queued ~1,000 checks on it). A pair read while it is
+        # rewritten (key, then certificate, each renamed whole) reads as not matching,
+        # and the judgment is made again under the locks below, as before.
+        pair = self._on_disk(crt, key)
+        if px.reissue_reason(pair, spec, self.ca_cert_pem, self.clock()) is None:
+            assert pair is not None
+            return pair
         with self._mutex:
             pair = self._on_disk(crt, key)
             if px.reissue_reason(pair, spec, self.ca_cert_pem, self.clock()) is None:

@@ -26,7 +26,14 @@ class DesiredFile:
 
     @property
     def sha256(self) -> str:
-        return hashlib.sha256(self.content).hexdigest()
+        # Asked ~70 times a node while planning and printing: computed once. Not
+        # functools.cached_property: on Python 3.11 its lock is one for every
+        # instance, and 250 nodes are planned on parallel threads.
+        got: str | None = self.__dict__.get("_sha256")
+        if got is None:
+            got = hashlib.sha256(self.content).hexdigest()
+            object.__setattr__(self, "_sha256", got)
+        return got
 
     @property
     def secret(self) -> bool:

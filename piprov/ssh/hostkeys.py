@@ -16,6 +16,7 @@ import fcntl
 import hashlib
 import os
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import paramiko
@@ -78,6 +79,48 @@ def read_known_hosts(path: Path) -> paramiko.HostKeys:
         raise HostKeyError(f"cannot read {path}: {e.strerror or e}") from None
     _add_lines(keys, text, path)
     return keys
+
+
+@dataclass
+class _Parsed:
+    """known_hosts as parsed from one text of the file, and the lookups made in it."""
+
+    text: str
+    keys: paramiko.HostKeys
+    found: dict[str, dict[str, paramiko.PKey] | None] = field(default_factory=dict)
+
+
+_PARSED: dict[Path, _Parsed] = {}
+_PARSED_LOCK = threading.Lock()
+
+
+def pinned_keys(known_hosts: Path, hostname: str) -> dict[str, paramiko.PKey] | None:
+    """The keys pinned for ``hostname`` (key type -> key), None if none: what the file says now.
+
+    Every connection asks this twice (the key type to ask for, then the check).
+    The file is read every time, but parsed only when its text differs from the
+    last one parsed: at 250 nodes, parsing it per lookup was 500 parses of a
+    250-line file (a key object per line), most of the controller's CPU before
+    any node answered. Comparing the text, not the file's times, keeps this
+    exactly as strict as reading it anew: an edit within the clock's tick counts.
+    """
+    path = Path(known_hosts)
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise HostKeyError(f"cannot read {path}: {e.strerror or e}") from None
+    with _PARSED_LOCK:
+        parsed = _PARSED.get(path)
+        if parsed is None or parsed.text != text:
+            keys = paramiko.HostKeys()
+            _add_lines(keys, text, path)
+            parsed = _PARSED[path] = _Parsed(text, keys)
+        if hostname not in parsed.found:
+            got = parsed.keys.lookup(hostname)
+            parsed.found[hostname] = {t: got[t] for t in got.keys()} if got else None
+        return parsed.found[hostname]
 
 
 def _add_lines(keys: paramiko.HostKeys, text: str, path: Path) -> None:
@@ -143,7 +186,7 @@ def check_host_key(known_hosts: Path, hostname: str, key: paramiko.PKey, *, host
     SSHClient has it (paramiko 5.1.0, paramiko/client.py ``connect``).
     ``host`` names the node (or jump host) in messages.
     """
-    pinned = read_known_hosts(known_hosts).lookup(hostname)
+    pinned = pinned_keys(known_hosts, hostname)
     if pinned:
         expected = pinned.get(key.get_name()) or next(iter(pinned.values()))
         if expected != key:
@@ -170,11 +213,11 @@ def prefer_pinned_type(transport: paramiko.Transport, known_hosts: Path, hostnam
     """Ask the server for the host key type pinned for it first, as paramiko's SSHClient does
     (paramiko 5.1.0, paramiko/client.py ``connect``): a server with several host keys then
     shows the one piprov knows."""
-    pinned = read_known_hosts(known_hosts).lookup(hostname)
+    pinned = pinned_keys(known_hosts, hostname)
     if not pinned:
         return
     opts = transport.get_security_options()
-    keytype = pinned.keys()[0]
+    keytype = next(iter(pinned))
     if keytype == "ssh-rsa":
         keytype = next((t for t in ("rsa-sha2-512", "rsa-sha2-256") if t in opts.key_types), keytype)
     if keytype in opts.key_types:

@@ -37,7 +37,7 @@ from piprov.keys import forget_host_key, generate_keypair
 from piprov.ssh import sudo
 from piprov.ssh.auth import LegacyRSAKey
 from piprov.ssh.config import Hop, load_config, parse_hop, resolve
-from piprov.ssh.hostkeys import read_known_hosts
+from piprov.ssh.hostkeys import pinned_keys, read_known_hosts
 from piprov.ssh.secrets import AskOnce, Secret, Session
 from piprov.transport import SshTransport, known_hosts_name
 
@@ -426,6 +426,23 @@ def test_a_damaged_known_hosts_line_is_a_clean_error_and_forget_key_copes(tmp_pa
     assert kh.read_text() == f"10.0.0.1 {k.kind} {k.blob}\n10.0.0.3 {k.kind} {k.blob}\n"
     assert stat.S_IMODE(kh.stat().st_mode) == 0o600
     assert read_known_hosts(kh).lookup("10.0.0.3") is not None
+
+
+def test_pinned_keys_parse_once_but_follow_every_edit_of_the_file(tmp_path: Path) -> None:
+    # Parsed once per text of the file (every connection asks twice), yet as strict as
+    # reading it anew: an in-place rewrite of the same size, within one clock tick, counts.
+    a, b = generate_keypair(tmp_path / "a"), generate_keypair(tmp_path / "b")
+    kh = tmp_path / "known_hosts"
+    kh.write_text(f"10.0.0.1 {a.kind} {a.blob}\n")
+    first = pinned_keys(kh, "10.0.0.1")
+    assert first is not None and first[a.kind].get_base64() == a.blob
+    assert pinned_keys(kh, "10.0.0.1") is first and pinned_keys(kh, "10.0.0.9") is None
+    with open(kh, "r+") as f:  # same inode, same size
+        f.write(f"10.0.0.1 {b.kind} {b.blob}\n")
+    again = pinned_keys(kh, "10.0.0.1")
+    assert again is not None and again[b.kind].get_base64() == b.blob
+    kh.unlink()
+    assert pinned_keys(kh, "10.0.0.1") is None
 
 
 # -- the sudo password's path ----------------------------------------------------------------------------
