@@ -71,14 +71,20 @@ def damaged_error(path: Path, lineno: int, reason: str, first_field: str = "") -
 def read_known_hosts(path: Path) -> paramiko.HostKeys:
     """Every pinned key in ``path`` (none if it does not exist); a damaged line raises HostKeyError."""
     keys = paramiko.HostKeys()
+    text = _text(path)
+    if text is not None:
+        _add_lines(keys, text, path)
+    return keys
+
+
+def _text(path: Path) -> str | None:
+    """known_hosts' text, None when there is none yet."""
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        return path.read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
-        return keys
+        return None
     except OSError as e:
         raise HostKeyError(f"cannot read {path}: {e.strerror or e}") from None
-    _add_lines(keys, text, path)
-    return keys
 
 
 @dataclass
@@ -105,12 +111,9 @@ def pinned_keys(known_hosts: Path, hostname: str) -> dict[str, paramiko.PKey] | 
     exactly as strict as reading it anew: an edit within the clock's tick counts.
     """
     path = Path(known_hosts)
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
+    text = _text(path)
+    if text is None:
         return None
-    except OSError as e:
-        raise HostKeyError(f"cannot read {path}: {e.strerror or e}") from None
     with _PARSED_LOCK:
         parsed = _PARSED.get(path)
         if parsed is None or parsed.text != text:
