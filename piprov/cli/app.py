@@ -7,7 +7,7 @@ import json as _json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Self, Sequence
+from typing import Self, Sequence
 
 import click
 from rich.console import Console
@@ -34,23 +34,14 @@ def _width(stream: object) -> int | None:
 
 
 class _Stdout(Console):
-    """stdout's console: ``print_json`` off a terminal writes the text rich would, without rich.
-
-    Off a terminal rich prints no colours, but still highlights the text span by
-    span and renders it line by line: for `plan --json` of 250 nodes (MBs of
-    diffs) that was seconds and tens of MB for the same bytes ``json.dumps``
-    writes (rich.json.JSON: loads, then dumps with indent 2, ensure_ascii False).
-    """
-
-    def print_json(self, json: str | None = None, **kwargs: Any) -> None:
-        if json is None or kwargs or self.is_terminal:
-            super().print_json(json, **kwargs)
-            return
-        self.print_doc(_json.loads(json))
+    """stdout's console, with ``print_doc`` for every command's ``--json``."""
 
     def print_doc(self, doc: object) -> None:
         """``doc`` as ``print_json(json.dumps(doc))`` prints it; off a terminal written as it is
-        encoded, never held whole as text (the plan of 250 nodes is ~9 MB of it)."""
+        encoded, never held whole as text (the plan of 250 nodes is ~9 MB of it). Off a terminal
+        rich prints no colours but still highlights the text span by span and renders it line by
+        line: for that plan seconds and tens of MB for the bytes ``json.dump`` writes (rich.json.JSON:
+        loads, then dumps with indent 2, ensure_ascii False)."""
         if self.is_terminal:
             super().print_json(_json.dumps(doc))
             return

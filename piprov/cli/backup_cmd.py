@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -63,7 +62,7 @@ def backup_cmd(inventory_path: Path, policy: HostKeyPolicy | None, output: Path 
     if verify is not None:
         manifest = verify_backup(verify.read_bytes(), str(verify))
         if as_json:
-            out.print_json(json.dumps({"file": str(verify), "verified": True, "manifest": dict(manifest.data)}))
+            out.print_doc({"file": str(verify), "verified": True, "manifest": dict(manifest.data)})
         else:
             out.print(f"{escape(str(verify))}: {len(manifest.files)} files match the manifest "
                       f"({escape(manifest.checksum)})")
@@ -76,7 +75,7 @@ def backup_cmd(inventory_path: Path, policy: HostKeyPolicy | None, output: Path 
         res = take_backup(load(inventory_path), output, policy=policy)
     m = res.manifest.data
     if as_json:
-        out.print_json(json.dumps({"file": str(res.path), "size": res.size, "manifest": dict(m)}))
+        out.print_doc({"file": str(res.path), "size": res.size, "manifest": dict(m)})
         return
     out.print(f"{'fetched the backup the timer kept of' if fetch else 'backed up'} etcd {escape(m['etcd']['version'])} of cluster {escape(m['cluster'])} "
               f"({', '.join(m['etcd']['stores'])} store{'s' if len(m['etcd']['stores']) > 1 else ''}) "

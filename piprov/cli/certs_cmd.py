@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +44,8 @@ def certs_cmd(ctx: click.Context, inventory_path: Path, as_json: bool) -> None:
     now = utcnow()
     soon = {c.path for c in expiring(certs, now)}
     if as_json:
-        out.print_json(json.dumps({"pki": str(directory), "certificates": [
-            dict(cert_json(c, now), expiring=c.path in soon) for c in certs]}))
+        out.print_doc({"pki": str(directory), "certificates": [
+            dict(cert_json(c, now), expiring=c.path in soon) for c in certs]})
         return
     if not certs:
         err.print(f"no cluster PKI at {escape(str(directory))} yet: `piprov plan` or `piprov up` makes it")

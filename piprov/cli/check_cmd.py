@@ -86,9 +86,9 @@ def check_cmd(nodes: tuple[str, ...], inventory_path: Path, as_json: bool, fix: 
             with err.status("checking again…"):
                 checks = check_fleet(inventory, graph, book, fleet)
     if as_json:
-        out.print_json(json.dumps({"ok": not any(c.worst == "fail" for c in checks) and not (fixed and fixed.errors),
+        out.print_doc({"ok": not any(c.worst == "fail" for c in checks) and not (fixed and fixed.errors),
                                    "nodes": [check_json(c) for c in checks],
-                                   **({"fix": fix_json(fixed)} if fixed is not None else {})}))
+                                   **({"fix": fix_json(fixed)} if fixed is not None else {})})
     else:
         print_checks(checks)
     code = EXIT_ERROR if fixed is not None and fixed.errors else exit_code(checks)

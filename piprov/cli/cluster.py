@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
 from pathlib import Path
@@ -276,11 +275,11 @@ def status_cmd(inventory_path: Path, as_json: bool, policy: HostKeyPolicy | None
     cert_warnings = expiry_warnings(inventory)
     strays = orphans(inventory, k8s)
     if as_json:
-        out.print_json(json.dumps({"healthy": healthy, "nodes": rows, "api_error": api_error or None,
+        out.print_doc({"healthy": healthy, "nodes": rows, "api_error": api_error or None,
                                    "orphans": orphans_json(strays),
                                    "running": {"etcd": running["etcd"], "apiserver": running["hyperkube"]},
                                    "version_notes": notes, "certificate_warnings": cert_warnings,
-                                   "firewalled": guarded}))
+                                   "firewalled": guarded})
     else:
         print_status(rows, [c.name for c in graph.components], api_error,
                       {c.name: list(c.units) for c in graph.components})

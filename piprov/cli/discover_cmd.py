@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +106,7 @@ def discover_cmd(
         inv, added, not_added = _add(result, inventory_path, name_pattern, role)
     if as_json:
         rejected = [(r.what, r.reason) for r in result.rejected] if add else []
-        out.print_json(json.dumps(_as_json(result, inv, all_, added, not_added + rejected)))
+        out.print_doc(_as_json(result, inv, all_, added, not_added + rejected))
         return
     _print_table(result, inv, all_, inventory_path)
     if add:

@@ -69,7 +69,7 @@ def list_cmd(inventory_path: Path, as_json: bool) -> None:
     """List the nodes."""
     inv = load(inventory_path)
     if as_json:
-        out.print_json(json.dumps([node_dict(inv, n) for n in inv.nodes]))
+        out.print_doc([node_dict(inv, n) for n in inv.nodes])
         return
     t = Table(title=f"{escape(inv.cluster_name)} ({escape(str(inv.path))})", title_justify="left")
     for col in ("NAME", "ROLE", "ADDRESS", "USER", "PORT", "ARCH", "LABELS"):
@@ -97,7 +97,7 @@ def show_cmd(inventory_path: Path, node: str, as_json: bool) -> None:
     n = inv.node(node)
     d = node_dict(inv, n)
     if as_json:
-        out.print_json(json.dumps(d))
+        out.print_doc(d)
         return
     t = Table(show_header=False, box=None)
     t.add_column(style="bold")

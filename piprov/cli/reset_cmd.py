@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -79,7 +78,7 @@ def reset_cmd(nodes: tuple[str, ...], inventory_path: Path, policy: HostKeyPolic
         report = reset_cluster(inventory, graph, fleet, nodes, wipe_data=wipe_data, timeout=timeout,
                                hostname=os_hostname, say=lambda s: err.print(f"[dim]{escape(s)}[/]"))
     if as_json:
-        out.print_json(json.dumps(report_json(report)))
+        out.print_doc(report_json(report))
     else:
         print_report(report)
     raise ExitWith(EXIT_OK if report.ok else EXIT_ERROR)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -80,7 +79,7 @@ def restore_cmd(file: Path, inventory_path: Path, policy: HostKeyPolicy | None, 
     err.print(f"{'[green]✓[/]' if ok else '[red]✗[/]'} 4 up        {'done' if ok else 'failed'} [dim]({up_s:.1f} s; "
               f"restore in all {time.monotonic() - t0:.1f} s)[/]")
     if as_json:
-        out.print_json(json.dumps(_json(file, report, ok, up_s, up_doc)))
+        out.print_doc(_json(file, report, ok, up_s, up_doc))
     if not ok:
         raise ExitWith(EXIT_ERROR)
 

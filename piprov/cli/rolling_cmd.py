@@ -6,7 +6,6 @@ option of its own (cluster.up_cmd passes them), prints and picks exit codes.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from pathlib import Path
@@ -138,7 +137,7 @@ def _print_outcome(report: RolloutReport, inventory_path: Path, *, as_json: bool
         err.print(f"[dim]{escape(report.state_note)}[/]")
     _print_moves(report)
     if as_json:
-        out.print_json(json.dumps({**extra, **rollout_json(report)}))
+        out.print_doc({**extra, **rollout_json(report)})
     failed = report.failed
     if failed is not None:
         left = [n for r in report.batches if r.status == "skipped" for n in r.batch.nodes]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import click
@@ -54,7 +53,7 @@ def versions_cmd(as_json: bool, sources: bool) -> None:
     """
     m = load_matrix()
     if as_json:
-        out.print_json(json.dumps(matrix_json(m)))
+        out.print_doc(matrix_json(m))
         return
     t = Table(title="profiles (the inventory's images pick one)", show_edge=False)
     t.add_column("component", no_wrap=True)
