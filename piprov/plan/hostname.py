@@ -144,13 +144,14 @@ def plan_hostname(name: str, facts: NodeFacts) -> HostnameChange | None:
     running_differs = facts.hostname != name
     if not files and not running_differs:
         return None
-    where = " and ".join(path for path, _ in boot) or "hostnamectl"
+    paths = [path for path, _ in boot]
+    where = " and ".join(paths) or "hostnamectl"
     if running_differs:
         reason = f"hostname {facts.hostname} -> {name} (via {where})"
     else:
         reason = "hostname files out of date: " + ", ".join(f.path for f in files)
     method: Literal["occidentalis", "device-init", "hostnamectl"] = (
-        "device-init" if facts.file(DEVICE_INIT).exists else "occidentalis" if boot else "hostnamectl")
+        "device-init" if DEVICE_INIT in paths else "occidentalis" if paths else "hostnamectl")
     return HostnameChange(
         old=facts.hostname,
         new=name,
