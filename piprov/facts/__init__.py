@@ -7,7 +7,8 @@ with sudo) that prints framed records::
     uname x86_64
     hostname rpi-node-1
     osrelease <base64 of /etc/os-release | ->
-    file <path> present <sha256|-> <mode> <owner> <group> <size> <base64|!empty|!big>
+    file <path> present <sha256|-> <mode> <owner> <group> <size> <base64|!blob|!empty|!big|!secret>
+    blob <base64 of the !blob files before it, one after another>
     file <path> missing | file <path> notafile
     unit <name> <is-active> <is-enabled>
     addr <ifname> <address/len>

@@ -38,10 +38,13 @@ PRELUDE = r"""export LC_ALL=C
 n=0
 r() { printf '%s\n' "$*"; n=$((n+1)); }
 b64() { base64 -w 0; }
-# The managed files, all at once: one stat for every readable regular file and,
-# for the secrets, one sha256sum; per file only a public one's base64 remains.
-# A file each costs 3 processes otherwise (~6 ms a file on a loaded node), and
-# the cluster's certificates and keys are most of the files (17 on the master).
+# The managed files, all at once: one stat for every readable regular file, one
+# cat | base64 for the content of every small public one (a ``file ... !blob``
+# record each, then one ``blob`` record the parser cuts by their sizes) and, for
+# the secrets, one sha256sum. A file each costs 3 processes otherwise (~6 ms a
+# file on a loaded node), and the cluster's certificates and keys are most of
+# the files (17 on the master); one base64 a file was still 20-27 of the ~57
+# processes of a no-op's facts (bench/nodecost.py, 2 Dec).
 # Paths are plain absolute ones (PATH_RE): word splitting is safe. The while
 # loops read a here-document, not a pipe: r() counts in this shell.
 fl() {
@@ -54,16 +57,17 @@ fl() {
 }
 fs() {
   fl "$@"; [ -n "$fok" ] || return 0
+  blob=
   while read -r p st; do
     [ -n "$p" ] || continue
     size=${st##* }
     if [ "$size" = 0 ]; then r "file $p present - $st !empty"
-    elif [ "$size" -le MAXCONTENT ] 2>/dev/null; then
-      printf 'file %s present - %s ' "$p" "$st"; b64 < "$p"; printf '\n'; n=$((n+1))
+    elif [ "$size" -le MAXCONTENT ] 2>/dev/null; then r "file $p present - $st !blob"; blob="$blob $p"
     else sum=$(sha256sum < "$p") && sum=${sum%% *} || sum=; r "file $p present $sum $st !big"; fi
   done <<EOF
 $(stat -c '%n %a %U %G %s' $fok)
 EOF
+  [ -z "$blob" ] || { printf 'blob '; cat $blob | b64; printf '\n'; n=$((n+1)); }
 }
 hs() {
   fl "$@"; [ -n "$fok" ] || return 0

@@ -78,6 +78,8 @@ class Collected:
     uptime: float | None = None
     versions: dict[str, str | None] = field(default_factory=dict)
     dropins: dict[str, list[str | None]] = field(default_factory=dict)
+    # ``file ... !blob`` records whose content the next ``blob`` record carries.
+    blobbed: list[Record] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,8 @@ def parse_records(
             extra[tag](rec)
         else:
             raise rec.malformed()
+    if into.blobbed:
+        raise into.blobbed[0].wrong(f"the content of {into.blobbed[0].args[0]} never came (no blob record)")
     return into
 
 
@@ -180,37 +184,52 @@ def os_release_values(text: str) -> dict[str, str]:
 
 @record("file")
 def _file(rec: Record, into: Collected) -> None:
-    """``file <path> present <sha256|-> <mode> <owner> <group> <size> <base64|!empty|!big|!secret>``,
+    """``file <path> present <sha256|-> <mode> <owner> <group> <size> <base64|!blob|!empty|!big|!secret>``,
     ``file <path> missing`` or ``file <path> notafile``."""
     if len(rec.args) < 2 or not PATH_RE.match(rec.args[0]):
         raise rec.malformed()
     path, state = rec.args[0], rec.args[1]
-    if path in into.files:
+    if path in into.files or any(path == waiting.args[0] for waiting in into.blobbed):
         raise rec.wrong(f"file {path} reported twice")
     if state == "missing" and len(rec.args) == 2:
         into.files[path] = FileFacts(path, exists=False)
     elif state == "notafile" and len(rec.args) == 2:
         into.files[path] = FileFacts(path, exists=True, is_regular=False)
+    elif state == "present" and len(rec.args) == 8 and rec.args[7] == "!blob":
+        if not rec.args[6].isdigit():
+            raise rec.malformed()
+        into.blobbed.append(rec)
     elif state == "present" and len(rec.args) == 8:
-        into.files[path] = _present(rec, *rec.args[2:])
-    else:
-        raise rec.malformed()
-
-
-def _present(rec: Record, sha: str, mode: str, owner: str, group: str, size: str, content_field: str) -> FileFacts:
-    # The node sends a checksum only with no content (!big, !secret); else it is hashed here.
-    if not _MODE_RE.fullmatch(mode) or not size.isdigit():
-        raise rec.malformed()
-    if not WORD_RE.match(owner) or not WORD_RE.match(group):
-        raise rec.malformed()
-    content: bytes | None
-    if content_field == "!empty":
-        content = b""
-    elif content_field in ("!big", "!secret"):
         # !secret: a private key; its content never leaves the node.
-        content = None
+        field_ = rec.args[7]
+        into.files[path] = _present(rec, None if field_ in ("!big", "!secret") else b"" if field_ == "!empty"
+                                    else rec.base64(field_))
     else:
-        content = rec.base64(content_field)
+        raise rec.malformed()
+
+
+@record("blob")
+def _blob(rec: Record, into: Collected) -> None:
+    """``blob <base64>``: the contents of the ``!blob`` files before it, one after another, cut by their sizes."""
+    if len(rec.args) != 1 or not into.blobbed:
+        raise rec.malformed()
+    data, at = rec.base64(rec.args[0]), 0
+    if len(data) != (total := sum(int(waiting.args[6]) for waiting in into.blobbed)):
+        # Sizes are stat's, content is cat's a moment later: a file written in between.
+        raise unreadable(rec.host, f"record {rec.number}: {len(data)} bytes of content for files of {total} "
+                         "(one changed while it was read)", hint="retry", output=rec.output)
+    for waiting in into.blobbed:
+        size = int(waiting.args[6])
+        into.files[waiting.args[0]] = _present(waiting, data[at:at + size])
+        at += size
+    into.blobbed.clear()
+
+
+def _present(rec: Record, content: bytes | None) -> FileFacts:
+    sha, mode, owner, group, size = rec.args[2:7]
+    # The node sends a checksum only with no content (!big, !secret); else it is hashed here.
+    if not (_MODE_RE.fullmatch(mode) and size.isdigit() and WORD_RE.match(owner) and WORD_RE.match(group)):
+        raise rec.malformed()
     if content is None:
         if not _SHA_RE.match(sha):
             raise rec.malformed()
