@@ -186,13 +186,15 @@ else
 fi
 """
 
+# hostname: /proc/sys/kernel/hostname is the nodename uname -n prints (proc(5)),
+# read without starting a process; uname -n where /proc is not readable.
 # addr: every line `ip -o -4 addr show` prints goes out as its words (one space
 # between them, no glob expansion), up to the backslash -o puts before the
 # lifetimes; the addr parser in piprov.facts.records reads them, peer and label
 # included, so a shape the script did not foresee is a parse error there, tested
 # from data, not a silently dropped field here.
 SYSTEM = r"""r "uname $(uname -m)"
-r "hostname $(uname -n)"
+hn=; { read -r hn </proc/sys/kernel/hostname; } 2>/dev/null || hn=$(uname -n); r "hostname $hn"
 up=; { read -r up _ </proc/uptime; } 2>/dev/null; r "uptime ${up:--}"
 if [ -r /etc/os-release ]; then r "osrelease $(b64 < /etc/os-release)"; else r "osrelease -"; fi
 ad() { set -f; set -- $1; set +f; [ $# -gt 0 ] && r "addr $*"; }
@@ -208,7 +210,15 @@ PIPROV_ADDRS
 # word goes out as is (the parser is strict about its characters, lenient about
 # its form: piprov.version parses it); "-" when the program is missing or
 # printed nothing. The support matrix (playbooks/versions.yaml) judges them.
-_VERSION_FN = r"""vw() { v=$(printf '%s\n' "$2" | head -n 1 | cut -d ' ' -f "$3"); v=${v%,}; r "version $1 ${v:--}"; }
+# vw cuts the word in the shell (no printf | head | cut: four processes a
+# version, bench/nodecost.py, 2 Dec); $3 is the word's number, a literal digit.
+_VERSION_FN = r"""vw() {
+  vn=$1 vi=$3 v=${2%%"
+"*}
+  set -f; set -- $v; set +f
+  v=; [ $# -ge "$vi" ] && eval "v=\${$vi}"
+  v=${v%,}; r "version $vn ${v:--}"
+}
 """
 _DOCKER_VERSION = r"""vw docker "$(docker --version 2>/dev/null)" 3"""
 _SYSTEMD_VERSION = r"""sv=$(systemctl --version 2>/dev/null)
