@@ -214,12 +214,12 @@ def _blob(rec: Record, into: Collected) -> None:
     if len(rec.args) != 1 or not into.blobbed:
         raise rec.malformed()
     data, at = rec.base64(rec.args[0]), 0
-    if len(data) != (total := sum(int(waiting.args[6]) for waiting in into.blobbed)):
+    sizes = [int(waiting.args[6]) for waiting in into.blobbed]
+    if len(data) != sum(sizes):
         # Sizes are stat's, content is cat's a moment later: a file written in between.
-        raise unreadable(rec.host, f"record {rec.number}: {len(data)} bytes of content for files of {total} "
+        raise unreadable(rec.host, f"record {rec.number}: {len(data)} bytes of content for files of {sum(sizes)} "
                          "(one changed while it was read)", hint="retry", output=rec.output)
-    for waiting in into.blobbed:
-        size = int(waiting.args[6])
+    for waiting, size in zip(into.blobbed, sizes):
         into.files[waiting.args[0]] = _present(waiting, data[at:at + size])
         at += size
     into.blobbed.clear()
