@@ -25,7 +25,7 @@ from piprov.facts import EtcdKeyFacts, NodeFacts, parse_facts
 from piprov.fleet import Fleet, FleetResult, naming, parallel
 from piprov.graph import ComponentGraph, HealthCheck, NodeDag, Vertex, node_dag
 from piprov.health import HttpGet, ProbeResult, http_get, https_getter, wait_healthy
-from piprov.inventory.model import Inventory, Node
+from piprov.inventory.model import Inventory, Node, refuse_documentation_address
 from piprov.kube.client import client_tls
 from piprov.kube.etcd import read_keys
 from piprov.lock import FileLock
@@ -55,6 +55,10 @@ def run_lock(inventory: Inventory) -> FileLock:
 def read_facts(inventory: Inventory, graph: ComponentGraph, fleet: Fleet, name: str) -> NodeFacts:
     """One node's facts: one SSH command; the etcd keys its components own, read meanwhile from the controller."""
     keys = graph.etcd_key_names(inventory.node(name).role)
+    if keys:
+        # The read-ahead goes to the master from the controller, not through
+        # this node's transport: it needs the transport's refusal of its own.
+        refuse_documentation_address(inventory.master)
     etcd = _read_keys_ahead(inventory, keys) if keys else None
     res = fleet.transports[name].run(facts_command_for(inventory, graph, name), sudo=True, timeout=FACTS_TIMEOUT)
     if not res.ok:
@@ -235,7 +239,6 @@ def running_versions(inventory: Inventory, timeout: float = 3.0) -> dict[str, st
     """
     from piprov import http
     from piprov.graph.support import running_version
-    from piprov.inventory.model import refuse_documentation_address
 
     try:
         refuse_documentation_address(inventory.master)
