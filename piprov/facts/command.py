@@ -220,7 +220,15 @@ _VERSION_FN = r"""vw() {
   v=${v%,}; r "version $vn ${v:--}"
 }
 """
-_DOCKER_VERSION = r"""vw docker "$(docker --version 2>/dev/null)" 3"""
+# DOCKER_HOST names a socket that cannot exist: docker/cli 20.10 (Debian 11 and
+# 12's docker.io) pings the daemon before it reads --version (cmd/docker/docker.go
+# runDocker -> tcmd.Initialize -> cli/command/cli.go initializeFromClient, whose
+# Ping has no timeout on a unix socket), and while systemd holds docker.socket
+# for a docker.service that cannot start, that ping waits for ever: every facts
+# read of the node hung until piprov's 60 s limit. Refused at once, the ping
+# leaves --version's line as it was (1.x CLIs never ping for it), and a healthy
+# daemon is spared a request per facts read.
+_DOCKER_VERSION = r"""vw docker "$(DOCKER_HOST=unix:///dev/null/piprov-no-daemon docker --version 2>/dev/null)" 3"""
 _SYSTEMD_VERSION = r"""sv=$(systemctl --version 2>/dev/null)
 vw systemd "$sv" 2
 """

@@ -206,6 +206,16 @@ def test_dockers_stock_dropin_is_drift_and_up_removes_it(cluster: Cluster) -> No
     w = cluster.lab.nodes[2].name
     d = "/etc/systemd/system/docker.service.d"
     dockerd = cluster.lab.exec(w, "command -v dockerd").stdout.strip()
+    # First a drop-in whose daemon cannot start: docker.socket still accepts, and
+    # docker 20.10's `docker --version` pings the daemon behind it and waits for
+    # ever; the facts read must not (it hung for piprov's 60 s limit once).
+    cluster.lab.exec(w, f"mkdir -p {d} && printf '[Service]\\nExecStart=\\nExecStart=/nonexistent/dockerd\\n' "
+                        f"> {d}/overlay.conf && systemctl daemon-reload && systemctl restart docker.service")
+    p = cluster.piprov("plan", "--json")
+    assert p.returncode == 2, p.stderr[-2000:]
+    node = next(n for n in _json(p)["nodes"] if n["node"] == "rpi-node-2")
+    assert any(c["component"] == "docker" and c["removed"] for c in node["components"]), node
+    cluster.lab.exec(w, "systemctl reset-failed docker.service docker.socket; systemctl start docker.socket")
     cluster.lab.exec(w, f"mkdir -p {d} && printf '[Service]\\nExecStart=\\nExecStart={dockerd} -H fd://\\n' "
                         f"> {d}/overlay.conf && printf '[Service]\\nEnvironment=HTTP_PROXY=http://proxy:3128\\n' "
                         f"> {d}/http-proxy.conf && systemctl daemon-reload && systemctl restart docker.service")
