@@ -54,7 +54,7 @@ def wait_command(check: HealthCheck) -> str:
     secs = max(1, int(check.timeout + 0.999))
     # On failure, say what the node sees, so the summary can show it.
     explain = {
-        "unit": f"systemctl status --no-pager --lines=5 {shlex.quote(check.target)} 2>&1 | tail -n 8",
+        "unit": _explain_unit(shlex.quote(check.target)),
         "docker_socket": f"docker -H {_docker_host(check.target)} version 2>&1 | tail -n 3",
         "file": f"ls -l {shlex.quote(check.target)} 2>&1",
     }[check.probe]
@@ -62,3 +62,17 @@ def wait_command(check: HealthCheck) -> str:
         f"if timeout {secs} sh -c {shlex.quote(wait)}; then echo healthy; "
         f"else {explain}; exit 1; fi"
     )
+
+
+def _explain_unit(t: str) -> str:
+    """What a unit gate that gave up saw: the journal's last lines, then its state and queued job.
+
+    The state comes last because the summary keeps the last 8 lines: a status
+    whose "Active:" line was cut once left a running kubelet unexplained (was
+    it deactivating, or waiting behind a job?). `systemctl show -p` prints
+    key=value in every systemd piprov supports (215 on); a property that
+    release lacks is left out, not an error.
+    """
+    return (f"systemctl status --no-pager --lines=4 {t} 2>&1 | tail -n 5; "
+            f"echo \"state: $(systemctl show -p ActiveState -p SubState -p NRestarts {t} 2>&1 | tr '\\n' ' ')\"; "
+            f"jb=$(systemctl list-jobs --no-legend 2>/dev/null | grep -w -F {t}); echo \"jobs: ${{jb:-none}}\"")
