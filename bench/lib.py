@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -130,9 +131,16 @@ def install_python(lab: Lab) -> float:
     return time.monotonic() - t0
 
 
+def _exit_on_term(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def prepare(debs: bool = True) -> None:
     """The bench venv (ansible-core, pyinfra, matplotlib from PyPI) and python3 .debs for Ansible's nodes
     (``debs=False``: not them; bench/scale.py runs no Ansible)."""
+    # A benchmark killed with SIGTERM (timeout(1), a CI's cancel) runs its
+    # `finally` like one stopped with ^C: its lab goes down, not left on the bridge.
+    signal.signal(signal.SIGTERM, _exit_on_term)
     # pip byte-compiles the peers when it installs them; piprov is installed
     # editable, so compile it too, or a shell with PYTHONDONTWRITEBYTECODE=1
     # would charge piprov ~75 ms of compiling per run that no user pays.
