@@ -210,7 +210,7 @@ def test_dockers_stock_dropin_is_drift_and_up_removes_it(cluster: Cluster) -> No
     # docker 20.10's `docker --version` pings the daemon behind it and waits for
     # ever; the facts read must not (it hung for piprov's 60 s limit once).
     cluster.lab.exec(w, f"mkdir -p {d} && printf '[Service]\\nExecStart=\\nExecStart=/nonexistent/dockerd\\n' "
-                        f"> {d}/overlay.conf && systemctl daemon-reload && systemctl restart docker.service")
+                        f"> {d}/overlay.conf && systemctl daemon-reload && {{ systemctl restart docker.service || true; }}")
     p = cluster.piprov("plan", "--json")
     assert p.returncode == 2, p.stderr[-2000:]
     node = next(n for n in _json(p)["nodes"] if n["node"] == "rpi-node-2")
