@@ -339,6 +339,8 @@ def main() -> None:
     ap.add_argument("--cpu-quota", type=int, default=10, help="percent of one core per node (0: no cap)")
     ap.add_argument("--tools", default=",".join(TOOLS))
     ap.add_argument("--noops", type=int, default=4)
+    ap.add_argument("--ansible-noops", type=int, default=1,
+                    help="no-ops for ansible-*: each takes minutes on a capped node (a Python module per task)")
     ap.add_argument("--lab", default=os.environ.get("PIPROV_LAB", "nodecost"))
     ap.add_argument("--cold-uncapped", action="store_true",
                     help="the cold run (and any converging run) without the cap; the no-ops with it")
@@ -356,7 +358,9 @@ def main() -> None:
     t0 = time.monotonic()
     try:
         for tool in a.tools.split(","):
-            doc["records"].append(bench_tool(a.lab, tool, a.nodes, a.cpu_quota, a.noops, a.cold_uncapped))
+            doc["records"].append(bench_tool(a.lab, tool, a.nodes, a.cpu_quota,
+                                             a.ansible_noops if tool.startswith("ansible") else a.noops,
+                                             a.cold_uncapped))
             doc["seconds"] = round(doc.get("seconds", 0) + time.monotonic() - t0, 1)
             t0 = time.monotonic()
             out.write_text(json.dumps(doc, indent=1))

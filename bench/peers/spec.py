@@ -11,7 +11,8 @@ command, read-only), plans it with piprov, and returns plain data:
 
 Waits: peers have no health gates, so each of piprov's on-node probes becomes a
 shell ``until`` loop polling every 0.1 s (as piprov's own on-node probes do);
-http probes poll from the node with bash's /dev/tcp (the node has no curl);
+http probes poll from the node with bash's /dev/tcp (the node has no curl), https ones
+wait for the port to accept (no TLS client on the node);
 ``node_ready`` probes are left out: bench/run.py waits for every node Ready
 from outside, the same way for all three tools.
 """
@@ -58,8 +59,12 @@ def wait_command(check: HealthCheck) -> str | None:
         return _until(f"test -s {q}", check.timeout)
     if check.probe == "http":
         u = urlparse(t)
-        get = (f"exec 3<>/dev/tcp/{u.hostname}/{u.port or 80} && "
-               f"printf 'GET {u.path or '/'} HTTP/1.0\\r\\n\\r\\n' >&3 && head -1 <&3 | grep -q ' 200'")
+        tcp = f"exec 3<>/dev/tcp/{u.hostname}/{u.port or (443 if u.scheme == 'https' else 80)}"
+        # https (etcd and the apiserver once TLS is on): the node has no TLS client (no curl,
+        # openssl or python3 on the card), so the peers wait for the port to accept instead of
+        # piprov's 200 with a client certificate: a weaker gate, which can only favour them.
+        get = tcp if u.scheme == "https" else (
+            f"{tcp} && printf 'GET {u.path or '/'} HTTP/1.0\\r\\n\\r\\n' >&3 && head -1 <&3 | grep -q ' 200'")
         return f"timeout {check.timeout:g} bash -c {shlex.quote(f'until ({get}) 2>/dev/null; do sleep {POLL}; done')}"
     return None  # node_ready: waited for from outside, the same for every tool
 
