@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from piprov_lab.lab import Lab  # noqa: E402
+from piprov_lab.system import ssh_banner  # noqa: E402
 
 PY = str(ROOT / ".venv/bin/python")
 BENCH_VENV = Path(os.environ.get("PIPROV_BENCH_VENV", "/var/cache/piprov-bench/venv"))
@@ -50,6 +51,12 @@ def fresh_lab(name: str, nodes: int, rtt_ms: float, cpu_quota_pct: int = 0) -> t
         lab.exec(n, "systemctl is-active -q systemd-user-sessions || systemctl restart systemd-user-sessions")
         lab.put_file(n, "/etc/ssh/sshd_config.d/00-bench-verbose.conf", VERBOSE_CONF)
         lab.exec(n, "systemctl reload ssh", check=True)
+        # sshd re-executes itself on the reload: on a capped node its port is closed for a
+        # while after systemctl returns (the peers' spec read once found all three refusing).
+        ip = next(x.ip for x in lab.nodes if x.name == n)
+        deadline = time.monotonic() + 60
+        while not ssh_banner(ip) and time.monotonic() < deadline:
+            time.sleep(0.2)
 
     pmap(verbose, [n.name for n in lab.nodes])
     WORK.mkdir(parents=True, exist_ok=True)
