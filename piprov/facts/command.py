@@ -14,14 +14,14 @@ import shlex
 from typing import Iterable, Sequence
 
 from piprov.errors import FactsError
-from piprov.facts.model import DEVICE_INIT, OCCIDENTALIS, PATH_RE, UNIT_RE
+from piprov.facts.model import CLOUD_INIT_USER_DATA, DEVICE_INIT, OCCIDENTALIS, PATH_RE, UNIT_RE
 
 BEGIN = "PIPROV-FACTS-BEGIN 1"
 END = "PIPROV-FACTS-END"
 # Content of files up to this size comes back (for diffs and in-place edits).
 MAX_CONTENT = 64 * 1024
 # Read on every node: hostname planning edits them.
-HOST_FILES = (OCCIDENTALIS, DEVICE_INIT, "/etc/hostname", "/etc/hosts")
+HOST_FILES = (OCCIDENTALIS, DEVICE_INIT, *CLOUD_INIT_USER_DATA, "/etc/hostname", "/etc/hosts")
 # Program names go into the script unquoted, like paths and units.
 _PROGRAM_RE = re.compile(r"^[A-Za-z0-9._+-]+$")
 

@@ -10,6 +10,15 @@ OCCIDENTALIS = "/boot/occidentalis.txt"
 # HypriotOS 1.0-1.6: device-init reads `hostname:` from this file at every boot (hypriot/device-init
 # cmd/root.go: the --config default; cmd/hostname_set.go: config.GetString("hostname")).
 DEVICE_INIT = "/boot/device-init.yaml"
+# cloud-init cards: NoCloud's user-data on the FAT partition, read at every boot. HypriotOS 1.7-1.12
+# link the seed to /boot (image-builder-rpi v1.7.0 builder/chroot-script.sh:196-202); Raspberry Pi OS
+# keeps its boot files in /boot/firmware since Bookworm.
+CLOUD_INIT_USER_DATA = ("/boot/user-data", "/boot/firmware/user-data")
+# cloud-init's pickled datasource. While it exists and meta-data's instance-id is unchanged, a
+# boot restores it and runs on the user-data it cached, not the file in /boot (stages.py
+# _restore_from_checked_cache; seen on the lab: an edited hostname: came back as the old one).
+# Without it the boot reads the seed again; same instance-id, so no first-boot modules rerun.
+CLOUD_INIT_CACHE = "/var/lib/cloud/instance/obj.pkl"
 
 # The names the command may ask about and the parser accepts back. The script
 # interpolates them unquoted, so these patterns are also what keeps it safe.
@@ -153,4 +162,4 @@ class NodeFacts:
     @property
     def is_hypriot(self) -> bool:
         """HypriotOS: its boot partition carries the name its device-init applies at boot."""
-        return self.file(OCCIDENTALIS).exists or self.file(DEVICE_INIT).exists
+        return self.file(OCCIDENTALIS).exists or self.file(DEVICE_INIT).exists or self.file(CLOUD_INIT_USER_DATA[0]).exists

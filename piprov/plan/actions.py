@@ -53,7 +53,7 @@ class SetHostname:
     """The running hostname, now, without a reboot (the files are separate WriteFiles)."""
 
     name: str
-    method: Literal["occidentalis", "device-init", "hostnamectl"]
+    method: Literal["occidentalis", "device-init", "cloud-init", "hostnamectl"]
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import re
 from typing import Literal
 
 from piprov.errors import FactsError
-from piprov.facts.model import DEVICE_INIT, OCCIDENTALIS, NodeFacts
+from piprov.facts.model import CLOUD_INIT_CACHE, CLOUD_INIT_USER_DATA, DEVICE_INIT, OCCIDENTALIS, NodeFacts
 from piprov.plan.files import unified_diff
 from piprov.plan.model import FileChange, HostnameChange
 
@@ -45,7 +45,7 @@ def _set_occidentalis_hostname(text: str, name: str) -> str:
 _YAML_HOSTNAME = re.compile(r"^hostname[ \t]*:(.*)$")
 
 
-def _set_device_init_hostname(text: str, name: str) -> str:
+def _set_device_init_hostname(text: str, name: str, quote: str = '"') -> str:
     """device-init.yaml with ``hostname: "name"``, its other lines kept (a line edit: the file is the
     user's, comments and all). Only a top-level key counts: device-init reads the top-level one."""
     lines = text.splitlines()
@@ -56,9 +56,27 @@ def _set_device_init_hostname(text: str, name: str) -> str:
         value, hash_, comment = m.group(1).partition(" #")
         if value.strip().strip("\"'") == name:
             return text
-        lines[i] = f'hostname: "{name}"' + (f"  #{comment}" if hash_ else "")
+        lines[i] = f"hostname: {quote}{name}{quote}" + (f"  #{comment}" if hash_ else "")
         return "\n".join(lines) + "\n"
-    return text + ("" if text.endswith("\n") or not text else "\n") + f'hostname: "{name}"\n'
+    return text + ("" if text.endswith("\n") or not text else "\n") + f"hostname: {quote}{name}{quote}\n"
+
+
+def _set_user_data_hostname(text: str, name: str) -> str:
+    """cloud-init user-data with its top-level ``hostname:`` set (HypriotOS's is unquoted).
+
+    cloud-init reads it at every boot: update_etc_hosts renders /etc/hosts from it
+    (``manage_etc_hosts: true``, frequency always: cloudinit/config/cc_update_etc_hosts.py),
+    so a name kept only in /etc/hostname would lose its /etc/hosts line at each boot."""
+    return _set_device_init_hostname(text, name, quote="")
+
+
+def _cloud_config_names_host(facts: NodeFacts, path: str) -> bool:
+    """A #cloud-config user-data whose top-level hostname: cloud-init applies (one without the key
+    leaves the name to the datasource and the system: nothing of it to edit)."""
+    f = facts.file(path)
+    text = f.text if f.exists else None
+    return bool(text and text.startswith("#cloud-config")
+                and any(_YAML_HOSTNAME.match(line) for line in text.splitlines()))
 
 
 def _edit(facts: NodeFacts, path: str, new_text: str, *, default_mode: int = 0o644) -> FileChange | None:
@@ -128,10 +146,12 @@ def plan_hostname(name: str, facts: NodeFacts) -> HostnameChange | None:
 
     The name after a reboot is the one the node's boot applies: HypriotOS's device-init reads
     /boot/occidentalis.txt (2015-16 images) or /boot/device-init.yaml (1.0-1.6), and would put the old
-    name back from either; every one of those the node has is edited. Elsewhere hostnamectl."""
+    name back from either; cloud-init cards (HypriotOS 1.7-1.12, Raspberry Pi OS since cloud-init)
+    keep it in user-data's ``hostname:``. Every one of those the node has is edited. Elsewhere hostnamectl."""
     boot = [(path, edit) for path, edit in ((OCCIDENTALIS, _set_occidentalis_hostname),
                                             (DEVICE_INIT, _set_device_init_hostname))
             if facts.file(path).exists]
+    boot += [(path, _set_user_data_hostname) for path in CLOUD_INIT_USER_DATA if _cloud_config_names_host(facts, path)]
     files: list[FileChange] = []
     # /etc/hosts first: once the name changes, sudo resolves it on every call.
     for change in (
@@ -150,8 +170,9 @@ def plan_hostname(name: str, facts: NodeFacts) -> HostnameChange | None:
         reason = f"hostname {facts.hostname} -> {name} (via {where})"
     else:
         reason = "hostname files out of date: " + ", ".join(f.path for f in files)
-    method: Literal["occidentalis", "device-init", "hostnamectl"] = (
-        "device-init" if DEVICE_INIT in paths else "occidentalis" if paths else "hostnamectl")
+    method: Literal["occidentalis", "device-init", "cloud-init", "hostnamectl"] = (
+        "device-init" if DEVICE_INIT in paths else "occidentalis" if OCCIDENTALIS in paths
+        else "cloud-init" if paths else "hostnamectl")
     return HostnameChange(
         old=facts.hostname,
         new=name,
@@ -159,4 +180,5 @@ def plan_hostname(name: str, facts: NodeFacts) -> HostnameChange | None:
         files=files,
         reason=reason,
         set_running=running_differs,
+        stale_caches=(CLOUD_INIT_CACHE,) if any(f.path in CLOUD_INIT_USER_DATA for f in files) else (),
     )

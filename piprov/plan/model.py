@@ -82,17 +82,20 @@ class HostnameChange:
 
     old: str
     new: str
-    method: Literal["occidentalis", "device-init", "hostnamectl"]
+    method: Literal["occidentalis", "device-init", "cloud-init", "hostnamectl"]
     files: list[FileChange]
     reason: str
     set_running: bool = True  # the running name differs (not only the files)
+    # Caches that would make the next boot apply the old files (cloud-init's datasource).
+    stale_caches: tuple[str, ...] = ()
 
     @property
     def actions(self) -> list[Action]:
+        forget: list[Action] = [RemoveFile(p) for p in self.stale_caches]
         if not self.set_running:
-            return []
+            return forget
         # avahi announces the name it started with; a restart re-announces (mDNS follows).
-        return [SetHostname(self.new, self.method),
+        return [*forget, SetHostname(self.new, self.method),
                 Systemctl("try-restart", ("avahi-daemon.service",), best_effort=True)]
 
 

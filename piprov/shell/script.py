@@ -146,7 +146,11 @@ def command(a: Action) -> str:
         return cmd + " 2>/dev/null || true" if a.best_effort else cmd
     if isinstance(a, SetHostname):
         # HypriotOS's device-init (both generations) sets the running name with hostname(1); so do we there.
-        return f"hostnamectl set-hostname {_q(a.name)}" if a.method == "hostnamectl" else f"hostname {_q(a.name)}"
+        # cloud-init's update_hostname leaves a name alone once it differs from the one it last set
+        # ("assuming user maintained hostname", cloudinit/distros/__init__.py update_hostname).
+        if a.method in ("hostnamectl", "cloud-init"):
+            return f"hostnamectl set-hostname {_q(a.name)}"
+        return f"hostname {_q(a.name)}"
     if isinstance(a, EtcdSet):
         return f"{a.etcdctl} set {_q(a.key)} {_q(a.value)}"
     if isinstance(a, RemoveFile):

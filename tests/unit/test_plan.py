@@ -406,6 +406,43 @@ def test_hostname_in_device_init_yaml_keeps_the_users_lines(before: str, after: 
     assert commands(hc.actions)[0] == "hostname rpi-node-1"  # as device-init itself sets it
 
 
+HYPRIOT_USER_DATA = "#cloud-config\n# vim: syntax=yaml\nhostname: black-pearl\nmanage_etc_hosts: true\nusers:\n  - name: pirate\n"
+
+
+@pytest.mark.parametrize("path", ["/boot/user-data", "/boot/firmware/user-data"])
+def test_a_cloud_init_card_gets_the_name_in_user_data_and_from_hostnamectl(path: str) -> None:
+    """cloud-init renders /etc/hosts from user-data's hostname at every boot (manage_etc_hosts): the key
+    is edited, its other lines kept; the running name is hostnamectl's (cloud-init then leaves it)."""
+    facts = _facts_with({path: HYPRIOT_USER_DATA, "/etc/hosts": "127.0.1.1 black-pearl\n",
+                         "/etc/hostname": "black-pearl\n"}, "black-pearl")
+    hc = plan_hostname("rpi-node-1", facts)
+    assert hc is not None and hc.method == "cloud-init" and path in hc.reason
+    new = {f.path: f.content.decode() for f in hc.files}
+    assert new[path] == HYPRIOT_USER_DATA.replace("hostname: black-pearl", "hostname: rpi-node-1")
+    # cloud-init would boot on the user-data it cached: the cache goes, then the running name.
+    assert commands(hc.actions)[:2] == ["rm -f /var/lib/cloud/instance/obj.pkl", "hostnamectl set-hostname rpi-node-1"]
+
+
+@pytest.mark.parametrize("user_data", [
+    "#cloud-config\nusers: []\n",  # no hostname: key, nothing of the name to edit
+    "hostname: black-pearl\n",  # not a cloud-config (a script, a MIME part...): cloud-init reads no key of it
+    "#cloud-config\nwrite_files:\n  - path: /x\n    hostname: nested\n",
+])
+def test_user_data_naming_no_host_is_left_alone(user_data: str) -> None:
+    facts = _facts_with({"/boot/user-data": user_data, "/etc/hosts": "127.0.1.1 old\n", "/etc/hostname": "old\n"},
+                        "old")
+    hc = plan_hostname("rpi-node-1", facts)
+    assert hc is not None and hc.method == "hostnamectl" and not hc.stale_caches
+    assert "/boot/user-data" not in {f.path for f in hc.files}
+
+
+def test_user_data_already_naming_the_node_changes_nothing() -> None:
+    ud = HYPRIOT_USER_DATA.replace("black-pearl", "rpi-node-1")
+    facts = _facts_with({"/boot/user-data": ud, "/etc/hosts": "127.0.1.1 rpi-node-1.localdomain rpi-node-1\n",
+                         "/etc/hostname": "rpi-node-1\n"}, "rpi-node-1")
+    assert plan_hostname("rpi-node-1", facts) is None
+
+
 def test_a_card_with_both_boot_files_gets_the_name_in_both() -> None:
     facts = _facts_with({"/boot/device-init.yaml": 'hostname: "rpi-node-1"\n', "/boot/occidentalis.txt": "hostname=old\n",
                          "/etc/hosts": "127.0.1.1 rpi-node-1\n", "/etc/hostname": "rpi-node-1\n"}, "rpi-node-1")
