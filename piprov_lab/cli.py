@@ -100,7 +100,9 @@ def lab() -> None:
 @click.option("--flavour", "--flavor", "flavours", default="", metavar="F[,F...]",
               help="The OS each node's card holds, given to the nodes in turn: hypriot-2016 (the default: "
               "/boot/occidentalis.txt), hypriot-1x (/boot/device-init.yaml read by that release's device-init), "
-              "raspios (as --rpios).")
+              "hypriot-cloud-init (HypriotOS 1.7-1.12: /boot/user-data read by a real cloud-init), "
+              "raspios (Bookworm made in Imager: /boot/firmware, user ada, Debian's avahi, Docker's overlay.conf "
+              "drop-in). piprov_lab/README.md lists each one's traits and sources.")
 @os_option
 def up(name: str, nodes: int, decoys: int, rtt: float, profile: str, decoy_kinds: tuple[str, ...],
        rpios: int, flavours: str, releases: str, cpu_quota: int) -> None:
@@ -156,11 +158,11 @@ def status(name: str, as_json: bool) -> None:
 @click.argument("node")
 @click.argument("cmd", nargs=-1, type=click.UNPROCESSED)
 def ssh(name: str, node: str, cmd: tuple[str, ...]) -> None:
-    """Log in to NODE as pirate over SSH (lab key, pinned host key); optional -- CMD."""
+    """Log in to NODE as its user (pirate; raspios: Imager's) over SSH (lab key, pinned host key); optional -- CMD."""
     lb = Lab(name)
     if shutil.which("ssh") is None:
-        # No OpenSSH client: the nearest equivalent is a login shell as pirate.
-        argv = lb.exec_argv(node, ["su", "-l", "pirate", *(["-c", " ".join(cmd)] if cmd else [])])
+        # No OpenSSH client: the nearest equivalent is a login shell as the node's user.
+        argv = lb.exec_argv(node, ["su", "-l", lb.user(node), *(["-c", " ".join(cmd)] if cmd else [])])
     else:
         argv = lb.ssh_argv(node, list(cmd))
         if sys.stdin.isatty() and not cmd:

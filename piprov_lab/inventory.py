@@ -91,4 +91,6 @@ def inventory_yaml(name: str, s: LabState, identity_file: Path, known_hosts: Pat
     for n in s.nodes:
         role = "master" if n.index == 1 else "worker"
         lines += [f"  - name: {inventory_name(n.index)}", f"    address: {n.ip}", f"    role: {role}"]
+        if n.user != "pirate":  # a raspios card: the user made in Imager
+            lines += ["    ssh:", f"      user: {n.user}"]
     return "\n".join(lines) + "\n"

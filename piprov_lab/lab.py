@@ -77,7 +77,11 @@ DECOY_OUIS = {"printer": "00:80:77", "laptop": "3c:22:fb",  # Brother, Apple
 # and no /etc/avahi/services/ssh.service, so the node announces only its host name.
 RPIOS_HOSTNAME = "raspberrypi"
 # `lab up --flavour` words -> NodeState.flavour (the state's older words kept).
-FLAVOURS = {"hypriot-2016": "hypriot", "hypriot-1x": "hypriot-1x", "raspios": "rpios"}
+FLAVOURS = {"hypriot-2016": "hypriot", "hypriot-1x": "hypriot-1x", "hypriot-cloud-init": "hypriot-cloud-init",
+            "raspios": "raspios"}
+# The user a raspios node's card was made with in Raspberry Pi Imager: any name but pirate or pi
+# (no image has had a default user since April 2022), so nothing can lean on a fixed one.
+RASPIOS_USER = "ada"
 NODE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 BOOT_TIMEOUT = 120.0
 # The lab LAN's non-member (Lab.outsider): a locally administered MAC, the LAN's last address.
@@ -114,6 +118,8 @@ class NodeInfo:
     netns: str
     host_key: str = ""  # "ssh-ed25519 AAAA...": the key its sshd has now (the lab's pin)
     os: str = image.SUITE  # the Debian release it runs: bullseye, bookworm, trixie
+    flavour: str = "hypriot"  # NodeState.flavour: what its card holds
+    user: str = "pirate"  # the card's login user
 
     @property
     def host_key_fingerprint(self) -> str:
@@ -267,6 +273,8 @@ class Lab:
             netns=n.netns,
             host_key=n.host_key,
             os=n.os,
+            flavour=n.flavour,
+            user=n.user,
         )
 
     @staticmethod
@@ -346,13 +354,15 @@ class Lab:
                     f"lab {self.name!r} left files behind in {self.dir} (its state file is gone: a crash?)",
                     hint=f"`piprov lab down --name {self.name}` removes what it left, then try again",
                 )
-            bases = self._ensure_bases(per_node)
+            per_flavour = [FLAVOURS[flavours[i % len(flavours)]] if flavours else None for i in range(nodes)]
+            images = [image.image_name(per_node[i], per_flavour[i] or "") for i in range(nodes)]
+            bases = self._ensure_bases(images)
             try:
-                s = self._create_lab(bases[per_node[0]], rtt_ms, profile, cpu_quota_pct,
+                s = self._create_lab(bases[images[0]], rtt_ms, profile, cpu_quota_pct,
                                      24 if nodes <= room(24) else 23)
                 self._start_registry(s)
-                new = [self._create_node(s, rpios=i >= nodes - rpios, os_=per_node[i], base=bases[per_node[i]],
-                                         flavour=FLAVOURS[flavours[i % len(flavours)]] if flavours else None)
+                new = [self._create_node(s, rpios=i >= nodes - rpios, os_=per_node[i], base=bases[images[i]],
+                                         flavour=per_flavour[i])
                        for i in range(nodes)]
                 for n in new:
                     self._boot(s, n)
@@ -476,6 +486,8 @@ class Lab:
             n.flavour = "rpios"
         if flavour is not None:
             n.flavour = flavour
+        if n.flavour == "raspios":
+            n.user = RASPIOS_USER
         s.nodes.append(n)
         st.save(s)
         self._mount_disk(s, n)
@@ -494,18 +506,22 @@ class Lab:
              f"lowerdir={n.base or s.base},upperdir={ndir / 'upper'},workdir={ndir / 'work'}", str(root)])  # fmt: skip
         n.mounted = True
         st.save(s)
-        self._personalise(s, n, root)
-        if n.flavour == "rpios":
+        if n.flavour in ("rpios", "raspios"):
             _rpios_avahi(root)
+        if n.flavour == "raspios":
+            _raspios(root, n.user)
         elif n.flavour == "hypriot-1x":
             _hypriot_1x(root)
+        elif n.flavour == "hypriot-cloud-init":
+            _hypriot_cloud_init(root)
+        self._personalise(s, n, root)
 
     def _personalise(self, s: LabState, n: NodeState, root: Path) -> None:
         """Per-node files: own host key, the lab's login key, machine-id, registry name."""
         key = root / "etc/ssh/ssh_host_ed25519_key"
         n.host_key = " ".join(write_ssh_keypair(key, "root@black-pearl").split()[:2])
-        uid, gid = _passwd_ids(root, "pirate")
-        sshdir = root / "home/pirate/.ssh"
+        uid, gid = _passwd_ids(root, n.user)
+        sshdir = root / "home" / n.user / ".ssh"
         sshdir.mkdir(mode=0o700, exist_ok=True)
         auth = sshdir / "authorized_keys"
         auth.write_text(Path(f"{self.identity_file}.pub").read_text())
@@ -601,7 +617,7 @@ class Lab:
     def _logins_allowed(self, n: NodeState) -> bool:
         """sshd answers before boot ends, but until systemd-user-sessions has
         removed /run/nologin, PAM refuses every login but root's: a node is up
-        for piprov only once pirate can log in, as on a real Pi."""
+        for piprov only once its user can log in, as on a real Pi."""
         pid1 = self._pid1(n)
         if pid1 is None:
             return False
@@ -934,9 +950,11 @@ class Lab:
 
     def require_sudo_password(self, node: str, password: str) -> None:
         """Make ``node`` a Pi whose sudo wants a password (Raspberry Pi OS made in Imager, hardened images):
-        pirate gets ``password`` and loses the NOPASSWD rule (the image's %sudo rule then asks)."""
-        self.exec(node, "chpasswd", input=f"pirate:{password}\n")
-        self.exec(node, "rm -f /etc/sudoers.d/010_pirate-nopasswd && sudo -l -U pirate | grep -q '(ALL.*) ALL'")
+        its user gets ``password`` and loses the NOPASSWD rule (the image's %sudo rule then asks)."""
+        user = self._find(self._state(), node).user
+        self.exec(node, "chpasswd", input=f"{user}:{password}\n")
+        self.exec(node, f"rm -f /etc/sudoers.d/010_{user}-nopasswd /etc/sudoers.d/010_pi-nopasswd"
+                        f" && sudo -l -U {user} | grep -q '(ALL.*) ALL'")
 
     def netem(self, rtt_ms: float | None = None, loss_pct: float | None = None, node: str | None = None) -> None:
         """Set round-trip delay (userspace relay on port 22) and/or packet loss for one or all nodes."""
@@ -1072,12 +1090,16 @@ class Lab:
         return [*join, "nsenter", "-t", str(pid1), "-a", "env", "-i", f"PATH={NODE_PATH}", "HOME=/root",
                 "LANG=C.UTF-8", "TERM=" + os.environ.get("TERM", "dumb"), *inner]  # fmt: skip
 
+    def user(self, node: str) -> str:
+        """The login user of ``node``'s card (pirate on HypriotOS; the Imager user on raspios)."""
+        return self._find(self._state(), node).user
+
     def ssh_argv(self, node: str, cmd: Sequence[str] = ()) -> list[str]:
-        """An OpenSSH command line that logs in to ``node`` as pirate with the lab's key."""
+        """An OpenSSH command line that logs in to ``node`` as its user (pirate, or raspios's) with the lab's key."""
         n = self._find(self._state(), node)
         return ["ssh", "-i", str(self.identity_file), "-o", f"UserKnownHostsFile={self.lab_known_hosts}",
                 "-o", "StrictHostKeyChecking=yes", "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR",
-                f"pirate@{n.ip}", *cmd]  # fmt: skip
+                f"{n.user}@{n.ip}", *cmd]  # fmt: skip
 
     # ------------------------------------------------------------- inventory
     def inventory_yaml(self) -> str:
@@ -1105,6 +1127,7 @@ class Lab:
                     "name": i.name, "inventory_name": i.inventory_name, "ip": i.ip, "mac": i.mac,
                     "mdns_name": i.mdns_name, "running": i.running, "partitioned": i.partitioned,
                     "rtt_ms": i.rtt_ms, "loss_pct": i.loss_pct, "os": i.os,
+                    "flavour": i.flavour, "user": i.user,
                     "sshd": bool(i.running and not i.partitioned and ssh_banner(i.ip, timeout=0.3)),
                     # Read back from the node's cgroups: the quota in force, CPU used since its boot.
                     "cpu": node_cpu(f"{self.name}-{i.name}") if i.running else {},
@@ -1133,6 +1156,39 @@ def _hypriot_1x(root: Path) -> None:
     wants.mkdir(parents=True, exist_ok=True)
     (wants / "device-init.service").unlink(missing_ok=True)
     (wants / "device-init.service").symlink_to("/etc/systemd/system/device-init.service")
+
+
+def _hypriot_cloud_init(root: Path) -> None:
+    """Turn a node's root (its overlay, on the cloud-init image) into a HypriotOS 1.7-1.12 card: no
+    device-init (image-builder-rpi v1.7.0 removed it), /boot/user-data and /boot/meta-data as the
+    image shipped them, read at every boot by the image's real cloud-init (NoCloud, seed in /boot)."""
+    (root / "boot/occidentalis.txt").unlink(missing_ok=True)
+    (root / "etc/systemd/system/sysinit.target.wants/device-init.service").unlink(missing_ok=True)
+    (root / "boot/user-data").write_text(image.HYPRIOT_USER_DATA)
+    (root / "boot/meta-data").write_text(image.HYPRIOT_META_DATA)
+
+
+def _raspios(root: Path, user: str) -> None:
+    """Turn a node's root (its overlay) into a Raspberry Pi OS (Bookworm) card made in Imager: the FAT
+    partition at /boot/firmware with cmdline.txt and config.txt (and the stub /boot/cmdline.txt pointing
+    there), no HypriotOS device-init or occidentalis.txt, the Imager user in place of pirate with
+    passwordless sudo. Sources: piprov_lab/README.md."""
+    (root / "boot/occidentalis.txt").unlink(missing_ok=True)
+    (root / "etc/systemd/system/sysinit.target.wants/device-init.service").unlink(missing_ok=True)
+    fw = root / "boot/firmware"
+    fw.mkdir(parents=True, exist_ok=True)
+    (fw / "cmdline.txt").write_text(image.RASPIOS_CMDLINE)
+    (fw / "config.txt").write_text(image.RASPIOS_CONFIG)
+    for name in ("cmdline.txt", "config.txt"):
+        (root / "boot" / name).write_text(image.RASPIOS_BOOT_STUB.format(name=name))
+    (root / "etc/rpi-issue").write_text(image.RASPIOS_ISSUE)
+    # What userconf-pi's first boot leaves (its userconf script): the image's first user renamed,
+    # home moved, raspberrypi-sys-mods' 010_pi-nopasswd rule rewritten for the new name.
+    run(["chroot", str(root), "sh", "-c", f"usermod -l {user} -d /home/{user} -m pirate && groupmod -n {user} pirate"])
+    (root / "etc/sudoers.d/010_pirate-nopasswd").unlink(missing_ok=True)
+    rule = root / "etc/sudoers.d/010_pi-nopasswd"
+    rule.write_text(f"{user} ALL=(ALL) NOPASSWD: ALL\n")
+    rule.chmod(0o440)
 
 
 def _assign_releases(releases: Sequence[str], count: int) -> list[str]:

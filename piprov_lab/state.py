@@ -49,7 +49,10 @@ class NodeState:
     loss_pct: float = 0.0
     partitioned: bool = False
     mounted: bool = False
-    flavour: str = "hypriot"  # "rpios": Raspberry Pi OS's avahi defaults and host name; "hypriot-1x": device-init.yaml
+    # "rpios": Raspberry Pi OS's avahi defaults and host name only (`lab up --rpios`); "raspios": the
+    # whole card (`--flavour raspios`); "hypriot-1x": device-init.yaml. See piprov_lab/README.md.
+    flavour: str = "hypriot"
+    user: str = "pirate"  # the login user the card was made with (raspios: the one chosen in Imager)
     os: str = "bookworm"  # the Debian release it runs (`lab up --os`; piprov_lab/image.py RELEASES)
     base: str = ""  # the base image under its overlay; "" in a state of before --os: the lab's
 

@@ -5,11 +5,14 @@ test tests/lab/test_os_matrix_lab.py boots a mixed lab and runs piprov on it).""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from piprov.inventory import load
 from piprov_lab import image
+from piprov_lab.inventory import inventory_yaml
 from piprov_lab.cli import lab
 from piprov_lab.errors import LabError
 from piprov_lab.lab import _assign_releases
@@ -56,3 +59,26 @@ def test_a_nodes_release_is_in_the_state_and_a_state_of_before_means_bookworm() 
         del old["nodes"][0][key]
     n = LabState.from_json(json.dumps(old)).nodes[0]
     assert (n.os, n.base) == ("bookworm", "")  # booted on the lab's base, as before
+
+
+def test_the_cloud_init_flavour_boots_a_variant_image_and_the_plain_ones_stay_python_free() -> None:
+    assert image.image_name("bullseye", "hypriot-cloud-init") == "bullseye+cloud-init"
+    assert image.image_name("bullseye", "raspios") == image.image_name("bullseye", "") == "bullseye"
+    plain, variant = image.recipe("bullseye"), image.recipe("bullseye+cloud-init")
+    assert variant["suite"] == "bullseye" and variant["packages"] == [*plain["packages"], "cloud-init", "python3-cffi-backend"]  # type: ignore[misc]
+    assert image.NO_PYTHON in str(plain["customize"]) and image.NO_PYTHON not in str(variant["customize"])
+    assert "ln -s /boot/user-data /var/lib/cloud/seed/nocloud-net/user-data" in str(variant["customize"])
+    assert image.base_path("bullseye") != image.base_path("bullseye+cloud-init")
+    with pytest.raises(LabError, match="unknown image variant"):
+        image.release("bullseye+puppet")
+
+
+def test_a_raspios_node_has_its_imager_user_in_state_and_inventory(tmp_path: Path) -> None:
+
+    nodes = [NodeState("pi1", 1, "10.231.0.11", "m", "ns", "v", "/d"),
+             NodeState("pi2", 2, "10.231.0.12", "m", "ns", "v", "/d", flavour="raspios", user="ada")]
+    s = LabState(name="t", dir="/x", base="/b", bridge_ip="10.231.0.1", nodes=nodes)
+    assert [n.user for n in LabState.from_json(s.to_json()).nodes] == ["pirate", "ada"]
+    inv = tmp_path / "inventory.yaml"
+    inv.write_text(inventory_yaml("t", s, Path("/k/id"), Path("/k/known_hosts")))
+    assert [(n.name, n.ssh.user) for n in load(inv).nodes] == [("rpi-master", "pirate"), ("rpi-node-1", "ada")]
