@@ -9,6 +9,7 @@ command/shell/subsystem channel, also those multiplexed over ControlMaster).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -92,7 +93,11 @@ def all_ready(lab: Lab) -> bool:
     from piprov.inventory import load
     from piprov.kube.client import apiserver_url, client_tls
 
-    inv = WORK / f"{lab.name}-ready-inventory.yaml"
+    # A path of its own per lab instance: piprov's client_tls keeps one TLS context per inventory
+    # path for the process, and a fresh lab has a new CA (the same path kept the first lab's CA,
+    # so every later lab of one bench process looked never Ready).
+    stamp = hashlib.sha256(lab.nodes[0].host_key.encode()).hexdigest()[:12]
+    inv = WORK / f"{lab.name}-{stamp}-ready-inventory.yaml"
     if not inv.exists():
         inv.write_text(lab.inventory_yaml())  # its cluster.pki_dir is the lab's one CA
     inventory = load(inv)

@@ -27,7 +27,7 @@ from piprov.graph import ComponentGraph, HealthCheck, NodeDag, Vertex, node_dag
 from piprov.health import HttpGet, ProbeResult, http_get, https_getter, wait_healthy
 from piprov.inventory.model import Inventory, Node, refuse_documentation_address
 from piprov.kube.client import client_tls
-from piprov.kube.etcd import read_keys
+from piprov.kube.etcd import etcd_url, read_keys
 from piprov.lock import FileLock
 from piprov.orchestrate import Event, RunResult, StepResult, run_dag
 from piprov.plan import ComponentPlan, DisableUnits, NodePlan, Plan, plan_node
@@ -56,9 +56,9 @@ def read_facts(inventory: Inventory, graph: ComponentGraph, fleet: Fleet, name: 
     """One node's facts: one SSH command; the etcd keys its components own, read meanwhile from the controller."""
     keys = graph.etcd_key_names(inventory.node(name).role)
     if keys:
-        # The read-ahead goes to the master from the controller, not through
-        # this node's transport: it needs the transport's refusal of its own.
-        refuse_documentation_address(inventory.master)
+        # The read-ahead goes to the master from the controller, not through this node's
+        # transport: etcd_url refuses a documentation address here, not on the thread.
+        etcd_url(inventory)
     etcd = _read_keys_ahead(inventory, keys) if keys else None
     res = fleet.transports[name].run(facts_command_for(inventory, graph, name), sudo=True, timeout=FACTS_TIMEOUT)
     if not res.ok:
@@ -245,7 +245,6 @@ def running_versions(inventory: Inventory, timeout: float = 3.0) -> dict[str, st
     except PiprovError:
         return {"etcd": None, "hyperkube": None}  # no packet to an address that only exists in docs
     from piprov.kube.client import apiserver_url
-    from piprov.kube.etcd import etcd_url
 
     urls = {"etcd": etcd_url(inventory) + "/version", "hyperkube": apiserver_url(inventory) + "/version"}
     tls = client_tls(inventory)

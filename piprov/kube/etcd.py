@@ -13,12 +13,14 @@ import urllib.parse
 from piprov import http
 from piprov.errors import ClusterError
 from piprov.facts.model import EtcdKeyFacts
-from piprov.inventory.model import Inventory
+from piprov.inventory.model import Inventory, refuse_documentation_address
 from piprov.kube.client import JSON, client_tls, json_object
 
 
 def etcd_url(inventory: Inventory) -> str:
-    """etcd's client port on the master's LAN address: TLS, client certificates only."""
+    """etcd's client port on the master's LAN address: TLS, client certificates only. Every request
+    to etcd is built on it, so it refuses a documentation address (as kube.client.api_for does)."""
+    refuse_documentation_address(inventory.master)
     return f"https://{inventory.master.address}:{inventory.network.etcd_port}"
 
 
