@@ -506,9 +506,9 @@ class Lab:
              f"lowerdir={n.base or s.base},upperdir={ndir / 'upper'},workdir={ndir / 'work'}", str(root)])  # fmt: skip
         n.mounted = True
         st.save(s)
-        if n.flavour in ("rpios", "raspios"):
+        if n.flavour == "rpios":
             _rpios_avahi(root)
-        if n.flavour == "raspios":
+        elif n.flavour == "raspios":
             _raspios(root, n.user)
         elif n.flavour == "hypriot-1x":
             _hypriot_1x(root)
@@ -951,7 +951,7 @@ class Lab:
     def require_sudo_password(self, node: str, password: str) -> None:
         """Make ``node`` a Pi whose sudo wants a password (Raspberry Pi OS made in Imager, hardened images):
         its user gets ``password`` and loses the NOPASSWD rule (the image's %sudo rule then asks)."""
-        user = self._find(self._state(), node).user
+        user = self.user(node)
         self.exec(node, "chpasswd", input=f"{user}:{password}\n")
         self.exec(node, f"rm -f /etc/sudoers.d/010_{user}-nopasswd /etc/sudoers.d/010_pi-nopasswd"
                         f" && sudo -l -U {user} | grep -q '(ALL.*) ALL'")
@@ -1142,16 +1142,22 @@ class Lab:
         }
 
 
+def _without_occidentalis(root: Path) -> None:
+    """The image's 2015-16 HypriotOS boot taken off a card of a later OS: no occidentalis.txt and its
+    device-init not started early (the image enables it from sysinit.target)."""
+    (root / "boot/occidentalis.txt").unlink(missing_ok=True)
+    (root / "etc/systemd/system/sysinit.target.wants/device-init.service").unlink(missing_ok=True)
+
+
 def _hypriot_1x(root: Path) -> None:
     """Turn a node's root (its overlay) into HypriotOS 1.0-1.6's boot: /boot/device-init.yaml instead of
     occidentalis.txt, read by that release's device-init (image.DEVICE_INIT_1X: its behaviour, its unit)."""
-    (root / "boot/occidentalis.txt").unlink(missing_ok=True)
+    _without_occidentalis(root)
     (root / "boot/device-init.yaml").write_text(image.DEVICE_INIT_YAML)
     prog = root / "usr/local/sbin/device-init"
     prog.write_text(image.DEVICE_INIT_1X)
     prog.chmod(0o755)
     (root / "etc/systemd/system/device-init.service").write_text(image.DEVICE_INIT_1X_UNIT)
-    (root / "etc/systemd/system/sysinit.target.wants/device-init.service").unlink(missing_ok=True)
     wants = root / "etc/systemd/system/multi-user.target.wants"
     wants.mkdir(parents=True, exist_ok=True)
     (wants / "device-init.service").unlink(missing_ok=True)
@@ -1162,8 +1168,7 @@ def _hypriot_cloud_init(root: Path) -> None:
     """Turn a node's root (its overlay, on the cloud-init image) into a HypriotOS 1.7-1.12 card: no
     device-init (image-builder-rpi v1.7.0 removed it), /boot/user-data and /boot/meta-data as the
     image shipped them, read at every boot by the image's real cloud-init (NoCloud, seed in /boot)."""
-    (root / "boot/occidentalis.txt").unlink(missing_ok=True)
-    (root / "etc/systemd/system/sysinit.target.wants/device-init.service").unlink(missing_ok=True)
+    _without_occidentalis(root)
     (root / "boot/user-data").write_text(image.HYPRIOT_USER_DATA)
     (root / "boot/meta-data").write_text(image.HYPRIOT_META_DATA)
 
@@ -1172,9 +1177,9 @@ def _raspios(root: Path, user: str) -> None:
     """Turn a node's root (its overlay) into a Raspberry Pi OS (Bookworm) card made in Imager: the FAT
     partition at /boot/firmware with cmdline.txt and config.txt (and the stub /boot/cmdline.txt pointing
     there), no HypriotOS device-init or occidentalis.txt, the Imager user in place of pirate with
-    passwordless sudo. Sources: piprov_lab/README.md."""
-    (root / "boot/occidentalis.txt").unlink(missing_ok=True)
-    (root / "etc/systemd/system/sysinit.target.wants/device-init.service").unlink(missing_ok=True)
+    passwordless sudo, Debian's avahi. Sources: piprov_lab/README.md."""
+    _rpios_avahi(root)
+    _without_occidentalis(root)
     fw = root / "boot/firmware"
     fw.mkdir(parents=True, exist_ok=True)
     (fw / "cmdline.txt").write_text(image.RASPIOS_CMDLINE)

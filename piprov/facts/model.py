@@ -161,5 +161,6 @@ class NodeFacts:
 
     @property
     def is_hypriot(self) -> bool:
-        """HypriotOS: its boot partition carries the name its device-init applies at boot."""
-        return self.file(OCCIDENTALIS).exists or self.file(DEVICE_INIT).exists or self.file(CLOUD_INIT_USER_DATA[0]).exists
+        """HypriotOS: its boot partition carries the name its boot applies (device-init, or from 1.7
+        cloud-init's user-data in /boot; Raspberry Pi OS keeps its user-data in /boot/firmware)."""
+        return any(self.file(p).exists for p in (OCCIDENTALIS, DEVICE_INIT, CLOUD_INIT_USER_DATA[0]))
